@@ -1,0 +1,35 @@
+# One command runs the main job, one runs the tests; each sets itself up (venv, packages).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ROWS ?= 100000
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+
+.PHONY: demo test venv bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "astrolab needs Python >= 3.11 (set PYTHON=python3.11)"; exit 1; }
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get install -y -qq python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+## demo: synthetic DESI sample -> desi-ingest flow -> HATS lake, DuckDB catalog, Data Docs (embedded defaults)
+demo: venv
+	$(BIN)/astrolab demo --rows $(ROWS)
+
+## test: the whole test suite
+test: venv
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+## bench: ingest benchmark (bench/ingest.py)
+bench: venv
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf astrolab-data bench/out

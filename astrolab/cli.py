@@ -1,0 +1,159 @@
+"""The ``astrolab`` command: sample, ingest, demo, query, cone, settings."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow as pa
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from astrolab import progress
+from astrolab.settings import SettingsError, load_settings
+
+console = Console(stderr=True)
+
+
+@contextmanager
+def _bar(description: str, total: int | None):
+    """Show a rich progress bar fed by astrolab.progress while the body runs."""
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(description, total=total)
+        progress.install(lambda name: bar.update(task, description=f"{description}: {name}"),
+                         lambda rows: bar.advance(task, rows))
+        try:
+            yield
+        finally:
+            progress.install(None, None)
+
+
+def _print_table(table: pa.Table, max_rows: int) -> None:
+    out = Table(show_lines=False)
+    for name in table.schema.names:
+        out.add_column(name)
+    for row in table.slice(0, max_rows).to_pylist():
+        out.add_row(*("" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v) for v in row.values()))
+    Console().print(out)
+    if table.num_rows > max_rows:
+        console.print(f"({table.num_rows} rows, first {max_rows} shown; use --limit)")
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from flows.sample import desi_sample
+
+    with _bar("sample rows", args.rows):
+        desi_sample(str(args.out), n_rows=args.rows, seed=args.seed, spectra=not args.no_spectra)
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from flows.ingest import desi_ingest
+
+    with _bar("ingest rows", None):
+        summary = desi_ingest(str(args.source), kinds=args.kinds or None, config=args.config)
+    for path, reason in summary["quarantined"].items():
+        console.print(f"[yellow]quarantined[/] {path}: {reason}")
+    console.print(f"ingested {summary['ingested']} files ({summary['rows']:,} rows), skipped {summary['skipped']}, "
+                  f"quarantined {len(summary['quarantined'])}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from flows.ingest import desi_ingest
+    from flows.sample import desi_sample
+
+    settings = load_settings(args.config)
+    sample_dir = settings.home / "desi-sample"
+    with _bar("sample rows", args.rows):
+        desi_sample(str(sample_dir), n_rows=args.rows, seed=args.seed)
+    with _bar("ingest rows", None):
+        summary = desi_ingest(str(sample_dir), config=args.config)
+    lake = Path(settings.lake_url).resolve()
+    console.print(f"\n[bold green]done[/]: {summary['rows']:,} rows ingested from {summary['ingested']} files "
+                  f"({len(summary['quarantined'])} quarantined)")
+    console.print(f"  HATS lake:  {lake / 'hats'}")
+    console.print(f"  catalog:    {settings.catalog_url}")
+    console.print(f"  Data Docs:  {lake / 'reports' / 'data_docs' / 'index.html'}")
+    console.print("  try:       astrolab query \"SELECT spectype, count(*) FROM zcat_primary GROUP BY 1\"")
+    return 0
+
+
+def _catalog(args: argparse.Namespace):
+    from astrolab.resources import build_catalog
+
+    return build_catalog(load_settings(args.config), read_only=True)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    with _catalog(args) as catalog:
+        _print_table(catalog.query(args.sql), args.limit)
+    return 0
+
+
+def cmd_cone(args: argparse.Namespace) -> int:
+    with _catalog(args) as catalog:
+        _print_table(catalog.cone(args.ra, args.dec, args.radius, table=args.table), args.limit)
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    Console().print_json(settings.model_dump_json())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(prog="astrolab", description=__doc__)
+    parser.add_argument("--config", help="settings YAML (default: $ASTROLAB_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("sample", cmd_sample, "write a synthetic DESI DR1 sample")
+    p.add_argument("out", type=Path)
+    p.add_argument("--rows", type=int, default=10_000)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--no-spectra", action="store_true", help="skip coadd/redrock files")
+    p = add("ingest", cmd_ingest, "ingest DESI files under a path (the desi-ingest flow)")
+    p.add_argument("source", type=Path)
+    p.add_argument("--kinds", nargs="*", help="only these kinds: zpix zall fastspec coadd redrock")
+    p = add("demo", cmd_demo, "generate a sample and ingest it on the embedded defaults")
+    p.add_argument("--rows", type=int, default=100_000)
+    p.add_argument("--seed", type=int, default=42)
+    p = add("query", cmd_query, "run SQL on the catalog")
+    p.add_argument("sql")
+    p.add_argument("--limit", type=int, default=50, help="rows to print")
+    p = add("cone", cmd_cone, "rows within RADIUS degrees of RA DEC (nearest first)")
+    p.add_argument("ra", type=float)
+    p.add_argument("dec", type=float)
+    p.add_argument("radius", type=float)
+    p.add_argument("--table", default="zcat_primary")
+    p.add_argument("--limit", type=int, default=50)
+    add("settings", cmd_settings, "print the effective settings")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``astrolab`` console script."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (SettingsError, FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

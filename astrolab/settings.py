@@ -1,0 +1,155 @@
+"""One typed settings object, from ``ASTROLAB_*`` environment variables and an optional YAML file.
+
+Precedence (highest first): environment variables, the YAML file named by ``ASTROLAB_CONFIG`` (or passed
+explicitly), the defaults below. A misspelt key, in YAML or in an ``ASTROLAB_*`` variable, is an error with a
+"did you mean" hint. Environment variables are ``ASTROLAB_<SECTION>_<FIELD>``, e.g. ``ASTROLAB_LAKE_URL``,
+``ASTROLAB_CATALOG_URL``, ``ASTROLAB_DASK_ADDRESS``, ``ASTROLAB_INGEST_CHUNK_ROWS``; ``ASTROLAB_HOME`` sets the
+directory the embedded defaults live in.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used: unknown key, bad value, unreadable file."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LakeSettings(_Section):
+    """Where files go: a local directory (embedded default) or, in production, an S3/MinIO URL."""
+
+    url: str = Field("", description="Lake root: a directory path or file:// URL; default <home>/lake")
+
+
+class CatalogSettings(_Section):
+    """The SQL catalog: a DuckDB file (embedded default) or a PostgreSQL URL."""
+
+    url: str = Field("", description="duckdb:///path/catalog.duckdb or postgresql://...; default <home>/catalog.duckdb")
+
+
+class DaskSettings(_Section):
+    """The compute cluster the heavy steps run on."""
+
+    address: str | None = Field(None, description="Scheduler address of an existing cluster (tcp://host:8786)")
+    n_workers: int = Field(2, ge=1, description="Workers of the LocalCluster started when no address is given")
+    threads_per_worker: int = Field(1, ge=1, description="Threads per LocalCluster worker")
+    memory_limit: str = Field("4GiB", description="Memory limit per LocalCluster worker")
+    gpu: bool = Field(False, description="Start a dask_cuda.LocalCUDACluster instead of a LocalCluster")
+
+
+class IngestSettings(_Section):
+    """How DESI files are read, checked and partitioned."""
+
+    chunk_rows: int = Field(250_000, ge=1, description="Rows read, validated and written per chunk")
+    hats_max_rows: int = Field(1_000_000, ge=1, description="Most rows in one HATS partition")
+    hats_highest_order: int = Field(10, ge=0, le=19, description="Finest HEALPix order a HATS partition may have")
+    expectations_dir: Path = Field(REPO_ROOT / "expectations", description="Great Expectations suites (JSON)")
+
+
+class Settings(_Section):
+    """Everything astrolab reads from the environment and the settings YAML."""
+
+    home: Path = Field(Path("astrolab-data"), description="Directory of the embedded lake and catalog")
+    lake: LakeSettings = LakeSettings()
+    catalog: CatalogSettings = CatalogSettings()
+    dask: DaskSettings = DaskSettings()
+    ingest: IngestSettings = IngestSettings()
+
+    @property
+    def lake_url(self) -> str:
+        """The lake root, defaulting to ``<home>/lake``."""
+        return self.lake.url or str(self.home / "lake")
+
+    @property
+    def catalog_url(self) -> str:
+        """The catalog URL, defaulting to a DuckDB file under home."""
+        return self.catalog.url or f"duckdb:///{(self.home / 'catalog.duckdb').as_posix()}"
+
+
+_SECTIONS: dict[str, type[_Section]] = {
+    "lake": LakeSettings, "catalog": CatalogSettings, "dask": DaskSettings, "ingest": IngestSettings
+}
+_TOP_LEVEL = {"home"}
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(choices))})"
+
+
+def _check_keys(data: Mapping[str, Any], source: str) -> None:
+    for key, value in data.items():
+        if key in _TOP_LEVEL:
+            continue
+        if key not in _SECTIONS:
+            raise SettingsError(f"{source}: unknown section {key!r}{_did_you_mean(key, [*_SECTIONS, *_TOP_LEVEL])}")
+        if not isinstance(value, Mapping):
+            raise SettingsError(f"{source}: section {key!r} must be a mapping, got {type(value).__name__}")
+        fields = list(_SECTIONS[key].model_fields)
+        for field in value:
+            if field not in fields:
+                raise SettingsError(f"{source}: unknown key {key}.{field}{_did_you_mean(field, fields)}")
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    known = ["ASTROLAB_HOME", "ASTROLAB_CONFIG"] + [
+        f"ASTROLAB_{s.upper()}_{f.upper()}" for s, cls in _SECTIONS.items() for f in cls.model_fields
+    ]
+    for name, value in env.items():
+        if not name.startswith("ASTROLAB_") or name == "ASTROLAB_CONFIG":
+            continue
+        if name == "ASTROLAB_HOME":
+            data["home"] = value
+            continue
+        if name not in known:
+            raise SettingsError(f"environment: unknown variable {name}{_did_you_mean(name, known)}")
+        section, field = name[len("ASTROLAB_"):].lower().split("_", 1)
+        data.setdefault(section, {})[field] = value
+    return data
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out.get(key, {}), value) if isinstance(value, Mapping) else value
+    return out
+
+
+def load_settings(config: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from defaults, the YAML file (``config`` or ``$ASTROLAB_CONFIG``) and the environment."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    config = config or env.get("ASTROLAB_CONFIG")
+    if config:
+        path = Path(config)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise SettingsError(f"{path}: cannot read settings ({exc})") from exc
+        if not isinstance(loaded, Mapping):
+            raise SettingsError(f"{path}: settings must be a mapping at the top level")
+        _check_keys(loaded, str(path))
+        data = dict(loaded)
+    from_env = _from_env(env)
+    _check_keys(from_env, "environment")
+    data = _merge(data, from_env)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SettingsError(f"invalid settings: {problems}") from None

@@ -1,0 +1,114 @@
+"""desi-ingest: DESI DR1 files -> validated, enriched HATS lake + catalog + data-quality report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_image_artifact,
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
+from prefect.runtime import flow_run
+
+from astrolab import progress
+from astrolab.resources import build_catalog, build_lake, build_validator
+from astrolab.settings import Settings, load_settings
+from tasks import report
+from tasks.desi_files import SourceFile, discover
+from tasks.ingest import FileResult, PublishResult, ingest_file, publish, reconcile
+from tasks.products import PRODUCTS
+
+
+@task(name="reconcile-lake")
+def reconcile_lake(settings: Settings) -> list[str]:
+    """Finish what an interrupted run left: lake pointer swaps, unpublished builds."""
+    with build_catalog(settings) as catalog:
+        return reconcile(build_lake(settings), catalog)
+
+
+@task(name="discover-files")
+def discover_files(source: str, kinds: list[str] | None) -> list[SourceFile]:
+    """Find DESI DR1 files under ``source`` by their file-name patterns."""
+    return discover(Path(source), set(kinds) if kinds else None)
+
+
+@task(name="ingest-files")
+def ingest_files(files: list[SourceFile], settings: Settings, run_id: str) -> list[FileResult]:
+    """Ingest each file (hash, read, validate, enrich, stage, load); bad files are quarantined, others go on."""
+    logger = get_run_logger()
+    lake = build_lake(settings)
+    validator = build_validator(settings, lake)
+    results = []
+    with build_catalog(settings) as catalog:
+        for src in files:
+            progress.start_file(src.path.name)
+            result = ingest_file(src, lake, catalog, validator, settings.ingest.chunk_rows, run_id,
+                                 progress=progress.advance)
+            results.append(result)
+            if result.status == "quarantined":
+                logger.warning("quarantined %s: %s", src.path.name, result.error)
+            else:
+                logger.info("%s %s: %d rows", result.status, src.path.name, result.rows)
+    validator.build_data_docs()
+    return results
+
+
+@task(name="publish-hats", retries=1)
+def publish_hats(settings: Settings) -> list[PublishResult]:
+    """Rebuild and atomically publish the HATS catalog of every product with newly loaded files."""
+    lake = build_lake(settings)
+    with build_catalog(settings) as catalog:
+        out = []
+        for product in PRODUCTS.values():
+            result = publish(product, lake, catalog, settings.ingest.hats_max_rows, settings.ingest.hats_highest_order)
+            if result:
+                out.append(result)
+        return out
+
+
+@task(name="report")
+def write_report(results: list[FileResult], published: list[PublishResult], settings: Settings,
+                 run_id: str) -> str:
+    """Publish the run's Prefect artifacts: summary, file table, Data Docs link, n(z) and sky plots."""
+    lake = build_lake(settings)
+    docs = lake.data_docs_dir() / "index.html"
+    docs_index = docs if docs.exists() else None
+    with build_catalog(settings) as catalog:
+        primary = catalog.query("SELECT count(*) AS n FROM zcat_primary")["n"][0].as_py()
+        images = report.plots(catalog, lake.run_report_dir(run_id))
+    markdown = report.summary_markdown(results, published, docs_index, primary)
+    create_markdown_artifact(markdown, key="desi-ingest-summary", description="DESI ingest run summary")
+    create_table_artifact(report.file_table(results), key="desi-ingest-files",
+                          description="Files, rows and quarantine reasons")
+    if docs_index:
+        create_link_artifact(docs_index.as_uri(), link_text="Great Expectations Data Docs", key="desi-data-docs")
+    for image in images:
+        create_image_artifact(image.as_uri(), key=f"desi-{image.stem.replace('_', '-')}",
+                              description=f"{image.stem} ({image})")
+    return markdown
+
+
+@flow(name="desi-ingest", log_prints=True)
+def desi_ingest(source: str, kinds: list[str] | None = None, config: str | None = None) -> dict:
+    """Ingest DESI DR1 files under ``source`` into the lake (HATS) and the catalog, and report on them."""
+    settings = load_settings(config)
+    run_id = str(flow_run.get_id() or "local")
+    for line in reconcile_lake(settings):
+        print(f"recovered: {line}")
+    files = discover_files(source, kinds)
+    print(f"found {len(files)} DESI files under {source}")
+    results = ingest_files(files, settings, run_id)
+    published = publish_hats(settings)
+    summary = write_report(results, published, settings, run_id)
+    print(summary)
+    return {
+        "files": len(results),
+        "ingested": sum(r.status == "ingested" for r in results),
+        "skipped": sum(r.status == "skipped" for r in results),
+        "quarantined": {r.path: r.error for r in results if r.status == "quarantined"},
+        "rows": sum(r.rows for r in results if r.status == "ingested"),
+        "published": {p.product: p.version for p in published},
+    }

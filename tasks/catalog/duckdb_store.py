@@ -1,0 +1,164 @@
+"""The embedded catalog: one DuckDB file holding redshifts, FastSpecFit lines, the spectra index and lineage."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from tasks.catalog.schema import SCHEMA_VERSION, LineageRecord, all_ddl
+from tasks.products import PRODUCTS, Product
+
+
+class CatalogError(RuntimeError):
+    """The catalog cannot be used as asked (schema from a newer astrolab, unknown table, ...)."""
+
+
+def separation_sql(ra_col: str, dec_col: str) -> str:
+    """SQL for the angular separation in degrees between (ra_col, dec_col) and ($ra, $dec) (haversine)."""
+    return (
+        f"degrees(2 * asin(sqrt(pow(sin(radians({dec_col} - $dec) / 2), 2) + cos(radians($dec)) * "
+        f"cos(radians({dec_col})) * pow(sin(radians({ra_col} - $ra) / 2), 2))))"
+    )
+
+
+class DuckDBCatalog:
+    """Catalog in a DuckDB file; every file's load is one transaction together with its lineage row."""
+
+    backend = "duckdb"
+
+    def __init__(self, path: str | Path, read_only: bool = False):
+        self.path = Path(path)
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif not self.path.exists():
+            raise CatalogError(f"{self.path}: no catalog yet; run an ingest first")
+        self.con = duckdb.connect(str(self.path), read_only=read_only)
+        if not read_only:
+            self.ensure_schema()
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.con.close()
+
+    def __enter__(self) -> DuckDBCatalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- schema --------------------------------------------------------------------------------------------
+    def ensure_schema(self) -> None:
+        """Create the schema, or check that an existing one is at a version this code understands."""
+        self.con.execute("BEGIN")
+        for ddl in all_ddl():
+            self.con.execute(ddl)
+        found = self.con.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+        if found is None:
+            self.con.execute("INSERT INTO schema_version VALUES (?)", [SCHEMA_VERSION])
+        elif found > SCHEMA_VERSION:
+            self.con.execute("ROLLBACK")
+            raise CatalogError(
+                f"{self.path}: catalog schema version {found} is newer than this astrolab understands "
+                f"({SCHEMA_VERSION}); upgrade astrolab"
+            )
+        self.con.execute("COMMIT")
+
+    # --- lineage -------------------------------------------------------------------------------------------
+    def lineage(self, file_hash: str) -> dict[str, Any] | None:
+        """The lineage row of a file, by content hash."""
+        rows = self.query("SELECT * FROM ingest_lineage WHERE file_hash = $h", {"h": file_hash}).to_pylist()
+        return rows[0] if rows else None
+
+    def _put_lineage(self, record: LineageRecord) -> None:
+        values = dataclasses.asdict(record)
+        names = ", ".join(values)
+        marks = ", ".join(f"${k}" for k in values)
+        self.con.execute(f"INSERT OR REPLACE INTO ingest_lineage ({names}) VALUES ({marks})", values)
+
+    def quarantine(self, record: LineageRecord) -> None:
+        """Record a file that was not ingested, with the reason."""
+        self._put_lineage(record)
+
+    def pending(self, product: str) -> list[str]:
+        """Hashes of files loaded in the catalog but not yet published to the lake."""
+        rows = self.con.execute(
+            "SELECT file_hash FROM ingest_lineage WHERE product = ? AND status = 'loaded' ORDER BY finished_at",
+            [product],
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    # --- loads ---------------------------------------------------------------------------------------------
+    def load_file(self, product: Product, parts: Sequence[Path], record: LineageRecord) -> None:
+        """Replace-or-insert a file's staged rows and write its lineage row, in one transaction."""
+        cols = [name.lower() for name, _ in product.sql_columns]
+        files = [str(p) for p in parts]
+        keys = " AND ".join(f"t.{k.lower()} = s.{k.lower()}" for k in product.key)
+        key_list = ", ".join(k.lower() for k in product.key)
+        self.con.execute("BEGIN")
+        try:
+            self.con.execute(
+                f"CREATE TEMP TABLE staged AS SELECT {', '.join(cols)} FROM read_parquet($files)", {"files": files}
+            )
+            self.con.execute(
+                f"DELETE FROM {product.name} t USING (SELECT DISTINCT {key_list} FROM staged) s WHERE {keys}"
+            )
+            self.con.execute(f"INSERT INTO {product.name} ({', '.join(cols)}) SELECT * FROM staged")
+            self.con.execute("DROP TABLE staged")
+            self._put_lineage(record)
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+
+    def mark_published(self, product: str, version: str, nrows: int, file_hashes: Sequence[str]) -> None:
+        """Record a lake publish: the product's current HATS version and its files' lineage, in one transaction."""
+        self.con.execute("BEGIN")
+        try:
+            self.con.execute(
+                "INSERT OR REPLACE INTO hats_versions VALUES (?, ?, ?, now())", [product, version, nrows]
+            )
+            if file_hashes:
+                self.con.execute(
+                    "UPDATE ingest_lineage SET status = 'published', hats_version = ? WHERE list_contains(?, file_hash)",
+                    [version, list(file_hashes)],
+                )
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+
+    def published_version(self, product: str) -> str | None:
+        """The HATS version the catalog says is current for a product."""
+        row = self.con.execute("SELECT version FROM hats_versions WHERE product = ?", [product]).fetchone()
+        return row[0] if row else None
+
+    def attach_lake_views(self, product: str, catalog_path: Path) -> None:
+        """(Re)create ``lake_<product>``, a view over the published HATS parquet files."""
+        glob = str(catalog_path / "dataset" / "**" / "*.parquet")
+        self.con.execute(f"CREATE OR REPLACE VIEW lake_{product} AS SELECT * FROM read_parquet('{glob}')")
+
+    # --- queries -------------------------------------------------------------------------------------------
+    def query(self, sql: str, params: dict[str, Any] | Sequence[Any] | None = None) -> pa.Table:
+        """Run SQL and return the result as an Arrow table."""
+        return self.con.execute(sql, params).to_arrow_table()
+
+    def cone(self, ra: float, dec: float, radius: float, table: str = "zcat_primary",
+             limit: int | None = None) -> pa.Table:
+        """Rows within ``radius`` degrees of (ra, dec), nearest first, with their separation ``sep_deg``."""
+        if not 0 < radius <= 180 or not -90 <= dec <= 90:
+            raise ValueError(f"cone: need 0 < radius <= 180 and -90 <= dec <= 90, got radius={radius}, dec={dec}")
+        product = PRODUCTS.get(table, PRODUCTS["redshifts"])
+        ra_col, dec_col = product.ra.lower(), product.dec.lower()
+        if table not in (*PRODUCTS, "zcat_primary"):
+            raise CatalogError(f"cone: unknown table {table!r} (zcat_primary, {', '.join(PRODUCTS)})")
+        sep = separation_sql(ra_col, dec_col)
+        # the declination band lets the engine skip most rows before computing separations
+        where = f"{dec_col} BETWEEN $dec - $r AND $dec + $r AND {sep} <= $r"
+        sql = (f"SELECT *, {sep} AS sep_deg FROM {table} WHERE {where} ORDER BY sep_deg"
+               + (f" LIMIT {int(limit)}" if limit else ""))
+        return self.query(sql, {"ra": ra, "dec": dec, "r": radius})

@@ -1,0 +1,115 @@
+"""The catalog's logical schema, shared by every SQL backend (DuckDB here, PostgreSQL in production).
+
+Column names are the DESI names in lower case (PostgreSQL folds unquoted identifiers to lower case, DuckDB
+ignores case), so ``SELECT targetid, z FROM zcat_primary`` works on both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from tasks.products import PRODUCTS, Product
+
+SCHEMA_VERSION = 1
+
+_SQL_TYPES = {
+    pa.int8(): "SMALLINT", pa.uint8(): "SMALLINT", pa.int16(): "SMALLINT", pa.int32(): "INTEGER",
+    pa.int64(): "BIGINT", pa.float32(): "REAL", pa.float64(): "DOUBLE PRECISION", pa.bool_(): "BOOLEAN",
+    pa.string(): "TEXT",
+}
+
+LINEAGE_COLUMNS: list[tuple[str, str]] = [
+    ("file_hash", "TEXT PRIMARY KEY"),    # sha256 of the file's bytes
+    ("path", "TEXT NOT NULL"),
+    ("kind", "TEXT NOT NULL"),             # zpix, zall, fastspec, coadd, redrock
+    ("product", "TEXT NOT NULL"),
+    ("survey", "TEXT"),
+    ("program", "TEXT"),
+    ("n_rows", "BIGINT"),
+    ("status", "TEXT NOT NULL"),           # loaded (in catalog, not yet in lake), published, quarantined
+    ("error", "TEXT"),                     # why a file was quarantined: file, HDU, column, what was expected
+    ("notes", "TEXT"),                     # e.g. extra columns left out of the lake
+    ("run_id", "TEXT"),
+    ("started_at", "TIMESTAMP"),
+    ("finished_at", "TIMESTAMP"),
+    ("read_s", "DOUBLE PRECISION"),
+    ("validate_s", "DOUBLE PRECISION"),
+    ("stage_s", "DOUBLE PRECISION"),
+    ("load_s", "DOUBLE PRECISION"),
+    ("hats_version", "TEXT"),
+]
+
+
+@dataclass(frozen=True)
+class LineageRecord:
+    """One row of ingest_lineage."""
+
+    file_hash: str
+    path: str
+    kind: str
+    product: str
+    survey: str | None
+    program: str | None
+    n_rows: int | None
+    status: str
+    error: str | None = None
+    notes: str | None = None
+    run_id: str | None = None
+    started_at: object = None
+    finished_at: object = None
+    read_s: float | None = None
+    validate_s: float | None = None
+    stage_s: float | None = None
+    load_s: float | None = None
+    hats_version: str | None = None
+
+
+def sql_type(dtype: pa.DataType) -> str:
+    """SQL type for an Arrow type."""
+    return _SQL_TYPES[dtype]
+
+
+def table_ddl(product: Product) -> str:
+    """CREATE TABLE statement of a product's catalog table."""
+    cols = ",\n  ".join(f"{name.lower()} {sql_type(t)}" for name, t in product.sql_columns)
+    return f"CREATE TABLE IF NOT EXISTS {product.name} (\n  {cols}\n)"
+
+
+def lineage_ddl() -> str:
+    """CREATE TABLE statement of ingest_lineage."""
+    cols = ",\n  ".join(f"{n} {t}" for n, t in LINEAGE_COLUMNS)
+    return f"CREATE TABLE IF NOT EXISTS ingest_lineage (\n  {cols}\n)"
+
+
+HATS_VERSIONS_DDL = """CREATE TABLE IF NOT EXISTS hats_versions (
+  product TEXT PRIMARY KEY,
+  version TEXT NOT NULL,
+  nrows BIGINT,
+  published_at TIMESTAMP
+)"""
+
+SCHEMA_VERSION_DDL = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+
+# DESI's ZCAT_PRIMARY rule (desispec.zcatalog.find_primary_spectra), recomputed over everything ingested:
+# per TARGETID prefer ZWARN == 0, then the highest TSNR2_LRG; ties broken by survey, program for determinism.
+_REDSHIFT_COLS = [n.lower() for n, _ in PRODUCTS["redshifts"].sql_columns if n not in ("ZCAT_NSPEC", "ZCAT_PRIMARY")]
+PRIMARY_VIEW_DDL = f"""CREATE OR REPLACE VIEW zcat_primary AS
+SELECT {", ".join(_REDSHIFT_COLS)}, zcat_nspec_all AS zcat_nspec
+FROM (
+  SELECT *,
+         count(*) OVER (PARTITION BY targetid) AS zcat_nspec_all,
+         row_number() OVER (
+           PARTITION BY targetid
+           ORDER BY (zwarn = 0) DESC, tsnr2_lrg DESC NULLS LAST, survey, program
+         ) AS zcat_rank
+  FROM redshifts
+) ranked
+WHERE zcat_rank = 1"""
+
+
+def all_ddl() -> list[str]:
+    """Every statement that creates the schema, in order."""
+    return [SCHEMA_VERSION_DDL, lineage_ddl(), HATS_VERSIONS_DDL,
+            *[table_ddl(p) for p in PRODUCTS.values()], PRIMARY_VIEW_DDL]

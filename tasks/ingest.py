@@ -1,0 +1,238 @@
+"""Ingest one DESI file into staging and the catalog, and publish staged files to the lake as HATS.
+
+A file goes: hash -> skip if lineage says it is done -> read in chunks -> validate (Great Expectations) ->
+check HEALPIX -> enrich -> stage sorted parquet parts -> check duplicate keys -> load into the catalog together with
+its lineage row (one transaction). Any failure quarantines the file: its staged parts are deleted, the lineage
+row says why, and nothing of it reaches the catalog or the lake. Publishing rebuilds the product's HATS catalog
+from the previous version plus every loaded-but-unpublished file, records the version in the catalog, then
+swaps the lake's symlink; ``reconcile`` finishes a swap that an interrupted run did not.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.catalog.schema import LineageRecord
+from tasks.desi_files import ProductReader, SourceFile, file_sha256
+from tasks.enrich import enrich, healpix_mismatches
+from tasks.fits_reader import FitsFormatError
+from tasks.hats_writer import SEQ_COLUMN, build_catalog
+from tasks.lake import LocalLake
+from tasks.products import PRODUCTS, Product
+from tasks.validate import BatchValidator
+
+DONE = ("loaded", "published")
+
+
+class IngestError(ValueError):
+    """A file that cannot be ingested; the message names the file and what was wrong."""
+
+
+@dataclass
+class FileResult:
+    """What happened to one source file."""
+
+    path: str
+    kind: str
+    product: str
+    status: str                   # ingested, skipped, quarantined
+    rows: int = 0
+    error: str | None = None
+    notes: str | None = None
+    file_hash: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """A product's new HATS version."""
+
+    product: str
+    version: str
+    path: str
+    nrows: int
+    partitions: int
+    files: int
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def stage_file(
+    src: SourceFile,
+    file_hash: str,
+    lake: LocalLake,
+    validator: BatchValidator,
+    chunk_rows: int,
+    seq: int,
+    timings: dict[str, float],
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[Path], int, str | None]:
+    """Read, validate, enrich and stage one file; return (parts, rows, notes). Raises IngestError."""
+    product = src.product
+    t0 = time.perf_counter()
+    reader = ProductReader(src)
+    timings["read_s"] = time.perf_counter() - t0
+    notes = f"extra columns not kept in the lake: {', '.join(reader.extra_columns)}" if reader.extra_columns else None
+    if reader.nrows == 0:
+        raise IngestError(f"{src.path}, HDU {product.hdus[0]}: table has no rows")
+    staging = lake.fresh_staging_dir(product.name, file_hash)
+    used = validator.columns_used(product.suite)
+    parts: list[Path] = []
+    rows = 0
+    for start, batch in _timed(reader.batches(chunk_rows), timings, "read_s"):
+        label = f"{src.path.name} rows {start}-{start + batch.num_rows - 1}"
+        t0 = time.perf_counter()
+        frame = batch.select([c for c in batch.schema.names if c in used]).to_pandas()
+        outcome = validator.validate(product.suite, frame, label, keep_for_docs=start == 0)
+        if not outcome.success:
+            validator.validate(product.suite, frame, label, keep_for_docs=True) if start != 0 else None
+            raise IngestError(f"{src.path}, HDU {product.hdus[0]}, rows {start}-{start + batch.num_rows - 1}: "
+                              f"{outcome.reason()}")
+        timings["validate_s"] = timings.get("validate_s", 0.0) + time.perf_counter() - t0
+        t0 = time.perf_counter()
+        staged = enrich(batch, product)
+        if product.check_healpix:
+            n_bad, examples = healpix_mismatches(staged)
+            if n_bad:
+                shown = "; ".join(f"TARGETID {t}: HEALPIX {g}, position gives {w}" for t, g, w in examples)
+                raise IngestError(f"{src.path}, HDU {product.hdus[0]}, column HEALPIX: {n_bad} rows disagree with "
+                                  f"the nside-64 NESTED pixel of {product.ra}/{product.dec} (e.g. {shown})")
+        staged = staged.sort_by("_healpix_29")
+        staged = staged.append_column(SEQ_COLUMN, pa.array([seq] * staged.num_rows, type=pa.int64()))
+        part = staging / f"part-{len(parts):05d}.parquet"
+        pq.write_table(staged, part, row_group_size=64_000)
+        parts.append(part)
+        rows += batch.num_rows
+        timings["stage_s"] = timings.get("stage_s", 0.0) + time.perf_counter() - t0
+        if progress:
+            progress(batch.num_rows)
+    _check_unique(src, product, parts)
+    return parts, rows, notes
+
+
+def _timed(iterator, timings: dict[str, float], key: str):
+    """Yield from ``iterator``, adding the time spent inside it to ``timings[key]``."""
+    while True:
+        t0 = time.perf_counter()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
+            return
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
+        yield item
+
+
+def _check_unique(src: SourceFile, product: Product, parts: list[Path]) -> None:
+    keys = ", ".join(f'"{k}"' for k in product.key)
+    dups = duckdb.sql(
+        f"SELECT {keys}, count(*) AS n FROM read_parquet($files) GROUP BY ALL HAVING n > 1 ORDER BY n DESC LIMIT 3",
+        params={"files": [str(p) for p in parts]},
+    ).fetchall()
+    if dups:
+        total = duckdb.sql(
+            f"SELECT count(*) FROM (SELECT {keys} FROM read_parquet($files) GROUP BY ALL HAVING count(*) > 1)",
+            params={"files": [str(p) for p in parts]},
+        ).fetchone()[0]
+        shown = "; ".join(f"{dict(zip(product.key, d[:-1], strict=True))} x{d[-1]}" for d in dups)
+        raise IngestError(f"{src.path}, HDU {product.hdus[0]}: {total} duplicate keys "
+                          f"({', '.join(product.key)}), e.g. {shown}")
+
+
+def ingest_file(
+    src: SourceFile,
+    lake: LocalLake,
+    catalog,
+    validator: BatchValidator,
+    chunk_rows: int,
+    run_id: str,
+    progress: Callable[[int], None] | None = None,
+) -> FileResult:
+    """Ingest one file unless its content was already ingested; quarantine it with a reason if it is bad."""
+    product = src.product
+    result = FileResult(str(src.path), src.kind, product.name, "skipped")
+    started = _now()
+    t0 = time.perf_counter()
+    try:
+        result.file_hash = file_hash = file_sha256(src.path)
+    except OSError as exc:
+        result.status, result.error = "quarantined", f"{src.path}: cannot read file ({exc})"
+        return result
+    result.timings["hash_s"] = time.perf_counter() - t0
+    previous = catalog.lineage(file_hash)
+    if previous and previous["status"] in DONE:
+        result.rows = previous["n_rows"] or 0
+        result.notes = f"already ingested from {previous['path']} (run {previous['run_id']})"
+        return result
+    record = dict(file_hash=file_hash, path=str(src.path), kind=src.kind, product=product.name,
+                  survey=src.survey, program=src.program, run_id=run_id, started_at=started)
+    try:
+        parts, rows, notes = stage_file(src, file_hash, lake, validator, chunk_rows, time.time_ns(),
+                                        result.timings, progress)
+        t0 = time.perf_counter()
+        result.timings["load_s"] = 0.0
+        catalog.load_file(product, parts, LineageRecord(
+            **record, n_rows=rows, status="loaded", notes=notes, finished_at=_now(),
+            **{k: result.timings.get(k) for k in ("read_s", "validate_s", "stage_s")},
+            load_s=None,
+        ))
+        result.timings["load_s"] = time.perf_counter() - t0
+        result.status, result.rows, result.notes = "ingested", rows, notes
+    except (IngestError, FitsFormatError) as exc:
+        lake.drop_staging(product.name, file_hash)
+        result.status, result.error = "quarantined", str(exc)
+        catalog.quarantine(LineageRecord(**record, n_rows=None, status="quarantined", error=str(exc),
+                                         finished_at=_now()))
+    return result
+
+
+def publish(product: Product, lake: LocalLake, catalog, max_rows: int, highest_order: int) -> PublishResult | None:
+    """Rebuild the product's HATS catalog with every loaded-but-unpublished file, and publish it atomically."""
+    hashes = catalog.pending(product.name)
+    if not hashes:
+        return None
+    parts = sorted(p for h in hashes for p in lake.staging_dir(product.name, h).glob("part-*.parquet"))
+    current = catalog.published_version(product.name)
+    previous = lake.version_dir(product.name, current) if current else None
+    version, out = lake.new_version(product.name)
+    summary = build_catalog(
+        out, product.name, product.schema.append(pa.field(SEQ_COLUMN, pa.int64())), product.key,
+        product.ra, product.dec, parts, previous, max_rows=max_rows, highest_order=highest_order,
+    )
+    catalog.mark_published(product.name, version, summary.nrows, hashes)  # the commit point
+    lake.publish(product.name, version)
+    finish_publish(product.name, lake, catalog, hashes)
+    return PublishResult(product.name, version, str(lake.catalog_path(product.name)), summary.nrows,
+                         len(summary.partitions), len(hashes))
+
+
+def finish_publish(product: str, lake: LocalLake, catalog, hashes: list[str] | None = None) -> None:
+    """Drop staging of published files and versions other than the current one; refresh the lake views."""
+    for h in hashes or []:
+        lake.drop_staging(product, h)
+    current = catalog.published_version(product)
+    lake.remove_versions(product, {current} if current else set())
+    if current and hasattr(catalog, "attach_lake_views"):
+        catalog.attach_lake_views(product, lake.catalog_path(product))
+
+
+def reconcile(lake: LocalLake, catalog) -> list[str]:
+    """Make the lake match the catalog after an interrupted run: finish symlink swaps, drop unpublished builds."""
+    fixed = []
+    for name in PRODUCTS:
+        wanted = catalog.published_version(name)
+        if wanted and lake.published_version(name) != wanted:
+            lake.publish(name, wanted)
+            fixed.append(f"{name}: lake now points at {wanted}")
+        finish_publish(name, lake, catalog)
+    return fixed

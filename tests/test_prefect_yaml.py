@@ -1,0 +1,51 @@
+"""prefect.yaml, checked offline: prefect deploy silently drops misspelt keys, so we do not rely on it."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect.cli.deploy._models import DeploymentConfig, PrefectYamlModel
+from prefect.flows import load_flow_from_entrypoint
+from prefect.utilities.callables import parameter_schema
+
+ROOT = Path(__file__).resolve().parent.parent
+RAW = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+DEPLOYMENTS = RAW["deployments"]
+FLOW_FILES = sorted(p for d in ("flows", "infra_flows") for p in (ROOT / d).glob("*.py") if p.name != "__init__.py")
+
+
+def test_schema_is_valid_and_names_unique():
+    model = PrefectYamlModel.model_validate(RAW)
+    names = [(d.entrypoint, d.name) for d in model.deployments]
+    assert len(names) == len(set(names)) == len(DEPLOYMENTS)
+    assert not set(RAW) - set(PrefectYamlModel.model_fields) - {"prefect-version", "definitions"}
+
+
+@pytest.mark.parametrize("dep", DEPLOYMENTS, ids=lambda d: d["name"])
+def test_no_unknown_keys(dep):
+    assert not set(dep) - set(DeploymentConfig.model_fields)
+    assert not set(dep["work_pool"]) - {"name", "work_queue_name", "job_variables"}
+    for schedule in dep.get("schedules", []):
+        assert not set(schedule) - {"cron", "interval", "rrule", "timezone", "active", "parameters", "slug"}
+
+
+@pytest.mark.parametrize("dep", DEPLOYMENTS, ids=lambda d: d["name"])
+def test_entrypoint_loads_and_parameters_exist(dep):
+    flow = load_flow_from_entrypoint(str(ROOT / dep["entrypoint"]))
+    properties = parameter_schema(flow).properties
+    assert set(dep.get("parameters", {})) <= set(properties)
+    required = {name for name, p in properties.items() if "default" not in p}
+    assert required <= set(dep.get("parameters", {})), f"{dep['name']}: required parameters without a value"
+
+
+def test_every_flow_has_a_deployment():
+    deployed = {d["entrypoint"].split(":")[0] for d in DEPLOYMENTS}
+    for path in FLOW_FILES:
+        if "@flow" in path.read_text():
+            assert str(path.relative_to(ROOT)) in deployed, f"{path.name} has a flow but no deployment"
+
+
+def test_misspelt_key_is_caught():
+    bad = dict(DEPLOYMENTS[0])
+    bad["workpool"] = bad.pop("work_pool")
+    assert set(bad) - set(DeploymentConfig.model_fields) == {"workpool"}
