@@ -6,9 +6,9 @@ pixels of mixed orders, each as coarse as possible while holding at most ``max_r
 ``hats.properties``, ``dataset/_metadata`` and ``dataset/_common_metadata``, which the ``hats`` and ``lsdb``
 packages open.
 
-A catalog is rebuilt from the previous version's partitions plus newly staged fragments; a row whose key appears
-in both keeps the newest copy (highest ``_seq``). A partition that receives no new rows and keeps its pixel is
-hard-linked from the previous version instead of rewritten.
+A catalog is rebuilt from the previous version's partitions plus newly staged fragments; of the copies of one key
+only the newest (highest ``_seq``; old rows count as 0) is kept, wherever the copies sit on the sky. A partition
+that gains no rows, loses none and keeps its pixel is hard-linked from the previous version instead of rewritten.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -110,21 +109,35 @@ def _old_partitions(previous: Path | None) -> dict[tuple[int, int], Path]:
             for r in rows}
 
 
-def _dedupe(table: pa.Table, key: Sequence[str]) -> pa.Table:
-    """Keep, per key, the row with the highest _seq; sort by _healpix_29."""
-    seq = table[SEQ_COLUMN]
-    lo, hi = pc.min_max(seq).values()
-    if lo.as_py() == hi.as_py():
-        return table.sort_by(HEALPIX_COLUMN)
+def superseded_rows(staged: Sequence[Path], old: Sequence[Path], key: Sequence[str]) -> pa.Table:
+    """Rows that a newer copy replaces: (key..., _seq, _healpix_29) of every older copy of a staged key.
+
+    Old catalog rows count as _seq 0. Only keys present in the staged files are looked at, so the cost is one
+    scan of the old key columns with a hash table of the new keys.
+    """
     keys = ", ".join(f'"{k}"' for k in key)
     con = duckdb.connect()
-    con.register("t", table)
+    con.execute("SET preserve_insertion_order = false")
+    new = f"SELECT {keys}, {SEQ_COLUMN}, {HEALPIX_COLUMN} FROM read_parquet($staged)"
+    candidates = new
+    params: dict[str, list[str]] = {"staged": [str(p) for p in staged]}
+    if old:
+        params["old"] = [str(p) for p in old]
+        candidates += (f" UNION ALL SELECT {keys}, 0::BIGINT AS {SEQ_COLUMN}, {HEALPIX_COLUMN} "
+                       f"FROM read_parquet($old) AS o SEMI JOIN read_parquet($staged) AS s USING ({keys})")
     out = con.sql(
-        f"SELECT * FROM t QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {SEQ_COLUMN} DESC) = 1 "
-        f"ORDER BY {HEALPIX_COLUMN}"
+        f"SELECT * FROM ({candidates}) QUALIFY {SEQ_COLUMN} < max({SEQ_COLUMN}) OVER (PARTITION BY {keys})",
+        params=params,
     ).to_arrow_table()
     con.close()
-    return out.cast(table.schema)
+    return out
+
+
+def _drop_superseded(table: pa.Table, superseded: pa.Table | None, key: Sequence[str]) -> pa.Table:
+    """Remove superseded copies from a partition's rows and sort them by _healpix_29."""
+    if superseded is not None and superseded.num_rows:
+        table = table.join(superseded.select([*key, SEQ_COLUMN]), keys=[*key, SEQ_COLUMN], join_type="left anti")
+    return table.sort_by(HEALPIX_COLUMN)
 
 
 def write_properties(out: Path, name: str, nrows: int, ra: str, dec: str, max_rows: int, highest_order: int,
@@ -174,6 +187,8 @@ def build_catalog(
     counts = new_counts + (old_counts if old_counts is not None else 0)
     pixels = partition_pixels(counts, highest_order, max_rows)
 
+    superseded = superseded_rows(staged, list(old.values()), key) if staged else None
+    dropped_h = superseded[HEALPIX_COLUMN].to_numpy() if superseded is not None else np.empty(0, np.int64)
     staged_ds = ds.dataset([str(p) for p in staged], format="parquet") if staged else None
     old_ds = ds.dataset([str(p) for p in old.values()], format="parquet") if old else None
     out_schema = pa.schema([f for f in schema if f.name != SEQ_COLUMN])
@@ -186,8 +201,8 @@ def build_catalog(
         lo, hi = pixel_range(order, pixel)
         target = _partition_file(out, order, pixel)
         target.parent.mkdir(parents=True, exist_ok=True)
-        n_new = int(new_counts[lo >> shift: hi >> shift].sum())
-        if n_new == 0 and (order, pixel) in old:
+        touched = new_counts[lo >> shift: hi >> shift].any() or ((dropped_h >= lo) & (dropped_h < hi)).any()
+        if not touched and (order, pixel) in old:
             os.link(old[(order, pixel)], target)
             linked += 1
             part_meta = pq.read_metadata(target)
@@ -200,7 +215,8 @@ def build_catalog(
                 parts.append(t.append_column(SEQ_COLUMN, pa.array(np.zeros(t.num_rows, dtype=np.int64))))
             if staged_ds is not None:
                 parts.append(staged_ds.to_table(filter=flt, columns=out_schema.names + [SEQ_COLUMN]))
-            table = _dedupe(pa.concat_tables(parts), key).drop_columns([SEQ_COLUMN]).cast(out_schema)
+            table = _drop_superseded(pa.concat_tables(parts), superseded, key)
+            table = table.drop_columns([SEQ_COLUMN]).cast(out_schema)
             if table.num_rows == 0:  # every row counted here was an older copy of a replaced row
                 continue
             collector: list[pq.FileMetaData] = []

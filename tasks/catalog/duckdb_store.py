@@ -145,7 +145,7 @@ class DuckDBCatalog:
     # --- queries -------------------------------------------------------------------------------------------
     def query(self, sql: str, params: dict[str, Any] | Sequence[Any] | None = None) -> pa.Table:
         """Run SQL and return the result as an Arrow table."""
-        return self.con.execute(sql, params).to_arrow_table()
+        return self.con.sql(sql, params=params).to_arrow_table()
 
     def cone(self, ra: float, dec: float, radius: float, table: str = "zcat_primary",
              limit: int | None = None) -> pa.Table:

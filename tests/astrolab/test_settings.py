@@ -1,0 +1,62 @@
+"""Settings: defaults, YAML, environment, and the errors a misspelt key gets."""
+
+from pathlib import Path
+
+import pytest
+
+from astrolab.resources import build_catalog, build_lake
+from astrolab.settings import SettingsError, load_settings
+
+
+def test_defaults_are_embedded():
+    s = load_settings(env={})
+    assert s.lake_url == str(Path("astrolab-data") / "lake")
+    assert s.catalog_url == "duckdb:///astrolab-data/catalog.duckdb"
+    assert s.dask.address is None and s.dask.n_workers == 2 and not s.dask.gpu
+    assert s.ingest.chunk_rows == 250_000
+
+
+def test_yaml_then_env_override(tmp_path):
+    cfg = tmp_path / "astrolab.yaml"
+    cfg.write_text("home: /data/astro\ningest:\n  chunk_rows: 1000\ndask:\n  address: tcp://sched:8786\n")
+    s = load_settings(env={"ASTROLAB_CONFIG": str(cfg), "ASTROLAB_INGEST_CHUNK_ROWS": "500"})
+    assert s.home == Path("/data/astro")
+    assert s.ingest.chunk_rows == 500
+    assert s.dask.address == "tcp://sched:8786"
+    assert s.catalog_url == "duckdb:////data/astro/catalog.duckdb"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("ingest:\n  chunk_row: 5\n", r"unknown key ingest.chunk_row \(did you mean 'chunk_rows'\?\)"),
+        ("lakes:\n  url: /x\n", r"unknown section 'lakes' \(did you mean 'lake'\?\)"),
+        ("ingest: 5\n", r"section 'ingest' must be a mapping"),
+        ("ingest:\n  chunk_rows: -3\n", r"ingest.chunk_rows: Input should be greater than or equal to 1"),
+        ("- a\n- b\n", r"must be a mapping at the top level"),
+    ],
+)
+def test_bad_yaml_is_an_error(tmp_path, yaml_text, message):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml_text)
+    with pytest.raises(SettingsError, match=message):
+        load_settings(cfg, env={})
+
+
+def test_misspelt_env_var_is_an_error():
+    with pytest.raises(SettingsError, match=r"ASTROLAB_LAKE_UR[L]? .*did you mean 'ASTROLAB_LAKE_URL'"):
+        load_settings(env={"ASTROLAB_LAKE_UR": "/x"})
+
+
+def test_missing_config_file_names_it(tmp_path):
+    with pytest.raises(SettingsError, match="nope.yaml: cannot read settings"):
+        load_settings(tmp_path / "nope.yaml", env={})
+
+
+def test_builders_follow_settings(tmp_path):
+    s = load_settings(env={"ASTROLAB_HOME": str(tmp_path)})
+    assert build_lake(s).root == tmp_path / "lake"
+    with build_catalog(s) as catalog:
+        assert catalog.path == tmp_path / "catalog.duckdb"
+    with pytest.raises(SettingsError, match="unsupported scheme 'mysql'"):
+        build_catalog(load_settings(env={"ASTROLAB_CATALOG_URL": "mysql://x"}))

@@ -1,0 +1,105 @@
+"""DuckDB catalog: loads with lineage, the ZCAT_PRIMARY view, cone search, schema versions."""
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+
+from tasks.catalog.duckdb_store import CatalogError, DuckDBCatalog
+from tasks.catalog.schema import LineageRecord
+from tasks.products import REDSHIFTS
+
+
+def redshift_rows(n, seed, survey="main", program="dark", ids=None):
+    rng = np.random.default_rng(seed)
+    cols = {}
+    for field in REDSHIFTS.schema:
+        if pa.types.is_fixed_size_list(field.type):
+            continue
+        if pa.types.is_string(field.type):
+            cols[field.name] = pa.array(["x"] * n)
+        elif pa.types.is_boolean(field.type):
+            cols[field.name] = pa.array(np.ones(n, bool))
+        elif pa.types.is_integer(field.type):
+            cols[field.name] = pa.array(rng.integers(0, 100, n), type=field.type)
+        else:
+            cols[field.name] = pa.array(rng.random(n), type=field.type)
+    cols["TARGETID"] = pa.array(np.arange(n) if ids is None else ids, type=pa.int64())
+    cols["SURVEY"], cols["PROGRAM"] = pa.array([survey] * n), pa.array([program] * n)
+    cols["ZWARN"] = pa.array(rng.choice([0, 0, 4], n), type=pa.int64())
+    cols["TSNR2_LRG"] = pa.array(rng.random(n) * 100, type=pa.float32())
+    cols["TARGET_RA"] = pa.array(rng.uniform(0, 360, n))
+    cols["TARGET_DEC"] = pa.array(np.degrees(np.arcsin(rng.uniform(-1, 1, n))))
+    cols["SPECTYPE"] = pa.array(rng.choice(["GALAXY", "QSO", "STAR"], n))
+    return pa.table(cols)
+
+
+def load(catalog, tmp_path, table, name, status="loaded"):
+    path = tmp_path / f"{name}.parquet"
+    pq.write_table(table, path)
+    record = LineageRecord(file_hash=name, path=str(path), kind="zpix", product="redshifts", survey=None,
+                           program=None, n_rows=table.num_rows, status=status)
+    catalog.load_file(REDSHIFTS, [path], record)
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    with DuckDBCatalog(tmp_path / "cat.duckdb") as cat:
+        yield cat
+
+
+def test_load_replaces_rows_of_the_same_key(catalog, tmp_path):
+    load(catalog, tmp_path, redshift_rows(100, 1), "a")
+    load(catalog, tmp_path, redshift_rows(50, 2, ids=np.arange(50, 100)), "b")  # same keys 50-99, new values
+    assert catalog.query("SELECT count(*) AS n FROM redshifts")["n"][0].as_py() == 100
+    assert catalog.lineage("b")["status"] == "loaded" and catalog.lineage("b")["n_rows"] == 50
+    assert catalog.pending("redshifts") == ["a", "b"]
+
+
+def test_failed_load_leaves_nothing(catalog, tmp_path):
+    bad = tmp_path / "missing.parquet"
+    record = LineageRecord(file_hash="x", path="p", kind="zpix", product="redshifts", survey=None, program=None,
+                           n_rows=1, status="loaded")
+    with pytest.raises(Exception):
+        catalog.load_file(REDSHIFTS, [bad], record)
+    assert catalog.lineage("x") is None
+    assert catalog.query("SELECT count(*) AS n FROM redshifts")["n"][0].as_py() == 0
+
+
+def test_primary_view_follows_desi_rule(catalog, tmp_path):
+    # the same 300 targets observed in three programs
+    tables = [redshift_rows(300, s, program=p) for s, p in enumerate(["bright", "dark", "backup"])]
+    for i, t in enumerate(tables):
+        load(catalog, tmp_path, t, f"f{i}")
+    df = pd.concat([t.select(["TARGETID", "SURVEY", "PROGRAM", "ZWARN", "TSNR2_LRG"]).to_pandas() for t in tables])
+    # oracle: prefer ZWARN == 0, then the highest TSNR2_LRG
+    df["good"] = df.ZWARN == 0
+    expected = df.sort_values(["good", "TSNR2_LRG"], ascending=False).groupby("TARGETID").head(1)
+    got = catalog.query("SELECT targetid, program, zcat_nspec FROM zcat_primary ORDER BY targetid").to_pandas()
+    assert len(got) == 300 and (got.zcat_nspec == 3).all()
+    assert dict(zip(got.targetid, got.program)) == dict(zip(expected.TARGETID, expected.PROGRAM))
+
+
+def test_cone_matches_astropy(catalog, tmp_path):
+    table = redshift_rows(20_000, 7)
+    load(catalog, tmp_path, table, "a")
+    ra, dec = table["TARGET_RA"].to_numpy(), table["TARGET_DEC"].to_numpy()
+    for ra0, dec0, radius in [(10.0, 5.0, 3.0), (359.5, 0.0, 2.0), (0.0, 89.0, 4.0), (180.0, -60.0, 0.5)]:
+        sep = SkyCoord(ra, dec, unit="deg").separation(SkyCoord(ra0, dec0, unit="deg")).to_value(u.deg)
+        expected = set(table["TARGETID"].to_numpy()[sep <= radius])
+        got = catalog.cone(ra0, dec0, radius, table="redshifts")
+        assert set(got["targetid"].to_pylist()) == expected
+        assert np.all(np.diff(got["sep_deg"].to_numpy()) >= 0)
+    with pytest.raises(ValueError, match="radius"):
+        catalog.cone(0, 0, -1)
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "cat.duckdb"
+    with DuckDBCatalog(path) as cat:
+        cat.con.execute("UPDATE schema_version SET version = 99")
+    with pytest.raises(CatalogError, match="schema version 99 is newer"):
+        DuckDBCatalog(path)
