@@ -60,3 +60,8 @@ def test_builders_follow_settings(tmp_path):
         assert catalog.path == tmp_path / "catalog.duckdb"
     with pytest.raises(SettingsError, match="unsupported scheme 'mysql'"):
         build_catalog(load_settings(env={"ASTROLAB_CATALOG_URL": "mysql://x"}))
+
+
+def test_example_config_is_valid():
+    example = Path(__file__).resolve().parents[2] / "config" / "astrolab.example.yaml"
+    assert load_settings(example, env={}).ingest.hats_max_rows == 500_000
