@@ -136,7 +136,13 @@ def superseded_rows(staged: Sequence[Path], old: Sequence[Path], key: Sequence[s
 def _drop_superseded(table: pa.Table, superseded: pa.Table | None, key: Sequence[str]) -> pa.Table:
     """Remove superseded copies from a partition's rows and sort them by _healpix_29."""
     if superseded is not None and superseded.num_rows:
-        table = table.join(superseded.select([*key, SEQ_COLUMN]), keys=[*key, SEQ_COLUMN], join_type="left anti")
+        # join on the key columns only (Arrow joins cannot carry vector columns such as COEFF), then filter
+        cols = [*key, SEQ_COLUMN]
+        probe = table.select(cols).append_column("_row", pa.array(np.arange(table.num_rows)))
+        hits = probe.join(superseded.select(cols), keys=cols, join_type="left semi")["_row"].to_numpy()
+        keep = np.ones(table.num_rows, dtype=bool)
+        keep[hits] = False
+        table = table.filter(keep)
     return table.sort_by(HEALPIX_COLUMN)
 
 

@@ -134,19 +134,17 @@ def _timed(iterator, timings: dict[str, float], key: str):
 
 
 def _check_unique(src: SourceFile, product: Product, parts: list[Path]) -> None:
+    """Raise IngestError if a key repeats within the file (negative TARGETIDs, DESI's sky/stuck fibres, may)."""
     keys = ", ".join(f'"{k}"' for k in product.key)
     dups = duckdb.sql(
-        f"SELECT {keys}, count(*) AS n FROM read_parquet($files) GROUP BY ALL HAVING n > 1 ORDER BY n DESC LIMIT 3",
+        f"SELECT {keys}, count(*) AS n, count(*) OVER () AS total FROM read_parquet($files) WHERE TARGETID > 0 "
+        "GROUP BY ALL HAVING n > 1 ORDER BY n DESC LIMIT 3",
         params={"files": [str(p) for p in parts]},
     ).fetchall()
     if dups:
-        total = duckdb.sql(
-            f"SELECT count(*) FROM (SELECT {keys} FROM read_parquet($files) GROUP BY ALL HAVING count(*) > 1)",
-            params={"files": [str(p) for p in parts]},
-        ).fetchone()[0]
-        shown = "; ".join(f"{dict(zip(product.key, d[:-1], strict=True))} x{d[-1]}" for d in dups)
-        raise IngestError(f"{src.path}, HDU {product.hdus[0]}: {total} duplicate keys "
-                          f"({', '.join(product.key)}), e.g. {shown}")
+        shown = "; ".join(f"{dict(zip(product.key, d[:-2], strict=True))} x{d[-2]}" for d in dups)
+        raise IngestError(f"{src.path}, HDU {product.hdus[0]}: {dups[0][-1]} keys ({', '.join(product.key)}) "
+                          f"appear more than once (duplicate rows), e.g. {shown}")
 
 
 def ingest_file(

@@ -57,7 +57,7 @@ class DuckDBCatalog:
         self.con.execute("BEGIN")
         for ddl in all_ddl():
             self.con.execute(ddl)
-        found = self.con.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+        found = self.con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0]
         if found is None:
             self.con.execute("INSERT INTO schema_version VALUES (?)", [SCHEMA_VERSION])
         elif found > SCHEMA_VERSION:
@@ -134,8 +134,8 @@ class DuckDBCatalog:
 
     def published_version(self, product: str) -> str | None:
         """The HATS version the catalog says is current for a product."""
-        row = self.con.execute("SELECT version FROM hats_versions WHERE product = ?", [product]).fetchone()
-        return row[0] if row else None
+        rows = self.con.execute("SELECT version FROM hats_versions WHERE product = ?", [product]).fetchall()
+        return rows[0][0] if rows else None
 
     def attach_lake_views(self, product: str, catalog_path: Path) -> None:
         """(Re)create ``lake_<product>``, a view over the published HATS parquet files."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -225,6 +226,11 @@ def _field(col: Col) -> tuple:
 
 def record_dtype(cols: list[Col]) -> np.dtype:
     """The big-endian numpy record layout FITS stores for these columns (logicals as 'T'/'F' bytes)."""
+    return _record_dtype(tuple(cols))
+
+
+@lru_cache(maxsize=None)
+def _record_dtype(cols: tuple[Col, ...]) -> np.dtype:
     return np.dtype([_field(c) for c in cols])
 
 

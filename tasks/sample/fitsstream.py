@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from functools import lru_cache
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -24,15 +25,29 @@ Keywords = Iterable[tuple[str, object, str]]
 
 def table_header(cols: list[Col], extname: str, nrows: int, keywords: Keywords = ()) -> fits.Header:
     """A BINTABLE header for these columns (TFORM/TUNIT/TZERO), EXTNAME and extra (key, value, comment) cards."""
-    columns = [
-        fits.Column(name=c.name, format=c.tform, unit=c.unit or None, bzero=c.tzero) for c in cols
-    ]
-    header = fits.BinTableHDU.from_columns(columns, nrows=0).header
+    header = _header_template(tuple(cols), extname, tuple(keywords)).copy()
     header["NAXIS2"] = nrows
-    header["EXTNAME"] = extname
-    for key, value, comment in keywords:
-        header[key] = (value, comment)
     return header
+
+
+@lru_cache(maxsize=256)
+def _header_template(cols: tuple[Col, ...], extname: str, keywords: tuple[tuple[str, object, str], ...]
+                     ) -> fits.Header:
+    cards: list[tuple[str, object, str]] = [
+        ("XTENSION", "BINTABLE", "binary table extension"), ("BITPIX", 8, "array data type"),
+        ("NAXIS", 2, "number of array dimensions"),
+        ("NAXIS1", record_dtype(list(cols)).itemsize, "length of dimension 1"),
+        ("NAXIS2", 0, "length of dimension 2"), ("PCOUNT", 0, "number of group parameters"),
+        ("GCOUNT", 1, "number of groups"), ("TFIELDS", len(cols), "number of table fields"),
+    ]
+    for i, c in enumerate(cols, start=1):
+        cards += [(f"TTYPE{i}", c.name, ""), (f"TFORM{i}", c.tform, "")]
+        if c.unit:
+            cards.append((f"TUNIT{i}", c.unit, ""))
+        if c.tzero is not None:
+            cards.append((f"TZERO{i}", c.tzero, ""))
+    cards += [("EXTNAME", extname, "extension name"), *keywords]
+    return fits.Header(cards)
 
 
 def _padding(nbytes: int, fill: bytes = b"\0") -> bytes:

@@ -9,7 +9,7 @@ import numpy as np
 from astropy.cosmology import Planck18
 
 from .columns import VOIDS, pack
-from .cosmology import DistanceTable, radec_to_xyz, xyz_to_radec
+from .cosmology import DistanceTable, xyz_to_radec
 from .fitsstream import FitsWriter
 from .footprint import in_footprint
 

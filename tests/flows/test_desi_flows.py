@@ -1,0 +1,40 @@
+"""desi-sample then desi-ingest as Prefect flows on the embedded defaults, with their artifacts."""
+
+import json
+
+import lsdb
+from prefect.artifacts import Artifact
+
+from flows.ingest import desi_ingest
+from flows.sample import desi_sample
+
+
+def test_sample_then_ingest_flows(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ASTROLAB_INGEST_HATS_MAX_ROWS", "2000")
+    sample = desi_sample(str(tmp_path / "desi"), n_rows=5000, seed=3, n_voids=5)
+    assert sample["files"] >= 8
+    # one broken file beside the sample: quarantined, the rest goes on
+    broken = tmp_path / "desi" / "spectro" / "redux" / "iron" / "zcatalog" / "v1" / "zpix-special-other.fits"
+    broken.write_bytes(b"SIMPLE  =                    T" + b" " * 100)
+
+    summary = desi_ingest(str(tmp_path / "desi"))
+    assert summary["quarantined"] == {str(broken): summary["quarantined"][str(broken)]}
+    assert "zpix-special-other.fits: not a readable FITS file" in summary["quarantined"][str(broken)]
+    assert summary["ingested"] == summary["files"] - 1
+    assert set(summary["published"]) == {"redshifts", "fastspec", "spectra"}
+
+    lake = tmp_path / "home" / "lake"
+    assert len(lsdb.open_catalog(lake / "hats" / "redshifts").compute()) == 5000  # zall repeats zpix rows: once each
+    assert (lake / "reports" / "data_docs" / "index.html").exists()
+
+    md = Artifact.get("desi-ingest-summary")
+    assert "1 quarantined" in md.data and "zpix-special-other.fits" in md.data
+    table = Artifact.get("desi-ingest-files")
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert {r["status"] for r in rows} == {"ingested", "quarantined"}
+    assert "data_docs/index.html" in Artifact.get("desi-data-docs").data
+    assert Artifact.get("desi-nz").type == "image" and Artifact.get("desi-sky-density").type == "image"
+
+    again = desi_ingest(str(tmp_path / "desi"))
+    assert again["ingested"] == 0 and again["skipped"] == summary["ingested"] and again["published"] == {}
