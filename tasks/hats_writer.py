@@ -109,6 +109,13 @@ def _old_partitions(previous: Path | None) -> dict[tuple[int, int], Path]:
             for r in rows}
 
 
+def write_parquet(table: pa.Table, path: Path, metadata_collector: list | None = None) -> None:
+    """Write parquet the lake's way: snappy, dictionary encoding for strings only (4x faster than for all)."""
+    strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
+    pq.write_table(table, path, row_group_size=128_000, compression="snappy", use_dictionary=strings,
+                   metadata_collector=metadata_collector)
+
+
 def superseded_rows(staged: Sequence[Path], old: Sequence[Path], key: Sequence[str]) -> pa.Table:
     """Rows that a newer copy replaces: (key..., _seq, _healpix_29) of every older copy of a staged key.
 
@@ -226,7 +233,7 @@ def build_catalog(
             if table.num_rows == 0:  # every row counted here was an older copy of a replaced row
                 continue
             collector: list[pq.FileMetaData] = []
-            pq.write_table(table, target, row_group_size=128_000, metadata_collector=collector)
+            write_parquet(table, target, metadata_collector=collector)
             part_meta = collector[0]
             final_counts += np.bincount(table[HEALPIX_COLUMN].to_numpy() >> shift, minlength=final_counts.size)
             rewritten += 1

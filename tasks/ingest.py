@@ -12,24 +12,27 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from tasks.catalog.schema import LineageRecord
 from tasks.desi_files import ProductReader, SourceFile, file_sha256
 from tasks.enrich import enrich, healpix_mismatches
 from tasks.fits_reader import FitsFormatError
-from tasks.hats_writer import SEQ_COLUMN, build_catalog
+from tasks.hats_writer import SEQ_COLUMN, build_catalog, write_parquet
 from tasks.lake import LocalLake
 from tasks.products import PRODUCTS, Product
 from tasks.validate import BatchValidator
 
 DONE = ("loaded", "published")
+T = TypeVar("T")
+_END = object()
 
 
 class IngestError(ValueError):
@@ -89,7 +92,7 @@ def stage_file(
     used = validator.columns_used(product.suite)
     parts: list[Path] = []
     rows = 0
-    for start, batch in _timed(reader.batches(chunk_rows), timings, "read_s"):
+    for start, batch in _timed(prefetch(reader.batches(chunk_rows)), timings, "read_s"):
         label = f"{src.path.name} rows {start}-{start + batch.num_rows - 1}"
         t0 = time.perf_counter()
         frame = batch.select([c for c in batch.schema.names if c in used]).to_pandas()
@@ -110,7 +113,7 @@ def stage_file(
         staged = staged.sort_by("_healpix_29")
         staged = staged.append_column(SEQ_COLUMN, pa.array([seq] * staged.num_rows, type=pa.int64()))
         part = staging / f"part-{len(parts):05d}.parquet"
-        pq.write_table(staged, part, row_group_size=64_000)
+        write_parquet(staged, part)
         parts.append(part)
         rows += batch.num_rows
         timings["stage_s"] = timings.get("stage_s", 0.0) + time.perf_counter() - t0
@@ -118,6 +121,15 @@ def stage_file(
             progress(batch.num_rows)
     _check_unique(src, product, parts)
     return parts, rows, notes
+
+
+def prefetch(iterator: Iterator[T]) -> Iterator[T]:
+    """Produce the next item of ``iterator`` in a thread while the caller works on the current one."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(next, iterator, _END)
+        while (item := future.result()) is not _END:
+            future = pool.submit(next, iterator, _END)
+            yield item
 
 
 def _timed(iterator, timings: dict[str, float], key: str):

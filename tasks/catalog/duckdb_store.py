@@ -31,13 +31,14 @@ class DuckDBCatalog:
 
     backend = "duckdb"
 
-    def __init__(self, path: str | Path, read_only: bool = False):
+    def __init__(self, path: str | Path, read_only: bool = False, memory_limit: str = "1GB"):
         self.path = Path(path)
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         elif not self.path.exists():
             raise CatalogError(f"{self.path}: no catalog yet; run an ingest first")
-        self.con = duckdb.connect(str(self.path), read_only=read_only)
+        # bounded memory: DuckDB spills to disk rather than take most of the machine's RAM (its default)
+        self.con = duckdb.connect(str(self.path), read_only=read_only, config={"memory_limit": memory_limit})
         if not read_only:
             self.ensure_schema()
 
@@ -101,14 +102,16 @@ class DuckDBCatalog:
         key_list = ", ".join(k.lower() for k in product.key)
         self.con.execute("BEGIN")
         try:
+            has_rows = self.con.execute(f"SELECT EXISTS (SELECT 1 FROM {product.name})").fetchall()[0][0]
+            if has_rows:  # the same key from an earlier file is replaced, not duplicated
+                self.con.execute(
+                    f"DELETE FROM {product.name} t USING (SELECT DISTINCT {key_list} FROM read_parquet($files)) s "
+                    f"WHERE {keys}", {"files": files},
+                )
             self.con.execute(
-                f"CREATE TEMP TABLE staged AS SELECT {', '.join(cols)} FROM read_parquet($files)", {"files": files}
+                f"INSERT INTO {product.name} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM read_parquet($files)",
+                {"files": files},
             )
-            self.con.execute(
-                f"DELETE FROM {product.name} t USING (SELECT DISTINCT {key_list} FROM staged) s WHERE {keys}"
-            )
-            self.con.execute(f"INSERT INTO {product.name} ({', '.join(cols)}) SELECT * FROM staged")
-            self.con.execute("DROP TABLE staged")
             self._put_lineage(record)
             self.con.execute("COMMIT")
         except BaseException:

@@ -170,9 +170,11 @@ def exposures(rows: Columns, info: list[ProgramInfo], rng: np.random.Generator) 
     fiberstatus = codes[rng.choice(len(codes), e, p=share)][tile_first]
     in_coadd = (fiberstatus & _BAD_FOR_COADD) == 0
     delta_x, delta_y = rng.normal(0, 0.006, e), rng.normal(0, 0.006, e)
-    cosd = np.cos(np.radians(rows["TARGET_DEC"]))[row]
-    fiber_ra = rows["TARGET_RA"][row] + rng.normal(0, 0.08, e) / 3600.0 / cosd
-    fiber_dec = rows["TARGET_DEC"][row] + rng.normal(0, 0.08, e) / 3600.0
+    # Fibre positions as on-sky offsets [arcsec] from the target, so means and scatters keep full precision.
+    off_ra, off_dec = rng.normal(0, 0.08, e), rng.normal(0, 0.08, e)
+    cosd = np.cos(np.radians(rows["TARGET_DEC"]))
+    fiber_ra = (rows["TARGET_RA"][row] + off_ra / 3600.0 / cosd[row]) % 360.0
+    fiber_dec = rows["TARGET_DEC"][row] + off_dec / 3600.0
     psf = rng.uniform(0.55, 0.80, e)
     pix8 = rows["HEALPIX"][row] >> 6
     tile_base = np.array([p.tile_base for p in info])[prog][row]
@@ -202,7 +204,7 @@ def exposures(rows: Columns, info: list[ProgramInfo], rng: np.random.Generator) 
         "FIBER_Y": fa_y + rng.normal(0, 0.003, e),
         "DELTA_X": delta_x,
         "DELTA_Y": delta_y,
-        "FIBER_RA": fiber_ra % 360.0,
+        "FIBER_RA": fiber_ra,
         "FIBER_DEC": fiber_dec,
         "PSF_TO_FIBER_SPECFLUX": psf,
         "IN_COADD_B": in_coadd,
@@ -212,6 +214,9 @@ def exposures(rows: Columns, info: list[ProgramInfo], rng: np.random.Generator) 
 
     def mean_of(x: np.ndarray) -> np.ndarray:
         return np.add.reduceat(x, start) / nexp
+
+    def std_of(x: np.ndarray) -> np.ndarray:
+        return np.sqrt(np.clip(mean_of(x**2) - mean_of(x) ** 2, 0.0, None))
 
     nights_changed = np.concatenate([[False], day[1:] != day[:-1]]) & ~first
     summary: Columns = {
@@ -225,11 +230,10 @@ def exposures(rows: Columns, info: list[ProgramInfo], rng: np.random.Generator) 
         "MEAN_DELTA_Y": mean_of(delta_y),
         "RMS_DELTA_Y": np.sqrt(mean_of(delta_y**2)),
         "MEAN_PSF_TO_FIBER_SPECFLUX": mean_of(psf),
-        "MEAN_FIBER_RA": mean_of(fiber_ra) % 360.0,  # averaged unwrapped, so RA ~ 0 stays near 0
-        "STD_FIBER_RA": np.sqrt(np.clip(mean_of(fiber_ra**2) - mean_of(fiber_ra) ** 2, 0, None)) * 3600.0
-        * np.cos(np.radians(rows["TARGET_DEC"])),
-        "MEAN_FIBER_DEC": mean_of(fiber_dec),
-        "STD_FIBER_DEC": np.sqrt(np.clip(mean_of(fiber_dec**2) - mean_of(fiber_dec) ** 2, 0, None)) * 3600.0,
+        "MEAN_FIBER_RA": (rows["TARGET_RA"] + mean_of(off_ra) / 3600.0 / cosd) % 360.0,
+        "STD_FIBER_RA": std_of(off_ra),
+        "MEAN_FIBER_DEC": rows["TARGET_DEC"] + mean_of(off_dec) / 3600.0,
+        "STD_FIBER_DEC": std_of(off_dec),
         "MIN_MJD": np.minimum.reduceat(mjd, start),
         "MAX_MJD": np.maximum.reduceat(mjd, start),
         "MEAN_MJD": mean_of(mjd),

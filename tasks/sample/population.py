@@ -154,23 +154,28 @@ def place_clusters(
     for c, fraction in CLUSTER_FRACTION.items():
         idx = np.flatnonzero(cls == c)
         idx = idx[rng.random(len(idx)) < fraction]
-        start = 0
-        while len(idx) - start >= 2:
-            size = min(2 + rng.poisson(CLUSTER_RICHNESS), len(idx) - start)
-            group = idx[start : start + size]
-            start += size
-            center = radec_to_xyz(ra[group[0]], dec[group[0]], table.comoving(z[group[0]]))
-            sigma = rng.uniform(*CLUSTER_SIGMA)
-            todo = group[1:]
-            for _ in range(10):
-                if len(todo) == 0:
-                    break
-                r_, d_, dist = xyz_to_radec(center + rng.normal(0.0, sigma, (len(todo), 3)))
-                ok = in_footprint(r_, d_) & (hp.ang2pix(1 << order, r_, d_, nest=True, lonlat=True) == block)
-                ra[todo[ok]], dec[todo[ok]], z[todo[ok]] = r_[ok], d_[ok], table.redshift(dist[ok])
-                member[todo[ok]] = True
-                todo = todo[~ok]
-            member[group[0]] = True
+        if len(idx) < 2:
+            continue
+        # Consecutive runs of `idx` form clusters; the first of each run is its centre.
+        starts = np.concatenate([[0], np.cumsum(2 + rng.poisson(CLUSTER_RICHNESS, len(idx)))])
+        starts = starts[starts < len(idx) - 1]
+        group = np.searchsorted(starts, np.arange(len(idx)), side="right") - 1
+        heads = idx[starts]
+        centers = radec_to_xyz(ra[heads], dec[heads], table.comoving(z[heads]))
+        sigma = rng.uniform(*CLUSTER_SIGMA, len(heads))
+        is_head = np.zeros(len(idx), dtype=bool)
+        is_head[starts] = True
+        todo, todo_group = idx[~is_head], group[~is_head]
+        for _ in range(10):
+            if len(todo) == 0:
+                break
+            xyz = centers[todo_group] + rng.normal(0.0, 1.0, (len(todo), 3)) * sigma[todo_group, None]
+            r_, d_, dist = xyz_to_radec(xyz)
+            ok = in_footprint(r_, d_) & (hp.ang2pix(1 << order, r_, d_, nest=True, lonlat=True) == block)
+            ra[todo[ok]], dec[todo[ok]], z[todo[ok]] = r_[ok], d_[ok], table.redshift(dist[ok])
+            member[todo[ok]] = True
+            todo, todo_group = todo[~ok], todo_group[~ok]
+        member[heads] = True
     return member
 
 

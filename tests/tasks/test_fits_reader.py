@@ -37,7 +37,7 @@ def test_chunks_match_astropy(table_file):
     assert layout.nrows == 1001
     batches = list(iter_table(layout, chunk_rows=300))
     assert [b.num_rows for b in batches] == [300, 300, 300, 101]
-    got = pa.Table.from_batches(batches)
+    got = pa.concat_tables(batches)
     for name in ("TARGETID", "Z", "FLUX_G", "SMALL", "FA_TYPE", "ID_U64", "ID_U32"):
         np.testing.assert_array_equal(got[name].to_numpy(), np.asarray(expected[name]), err_msg=name)
     assert got["ID_U64"].type == pa.uint64() and got["ID_U32"].type == pa.uint32()
@@ -115,3 +115,7 @@ def test_bounded_chunks_do_not_read_whole_file(table_file, monkeypatch):
     monkeypatch.setattr(builtins, "open", lambda *a, **k: Spy(real_open(*a, **k)))
     list(iter_table(layout, ["Z"], chunk_rows=100))
     assert max(reads) == 100 * layout.row_bytes
+    reads.clear()
+    monkeypatch.setattr("tasks.fits_reader.DECODE_BLOCK_BYTES", 40 * layout.row_bytes)
+    chunks = list(iter_table(layout, ["Z"], chunk_rows=100))
+    assert max(reads) == 40 * layout.row_bytes and [c.num_rows for c in chunks[:2]] == [100, 100]

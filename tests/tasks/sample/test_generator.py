@@ -297,13 +297,17 @@ def test_content_is_desi_like(zpix):
 def test_exposures_match_the_coadd_summary(sample, zpix):
     f = next(f for f in files(sample, "zpix") if (f.survey, f.program) == ("main", "dark"))
     exp = read(f.path, "EXP_FIBERMAP").to_pandas()
-    t = zpix[("main", "dark")].to_pandas()[["TARGETID", "COADD_NUMEXP", "COADD_EXPTIME", "MIN_MJD", "MAX_MJD"]]
+    t = zpix[("main", "dark")].to_pandas()[["TARGETID", "COADD_NUMEXP", "COADD_EXPTIME", "MIN_MJD", "MAX_MJD",
+                                            "MEAN_FIBER_DEC", "STD_FIBER_DEC"]]
     per = exp.groupby("TARGETID").agg(n=("MJD", "size"), exptime=("EXPTIME", "sum"), lo=("MJD", "min"),
-                                      hi=("MJD", "max"))
+                                      hi=("MJD", "max"), dec=("FIBER_DEC", "mean"),
+                                      dec_std=("FIBER_DEC", lambda x: np.std(x) * 3600))
     joined = t.set_index("TARGETID").join(per)
     assert (joined.n == joined.COADD_NUMEXP).all() and joined.n.between(1, 4).all()
     assert np.allclose(joined.exptime, joined.COADD_EXPTIME, rtol=1e-5)
     assert np.allclose(joined.lo, joined.MIN_MJD) and np.allclose(joined.hi, joined.MAX_MJD)
+    assert np.allclose(joined.dec, joined.MEAN_FIBER_DEC, rtol=0, atol=1e-9)
+    assert np.allclose(joined.dec_std, joined.STD_FIBER_DEC, rtol=1e-4, atol=1e-4)
     dates = pd.to_datetime("1858-11-17") + pd.to_timedelta(np.floor(exp.MJD - 1.0), unit="D")
     assert (exp.NIGHT == dates.dt.strftime("%Y%m%d").astype(int)).all()
     assert (exp.LOCATION == exp.PETAL_LOC * 1000 + exp.DEVICE_LOC).all()
