@@ -16,14 +16,13 @@ from __future__ import annotations
 import csv
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 HEALPIX_COLUMN = "_healpix_29"
@@ -109,11 +108,9 @@ def _old_partitions(previous: Path | None) -> dict[tuple[int, int], Path]:
             for r in rows}
 
 
-def write_parquet(table: pa.Table, path: Path, metadata_collector: list | None = None) -> None:
-    """Write parquet the lake's way: snappy, dictionary encoding for strings only (4x faster than for all)."""
-    strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
-    pq.write_table(table, path, row_group_size=128_000, compression="snappy", use_dictionary=strings,
-                   metadata_collector=metadata_collector)
+def write_staging_parquet(table: pa.Table, path: Path) -> None:
+    """Write a staged part: read back once and deleted, so written fast (no compression, no dictionaries)."""
+    pq.write_table(table, path, row_group_size=64_000, compression="none", use_dictionary=False)
 
 
 def superseded_rows(staged: Sequence[Path], old: Sequence[Path], key: Sequence[str]) -> pa.Table:
@@ -141,7 +138,7 @@ def superseded_rows(staged: Sequence[Path], old: Sequence[Path], key: Sequence[s
 
 
 def _drop_superseded(table: pa.Table, superseded: pa.Table | None, key: Sequence[str]) -> pa.Table:
-    """Remove superseded copies from a partition's rows and sort them by _healpix_29."""
+    """Remove the rows that a newer copy of their key replaces."""
     if superseded is not None and superseded.num_rows:
         # join on the key columns only (Arrow joins cannot carry vector columns such as COEFF), then filter
         cols = [*key, SEQ_COLUMN]
@@ -150,7 +147,7 @@ def _drop_superseded(table: pa.Table, superseded: pa.Table | None, key: Sequence
         keep = np.ones(table.num_rows, dtype=bool)
         keep[hits] = False
         table = table.filter(keep)
-    return table.sort_by(HEALPIX_COLUMN)
+    return table
 
 
 def write_properties(out: Path, name: str, nrows: int, ra: str, dec: str, max_rows: int, highest_order: int,
@@ -178,6 +175,77 @@ def write_properties(out: Path, name: str, nrows: int, ra: str, dec: str, max_ro
     (out / "hats.properties").write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
 
+class _PartitionWriters:
+    """Open parquet writers, one per partition being written, fed with row slices in any order.
+
+    Slices are buffered per partition and written as row groups of about ``ROW_GROUP_ROWS`` rows; when all
+    buffers together pass ``buffer_bytes`` the largest is written early, so memory stays bounded.
+    """
+
+    ROW_GROUP_ROWS = 128_000
+
+    def __init__(self, out: Path, schema: pa.Schema, highest_order: int, buffer_bytes: int = 256 << 20):
+        self.out, self.schema, self.buffer_bytes = out, schema, buffer_bytes
+        self.shift = 2 * (29 - highest_order)
+        self.counts = np.zeros(12 * 4**highest_order, dtype=np.int64)
+        self.writers: dict[tuple[int, int], pq.ParquetWriter] = {}
+        self.buffers: dict[tuple[int, int], list[pa.Table]] = {}
+        self.buffered = 0
+
+    def add(self, partition: tuple[int, int], rows: pa.Table) -> None:
+        self.buffers.setdefault(partition, []).append(rows)
+        self.buffered += rows.nbytes
+        if sum(t.num_rows for t in self.buffers[partition]) >= self.ROW_GROUP_ROWS:
+            self._flush(partition)
+        while self.buffered > self.buffer_bytes:
+            self._flush(max(self.buffers, key=lambda p: sum(t.nbytes for t in self.buffers[p])))
+
+    def _flush(self, partition: tuple[int, int]) -> None:
+        tables = self.buffers.pop(partition, [])
+        if not tables:
+            return
+        self.buffered -= sum(t.nbytes for t in tables)
+        table = pa.concat_tables(tables)  # runs of rows sorted by _healpix_29, one per input batch
+        if partition not in self.writers:
+            path = _partition_file(self.out, *partition)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            strings = [f.name for f in self.schema if pa.types.is_string(f.type)]
+            self.writers[partition] = pq.ParquetWriter(path, self.schema, compression="snappy",
+                                                       use_dictionary=strings)
+        self.writers[partition].write_table(table, row_group_size=self.ROW_GROUP_ROWS)
+        self.counts += np.bincount(table[HEALPIX_COLUMN].to_numpy() >> self.shift, minlength=self.counts.size)
+
+    def close(self) -> list[tuple[int, int]]:
+        """Write what is buffered, close every file, and return the partitions written."""
+        for partition in list(self.buffers):
+            self._flush(partition)
+        for writer in self.writers.values():
+            writer.close()
+        return list(self.writers)
+
+
+def _route(batch: pa.Table, starts: np.ndarray, partitions: list[tuple[int, int]],
+           writers: _PartitionWriters) -> None:
+    """Send each row of a batch to the partition whose _healpix_29 range holds it (slices, no copy if sorted)."""
+    if batch.num_rows == 0:
+        return
+    h = batch[HEALPIX_COLUMN].to_numpy()
+    index = np.searchsorted(starts, h, side="right") - 1
+    if np.any(np.diff(index) < 0):
+        order = np.argsort(index, kind="stable")
+        batch, index = batch.take(order), index[order]
+    cuts = np.flatnonzero(np.diff(index)) + 1
+    for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(index)], strict=True):
+        writers.add(partitions[index[lo]], batch.slice(lo, hi - lo))
+
+
+def _batches(path: Path, columns: list[str], old: bool) -> Iterator[pa.Table]:
+    """Batches of a parquet file; rows of the previous version get _seq 0."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=_PartitionWriters.ROW_GROUP_ROWS, columns=columns):
+        table = pa.Table.from_batches([batch])
+        yield table.append_column(SEQ_COLUMN, pa.array(np.zeros(len(table), dtype=np.int64))) if old else table
+
+
 def build_catalog(
     out: Path,
     name: str,
@@ -190,7 +258,11 @@ def build_catalog(
     max_rows: int = 1_000_000,
     highest_order: int = 8,
 ) -> HatsSummary:
-    """Build a HATS catalog in ``out`` from ``previous`` (a catalog dir, or None) plus ``staged`` parquet parts."""
+    """Build a HATS catalog in ``out`` from ``previous`` (a catalog dir, or None) plus ``staged`` parquet parts.
+
+    Every input file is read once in batches and its rows routed to the new partitions; memory is bounded by
+    the batch size and the writers' buffer, not by the partition or catalog size.
+    """
     old = _old_partitions(previous)
     new_counts = histogram(staged, highest_order)
     old_counts = _read_counts(previous, highest_order) if previous is not None else None
@@ -199,50 +271,44 @@ def build_catalog(
     # Rows replaced by newer copies are counted twice here; partitions then come out slightly small, never large.
     counts = new_counts + (old_counts if old_counts is not None else 0)
     pixels = partition_pixels(counts, highest_order, max_rows)
-
     superseded = superseded_rows(staged, list(old.values()), key) if staged else None
     dropped_h = superseded[HEALPIX_COLUMN].to_numpy() if superseded is not None else np.empty(0, np.int64)
-    staged_ds = ds.dataset([str(p) for p in staged], format="parquet") if staged else None
-    old_ds = ds.dataset([str(p) for p in old.values()], format="parquet") if old else None
-    out_schema = pa.schema([f for f in schema if f.name != SEQ_COLUMN])
-    metadata: list[pq.FileMetaData] = []
-    final_counts = np.zeros_like(counts)
-    written: list[tuple[int, int]] = []
-    nrows = rewritten = linked = est_bytes = 0
+
     shift = 2 * (29 - highest_order)
+    linked: list[tuple[int, int]] = []
+    final_counts = np.zeros_like(counts)
     for order, pixel in pixels:
         lo, hi = pixel_range(order, pixel)
-        target = _partition_file(out, order, pixel)
-        target.parent.mkdir(parents=True, exist_ok=True)
         touched = new_counts[lo >> shift: hi >> shift].any() or ((dropped_h >= lo) & (dropped_h < hi)).any()
         if not touched and (order, pixel) in old:
+            target = _partition_file(out, order, pixel)
+            target.parent.mkdir(parents=True, exist_ok=True)
             os.link(old[(order, pixel)], target)
-            linked += 1
-            part_meta = pq.read_metadata(target)
+            linked.append((order, pixel))
             final_counts[lo >> shift: hi >> shift] = old_counts[lo >> shift: hi >> shift]
-        else:
-            flt = (ds.field(HEALPIX_COLUMN) >= lo) & (ds.field(HEALPIX_COLUMN) < hi)
-            parts = []
-            if old_ds is not None:
-                t = old_ds.to_table(filter=flt, columns=out_schema.names)
-                parts.append(t.append_column(SEQ_COLUMN, pa.array(np.zeros(t.num_rows, dtype=np.int64))))
-            if staged_ds is not None:
-                parts.append(staged_ds.to_table(filter=flt, columns=out_schema.names + [SEQ_COLUMN]))
-            table = _drop_superseded(pa.concat_tables(parts), superseded, key)
-            table = table.drop_columns([SEQ_COLUMN]).cast(out_schema)
-            if table.num_rows == 0:  # every row counted here was an older copy of a replaced row
-                continue
-            collector: list[pq.FileMetaData] = []
-            write_parquet(table, target, metadata_collector=collector)
-            part_meta = collector[0]
-            final_counts += np.bincount(table[HEALPIX_COLUMN].to_numpy() >> shift, minlength=final_counts.size)
-            rewritten += 1
-        part_meta.set_file_path(str(target.relative_to(out / "dataset")))
-        metadata.append(part_meta)
-        written.append((order, pixel))
-        nrows += part_meta.num_rows
-        est_bytes += target.stat().st_size
 
+    by_start = sorted(pixels, key=lambda p: pixel_range(*p)[0])
+    starts = np.array([pixel_range(*p)[0] for p in by_start], dtype=np.int64)
+    out_schema = pa.schema([f for f in schema if f.name != SEQ_COLUMN])
+    writers = _PartitionWriters(out, out_schema, highest_order)
+    inputs = [(p, False) for p in staged] + [(p, True) for pix, p in old.items() if pix not in linked]
+    for path, is_old in inputs:
+        for batch in _batches(path, out_schema.names if is_old else out_schema.names + [SEQ_COLUMN], is_old):
+            batch = _drop_superseded(batch, superseded, key)
+            _route(batch.drop_columns([SEQ_COLUMN]).cast(out_schema), starts, by_start, writers)
+    rewritten = writers.close()
+    final_counts += writers.counts
+
+    written = sorted(linked + rewritten)
+    metadata = []
+    est_bytes = 0
+    for order, pixel in written:
+        target = _partition_file(out, order, pixel)
+        meta = pq.read_metadata(target)
+        meta.set_file_path(str(target.relative_to(out / "dataset")))
+        metadata.append(meta)
+        est_bytes += target.stat().st_size
+    nrows = sum(m.num_rows for m in metadata)
     (out / "dataset").mkdir(parents=True, exist_ok=True)
     pq.write_metadata(out_schema, out / "dataset" / "_common_metadata")
     pq.write_metadata(out_schema, out / "dataset" / "_metadata", metadata_collector=metadata)
@@ -253,4 +319,4 @@ def build_catalog(
     _write_counts(out, final_counts, highest_order)
     sky_fraction = float(np.count_nonzero(final_counts)) / final_counts.size
     write_properties(out, name, nrows, ra, dec, max_rows, highest_order, sky_fraction, est_bytes // 1024)
-    return HatsSummary(out, nrows, written, rewritten, linked)
+    return HatsSummary(out, nrows, written, len(rewritten), len(linked))

@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from tasks.catalog.schema import LineageRecord
 from tasks.desi_files import ProductReader, SourceFile, file_sha256
 from tasks.enrich import enrich, healpix_mismatches
 from tasks.fits_reader import FitsFormatError
-from tasks.hats_writer import SEQ_COLUMN, build_catalog, write_parquet
+from tasks.hats_writer import SEQ_COLUMN, build_catalog, write_staging_parquet
 from tasks.lake import LocalLake
 from tasks.products import PRODUCTS, Product
 from tasks.validate import BatchValidator
@@ -70,6 +71,35 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+def _validate_chunk(src: SourceFile, validator: BatchValidator, batch: pa.Table, start: int) -> None:
+    """Run the product's Great Expectations suite on one chunk; raise IngestError naming what failed."""
+    product = src.product
+    rows = f"rows {start}-{start + batch.num_rows - 1}"
+    used = validator.columns_used(product.suite)
+    frame = batch.select([c for c in batch.schema.names if c in used]).to_pandas()
+    outcome = validator.validate(product.suite, frame, f"{src.path.name} {rows}", keep_for_docs=start == 0)
+    if not outcome.success:
+        if start != 0:  # keep failing chunks for the Data Docs too
+            validator.validate(product.suite, frame, f"{src.path.name} {rows}", keep_for_docs=True)
+        raise IngestError(f"{src.path}, HDU {product.hdus[0]}, {rows}: {outcome.reason()}")
+
+
+def _stage_chunk(src: SourceFile, batch: pa.Table, seq: int, part: Path) -> pa.Table:
+    """Enrich one chunk, check HEALPIX, write it sorted by _healpix_29, and return it."""
+    product = src.product
+    staged = enrich(batch, product)
+    if product.check_healpix:
+        n_bad, examples = healpix_mismatches(staged)
+        if n_bad:
+            shown = "; ".join(f"TARGETID {t}: HEALPIX {g}, position gives {w}" for t, g, w in examples)
+            raise IngestError(f"{src.path}, HDU {product.hdus[0]}, column HEALPIX: {n_bad} rows disagree with "
+                              f"the nside-64 NESTED pixel of {product.ra}/{product.dec} (e.g. {shown})")
+    staged = staged.sort_by("_healpix_29")
+    staged = staged.append_column(SEQ_COLUMN, pa.array(np.full(staged.num_rows, seq, dtype=np.int64)))
+    write_staging_parquet(staged, part)
+    return staged
+
+
 def stage_file(
     src: SourceFile,
     file_hash: str,
@@ -78,9 +108,15 @@ def stage_file(
     chunk_rows: int,
     seq: int,
     timings: dict[str, float],
+    load,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[list[Path], int, str | None]:
-    """Read, validate, enrich and stage one file; return (parts, rows, notes). Raises IngestError."""
+    """Read, validate, enrich, stage and load one file's chunks; return (parts, rows, notes). Raises IngestError.
+
+    Four things overlap: the next chunk is read in one thread, this chunk is validated in a second and staged
+    (enriched, written) here, and the previous chunk goes into the catalog's open transaction (``load``) in a
+    third. Any failure fails the whole file; the caller rolls the load back.
+    """
     product = src.product
     t0 = time.perf_counter()
     reader = ProductReader(src)
@@ -89,36 +125,30 @@ def stage_file(
     if reader.nrows == 0:
         raise IngestError(f"{src.path}, HDU {product.hdus[0]}: table has no rows")
     staging = lake.fresh_staging_dir(product.name, file_hash)
-    used = validator.columns_used(product.suite)
     parts: list[Path] = []
     rows = 0
-    for start, batch in _timed(prefetch(reader.batches(chunk_rows)), timings, "read_s"):
-        label = f"{src.path.name} rows {start}-{start + batch.num_rows - 1}"
+    loads = []
+    with ThreadPoolExecutor(max_workers=1) as checker, ThreadPoolExecutor(max_workers=1) as loader:
+        for start, batch in _timed(prefetch(reader.batches(chunk_rows)), timings, "read_s"):
+            checked = checker.submit(_validate_chunk, src, validator, batch, start)
+            t0 = time.perf_counter()
+            parts.append(staging / f"part-{len(parts):05d}.parquet")
+            try:
+                loads.append(loader.submit(load.append, _stage_chunk(src, batch, seq, parts[-1])))
+            except IngestError:
+                checked.result()  # a validation failure explains more than what staging tripped over
+                raise
+            timings["stage_s"] = timings.get("stage_s", 0.0) + time.perf_counter() - t0
+            t0 = time.perf_counter()
+            checked.result()
+            timings["validate_s"] = timings.get("validate_s", 0.0) + time.perf_counter() - t0  # wait beyond staging
+            rows += batch.num_rows
+            if progress:
+                progress(batch.num_rows)
         t0 = time.perf_counter()
-        frame = batch.select([c for c in batch.schema.names if c in used]).to_pandas()
-        outcome = validator.validate(product.suite, frame, label, keep_for_docs=start == 0)
-        if not outcome.success:
-            validator.validate(product.suite, frame, label, keep_for_docs=True) if start != 0 else None
-            raise IngestError(f"{src.path}, HDU {product.hdus[0]}, rows {start}-{start + batch.num_rows - 1}: "
-                              f"{outcome.reason()}")
-        timings["validate_s"] = timings.get("validate_s", 0.0) + time.perf_counter() - t0
-        t0 = time.perf_counter()
-        staged = enrich(batch, product)
-        if product.check_healpix:
-            n_bad, examples = healpix_mismatches(staged)
-            if n_bad:
-                shown = "; ".join(f"TARGETID {t}: HEALPIX {g}, position gives {w}" for t, g, w in examples)
-                raise IngestError(f"{src.path}, HDU {product.hdus[0]}, column HEALPIX: {n_bad} rows disagree with "
-                                  f"the nside-64 NESTED pixel of {product.ra}/{product.dec} (e.g. {shown})")
-        staged = staged.sort_by("_healpix_29")
-        staged = staged.append_column(SEQ_COLUMN, pa.array([seq] * staged.num_rows, type=pa.int64()))
-        part = staging / f"part-{len(parts):05d}.parquet"
-        write_parquet(staged, part)
-        parts.append(part)
-        rows += batch.num_rows
-        timings["stage_s"] = timings.get("stage_s", 0.0) + time.perf_counter() - t0
-        if progress:
-            progress(batch.num_rows)
+        for future in loads:
+            future.result()
+        timings["load_s"] = time.perf_counter() - t0  # what loading adds after the last chunk is staged
     _check_unique(src, product, parts)
     return parts, rows, notes
 
@@ -186,23 +216,24 @@ def ingest_file(
         return result
     record = dict(file_hash=file_hash, path=str(src.path), kind=src.kind, product=product.name,
                   survey=src.survey, program=src.program, run_id=run_id, started_at=started)
+    load = catalog.begin_load(product)
     try:
         parts, rows, notes = stage_file(src, file_hash, lake, validator, chunk_rows, time.time_ns(),
-                                        result.timings, progress)
-        t0 = time.perf_counter()
-        result.timings["load_s"] = 0.0
-        catalog.load_file(product, parts, LineageRecord(
+                                        result.timings, load, progress)
+        load.commit(LineageRecord(
             **record, n_rows=rows, status="loaded", notes=notes, finished_at=_now(),
-            **{k: result.timings.get(k) for k in ("read_s", "validate_s", "stage_s")},
-            load_s=None,
+            **{k: result.timings.get(k) for k in ("read_s", "validate_s", "stage_s", "load_s")},
         ))
-        result.timings["load_s"] = time.perf_counter() - t0
         result.status, result.rows, result.notes = "ingested", rows, notes
     except (IngestError, FitsFormatError) as exc:
+        load.rollback()
         lake.drop_staging(product.name, file_hash)
         result.status, result.error = "quarantined", str(exc)
         catalog.quarantine(LineageRecord(**record, n_rows=None, status="quarantined", error=str(exc),
                                          finished_at=_now()))
+    except BaseException:
+        load.rollback()
+        raise
     return result
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,8 @@ class DuckDBCatalog:
         elif not self.path.exists():
             raise CatalogError(f"{self.path}: no catalog yet; run an ingest first")
         # bounded memory: DuckDB spills to disk rather than take most of the machine's RAM (its default)
-        self.con = duckdb.connect(str(self.path), read_only=read_only, config={"memory_limit": memory_limit})
+        self.con = duckdb.connect(str(self.path), read_only=read_only,
+                                  config={"memory_limit": memory_limit, "preserve_insertion_order": False})
         if not read_only:
             self.ensure_schema()
 
@@ -94,28 +95,19 @@ class DuckDBCatalog:
         return [r[0] for r in rows]
 
     # --- loads ---------------------------------------------------------------------------------------------
-    def load_file(self, product: Product, parts: Sequence[Path], record: LineageRecord) -> None:
-        """Replace-or-insert a file's staged rows and write its lineage row, in one transaction."""
-        cols = [name.lower() for name, _ in product.sql_columns]
-        files = [str(p) for p in parts]
-        keys = " AND ".join(f"t.{k.lower()} = s.{k.lower()}" for k in product.key)
-        key_list = ", ".join(k.lower() for k in product.key)
-        self.con.execute("BEGIN")
+    def begin_load(self, product: Product) -> DuckDBFileLoad:
+        """Start one file's load: a transaction that chunks are appended to and that commits with the lineage."""
+        return DuckDBFileLoad(self, product)
+
+    def load_file(self, product: Product, chunks: Iterable[pa.Table], record: LineageRecord) -> None:
+        """Replace-or-insert a file's rows and write its lineage row, in one transaction."""
+        load = self.begin_load(product)
         try:
-            has_rows = self.con.execute(f"SELECT EXISTS (SELECT 1 FROM {product.name})").fetchall()[0][0]
-            if has_rows:  # the same key from an earlier file is replaced, not duplicated
-                self.con.execute(
-                    f"DELETE FROM {product.name} t USING (SELECT DISTINCT {key_list} FROM read_parquet($files)) s "
-                    f"WHERE {keys}", {"files": files},
-                )
-            self.con.execute(
-                f"INSERT INTO {product.name} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM read_parquet($files)",
-                {"files": files},
-            )
-            self._put_lineage(record)
-            self.con.execute("COMMIT")
+            for chunk in chunks:
+                load.append(chunk)
+            load.commit(record)
         except BaseException:
-            self.con.execute("ROLLBACK")
+            load.rollback()
             raise
 
     def mark_published(self, product: str, version: str, nrows: int, file_hashes: Sequence[str]) -> None:
@@ -165,3 +157,39 @@ class DuckDBCatalog:
         sql = (f"SELECT *, {sep} AS sep_deg FROM {table} WHERE {where} ORDER BY sep_deg"
                + (f" LIMIT {int(limit)}" if limit else ""))
         return self.query(sql, {"ra": ra, "dec": dec, "r": radius})
+
+
+class DuckDBFileLoad:
+    """One file's rows going into the catalog inside one transaction, committed together with its lineage row.
+
+    A row whose key an earlier file already loaded replaces it. Only one thread may use a load at a time.
+    """
+
+    def __init__(self, catalog: DuckDBCatalog, product: Product):
+        self.catalog, self.product = catalog, product
+        self.columns = [name for name, _ in product.sql_columns]
+        self.con = catalog.con
+        self.con.execute("BEGIN")
+        self.replace = self.con.execute(f"SELECT EXISTS (SELECT 1 FROM {product.name})").fetchall()[0][0]
+
+    def append(self, chunk: pa.Table) -> None:
+        """Insert a chunk (product column names, any case), replacing earlier rows with the same key."""
+        name = self.product.name
+        self.con.register("chunk", chunk.select(self.columns))
+        try:
+            if self.replace:
+                on = " AND ".join(f"t.{k.lower()} = c.{k.lower()}" for k in self.product.key)
+                self.con.execute(f"DELETE FROM {name} t USING chunk c WHERE {on}")
+            cols = ", ".join(c.lower() for c in self.columns)
+            self.con.execute(f"INSERT INTO {name} ({cols}) SELECT {cols} FROM chunk")
+        finally:
+            self.con.unregister("chunk")
+
+    def commit(self, record: LineageRecord) -> None:
+        """Write the lineage row and commit."""
+        self.catalog._put_lineage(record)
+        self.con.execute("COMMIT")
+
+    def rollback(self) -> None:
+        """Undo everything appended."""
+        self.con.execute("ROLLBACK")
