@@ -31,7 +31,7 @@ class DuckDBCatalog:
 
     backend = "duckdb"
 
-    def __init__(self, path: str | Path, read_only: bool = False, memory_limit: str = "1GB"):
+    def __init__(self, path: str | Path, read_only: bool = False, memory_limit: str = "512MB"):
         self.path = Path(path)
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
