@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -102,7 +103,7 @@ def _stage_chunk(src: SourceFile, batch: pa.Table, seq: int, part: Path) -> pa.T
 
 def stage_file(
     src: SourceFile,
-    file_hash: str,
+    staging_key: str,
     lake: LocalLake,
     validator: BatchValidator,
     chunk_rows: int,
@@ -110,8 +111,8 @@ def stage_file(
     timings: dict[str, float],
     load,
     progress: Callable[[int], None] | None = None,
-) -> tuple[list[Path], int, str | None]:
-    """Read, validate, enrich, stage and load one file's chunks; return (parts, rows, notes). Raises IngestError.
+) -> tuple[int, str | None]:
+    """Read, validate, enrich, stage and load one file's chunks; return (rows, notes). Raises IngestError.
 
     Four things overlap: the next chunk is read in one thread, this chunk is validated in a second and staged
     (enriched, written) here, and the previous chunk goes into the catalog's open transaction (``load``) in a
@@ -124,7 +125,7 @@ def stage_file(
     notes = f"extra columns not kept in the lake: {', '.join(reader.extra_columns)}" if reader.extra_columns else None
     if reader.nrows == 0:
         raise IngestError(f"{src.path}, HDU {product.hdus[0]}: table has no rows")
-    staging = lake.fresh_staging_dir(product.name, file_hash)
+    staging = lake.fresh_staging_dir(product.name, staging_key)
     parts: list[Path] = []
     rows = 0
     loads = []
@@ -150,7 +151,7 @@ def stage_file(
             future.result()
         timings["load_s"] = time.perf_counter() - t0  # what loading adds after the last chunk is staged
     _check_unique(src, product, parts)
-    return parts, rows, notes
+    return rows, notes
 
 
 def prefetch(iterator: Iterator[T]) -> Iterator[T]:
@@ -189,6 +190,21 @@ def _check_unique(src: SourceFile, product: Product, parts: list[Path]) -> None:
                           f"appear more than once (duplicate rows), e.g. {shown}")
 
 
+def _already_ingested(src: SourceFile, catalog) -> tuple[str, dict] | None:
+    """(hash, lineage row) if this path's bytes are what a done lineage row recorded, checked by content.
+
+    The path, size and mtime only decide whether hashing first is worth it: an unchanged file on a rerun is
+    hashed and skipped; a new or changed file is hashed while it is being staged (see ingest_file).
+    """
+    stat = src.path.stat()
+    known = catalog.lineage_for_path(str(src.path))
+    if not known or known["status"] not in DONE or known["file_size"] != stat.st_size \
+            or known["file_mtime"] != stat.st_mtime:
+        return None
+    file_hash = file_sha256(src.path)
+    return (file_hash, known) if file_hash == known["file_hash"] else None
+
+
 def ingest_file(
     src: SourceFile,
     lake: LocalLake,
@@ -204,36 +220,53 @@ def ingest_file(
     started = _now()
     t0 = time.perf_counter()
     try:
-        result.file_hash = file_hash = file_sha256(src.path)
+        stat = src.path.stat()
+        done = _already_ingested(src, catalog)
     except OSError as exc:
         result.status, result.error = "quarantined", f"{src.path}: cannot read file ({exc})"
         return result
     result.timings["hash_s"] = time.perf_counter() - t0
-    previous = catalog.lineage(file_hash)
-    if previous and previous["status"] in DONE:
+    if done:
+        result.file_hash, previous = done
         result.rows = previous["n_rows"] or 0
-        result.notes = f"already ingested from {previous['path']} (run {previous['run_id']})"
+        result.notes = f"already ingested (run {previous['run_id']})"
         return result
-    record = dict(file_hash=file_hash, path=str(src.path), kind=src.kind, product=product.name,
-                  survey=src.survey, program=src.program, run_id=run_id, started_at=started)
-    load = catalog.begin_load(product)
-    try:
-        parts, rows, notes = stage_file(src, file_hash, lake, validator, chunk_rows, time.time_ns(),
-                                        result.timings, load, progress)
-        load.commit(LineageRecord(
-            **record, n_rows=rows, status="loaded", notes=notes, finished_at=_now(),
-            **{k: result.timings.get(k) for k in ("read_s", "validate_s", "stage_s", "load_s")},
-        ))
-        result.status, result.rows, result.notes = "ingested", rows, notes
-    except (IngestError, FitsFormatError) as exc:
-        load.rollback()
-        lake.drop_staging(product.name, file_hash)
-        result.status, result.error = "quarantined", str(exc)
-        catalog.quarantine(LineageRecord(**record, n_rows=None, status="quarantined", error=str(exc),
-                                         finished_at=_now()))
-    except BaseException:
-        load.rollback()
-        raise
+
+    staging_key = f"incoming-{uuid.uuid4().hex}"
+    record = dict(path=str(src.path), kind=src.kind, product=product.name, survey=src.survey,
+                  program=src.program, run_id=run_id, started_at=started, file_size=stat.st_size,
+                  file_mtime=stat.st_mtime)
+    with ThreadPoolExecutor(max_workers=1) as hasher:
+        hashing = hasher.submit(file_sha256, src.path)  # sha256 releases the GIL: overlaps with staging
+        load = catalog.begin_load(product)
+        try:
+            rows, notes = stage_file(src, staging_key, lake, validator, chunk_rows, time.time_ns(),
+                                     result.timings, load, progress)
+            result.file_hash = file_hash = hashing.result()
+            previous = catalog.lineage(file_hash)
+            if previous and previous["status"] in DONE:  # same bytes ingested before under another name
+                load.rollback()
+                lake.drop_staging(product.name, staging_key)
+                result.rows = previous["n_rows"] or 0
+                result.notes = f"same content as {previous['path']}, already ingested (run {previous['run_id']})"
+                return result
+            lake.rename_staging(product.name, staging_key, file_hash)
+            load.commit(LineageRecord(
+                file_hash=file_hash, **record, n_rows=rows, status="loaded", notes=notes, finished_at=_now(),
+                **{k: result.timings.get(k) for k in ("read_s", "validate_s", "stage_s", "load_s")},
+            ))
+            result.status, result.rows, result.notes = "ingested", rows, notes
+        except (IngestError, FitsFormatError) as exc:
+            load.rollback()
+            lake.drop_staging(product.name, staging_key)
+            result.file_hash = hashing.result()
+            result.status, result.error = "quarantined", str(exc)
+            catalog.quarantine(LineageRecord(file_hash=result.file_hash, **record, n_rows=None,
+                                             status="quarantined", error=str(exc), finished_at=_now()))
+        except BaseException:
+            load.rollback()
+            lake.drop_staging(product.name, staging_key)
+            raise
     return result
 
 
@@ -268,12 +301,18 @@ def finish_publish(product: str, lake: LocalLake, catalog, hashes: list[str] | N
 
 
 def reconcile(lake: LocalLake, catalog) -> list[str]:
-    """Make the lake match the catalog after an interrupted run: finish symlink swaps, drop unpublished builds."""
+    """Make the lake match the catalog after an interrupted run.
+
+    Finishes a symlink swap the catalog already committed, drops builds that were never committed, and drops
+    staged parts of files the catalog does not hold (a run killed while staging them).
+    """
     fixed = []
     for name in PRODUCTS:
         wanted = catalog.published_version(name)
         if wanted and lake.published_version(name) != wanted:
             lake.publish(name, wanted)
             fixed.append(f"{name}: lake now points at {wanted}")
-        finish_publish(name, lake, catalog)
+        pending = set(catalog.pending(name))
+        orphans = [h for h in lake.staged_files(name) if h not in pending]
+        finish_publish(name, lake, catalog, orphans)
     return fixed

@@ -43,6 +43,16 @@ class LocalLake:
         path.mkdir(parents=True)
         return path
 
+    def staged_files(self, product: str) -> list[str]:
+        """File hashes that have a staging directory."""
+        base = self.root / "staging" / product
+        return sorted(p.name for p in base.iterdir()) if base.exists() else []
+
+    def rename_staging(self, product: str, old: str, new: str) -> None:
+        """Give a staging directory its final name (the file's hash), replacing a leftover of that name."""
+        shutil.rmtree(self.staging_dir(product, new), ignore_errors=True)
+        os.replace(self.staging_dir(product, old), self.staging_dir(product, new))
+
     def drop_staging(self, product: str, file_hash: str) -> None:
         """Remove one file's staged parts."""
         shutil.rmtree(self.staging_dir(product, file_hash), ignore_errors=True)

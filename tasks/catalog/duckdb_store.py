@@ -76,6 +76,12 @@ class DuckDBCatalog:
         rows = self.query("SELECT * FROM ingest_lineage WHERE file_hash = $h", {"h": file_hash}).to_pylist()
         return rows[0] if rows else None
 
+    def lineage_for_path(self, path: str) -> dict[str, Any] | None:
+        """The most recent lineage row of a path."""
+        rows = self.query("SELECT * FROM ingest_lineage WHERE path = $p ORDER BY finished_at DESC LIMIT 1",
+                          {"p": path}).to_pylist()
+        return rows[0] if rows else None
+
     def _put_lineage(self, record: LineageRecord) -> None:
         values = dataclasses.asdict(record)
         names = ", ".join(values)

@@ -23,6 +23,8 @@ _SQL_TYPES = {
 LINEAGE_COLUMNS: list[tuple[str, str]] = [
     ("file_hash", "TEXT PRIMARY KEY"),    # sha256 of the file's bytes
     ("path", "TEXT NOT NULL"),
+    ("file_size", "BIGINT"),
+    ("file_mtime", "DOUBLE PRECISION"),       # seconds since the epoch, as os.stat gives it
     ("kind", "TEXT NOT NULL"),             # zpix, zall, fastspec, coadd, redrock
     ("product", "TEXT NOT NULL"),
     ("survey", "TEXT"),
@@ -64,6 +66,8 @@ class LineageRecord:
     stage_s: float | None = None
     load_s: float | None = None
     hats_version: str | None = None
+    file_size: int | None = None
+    file_mtime: float | None = None
 
 
 def sql_type(dtype: pa.DataType) -> str:

@@ -142,7 +142,7 @@ def test_bad_input_is_quarantined_and_others_go_on(sample, env, tmp_path, case):
     assert __import__("re").search(message, result.error), result.error
     assert count(catalog, "SELECT count(*) FROM redshifts WHERE program = 'bright'") == 0
     assert count(catalog, f"SELECT count(*) FROM ingest_lineage WHERE status = 'quarantined' AND path = '{bad}'") == 1
-    assert not any(lake.staging_dir("redshifts", result.file_hash).parent.glob(f"{result.file_hash}*"))
+    assert lake.staged_files("redshifts") == []  # the bad file's parts are gone, the good one's published
     lake_df = lsdb.open_catalog(lake.catalog_path("redshifts")).compute()
     assert set(lake_df["PROGRAM"]) == {"dark"}
 
@@ -151,6 +151,19 @@ def test_bad_input_is_quarantined_and_others_go_on(sample, env, tmp_path, case):
     results, _ = run(source, *env)
     assert results[str(bad)].status == "ingested" and results[str(source / good.name)].status == "skipped"
     assert count(catalog, "SELECT count(*) FROM redshifts WHERE program = 'bright'") == zpix_rows(sample)[bad.name]
+
+
+def test_same_content_under_another_name_is_skipped(sample, env, tmp_path):
+    settings, lake, catalog, validator = env
+    good = next(sample.rglob("zpix-main-dark.fits"))
+    run(good, *env)
+    copy = tmp_path / "elsewhere" / good.name
+    copy.parent.mkdir()
+    shutil.copy(good, copy)
+    results, published = run(copy, *env)
+    assert results[str(copy)].status == "skipped" and "same content as" in results[str(copy)].notes
+    assert published == [] and lake.staged_files("redshifts") == []
+    assert count(catalog, "SELECT count(*) FROM redshifts") == zpix_rows(sample)[good.name]
 
 
 def test_crash_between_catalog_commit_and_lake_swap_is_reconciled(sample, env, monkeypatch):
@@ -222,3 +235,4 @@ def test_sigkill_at_any_point_then_rerun_has_no_duplicates(sample, tmp_path):
         df = lsdb.open_catalog(build_lake(settings).catalog_path("redshifts")).compute()
         assert len(df) == total and not df.duplicated(["TARGETID", "SURVEY", "PROGRAM"]).any()
     assert any(code == -signal.SIGKILL for code in outcomes)
+    assert not list((tmp_path / "home" / "lake" / "staging").rglob("*.parquet"))  # no staged leftovers
