@@ -10,12 +10,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from astrolab import progress
 from astrolab.settings import SettingsError, load_settings
+from tasks.catalog.duckdb_store import CatalogError
 
 console = Console(stderr=True)
 
@@ -35,6 +37,11 @@ def _bar(description: str, total: int | None):
 
 
 def _print_table(table: pa.Table, max_rows: int) -> None:
+    """A rich table on a terminal; CSV when the output goes to a pipe or a file."""
+    if not sys.stdout.isatty():
+        pa_csv.write_csv(table.slice(0, max_rows), sys.stdout.buffer)
+        sys.stdout.flush()
+        return
     out = Table(show_lines=False)
     for name in table.schema.names:
         out.add_column(name)
@@ -97,9 +104,15 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+CONE_COLUMNS = ["targetid", "survey", "program", "target_ra", "target_dec", "z", "zwarn", "spectype", "sep_deg"]
+
+
 def cmd_cone(args: argparse.Namespace) -> int:
     with _catalog(args) as catalog:
-        _print_table(catalog.cone(args.ra, args.dec, args.radius, table=args.table), args.limit)
+        found = catalog.cone(args.ra, args.dec, args.radius, table=args.table)
+    if not args.all_columns and set(CONE_COLUMNS) <= set(found.schema.names):
+        found = found.select(CONE_COLUMNS)
+    _print_table(found, args.limit)
     return 0
 
 
@@ -140,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("radius", type=float)
     p.add_argument("--table", default="zcat_primary")
     p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--all-columns", action="store_true", help="print every column, not the usual few")
     add("settings", cmd_settings, "print the effective settings")
     return parser
 
@@ -150,8 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (SettingsError, FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+    except (SettingsError, CatalogError, FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
         return 2
 
 
