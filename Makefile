@@ -23,9 +23,13 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(BIN)/astrolab demo --rows $(ROWS)
 
-## test: the whole test suite
+## test: the whole test suite, with its services (PostgreSQL + q3c on loopback) started and stopped around it
+SERVICES_DIR ?= /tmp/astrolab-services
 test: venv
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	ASTROLAB_SERVICES_DIR=$(SERVICES_DIR) scripts/services.sh start
+	set -a; . $(SERVICES_DIR)/env; set +a; \
+	  $(BIN)/pytest -q $(PYTEST_ARGS); status=$$?; \
+	  ASTROLAB_SERVICES_DIR=$(SERVICES_DIR) scripts/services.sh stop; exit $$status
 
 ## bench: ingest benchmark (bench/ingest.py)
 bench: venv

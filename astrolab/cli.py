@@ -17,7 +17,7 @@ from rich.table import Table
 
 from astrolab import progress
 from astrolab.settings import SettingsError, load_settings
-from tasks.catalog.duckdb_store import CatalogError
+from tasks.catalog.base import CatalogError
 
 console = Console(stderr=True)
 

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from astrolab.settings import Settings, SettingsError
+from tasks.catalog.base import SqlCatalog
 from tasks.catalog.duckdb_store import DuckDBCatalog
 from tasks.lake import LocalLake
 from tasks.validate import BatchValidator
@@ -23,13 +24,21 @@ def build_lake(settings: Settings) -> LocalLake:
     return LocalLake(url)
 
 
-def build_catalog(settings: Settings, read_only: bool = False) -> DuckDBCatalog:
-    """The catalog at ``settings.catalog_url``."""
-    url = settings.catalog_url
+def open_catalog(url: str, read_only: bool = False) -> SqlCatalog:
+    """The catalog at a URL: ``duckdb:///path`` or ``postgresql://user@host:port/db``."""
     if url.startswith("duckdb:///"):  # SQLAlchemy style: duckdb:///relative/path, duckdb:////absolute/path
         return DuckDBCatalog(Path(url[len("duckdb:///"):]), read_only=read_only)
+    if url.startswith(("postgresql://", "postgres://")):
+        from tasks.catalog.postgres_store import PostgresCatalog
+
+        return PostgresCatalog(url, read_only=read_only)
     scheme = url.split("://", 1)[0] if "://" in url else url
-    raise SettingsError(f"catalog.url: unsupported scheme {scheme!r} (supported: duckdb:///path)")
+    raise SettingsError(f"catalog.url: unsupported scheme {scheme!r} (supported: duckdb:///path, postgresql://...)")
+
+
+def build_catalog(settings: Settings, read_only: bool = False) -> SqlCatalog:
+    """The catalog at ``settings.catalog_url``."""
+    return open_catalog(settings.catalog_url, read_only=read_only)
 
 
 def build_validator(settings: Settings, lake: LocalLake) -> BatchValidator:

@@ -54,7 +54,7 @@ class DaskSettings(_Section):
 class IngestSettings(_Section):
     """How DESI files are read, checked and partitioned."""
 
-    chunk_rows: int = Field(150_000, ge=1, description="Rows read, validated and written per chunk")
+    chunk_rows: int = Field(120_000, ge=1, description="Rows read, validated and written per chunk")
     hats_max_rows: int = Field(500_000, ge=1, description="Most rows in one HATS partition")
     hats_highest_order: int = Field(8, ge=0, le=19, description="Finest HEALPix order a HATS partition may have")
     expectations_dir: Path = Field(REPO_ROOT / "expectations", description="Great Expectations suites (JSON)")

@@ -189,7 +189,7 @@ class _PartitionWriters:
     ROW_GROUP_ROWS = 128_000
     IN_FLIGHT = 2
 
-    def __init__(self, out: Path, schema: pa.Schema, highest_order: int, buffer_bytes: int = 192 << 20):
+    def __init__(self, out: Path, schema: pa.Schema, highest_order: int, buffer_bytes: int = 128 << 20):
         self.out, self.schema, self.buffer_bytes = out, schema, buffer_bytes
         self.shift = 2 * (29 - highest_order)
         self.counts = np.zeros(12 * 4**highest_order, dtype=np.int64)

@@ -6,6 +6,7 @@ ignores case), so ``SELECT targetid, z FROM zcat_primary`` works on both.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -99,8 +100,11 @@ SCHEMA_VERSION_DDL = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER
 # DESI's ZCAT_PRIMARY rule (desispec.zcatalog.find_primary_spectra), recomputed over everything ingested:
 # per TARGETID prefer ZWARN == 0, then the highest TSNR2_LRG; ties broken by survey, program for determinism.
 _REDSHIFT_COLS = [n.lower() for n, _ in PRODUCTS["redshifts"].sql_columns if n not in ("ZCAT_NSPEC", "ZCAT_PRIMARY")]
-PRIMARY_VIEW_DDL = f"""CREATE OR REPLACE VIEW zcat_primary AS
-SELECT {", ".join(_REDSHIFT_COLS)}, zcat_nspec_all AS zcat_nspec
+
+
+def primary_select(source: str, extra: Sequence[str] = ()) -> str:
+    """SELECT of the primary spectrum per TARGETID among the rows of ``source`` (a table or a subquery)."""
+    return f"""SELECT {", ".join([*_REDSHIFT_COLS, *extra])}, zcat_nspec_all AS zcat_nspec
 FROM (
   SELECT *,
          count(*) OVER (PARTITION BY targetid) AS zcat_nspec_all,
@@ -108,9 +112,12 @@ FROM (
            PARTITION BY targetid
            ORDER BY (zwarn = 0) DESC, tsnr2_lrg DESC NULLS LAST, survey, program
          ) AS zcat_rank
-  FROM redshifts
+  FROM {source}
 ) ranked
 WHERE zcat_rank = 1"""
+
+
+PRIMARY_VIEW_DDL = f"CREATE OR REPLACE VIEW zcat_primary AS\n{primary_select('redshifts')}"
 
 
 def all_ddl() -> list[str]:

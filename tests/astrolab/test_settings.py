@@ -13,7 +13,7 @@ def test_defaults_are_embedded():
     assert s.lake_url == str(Path("astrolab-data") / "lake")
     assert s.catalog_url == "duckdb:///astrolab-data/catalog.duckdb"
     assert s.dask.address is None and s.dask.n_workers == 2 and not s.dask.gpu
-    assert s.ingest.chunk_rows == 150_000
+    assert s.ingest.chunk_rows == 120_000
 
 
 def test_yaml_then_env_override(tmp_path):

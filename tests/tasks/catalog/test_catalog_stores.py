@@ -1,4 +1,4 @@
-"""DuckDB catalog: loads with lineage, the ZCAT_PRIMARY view, cone search, schema versions."""
+"""Both catalog backends (DuckDB, PostgreSQL): loads with lineage, the ZCAT_PRIMARY view, cone search, schema."""
 
 import numpy as np
 import pandas as pd
@@ -7,7 +7,8 @@ import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 
-from tasks.catalog.duckdb_store import CatalogError, DuckDBCatalog
+from astrolab.resources import open_catalog
+from tasks.catalog.base import CatalogError
 from tasks.catalog.schema import LineageRecord
 from tasks.products import REDSHIFTS
 
@@ -43,8 +44,8 @@ def load(catalog, tmp_path, table, name, status="loaded"):
 
 
 @pytest.fixture
-def catalog(tmp_path):
-    with DuckDBCatalog(tmp_path / "cat.duckdb") as cat:
+def catalog(catalog_url):
+    with open_catalog(catalog_url) as cat:
         yield cat
 
 
@@ -98,9 +99,34 @@ def test_cone_matches_astropy(catalog, tmp_path):
         catalog.cone(0, 0, -1)
 
 
-def test_newer_schema_is_refused(tmp_path):
-    path = tmp_path / "cat.duckdb"
-    with DuckDBCatalog(path) as cat:
-        cat.con.execute("UPDATE schema_version SET version = 99")
+def test_newer_schema_is_refused(catalog_url):
+    with open_catalog(catalog_url) as cat:
+        cat._execute("UPDATE schema_version SET version = 99")
     with pytest.raises(CatalogError, match="schema version 99 is newer"):
-        DuckDBCatalog(path)
+        open_catalog(catalog_url)
+
+
+def test_lineage_upsert_and_publish_record(catalog):
+    record = LineageRecord(file_hash="h1", path="a.fits", kind="zpix", product="redshifts", survey="main",
+                           program="dark", n_rows=None, status="quarantined", error="bad", file_size=10)
+    catalog.quarantine(record)
+    catalog.quarantine(LineageRecord(**{**record.__dict__, "error": "still bad"}))
+    assert catalog.lineage("h1")["error"] == "still bad"
+    assert catalog.lineage_for_path("a.fits")["file_size"] == 10
+    catalog.mark_published("redshifts", "v1", 0, ["h1"])
+    assert catalog.published_version("redshifts") == "v1" and catalog.lineage("h1")["status"] == "published"
+    catalog.mark_published("redshifts", "v2", 5, [])
+    assert catalog.published_version("redshifts") == "v2"
+
+
+def test_postgres_cone_uses_q3c_and_fallback_agrees(pg_database, tmp_path):
+    with open_catalog(pg_database) as catalog:
+        assert catalog.has_q3c  # scripts/services.sh installs postgresql-15-q3c
+        load(catalog, tmp_path, redshift_rows(5000, 3), "a")
+        plan = "\n".join(r[0] for r in catalog._rows(
+            "EXPLAIN SELECT * FROM redshifts WHERE q3c_radial_query(target_ra, target_dec, 10, 5, 3)"))
+        assert "redshifts_q3c" in plan
+        with_q3c = catalog.cone(10.0, 5.0, 3.0)
+        catalog.has_q3c = False
+        without = catalog.cone(10.0, 5.0, 3.0)
+        assert with_q3c["targetid"].to_pylist() == without["targetid"].to_pylist() and with_q3c.num_rows > 0

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Test services on loopback: PostgreSQL (with the q3c extension).
+#   scripts/services.sh start   install if missing (Debian/Ubuntu, as root), start, write $STATE/env
+#   scripts/services.sh stop
+# The env file holds ASTROLAB_TEST_PG_URL for the tests; `make test` sources it.
+set -euo pipefail
+STATE=${ASTROLAB_SERVICES_DIR:-/tmp/astrolab-services}
+PGPORT=${ASTROLAB_TEST_PGPORT:-55432}
+
+as_postgres() {  # initdb and the server refuse to run as root
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+
+install_postgres() {
+  if [ -n "$(pg_bin)" ] && ls /usr/share/postgresql/*/extension/q3c.control >/dev/null 2>&1; then return; fi
+  if [ "$(id -u)" != 0 ]; then
+    echo "PostgreSQL or q3c missing: sudo apt-get install postgresql postgresql-15-q3c" >&2; exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  [ -n "$(pg_bin)" ] || apt-get install -y -qq postgresql >/dev/null
+  version=$(basename "$(dirname "$(pg_bin)")")
+  apt-get install -y -qq "postgresql-${version}-q3c" >/dev/null
+}
+
+start() {
+  install_postgres
+  local bin; bin=$(pg_bin)
+  mkdir -p "$STATE"
+  [ "$(id -u)" = 0 ] && chown postgres "$STATE"
+  if [ ! -f "$STATE/pg/PG_VERSION" ]; then
+    as_postgres "$bin/initdb" -D "$STATE/pg" -A trust -U astrolab >/dev/null
+  fi
+  if ! as_postgres "$bin/pg_ctl" -D "$STATE/pg" status >/dev/null 2>&1; then
+    as_postgres "$bin/pg_ctl" -D "$STATE/pg" -l "$STATE/pg.log" -w \
+      -o "-p $PGPORT -k $STATE -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+  fi
+  psql -h 127.0.0.1 -p "$PGPORT" -U astrolab -d postgres -qtc \
+    "SELECT 1 FROM pg_database WHERE datname = 'astrolab_test'" | grep -q 1 ||
+    psql -h 127.0.0.1 -p "$PGPORT" -U astrolab -d postgres -qc "CREATE DATABASE astrolab_test"
+  echo "ASTROLAB_TEST_PG_URL=postgresql://astrolab@127.0.0.1:$PGPORT/astrolab_test" > "$STATE/env"
+  echo "PostgreSQL $(basename "$(dirname "$bin")") with q3c on 127.0.0.1:$PGPORT"
+}
+
+stop() {
+  local bin; bin=$(pg_bin)
+  if [ -n "$bin" ] && [ -f "$STATE/pg/PG_VERSION" ]; then
+    as_postgres "$bin/pg_ctl" -D "$STATE/pg" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac

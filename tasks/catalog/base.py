@@ -1,0 +1,191 @@
+"""What every catalog backend does, written once over a few backend hooks (connection, parameters, COPY, cone).
+
+SQL here uses ``$name`` parameters and only what DuckDB and PostgreSQL both understand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from tasks.catalog.schema import SCHEMA_VERSION, LineageRecord, all_ddl, primary_select
+from tasks.products import PRODUCTS, Product
+
+
+class CatalogError(RuntimeError):
+    """The catalog cannot be used as asked (schema from a newer astrolab, unknown table, ...)."""
+
+
+def separation_sql(ra_col: str, dec_col: str) -> str:
+    """SQL for the angular separation in degrees between (ra_col, dec_col) and ($ra, $dec) (haversine)."""
+    return (
+        f"degrees(2 * asin(sqrt(power(sin(radians({dec_col} - $dec) / 2), 2) + cos(radians($dec)) * "
+        f"cos(radians({dec_col})) * power(sin(radians({ra_col} - $ra) / 2), 2))))"
+    )
+
+
+class FileLoad:
+    """One file's rows going into the catalog inside one transaction, committed together with its lineage row.
+
+    A row whose key an earlier file already loaded replaces it. Only one thread may use a load at a time.
+    """
+
+    def __init__(self, catalog: SqlCatalog, product: Product):
+        self.catalog, self.product = catalog, product
+        self.columns = [name for name, _ in product.sql_columns]
+        catalog._execute("BEGIN")
+        self.replace = bool(catalog._rows(f"SELECT EXISTS (SELECT 1 FROM {product.name})")[0][0])
+
+    def append(self, chunk: pa.Table) -> None:
+        """Insert a chunk (product column names, any case), replacing earlier rows with the same key."""
+        self.catalog._append(self.product, chunk.select(self.columns), self.replace)
+
+    def commit(self, record: LineageRecord) -> None:
+        """Write the lineage row and commit."""
+        self.catalog._put_lineage(record)
+        self.catalog._execute("COMMIT")
+
+    def rollback(self) -> None:
+        """Undo everything appended."""
+        self.catalog._execute("ROLLBACK")
+
+
+class SqlCatalog:
+    """The catalog: product tables, the zcat_primary view, lineage, published HATS versions, queries."""
+
+    name = "catalog"
+
+    # --- backend hooks -------------------------------------------------------------------------------------
+    def _execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        raise NotImplementedError
+
+    def _rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple]:
+        raise NotImplementedError
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
+        """Run SQL and return the result as an Arrow table."""
+        raise NotImplementedError
+
+    def _append(self, product: Product, chunk: pa.Table, replace: bool) -> None:
+        raise NotImplementedError
+
+    def _cone_filter(self, ra_col: str, dec_col: str) -> str:
+        """SQL that keeps rows within $r degrees of ($ra, $dec); may over-select (an index's cheap test)."""
+        return f"{dec_col} BETWEEN $dec - $r AND $dec + $r"
+
+    def close(self) -> None:
+        """Close the connection."""
+        raise NotImplementedError
+
+    def __enter__(self) -> SqlCatalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- schema --------------------------------------------------------------------------------------------
+    def ensure_schema(self, extra_ddl: Sequence[str] = ()) -> None:
+        """Create the schema, or check that an existing one is at a version this code understands."""
+        self._execute("BEGIN")
+        try:
+            for ddl in [*all_ddl(), *extra_ddl]:
+                self._execute(ddl)
+            found = self._rows("SELECT max(version) FROM schema_version")[0][0]
+            if found is not None and found > SCHEMA_VERSION:
+                raise CatalogError(
+                    f"{self.name}: catalog schema version {found} is newer than this astrolab understands "
+                    f"({SCHEMA_VERSION}); upgrade astrolab"
+                )
+            if found is None:
+                self._execute("INSERT INTO schema_version VALUES ($v)", {"v": SCHEMA_VERSION})
+            self._execute("COMMIT")
+        except BaseException:
+            self._execute("ROLLBACK")
+            raise
+
+    # --- lineage -------------------------------------------------------------------------------------------
+    def lineage(self, file_hash: str) -> dict[str, Any] | None:
+        """The lineage row of a file, by content hash."""
+        rows = self.query("SELECT * FROM ingest_lineage WHERE file_hash = $h", {"h": file_hash}).to_pylist()
+        return rows[0] if rows else None
+
+    def lineage_for_path(self, path: str) -> dict[str, Any] | None:
+        """The most recent lineage row of a path."""
+        rows = self.query("SELECT * FROM ingest_lineage WHERE path = $p ORDER BY finished_at DESC LIMIT 1",
+                          {"p": path}).to_pylist()
+        return rows[0] if rows else None
+
+    def _put_lineage(self, record: LineageRecord) -> None:
+        values = dataclasses.asdict(record)
+        names = ", ".join(values)
+        marks = ", ".join(f"${k}" for k in values)
+        updates = ", ".join(f"{k} = EXCLUDED.{k}" for k in values if k != "file_hash")
+        self._execute(f"INSERT INTO ingest_lineage ({names}) VALUES ({marks}) "
+                      f"ON CONFLICT (file_hash) DO UPDATE SET {updates}", values)
+
+    def quarantine(self, record: LineageRecord) -> None:
+        """Record a file that was not ingested, with the reason."""
+        self._put_lineage(record)
+
+    def pending(self, product: str) -> list[str]:
+        """Hashes of files loaded in the catalog but not yet published to the lake."""
+        rows = self._rows("SELECT file_hash FROM ingest_lineage WHERE product = $p AND status = 'loaded' "
+                          "ORDER BY finished_at", {"p": product})
+        return [r[0] for r in rows]
+
+    # --- loads ---------------------------------------------------------------------------------------------
+    def begin_load(self, product: Product) -> FileLoad:
+        """Start one file's load: a transaction that chunks are appended to and that commits with the lineage."""
+        return FileLoad(self, product)
+
+    def load_file(self, product: Product, chunks: Iterable[pa.Table], record: LineageRecord) -> None:
+        """Replace-or-insert a file's rows and write its lineage row, in one transaction."""
+        load = self.begin_load(product)
+        try:
+            for chunk in chunks:
+                load.append(chunk)
+            load.commit(record)
+        except BaseException:
+            load.rollback()
+            raise
+
+    def mark_published(self, product: str, version: str, nrows: int, file_hashes: Sequence[str]) -> None:
+        """Record a lake publish: the product's current HATS version and its files' lineage, in one transaction."""
+        self._execute("BEGIN")
+        try:
+            self._execute("INSERT INTO hats_versions VALUES ($p, $v, $n, now()) ON CONFLICT (product) DO UPDATE "
+                          "SET version = EXCLUDED.version, nrows = EXCLUDED.nrows, published_at = now()",
+                          {"p": product, "v": version, "n": nrows})
+            for file_hash in file_hashes:
+                self._execute("UPDATE ingest_lineage SET status = 'published', hats_version = $v "
+                              "WHERE file_hash = $h", {"v": version, "h": file_hash})
+            self._execute("COMMIT")
+        except BaseException:
+            self._execute("ROLLBACK")
+            raise
+
+    def published_version(self, product: str) -> str | None:
+        """The HATS version the catalog says is current for a product."""
+        rows = self._rows("SELECT version FROM hats_versions WHERE product = $p", {"p": product})
+        return rows[0][0] if rows else None
+
+    # --- queries -------------------------------------------------------------------------------------------
+    def cone(self, ra: float, dec: float, radius: float, table: str = "zcat_primary",
+             limit: int | None = None) -> pa.Table:
+        """Rows within ``radius`` degrees of (ra, dec), nearest first, with their separation ``sep_deg``."""
+        if not 0 < radius <= 180 or not -90 <= dec <= 90:
+            raise ValueError(f"cone: need 0 < radius <= 180 and -90 <= dec <= 90, got radius={radius}, dec={dec}")
+        if table not in (*PRODUCTS, "zcat_primary"):
+            raise CatalogError(f"cone: unknown table {table!r} (zcat_primary, {', '.join(PRODUCTS)})")
+        product = PRODUCTS["redshifts" if table == "zcat_primary" else table]
+        ra_col, dec_col = product.ra.lower(), product.dec.lower()
+        sep = separation_sql(ra_col, dec_col)
+        inside = (f"SELECT *, {sep} AS sep_deg FROM {product.name} "
+                  f"WHERE {self._cone_filter(ra_col, dec_col)} AND {sep} <= $r")
+        # every spectrum of a target shares its position, so the primary rule can run on the cone's rows only
+        sql = primary_select(f"({inside}) AS cone", extra=["sep_deg"]) if table == "zcat_primary" else inside
+        sql = f"SELECT * FROM ({sql}) AS found ORDER BY sep_deg" + (f" LIMIT {int(limit)}" if limit else "")
+        return self.query(sql, {"ra": ra, "dec": dec, "r": radius})

@@ -1,0 +1,98 @@
+"""The production catalog: PostgreSQL through psycopg 3, bulk loads with COPY, cone search with q3c when present."""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+from psycopg.conninfo import conninfo_to_dict
+
+from tasks.catalog.base import CatalogError, SqlCatalog
+from tasks.products import PRODUCTS, Product
+
+_PARAM = re.compile(r"\$(\w+)")
+
+
+def redact(url: str) -> str:
+    """The connection URL without its password, for messages and logs."""
+    try:
+        info = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "postgresql://<unparsable URL>"
+    user = f"{info['user']}@" if info.get("user") else ""
+    port = f":{info['port']}" if info.get("port") else ""
+    return f"postgresql://{user}{info.get('host', '')}{port}/{info.get('dbname', '')}"
+
+
+class PostgresCatalog(SqlCatalog):
+    """Catalog in a PostgreSQL database (same logical schema as the DuckDB one)."""
+
+    backend = "postgresql"
+
+    def __init__(self, url: str, read_only: bool = False):
+        self.name = redact(url)
+        try:
+            self.con = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            reason = str(exc).replace(url, self.name).strip().splitlines()[-1]
+            raise CatalogError(f"{self.name}: cannot connect ({reason})") from None
+        self.has_q3c = bool(self._rows("SELECT 1 FROM pg_available_extensions WHERE name = 'q3c'"))
+        if read_only:
+            self._execute("SET default_transaction_read_only = on")
+        else:
+            self.ensure_schema(self._extra_ddl())
+        self.has_q3c = bool(self._rows("SELECT 1 FROM pg_extension WHERE extname = 'q3c'"))
+
+    def _extra_ddl(self) -> list[str]:
+        ddl = [f"CREATE INDEX IF NOT EXISTS {p.name}_key ON {p.name} ({', '.join(k.lower() for k in p.key)})"
+               for p in PRODUCTS.values()]
+        if self.has_q3c:
+            ddl.insert(0, "CREATE EXTENSION IF NOT EXISTS q3c")
+            ddl += [f"CREATE INDEX IF NOT EXISTS {p.name}_q3c ON {p.name} "
+                    f"(q3c_ang2ipix({p.ra.lower()}, {p.dec.lower()}))" for p in PRODUCTS.values()]
+        return ddl
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.con.close()
+
+    def _sql(self, sql: str, params: dict[str, Any] | None) -> tuple[str, dict[str, Any] | None]:
+        return (_PARAM.sub(r"%(\1)s", sql), params) if params else (sql, None)
+
+    def _execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        self.con.execute(*self._sql(sql, params))
+
+    def _rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple]:
+        return self.con.execute(*self._sql(sql, params)).fetchall()
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
+        """Run SQL and return the result as an Arrow table."""
+        cur = self.con.execute(*self._sql(sql, params))
+        if cur.description is None:
+            return pa.table({})
+        names = [d.name for d in cur.description]
+        rows = cur.fetchall()
+        return pa.table({n: pa.array([r[i] for r in rows]) for i, n in enumerate(names)})
+
+    def _append(self, product: Product, chunk: pa.Table, replace: bool) -> None:
+        staging = f"incoming_{product.name}"
+        cols = ", ".join(c.lower() for c in chunk.schema.names)
+        self._execute(f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {product.name})")
+        self._execute(f"TRUNCATE {staging}")
+        buf = io.BytesIO()
+        pa_csv.write_csv(chunk, buf, pa_csv.WriteOptions(include_header=False))
+        with self.con.cursor() as cur, cur.copy(f"COPY {staging} ({cols}) FROM STDIN (FORMAT csv)") as copy:
+            copy.write(buf.getbuffer())
+        if replace:
+            on = " AND ".join(f"t.{k.lower()} = c.{k.lower()}" for k in product.key)
+            self._execute(f"DELETE FROM {product.name} t USING {staging} c WHERE {on}")
+        self._execute(f"INSERT INTO {product.name} ({cols}) SELECT {cols} FROM {staging}")
+
+    def _cone_filter(self, ra_col: str, dec_col: str) -> str:
+        if self.has_q3c:  # index-backed; the exact separation test follows in the caller
+            return f"q3c_radial_query({ra_col}, {dec_col}, $ra, $dec, $r)"
+        return super()._cone_filter(ra_col, dec_col)
