@@ -4,7 +4,7 @@ Precedence (highest first): environment variables, the YAML file named by ``ASTR
 explicitly), the defaults below. A misspelt key, in YAML or in an ``ASTROLAB_*`` variable, is an error with a
 "did you mean" hint. Environment variables are ``ASTROLAB_<SECTION>_<FIELD>``, e.g. ``ASTROLAB_LAKE_URL``,
 ``ASTROLAB_CATALOG_URL``, ``ASTROLAB_DASK_ADDRESS``, ``ASTROLAB_INGEST_CHUNK_ROWS``; ``ASTROLAB_HOME`` sets the
-directory the embedded defaults live in.
+directory the embedded defaults live in. ``ASTROLAB_TEST_*`` variables belong to the test suite and are ignored.
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "lake": LakeSettings, "catalog": CatalogSettings, "dask": DaskSettings, "ingest": IngestSettings
 }
 _TOP_LEVEL = {"home"}
+_TEST_PREFIX = "ASTROLAB_TEST_"  # the test suite's own variables (e.g. ASTROLAB_TEST_PG_URL), not settings
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
@@ -111,7 +112,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         f"ASTROLAB_{s.upper()}_{f.upper()}" for s, cls in _SECTIONS.items() for f in cls.model_fields
     ]
     for name, value in env.items():
-        if not name.startswith("ASTROLAB_") or name == "ASTROLAB_CONFIG":
+        if not name.startswith("ASTROLAB_") or name == "ASTROLAB_CONFIG" or name.startswith(_TEST_PREFIX):
             continue
         if name == "ASTROLAB_HOME":
             data["home"] = value

@@ -83,7 +83,7 @@ def plots(catalog, out_dir: Path) -> list[Path]:
     """Aggregate n(z) and sky density in the catalog (SQL) and draw both plots into ``out_dir``."""
     nz = catalog.query(
         f"SELECT floor(z / {Z_BIN}) * {Z_BIN} AS zbin, spectype, count(*) AS n FROM zcat_primary "
-        "WHERE z IS NOT NULL GROUP BY ALL"
+        "WHERE z IS NOT NULL GROUP BY 1, 2"
     )
     sky = catalog.query("SELECT healpix, count(*) AS n FROM zcat_primary GROUP BY healpix")
     if nz.num_rows == 0:

@@ -65,3 +65,7 @@ def test_builders_follow_settings(tmp_path):
 def test_example_config_is_valid():
     example = Path(__file__).resolve().parents[2] / "config" / "astrolab.example.yaml"
     assert load_settings(example, env={}).ingest.hats_max_rows == 500_000
+
+
+def test_test_suite_variables_are_not_settings():
+    assert load_settings(env={"ASTROLAB_TEST_PG_URL": "postgresql://x/y"}).catalog_url.startswith("duckdb")

@@ -1,0 +1,93 @@
+"""prefect.yaml for real: a Prefect server, a process worker, `prefect deploy --all`, `prefect deployment run`.
+
+The ingest deployment runs against PostgreSQL with parameters given on the command line, as an admin would.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PREFECT = str(Path(sys.executable).parent / "prefect")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"prefect server at {url} not healthy after {timeout} s")
+
+
+@pytest.fixture
+def prefect_env(tmp_path):
+    """A real `prefect server start` on SQLite in tmp_path; yields the environment that points at it."""
+    port = free_port()
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PREFECT_UI_ENABLED="false", PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+               PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}",
+               PREFECT_LOGGING_LEVEL="WARNING")
+    server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_healthy(env["PREFECT_API_URL"], server)
+        yield env
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def prefect(env, *args, timeout=300):
+    done = subprocess.run([PREFECT, "--no-prompt", *args], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_deploy_all_and_run_against_postgres(prefect_env, pg_database, tmp_path):
+    prefect(prefect_env, "work-pool", "create", "astrolab-process", "--type", "process")
+    out = prefect(prefect_env, "deploy", "--all")
+    assert "desi-ingest/daily" in out and "desi-sample/synthetic" in out
+
+    worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "astrolab-process"], env=prefect_env,
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        sample = tmp_path / "desi"
+        prefect(prefect_env, "deployment", "run", "desi-sample/synthetic", "--watch", "--watch-timeout", "240",
+                "--param", f"out_dir={json.dumps(str(sample))}", "--param", "n_rows=3000",
+                "--param", "spectra=false")
+        config = tmp_path / "astrolab.yaml"
+        config.write_text(f"home: {tmp_path / 'home'}\ncatalog:\n  url: {pg_database}\n")
+        out = prefect(prefect_env, "deployment", "run", "desi-ingest/daily", "--watch", "--watch-timeout", "240",
+                      "--param", f"source={json.dumps(str(sample))}", "--param", f"config={json.dumps(str(config))}")
+        assert "Completed" in out
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+    with psycopg.connect(pg_database) as con:
+        assert con.execute("SELECT count(*) FROM redshifts").fetchone()[0] == 3000
+        assert con.execute("SELECT count(*) FROM ingest_lineage WHERE status = 'published'").fetchone()[0] > 0
+        version = con.execute("SELECT version FROM hats_versions WHERE product = 'redshifts'").fetchone()[0]
+    assert (tmp_path / "home" / "lake" / "hats" / ".versions" / "redshifts" / version / "hats.properties").exists()
