@@ -11,7 +11,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from tasks.catalog.schema import SCHEMA_VERSION, LineageRecord, all_ddl, primary_select
+from tasks.catalog.schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    LineageRecord,
+    primary_select,
+    table_ddls,
+    view_ddls,
+)
 from tasks.products import PRODUCTS, Product
 
 
@@ -87,21 +94,34 @@ class SqlCatalog:
         self.close()
 
     # --- schema --------------------------------------------------------------------------------------------
-    def ensure_schema(self, extra_ddl: Sequence[str] = ()) -> None:
-        """Create the schema, or check that an existing one is at a version this code understands."""
+    def ensure_schema(self, extra_ddl: Sequence[str] = ()) -> list[int]:
+        """Create the schema, or upgrade an older one with the versioned migrations; refuse a newer one.
+
+        Returns the migrations applied. All of it is one transaction: a failed upgrade changes nothing.
+        """
         self._execute("BEGIN")
         try:
-            for ddl in [*all_ddl(), *extra_ddl]:
-                self._execute(ddl)
+            tables = table_ddls()
+            self._execute(tables[0])  # schema_version
             found = self._rows("SELECT max(version) FROM schema_version")[0][0]
             if found is not None and found > SCHEMA_VERSION:
                 raise CatalogError(
                     f"{self.name}: catalog schema version {found} is newer than this astrolab understands "
                     f"({SCHEMA_VERSION}); upgrade astrolab"
                 )
-            if found is None:
+            for ddl in tables[1:]:
+                self._execute(ddl)
+            applied = [v for v in sorted(MIGRATIONS) if found is not None and found < v <= SCHEMA_VERSION]
+            for version in applied:
+                for statement in MIGRATIONS[version]:
+                    self._execute(statement)
+            for ddl in [*view_ddls(), *extra_ddl]:
+                self._execute(ddl)
+            if found != SCHEMA_VERSION:
+                self._execute("DELETE FROM schema_version")
                 self._execute("INSERT INTO schema_version VALUES ($v)", {"v": SCHEMA_VERSION})
             self._execute("COMMIT")
+            return applied
         except BaseException:
             self._execute("ROLLBACK")
             raise

@@ -13,7 +13,16 @@ import pyarrow as pa
 
 from tasks.products import PRODUCTS, Product
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Versioned migrations: MIGRATIONS[n] takes a catalog from version n - 1 to n. New catalogs are created at the
+# latest version directly (the CREATE statements below always describe the latest schema).
+MIGRATIONS: dict[int, list[str]] = {
+    2: [  # lineage learns each file's size and mtime (a rerun hashes unchanged files instead of staging them)
+        "ALTER TABLE ingest_lineage ADD COLUMN IF NOT EXISTS file_size BIGINT",
+        "ALTER TABLE ingest_lineage ADD COLUMN IF NOT EXISTS file_mtime DOUBLE PRECISION",
+    ],
+}
 
 _SQL_TYPES = {
     pa.int8(): "SMALLINT", pa.uint8(): "SMALLINT", pa.int16(): "SMALLINT", pa.int32(): "INTEGER",
@@ -120,7 +129,11 @@ WHERE zcat_rank = 1"""
 PRIMARY_VIEW_DDL = f"CREATE OR REPLACE VIEW zcat_primary AS\n{primary_select('redshifts')}"
 
 
-def all_ddl() -> list[str]:
-    """Every statement that creates the schema, in order."""
-    return [SCHEMA_VERSION_DDL, lineage_ddl(), HATS_VERSIONS_DDL,
-            *[table_ddl(p) for p in PRODUCTS.values()], PRIMARY_VIEW_DDL]
+def table_ddls() -> list[str]:
+    """The statements that create every table (latest schema), in order."""
+    return [SCHEMA_VERSION_DDL, lineage_ddl(), HATS_VERSIONS_DDL, *[table_ddl(p) for p in PRODUCTS.values()]]
+
+
+def view_ddls() -> list[str]:
+    """The statements that (re)create the views, run after tables and migrations."""
+    return [PRIMARY_VIEW_DDL]

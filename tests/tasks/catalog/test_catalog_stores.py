@@ -106,6 +106,20 @@ def test_newer_schema_is_refused(catalog_url):
         open_catalog(catalog_url)
 
 
+def test_older_schema_is_upgraded(catalog_url):
+    with open_catalog(catalog_url) as cat:  # make it look like a version-1 catalog with a lineage row
+        cat._execute("ALTER TABLE ingest_lineage DROP COLUMN file_size")
+        cat._execute("ALTER TABLE ingest_lineage DROP COLUMN file_mtime")
+        cat._execute("UPDATE schema_version SET version = 1")
+        cat._execute("INSERT INTO ingest_lineage (file_hash, path, kind, product, status) "
+                     "VALUES ('old', 'zpix-main-dark.fits', 'zpix', 'redshifts', 'published')")
+    with open_catalog(catalog_url) as cat:
+        assert cat._rows("SELECT max(version) FROM schema_version")[0][0] == 2
+        row = cat.lineage("old")
+        assert row["path"] == "zpix-main-dark.fits" and row["file_size"] is None and "file_mtime" in row
+        assert cat.ensure_schema() == []  # nothing left to apply
+
+
 def test_lineage_upsert_and_publish_record(catalog):
     record = LineageRecord(file_hash="h1", path="a.fits", kind="zpix", product="redshifts", survey="main",
                            program="dark", n_rows=None, status="quarantined", error="bad", file_size=10)
