@@ -15,14 +15,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
+from tasks.catalog.base import FileLoad, SqlCatalog
 from tasks.catalog.schema import LineageRecord
 from tasks.desi_files import ProductReader, SourceFile, file_sha256
 from tasks.enrich import enrich, healpix_mismatches
@@ -109,7 +110,7 @@ def stage_file(
     chunk_rows: int,
     seq: int,
     timings: dict[str, float],
-    load,
+    load: FileLoad,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[int, str | None]:
     """Read, validate, enrich, stage and load one file's chunks; return (rows, notes). Raises IngestError.
@@ -190,7 +191,7 @@ def _check_unique(src: SourceFile, product: Product, parts: list[Path]) -> None:
                           f"appear more than once (duplicate rows), e.g. {shown}")
 
 
-def _already_ingested(src: SourceFile, catalog) -> tuple[str, dict] | None:
+def _already_ingested(src: SourceFile, catalog: SqlCatalog) -> tuple[str, dict] | None:
     """(hash, lineage row) if this path's bytes are what a done lineage row recorded, checked by content.
 
     The path, size and mtime only decide whether hashing first is worth it: an unchanged file on a rerun is
@@ -208,7 +209,7 @@ def _already_ingested(src: SourceFile, catalog) -> tuple[str, dict] | None:
 def ingest_file(
     src: SourceFile,
     lake: LocalLake,
-    catalog,
+    catalog: SqlCatalog,
     validator: BatchValidator,
     chunk_rows: int,
     run_id: str,
@@ -270,7 +271,9 @@ def ingest_file(
     return result
 
 
-def publish(product: Product, lake: LocalLake, catalog, max_rows: int, highest_order: int) -> PublishResult | None:
+def publish(
+    product: Product, lake: LocalLake, catalog: SqlCatalog, max_rows: int, highest_order: int
+) -> PublishResult | None:
     """Rebuild the product's HATS catalog with every loaded-but-unpublished file, and publish it atomically."""
     hashes = catalog.pending(product.name)
     if not hashes:
@@ -290,17 +293,17 @@ def publish(product: Product, lake: LocalLake, catalog, max_rows: int, highest_o
                          len(summary.partitions), len(hashes))
 
 
-def finish_publish(product: str, lake: LocalLake, catalog, hashes: list[str] | None = None) -> None:
+def finish_publish(product: str, lake: LocalLake, catalog: SqlCatalog, hashes: list[str] | None = None) -> None:
     """Drop staging of published files and versions other than the current one; refresh the lake views."""
     for h in hashes or []:
         lake.drop_staging(product, h)
     current = catalog.published_version(product)
     lake.remove_versions(product, {current} if current else set())
-    if current and hasattr(catalog, "attach_lake_views"):
+    if current:
         catalog.attach_lake_views(product, lake.catalog_path(product))
 
 
-def reconcile(lake: LocalLake, catalog) -> list[str]:
+def reconcile(lake: LocalLake, catalog: SqlCatalog) -> list[str]:
     """Make the lake match the catalog after an interrupted run.
 
     Finishes a symlink swap the catalog already committed, drops builds that were never committed, and drops

@@ -87,6 +87,9 @@ class SqlCatalog:
         """Close the connection."""
         raise NotImplementedError
 
+    def attach_lake_views(self, product: str, catalog_path) -> None:
+        """Make the published HATS files queryable in SQL, where the engine can read Parquet (DuckDB)."""
+
     def __enter__(self) -> SqlCatalog:
         return self
 

@@ -18,12 +18,35 @@ from .emission import band_flambda, measure_lines, physical_properties
 from .footprint import AREA_ORDER, area_map
 from .identifiers import bricks, desiname, release_and_objid, targetid
 from .observation import (
-    ProgramInfo, draw_zwarn, exposures, fit_quality, line_sigma, observe_redshift, program_info, tsnr2,
+    ProgramInfo,
+    draw_zwarn,
+    exposures,
+    fit_quality,
+    line_sigma,
+    observe_redshift,
+    program_info,
+    tsnr2,
 )
 from .population import (
-    CLASSES, DEFAULT_SHARE, DUAL_TARGETS, FA_TYPE, NUMOBS_INIT, OBJTYPE, OBSCONDITIONS, PRIORITY_INIT,
-    PROGRAM_SHARE, SKY, STARS, Columns, draw_classes, draw_redshift, photometry, place_clusters, sample_positions,
-    program_affinity, target_bits,
+    CLASSES,
+    DEFAULT_SHARE,
+    DUAL_TARGETS,
+    FA_TYPE,
+    NUMOBS_INIT,
+    OBJTYPE,
+    OBSCONDITIONS,
+    PRIORITY_INIT,
+    PROGRAM_SHARE,
+    SKY,
+    STARS,
+    Columns,
+    draw_classes,
+    draw_redshift,
+    photometry,
+    place_clusters,
+    program_affinity,
+    sample_positions,
+    target_bits,
 )
 from .voids import Voids, plant_voids
 

@@ -8,7 +8,13 @@ import numpy as np
 
 from .blocks import Block, Context
 from .columns import (
-    EXP_FIBERMAP, FASTSPEC_FASTSPEC, FASTSPEC_SPECPHOT, Col, fastspec_metadata_columns, pack, zall_columns,
+    EXP_FIBERMAP,
+    FASTSPEC_FASTSPEC,
+    FASTSPEC_SPECPHOT,
+    Col,
+    fastspec_metadata_columns,
+    pack,
+    zall_columns,
     zpix_columns,
 )
 from .config import SampleFile

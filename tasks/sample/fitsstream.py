@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from functools import lru_cache
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
 

@@ -7,7 +7,6 @@ import lsdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from kernels.healpix import healpix_29
 from tasks.hats_writer import HEALPIX_COLUMN, SEQ_COLUMN, build_catalog, partition_pixels, pixel_range
