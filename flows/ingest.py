@@ -35,9 +35,13 @@ def discover_files(source: str, kinds: list[str] | None) -> list[SourceFile]:
     return discover(Path(source), set(kinds) if kinds else None)
 
 
-@task(name="ingest-files")
+@task(name="ingest-files", retries=2, retry_delay_seconds=10)
 def ingest_files(files: list[SourceFile], settings: Settings, run_id: str) -> list[FileResult]:
-    """Ingest each file (hash, read, validate, enrich, stage, load); bad files are quarantined, others go on."""
+    """Ingest each file (hash, read, validate, enrich, stage, load); bad files are quarantined, others go on.
+
+    A lost catalog connection (a database restart) fails the task and Prefect retries it: files loaded before
+    are skipped by their lineage, the interrupted one was rolled back and is loaded again.
+    """
     logger = get_run_logger()
     lake = build_lake(settings)
     validator = build_validator(settings, lake)

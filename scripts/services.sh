@@ -2,6 +2,7 @@
 # Test services on loopback: PostgreSQL (with the q3c extension).
 #   scripts/services.sh start   install if missing (Debian/Ubuntu, as root), start, write $STATE/env
 #   scripts/services.sh stop
+#   scripts/services.sh restart   restart PostgreSQL (fault tests)
 # The env file holds ASTROLAB_TEST_PG_URL for the tests; `make test` sources it.
 set -euo pipefail
 STATE=${ASTROLAB_SERVICES_DIR:-/tmp/astrolab-services}
@@ -51,8 +52,13 @@ stop() {
   fi
 }
 
+restart() {  # used by the fault tests: a real server restart under an open connection
+  as_postgres "$(pg_bin)/pg_ctl" -D "$STATE/pg" -m fast -w restart >/dev/null
+}
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
-  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+  restart) restart ;;
+  *) echo "usage: $0 start|stop|restart" >&2; exit 2 ;;
 esac

@@ -244,18 +244,17 @@ def ingest_file(
             rows, notes = stage_file(src, staging_key, lake, validator, chunk_rows, time.time_ns(),
                                      result.timings, load, progress)
             result.file_hash = file_hash = hashing.result()
-            previous = catalog.lineage(file_hash)
-            if previous and previous["status"] in DONE:  # same bytes ingested before under another name
-                load.rollback()
+            committed = load.commit(LineageRecord(
+                file_hash=file_hash, **record, n_rows=rows, status="loaded", notes=notes, finished_at=_now(),
+                staging_key=staging_key,
+                **{k: result.timings.get(k) for k in ("read_s", "validate_s", "stage_s", "load_s")},
+            ))
+            if not committed:  # the same bytes were ingested already, under another name or by another run
                 lake.drop_staging(product.name, staging_key)
+                previous = catalog.lineage(file_hash)
                 result.rows = previous["n_rows"] or 0
                 result.notes = f"same content as {previous['path']}, already ingested (run {previous['run_id']})"
                 return result
-            lake.rename_staging(product.name, staging_key, file_hash)
-            load.commit(LineageRecord(
-                file_hash=file_hash, **record, n_rows=rows, status="loaded", notes=notes, finished_at=_now(),
-                **{k: result.timings.get(k) for k in ("read_s", "validate_s", "stage_s", "load_s")},
-            ))
             result.status, result.rows, result.notes = "ingested", rows, notes
         except (IngestError, FitsFormatError) as exc:
             load.rollback()
@@ -274,48 +273,56 @@ def ingest_file(
 def publish(
     product: Product, lake: LocalLake, catalog: SqlCatalog, max_rows: int, highest_order: int
 ) -> PublishResult | None:
-    """Rebuild the product's HATS catalog with every loaded-but-unpublished file, and publish it atomically."""
-    hashes = catalog.pending(product.name)
-    if not hashes:
-        return None
-    parts = sorted(p for h in hashes for p in lake.staging_dir(product.name, h).glob("part-*.parquet"))
-    current = catalog.published_version(product.name)
-    previous = lake.version_dir(product.name, current) if current else None
-    version, out = lake.new_version(product.name)
-    summary = build_catalog(
-        out, product.name, product.schema.append(pa.field(SEQ_COLUMN, pa.int64())), product.key,
-        product.ra, product.dec, parts, previous, max_rows=max_rows, highest_order=highest_order,
-    )
-    catalog.mark_published(product.name, version, summary.nrows, hashes)  # the commit point
-    lake.publish(product.name, version)
-    finish_publish(product.name, lake, catalog, hashes)
+    """Rebuild the product's HATS catalog with every loaded-but-unpublished file, and publish it atomically.
+
+    Runs under the product's publish lock, so concurrent runs publish one after the other, each on top of the
+    version the previous one committed.
+    """
+    with catalog.publish_lock(product.name):
+        pending = catalog.pending(product.name)
+        if not pending:
+            return None
+        parts = sorted(p for key in pending.values() for p in lake.staging_dir(product.name, key).glob("part-*.parquet"))
+        current = catalog.published_version(product.name)
+        previous = lake.version_dir(product.name, current) if current else None
+        version, out = lake.new_version(product.name)
+        summary = build_catalog(
+            out, product.name, product.schema.append(pa.field(SEQ_COLUMN, pa.int64())), product.key,
+            product.ra, product.dec, parts, previous, max_rows=max_rows, highest_order=highest_order,
+        )
+        catalog.mark_published(product.name, version, summary.nrows, list(pending))  # the commit point
+        lake.publish(product.name, version)
+        finish_publish(product.name, lake, catalog, list(pending.values()))
     return PublishResult(product.name, version, str(lake.catalog_path(product.name)), summary.nrows,
-                         len(summary.partitions), len(hashes))
+                         len(summary.partitions), len(pending))
 
 
-def finish_publish(product: str, lake: LocalLake, catalog: SqlCatalog, hashes: list[str] | None = None) -> None:
-    """Drop staging of published files and versions other than the current one; refresh the lake views."""
-    for h in hashes or []:
-        lake.drop_staging(product, h)
+def finish_publish(product: str, lake: LocalLake, catalog: SqlCatalog, staging_keys: list[str]) -> None:
+    """Drop the given staging directories and versions other than the current one; refresh the lake views."""
+    for key in staging_keys:
+        lake.drop_staging(product, key)
     current = catalog.published_version(product)
     lake.remove_versions(product, {current} if current else set())
     if current:
         catalog.attach_lake_views(product, lake.catalog_path(product))
 
 
-def reconcile(lake: LocalLake, catalog: SqlCatalog) -> list[str]:
+def reconcile(lake: LocalLake, catalog: SqlCatalog, orphan_age_s: float = 3600) -> list[str]:
     """Make the lake match the catalog after an interrupted run.
 
     Finishes a symlink swap the catalog already committed, drops builds that were never committed, and drops
-    staged parts of files the catalog does not hold (a run killed while staging them).
+    staging directories no loaded file owns that were left untouched for ``orphan_age_s`` (a run killed while
+    staging; younger ones may belong to a run still going).
     """
     fixed = []
     for name in PRODUCTS:
-        wanted = catalog.published_version(name)
-        if wanted and lake.published_version(name) != wanted:
-            lake.publish(name, wanted)
-            fixed.append(f"{name}: lake now points at {wanted}")
-        pending = set(catalog.pending(name))
-        orphans = [h for h in lake.staged_files(name) if h not in pending]
-        finish_publish(name, lake, catalog, orphans)
+        with catalog.publish_lock(name):
+            wanted = catalog.published_version(name)
+            if wanted and lake.published_version(name) != wanted:
+                lake.publish(name, wanted)
+                fixed.append(f"{name}: lake now points at {wanted}")
+            owned = set(catalog.pending(name).values())
+            orphans = [key for key in lake.staged_files(name)
+                       if key not in owned and lake.staging_age(name, key) >= orphan_age_s]
+            finish_publish(name, lake, catalog, orphans)
     return fixed

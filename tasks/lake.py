@@ -4,7 +4,7 @@ Layout under the lake root::
 
     hats/<product>                      -> symlink to the published version (what users and lsdb open)
     hats/.versions/<product>/<version>/ HATS catalogs, one directory per publish; never modified once written
-    staging/<product>/<file-hash>/      parquet parts of files loaded in the catalog but not yet published
+    staging/<product>/<run-key>/        parquet parts of files loaded in the catalog but not yet published
     reports/data_docs/                  Great Expectations Data Docs
     reports/runs/<run-id>/              per-run plots
 
@@ -32,30 +32,31 @@ class LocalLake:
         return f"LocalLake({str(self.root)!r})"
 
     # --- staging -------------------------------------------------------------------------------------------
-    def staging_dir(self, product: str, file_hash: str) -> Path:
-        """Directory for the staged parts of one source file (not created)."""
-        return self.root / "staging" / product / file_hash
+    def staging_dir(self, product: str, key: str) -> Path:
+        """Directory for the staged parts of one source file in one run (not created)."""
+        return self.root / "staging" / product / key
 
-    def fresh_staging_dir(self, product: str, file_hash: str) -> Path:
-        """An empty staging directory for one source file, removing leftovers of an interrupted run."""
-        path = self.staging_dir(product, file_hash)
+    def fresh_staging_dir(self, product: str, key: str) -> Path:
+        """An empty staging directory under a key unique to this run's file."""
+        path = self.staging_dir(product, key)
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
         return path
 
     def staged_files(self, product: str) -> list[str]:
-        """File hashes that have a staging directory."""
+        """Keys of the staging directories."""
         base = self.root / "staging" / product
         return sorted(p.name for p in base.iterdir()) if base.exists() else []
 
-    def rename_staging(self, product: str, old: str, new: str) -> None:
-        """Give a staging directory its final name (the file's hash), replacing a leftover of that name."""
-        shutil.rmtree(self.staging_dir(product, new), ignore_errors=True)
-        os.replace(self.staging_dir(product, old), self.staging_dir(product, new))
+    def staging_age(self, product: str, key: str) -> float:
+        """Seconds since anything in a staging directory last changed."""
+        path = self.staging_dir(product, key)
+        newest = max((p.stat().st_mtime for p in [path, *path.iterdir()]), default=0.0)
+        return time.time() - newest
 
-    def drop_staging(self, product: str, file_hash: str) -> None:
-        """Remove one file's staged parts."""
-        shutil.rmtree(self.staging_dir(product, file_hash), ignore_errors=True)
+    def drop_staging(self, product: str, key: str) -> None:
+        """Remove one staging directory."""
+        shutil.rmtree(self.staging_dir(product, key), ignore_errors=True)
 
     # --- published HATS catalogs ----------------------------------------------------------------------------
     def catalog_path(self, product: str) -> Path:

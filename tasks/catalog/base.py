@@ -6,7 +6,8 @@ SQL here uses ``$name`` parameters and only what DuckDB and PostgreSQL both unde
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
@@ -50,14 +51,25 @@ class FileLoad:
         """Insert a chunk (product column names, any case), replacing earlier rows with the same key."""
         self.catalog._append(self.product, chunk.select(self.columns), self.replace)
 
-    def commit(self, record: LineageRecord) -> None:
-        """Write the lineage row and commit."""
+    def commit(self, record: LineageRecord) -> bool:
+        """Merge the rows, write the lineage row and commit; False, rolled back, if another run got there first.
+
+        The product's load lock is held from here to the commit, so two runs that load rows with the same keys
+        (or the same file) at once are merged one after the other, never interleaved.
+        """
+        self.catalog._lock(f"astrolab-load-{self.product.name}")
+        done = self.catalog.lineage(record.file_hash)
+        if done and done["status"] in ("loaded", "published"):
+            self.rollback()
+            return False
+        self.catalog._merge(self.product)
         self.catalog._put_lineage(record)
         self.catalog._execute("COMMIT")
+        return True
 
     def rollback(self) -> None:
-        """Undo everything appended."""
-        self.catalog._execute("ROLLBACK")
+        """Undo everything appended (a lost connection has undone it already)."""
+        self.catalog._rollback()
 
 
 class SqlCatalog:
@@ -78,6 +90,20 @@ class SqlCatalog:
 
     def _append(self, product: Product, chunk: pa.Table, replace: bool) -> None:
         raise NotImplementedError
+
+    def _rollback(self) -> None:
+        self._execute("ROLLBACK")
+
+    def _lock(self, name: str) -> None:
+        """Take a lock held until the transaction ends (no-op where one process owns the catalog)."""
+
+    def _merge(self, product: Product) -> None:
+        """Move appended rows into the product table (no-op where _append writes them directly)."""
+
+    @contextmanager
+    def publish_lock(self, product: str) -> Iterator[None]:
+        """Hold the product's publish lock: one lake publish (build, record, swap) at a time per product."""
+        yield
 
     def _cone_filter(self, ra_col: str, dec_col: str) -> str:
         """SQL that keeps rows within $r degrees of ($ra, $dec); may over-select (an index's cheap test)."""
@@ -126,7 +152,7 @@ class SqlCatalog:
             self._execute("COMMIT")
             return applied
         except BaseException:
-            self._execute("ROLLBACK")
+            self._rollback()
             raise
 
     # --- lineage -------------------------------------------------------------------------------------------
@@ -153,11 +179,11 @@ class SqlCatalog:
         """Record a file that was not ingested, with the reason."""
         self._put_lineage(record)
 
-    def pending(self, product: str) -> list[str]:
-        """Hashes of files loaded in the catalog but not yet published to the lake."""
-        rows = self._rows("SELECT file_hash FROM ingest_lineage WHERE product = $p AND status = 'loaded' "
-                          "ORDER BY finished_at", {"p": product})
-        return [r[0] for r in rows]
+    def pending(self, product: str) -> dict[str, str]:
+        """Files loaded in the catalog but not yet published to the lake: file hash -> staging key."""
+        rows = self._rows("SELECT file_hash, staging_key FROM ingest_lineage WHERE product = $p "
+                          "AND status = 'loaded' ORDER BY finished_at", {"p": product})
+        return {r[0]: r[1] for r in rows}
 
     # --- loads ---------------------------------------------------------------------------------------------
     def begin_load(self, product: Product) -> FileLoad:
@@ -183,11 +209,11 @@ class SqlCatalog:
                           "SET version = EXCLUDED.version, nrows = EXCLUDED.nrows, published_at = now()",
                           {"p": product, "v": version, "n": nrows})
             for file_hash in file_hashes:
-                self._execute("UPDATE ingest_lineage SET status = 'published', hats_version = $v "
-                              "WHERE file_hash = $h", {"v": version, "h": file_hash})
+                self._execute("UPDATE ingest_lineage SET status = 'published', hats_version = $v, "
+                              "staging_key = NULL WHERE file_hash = $h", {"v": version, "h": file_hash})
             self._execute("COMMIT")
         except BaseException:
-            self._execute("ROLLBACK")
+            self._rollback()
             raise
 
     def published_version(self, product: str) -> str | None:

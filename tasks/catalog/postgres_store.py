@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -79,18 +81,38 @@ class PostgresCatalog(SqlCatalog):
         return pa.table({n: pa.array([r[i] for r in rows]) for i, n in enumerate(names)})
 
     def _append(self, product: Product, chunk: pa.Table, replace: bool) -> None:
-        staging = f"incoming_{product.name}"
         cols = ", ".join(c.lower() for c in chunk.schema.names)
-        self._execute(f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {product.name})")
-        self._execute(f"TRUNCATE {staging}")
+        self._execute(f"CREATE TEMP TABLE IF NOT EXISTS incoming_{product.name} (LIKE {product.name}) "
+                      "ON COMMIT DROP")
         buf = io.BytesIO()
         pa_csv.write_csv(chunk, buf, pa_csv.WriteOptions(include_header=False))
-        with self.con.cursor() as cur, cur.copy(f"COPY {staging} ({cols}) FROM STDIN (FORMAT csv)") as copy:
-            copy.write(buf.getbuffer())
-        if replace:
-            on = " AND ".join(f"t.{k.lower()} = c.{k.lower()}" for k in product.key)
-            self._execute(f"DELETE FROM {product.name} t USING {staging} c WHERE {on}")
-        self._execute(f"INSERT INTO {product.name} ({cols}) SELECT {cols} FROM {staging}")
+        with self.con.cursor() as cur, cur.copy(f"COPY incoming_{product.name} ({cols}) FROM STDIN (FORMAT csv)") as c:
+            c.write(buf.getbuffer())
+
+    def _merge(self, product: Product) -> None:
+        incoming = f"incoming_{product.name}"
+        self._execute(f"CREATE TEMP TABLE IF NOT EXISTS {incoming} (LIKE {product.name}) ON COMMIT DROP")
+        on = " AND ".join(f"t.{k.lower()} = c.{k.lower()}" for k in product.key)
+        self._execute(f"DELETE FROM {product.name} t USING {incoming} c WHERE {on}")
+        self._execute(f"INSERT INTO {product.name} SELECT * FROM {incoming}")
+
+    def _lock(self, name: str) -> None:
+        self._execute("SELECT pg_advisory_xact_lock(hashtext($n))", {"n": name})
+
+    @contextmanager
+    def publish_lock(self, product: str) -> Iterator[None]:
+        """Hold the product's publish lock (a session advisory lock): one publish at a time across runs."""
+        self._execute("SELECT pg_advisory_lock(hashtext($n))", {"n": f"astrolab-publish-{product}"})
+        try:
+            yield
+        finally:
+            self._execute("SELECT pg_advisory_unlock(hashtext($n))", {"n": f"astrolab-publish-{product}"})
+
+    def _rollback(self) -> None:
+        try:
+            self._execute("ROLLBACK")
+        except psycopg.OperationalError:
+            pass  # the connection is gone, and the server rolled the transaction back with it
 
     def _cone_filter(self, ra_col: str, dec_col: str) -> str:
         if self.has_q3c:  # index-backed; the exact separation test follows in the caller

@@ -19,8 +19,10 @@ SCHEMA_VERSION = 2
 # latest version directly (the CREATE statements below always describe the latest schema).
 MIGRATIONS: dict[int, list[str]] = {
     2: [  # lineage learns each file's size and mtime (a rerun hashes unchanged files instead of staging them)
+        # and where its staged parts are (each run stages under its own key, so concurrent runs never collide)
         "ALTER TABLE ingest_lineage ADD COLUMN IF NOT EXISTS file_size BIGINT",
         "ALTER TABLE ingest_lineage ADD COLUMN IF NOT EXISTS file_mtime DOUBLE PRECISION",
+        "ALTER TABLE ingest_lineage ADD COLUMN IF NOT EXISTS staging_key TEXT",
     ],
 }
 
@@ -51,6 +53,7 @@ LINEAGE_COLUMNS: list[tuple[str, str]] = [
     ("stage_s", "DOUBLE PRECISION"),
     ("load_s", "DOUBLE PRECISION"),
     ("hats_version", "TEXT"),
+    ("staging_key", "TEXT"),               # lake staging directory of a loaded, not yet published file
 ]
 
 
@@ -78,6 +81,7 @@ class LineageRecord:
     hats_version: str | None = None
     file_size: int | None = None
     file_mtime: float | None = None
+    staging_key: str | None = None
 
 
 def sql_type(dtype: pa.DataType) -> str:

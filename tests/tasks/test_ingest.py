@@ -10,12 +10,14 @@ from pathlib import Path
 
 import lsdb
 import numpy as np
+import psycopg
 import pytest
 from astropy.io import fits
 from astropy.table import Table
 
 from astrolab.resources import build_catalog, build_lake, build_validator
 from astrolab.settings import load_settings
+from tasks.catalog.base import FileLoad
 from tasks.desi_files import discover
 from tasks.ingest import ingest_file, publish, reconcile
 from tasks.products import PRODUCTS
@@ -191,13 +193,14 @@ KILL_SCRIPT = """
 import sys
 from astrolab.settings import load_settings
 from astrolab.resources import build_catalog, build_lake, build_validator
+from tasks.catalog.base import FileLoad
 from tasks.desi_files import discover
 from tasks.ingest import ingest_file, publish, reconcile
 from tasks.products import PRODUCTS
 s = load_settings()
 lake = build_lake(s); v = build_validator(s, lake)
 with build_catalog(s) as c:
-    reconcile(lake, c)
+    reconcile(lake, c, orphan_age_s=float(sys.argv[2]) if len(sys.argv) > 2 else 0)
     print("ready", flush=True)
     for f in discover(sys.argv[1]):
         ingest_file(f, lake, c, v, s.ingest.chunk_rows, "kill")
@@ -225,7 +228,7 @@ def test_sigkill_at_any_point_then_rerun_has_no_duplicates(sample, tmp_path):
         with build_catalog(settings) as catalog:
             # at every kill point: no key twice in the catalog, and the lake serves exactly the published version
             lake = build_lake(settings)
-            reconcile(lake, catalog)
+            reconcile(lake, catalog, orphan_age_s=0)
             assert count(catalog, "SELECT count(*) - count(DISTINCT (targetid, survey, program)) FROM redshifts") == 0
             if lake.published_version("redshifts"):
                 df = lsdb.open_catalog(lake.catalog_path("redshifts")).compute()
@@ -242,3 +245,57 @@ def test_sigkill_at_any_point_then_rerun_has_no_duplicates(sample, tmp_path):
         assert len(df) == total and not df.duplicated(["TARGETID", "SURVEY", "PROGRAM"]).any()
     assert any(code == -signal.SIGKILL for code in outcomes)
     assert not list((tmp_path / "home" / "lake" / "staging").rglob("*.parquet"))  # no staged leftovers
+
+
+@pytest.mark.parametrize("env", ["postgresql"], indirect=True)
+def test_postgres_restart_in_the_middle_of_a_load_then_retry(sample, env, monkeypatch):
+    """A real server restart while a file's load transaction is open: nothing half-loaded, the retry completes."""
+    settings, lake, catalog, validator = env
+    source = next(sample.rglob("zpix-main-dark.fits"))
+    restarts = []
+
+    def append_then_restart(self, chunk):
+        real_append(self, chunk)
+        if not restarts:
+            restarts.append(subprocess.run([str(ROOT / "scripts" / "services.sh"), "restart"], check=True))
+
+    real_append = FileLoad.append
+    monkeypatch.setattr(FileLoad, "append", append_then_restart)
+    with pytest.raises(psycopg.OperationalError):
+        run(source, *env)
+    monkeypatch.setattr(FileLoad, "append", real_append)
+    assert restarts
+
+    with build_catalog(settings) as again:  # what the task's retry does: a new connection, the same files
+        assert again.query("SELECT count(*) AS n FROM redshifts")["n"][0].as_py() == 0  # rolled back, not half
+        results, _ = run(source, settings, lake, again, validator)
+        assert results[str(source)].status == "ingested"
+        total = zpix_rows(sample)[source.name]
+        assert count(again, "SELECT count(*) FROM redshifts") == total
+        assert count(again, "SELECT count(DISTINCT targetid) FROM redshifts") == total
+        assert lake.staged_files("redshifts") == []
+
+
+@pytest.mark.slow
+def test_two_runs_at_once_on_overlapping_files_ingest_each_file_once(sample, pg_database, tmp_path):
+    """Two processes ingest the same tree into one PostgreSQL catalog and one lake at the same time."""
+    env = dict(os.environ, ASTROLAB_HOME=str(tmp_path / "home"), ASTROLAB_CATALOG_URL=pg_database,
+               ASTROLAB_INGEST_CHUNK_ROWS="600", PYTHONPATH=str(ROOT))
+    source = sample / "spectro" / "redux" / "iron" / "zcatalog"
+    runs = [subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(source), "3600"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for proc in runs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        assert out.split() == ["ready", "done"]
+    total = sum(zpix_rows(sample).values())
+    settings = load_settings(env=env)
+    with build_catalog(settings) as catalog:
+        files = len(list(source.rglob("*.fits")))
+        assert count(catalog, "SELECT count(*) FROM ingest_lineage WHERE status = 'published'") == files
+        assert count(catalog, "SELECT count(*) FROM redshifts") == total
+        assert count(catalog, "SELECT count(*) FROM (SELECT DISTINCT targetid, survey, program FROM redshifts) AS k") \
+            == total
+        df = lsdb.open_catalog(build_lake(settings).catalog_path("redshifts")).compute()
+        assert len(df) == total and not df.duplicated(["TARGETID", "SURVEY", "PROGRAM"]).any()
+        assert build_lake(settings).staged_files("redshifts") == []

@@ -54,7 +54,7 @@ def test_load_replaces_rows_of_the_same_key(catalog, tmp_path):
     load(catalog, tmp_path, redshift_rows(50, 2, ids=np.arange(50, 100)), "b")  # same keys 50-99, new values
     assert catalog.query("SELECT count(*) AS n FROM redshifts")["n"][0].as_py() == 100
     assert catalog.lineage("b")["status"] == "loaded" and catalog.lineage("b")["n_rows"] == 50
-    assert catalog.pending("redshifts") == ["a", "b"]
+    assert list(catalog.pending("redshifts")) == ["a", "b"]
 
 
 def test_failed_load_leaves_nothing(catalog, tmp_path):
