@@ -67,8 +67,12 @@ def prefect(env, *args, timeout=300):
 @pytest.mark.slow
 def test_deploy_all_and_run_against_postgres(prefect_env, pg_database, tmp_path):
     prefect(prefect_env, "work-pool", "create", "astrolab-process", "--type", "process")
+    prefect(prefect_env, "work-pool", "create", "astrolab-gpu", "--type", "process")
+    prefect(prefect_env, "work-pool", "create", "astrolab-rke2", "--type", "kubernetes",
+            "--base-job-template", str(ROOT / "infra" / "k8s-job-template.json"))
     out = prefect(prefect_env, "deploy", "--all")
-    assert "desi-ingest/daily" in out and "desi-sample/synthetic" in out
+    for name in ("desi-ingest/daily", "desi-ingest/rke2", "desi-ingest/gpu-node", "desi-sample/synthetic"):
+        assert name in out
 
     worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "astrolab-process"], env=prefect_env,
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,5 +1,6 @@
 """prefect.yaml, checked offline: prefect deploy silently drops misspelt keys, so we do not rely on it."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,14 @@ def test_misspelt_key_is_caught():
     bad = dict(DEPLOYMENTS[0])
     bad["workpool"] = bad.pop("work_pool")
     assert set(bad) - set(DeploymentConfig.model_fields) == {"workpool"}
+
+
+def test_kubernetes_job_variables_exist_in_the_pool_template():
+    template = json.loads((ROOT / "infra" / "k8s-job-template.json").read_text())
+    variables = set(template["variables"]["properties"])
+    container = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "{{ gpu_count }}"
+    k8s = [d for d in DEPLOYMENTS if d["work_pool"]["name"] == "astrolab-rke2"]
+    assert k8s
+    for dep in k8s:
+        assert set(dep["work_pool"]["job_variables"]) <= variables
