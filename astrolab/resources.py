@@ -24,21 +24,30 @@ def build_lake(settings: Settings) -> LocalLake:
     return LocalLake(url)
 
 
-def open_catalog(url: str, read_only: bool = False) -> SqlCatalog:
-    """The catalog at a URL: ``duckdb:///path`` or ``postgresql://user@host:port/db``."""
+def open_catalog(url: str, read_only: bool = False, password: str | None = None) -> SqlCatalog:
+    """The catalog at a URL: ``duckdb:///path`` or ``postgresql://user@host:port/db`` (password apart)."""
     if url.startswith("duckdb:///"):  # SQLAlchemy style: duckdb:///relative/path, duckdb:////absolute/path
         return DuckDBCatalog(Path(url[len("duckdb:///"):]), read_only=read_only)
     if url.startswith(("postgresql://", "postgres://")):
         from tasks.catalog.postgres_store import PostgresCatalog
 
-        return PostgresCatalog(url, read_only=read_only)
+        return PostgresCatalog(url, read_only=read_only, password=password)
     scheme = url.split("://", 1)[0] if "://" in url else url
     raise SettingsError(f"catalog.url: unsupported scheme {scheme!r} (supported: duckdb:///path, postgresql://...)")
 
 
 def build_catalog(settings: Settings, read_only: bool = False) -> SqlCatalog:
-    """The catalog at ``settings.catalog_url``."""
-    return open_catalog(settings.catalog_url, read_only=read_only)
+    """The catalog at ``settings.catalog_url``, with the password from a Prefect Secret block if one is named."""
+    password = None
+    if settings.catalog.password_secret:
+        from prefect.blocks.system import Secret
+
+        try:
+            password = Secret.load(settings.catalog.password_secret).get()
+        except ValueError as exc:
+            raise SettingsError(f"catalog.password_secret: no Prefect Secret block named "
+                                f"{settings.catalog.password_secret!r} ({exc})") from None
+    return open_catalog(settings.catalog_url, read_only=read_only, password=password)
 
 
 def build_validator(settings: Settings, lake: LocalLake) -> BatchValidator:

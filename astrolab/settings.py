@@ -39,6 +39,9 @@ class CatalogSettings(_Section):
     """The SQL catalog: a DuckDB file (embedded default) or a PostgreSQL URL."""
 
     url: str = Field("", description="duckdb:///path/catalog.duckdb or postgresql://...; default <home>/catalog.duckdb")
+    password_secret: str | None = Field(
+        None, description="Name of a Prefect Secret block holding the PostgreSQL password (kept out of the URL)"
+    )
 
 
 class DaskSettings(_Section):

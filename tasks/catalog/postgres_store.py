@@ -35,12 +35,15 @@ class PostgresCatalog(SqlCatalog):
 
     backend = "postgresql"
 
-    def __init__(self, url: str, read_only: bool = False):
+    def __init__(self, url: str, read_only: bool = False, password: str | None = None):
         self.name = redact(url)
+        extra = {"password": password} if password else {}
         try:
-            self.con = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            self.con = psycopg.connect(url, autocommit=True, connect_timeout=10, **extra)
         except psycopg.OperationalError as exc:
-            reason = str(exc).replace(url, self.name).strip().splitlines()[-1]
+            reason = str(exc).strip().splitlines()[-1]
+            for secret in filter(None, [password, conninfo_to_dict(url).get("password")]):
+                reason = reason.replace(secret, "***")
             raise CatalogError(f"{self.name}: cannot connect ({reason})") from None
         self.has_q3c = bool(self._rows("SELECT 1 FROM pg_available_extensions WHERE name = 'q3c'"))
         if read_only:

@@ -3,6 +3,7 @@
 import json
 
 import lsdb
+import pytest
 from prefect.artifacts import Artifact
 
 from flows.ingest import desi_ingest
@@ -38,3 +39,20 @@ def test_sample_then_ingest_flows(tmp_path, monkeypatch):
 
     again = desi_ingest(str(tmp_path / "desi"))
     assert again["ingested"] == 0 and again["skipped"] == summary["ingested"] and again["published"] == {}
+
+
+def test_catalog_password_from_a_prefect_secret_block(pg_database, monkeypatch):
+    from prefect.blocks.system import Secret
+
+    from astrolab.resources import build_catalog
+    from astrolab.settings import SettingsError, load_settings
+
+    Secret(value="s3cr3t-pw").save("astrolab-test-pg-password", overwrite=True)
+    settings = load_settings(env={"ASTROLAB_CATALOG_URL": pg_database,
+                                  "ASTROLAB_CATALOG_PASSWORD_SECRET": "astrolab-test-pg-password"})
+    with build_catalog(settings) as catalog:
+        assert catalog.con.info.password == "s3cr3t-pw"
+        assert "s3cr3t-pw" not in catalog.name
+    missing = load_settings(env={"ASTROLAB_CATALOG_URL": pg_database, "ASTROLAB_CATALOG_PASSWORD_SECRET": "nope"})
+    with pytest.raises(SettingsError, match="no Prefect Secret block named 'nope'"):
+        build_catalog(missing)

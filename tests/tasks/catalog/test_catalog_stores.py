@@ -144,3 +144,9 @@ def test_postgres_cone_uses_q3c_and_fallback_agrees(pg_database, tmp_path):
         catalog.has_q3c = False
         without = catalog.cone(10.0, 5.0, 3.0)
         assert with_q3c["targetid"].to_pylist() == without["targetid"].to_pylist() and with_q3c.num_rows > 0
+
+
+def test_postgres_connection_errors_do_not_show_the_password():
+    with pytest.raises(CatalogError) as err:
+        open_catalog("postgresql://astrolab:hunter2@127.0.0.1:1/nowhere")
+    assert "hunter2" not in str(err.value) and "postgresql://astrolab@127.0.0.1:1/nowhere" in str(err.value)
