@@ -71,30 +71,29 @@ def test_build_opens_in_hats_and_lsdb(tmp_path):
     assert pq.read_metadata(out / "dataset" / "_metadata").num_rows == 3000
 
 
+def two_versions(tmp_path, old: dict, new: dict, max_rows: int):
+    """Build version 1 from fragment(**old), then version 2 from it plus fragment(**new)."""
+    first, second = tmp_path / "v1", tmp_path / "v2"
+    build_catalog(first, "r", SCHEMA, KEY, "RA", "DEC", [fragment(tmp_path / "a.parquet", **old)],
+                  max_rows=max_rows, highest_order=3)
+    summary = build_catalog(second, "r", SCHEMA, KEY, "RA", "DEC", [fragment(tmp_path / "b.parquet", **new)],
+                            previous=first, max_rows=max_rows, highest_order=3)
+    return summary, lsdb.open_catalog(second).compute()
+
+
 def test_rebuild_merges_and_newest_copy_wins(tmp_path):
-    first = tmp_path / "v1"
-    build_catalog(first, "r", SCHEMA, KEY, "RA", "DEC",
-                  [fragment(tmp_path / "a.parquet", range(2000), np.zeros(2000), 1, 1)], max_rows=10_000,
-                  highest_order=3)
-    # a newer file repeats ids 1500-2499 (1500-1999 replace old rows) with z = 1
-    second = tmp_path / "v2"
-    summary = build_catalog(second, "r", SCHEMA, KEY, "RA", "DEC",
-                            [fragment(tmp_path / "b.parquet", range(1500, 2500), np.ones(1000), 2, 2)],
-                            previous=first, max_rows=10_000, highest_order=3)
-    df = lsdb.open_catalog(second).compute().set_index("TARGETID").sort_index()
+    # a newer file repeats ids 1500-2499 (1500-1999 replace old rows, at other positions) with z = 1
+    summary, df = two_versions(tmp_path, dict(ids=range(2000), z=np.zeros(2000), seed=1, seq=1),
+                               dict(ids=range(1500, 2500), z=np.ones(1000), seed=2, seq=2), max_rows=10_000)
+    df = df.set_index("TARGETID").sort_index()
     assert summary.nrows == len(df) == 2500
     assert (df.loc[1500:2499, "Z"] == 1).all() and (df.loc[0:1499, "Z"] == 0).all()
 
 
 def test_untouched_partitions_are_linked(tmp_path):
-    first = tmp_path / "v1"
-    build_catalog(first, "r", SCHEMA, KEY, "RA", "DEC",
-                  [fragment(tmp_path / "a.parquet", range(4000), np.zeros(4000), 1, 1)], max_rows=1500,
-                  highest_order=3)
     # new rows only in RA 0-10 (a couple of partitions); the rest must be hard links of version 1
-    second = tmp_path / "v2"
-    summary = build_catalog(second, "r", SCHEMA, KEY, "RA", "DEC",
-                            [fragment(tmp_path / "b.parquet", range(10_000, 10_050), np.ones(50), 2, 2, (0, 10))],
-                            previous=first, max_rows=1500, highest_order=3)
+    summary, df = two_versions(tmp_path, dict(ids=range(4000), z=np.zeros(4000), seed=1, seq=1),
+                               dict(ids=range(10_000, 10_050), z=np.ones(50), seed=2, seq=2, ra_range=(0, 10)),
+                               max_rows=1500)
     assert summary.linked > 0 and summary.rewritten > 0
-    assert summary.nrows == 4050 == len(lsdb.open_catalog(second).compute())
+    assert summary.nrows == 4050 == len(df)
