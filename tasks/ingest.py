@@ -1,9 +1,10 @@
 """Ingest one DESI file into staging and the catalog, and publish staged files to the lake as HATS.
 
-A file goes: hash -> skip if lineage says it is done -> read in chunks -> validate (Great Expectations) ->
-check HEALPIX -> enrich -> stage sorted parquet parts -> check duplicate keys -> load into the catalog together with
-its lineage row (one transaction). Any failure quarantines the file: its staged parts are deleted, the lineage
-row says why, and nothing of it reaches the catalog or the lake. Publishing rebuilds the product's HATS catalog
+A file goes: skip if lineage says its content is done -> read in chunks -> validate (Great Expectations) ->
+enrich and check HEALPIX -> stage sorted parquet parts and append the rows to the file's open catalog transaction ->
+check duplicate keys -> commit together with its lineage row (the sha256 is computed meanwhile). Any failure
+quarantines the file: its staged parts are deleted, the lineage row says why, and nothing of it reaches the
+catalog or the lake. Publishing rebuilds the product's HATS catalog
 from the previous version plus every loaded-but-unpublished file, records the version in the catalog, then
 swaps the lake's symlink; ``reconcile`` finishes a swap that an interrupted run did not.
 """
@@ -24,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from tasks.catalog.base import FileLoad, SqlCatalog
-from tasks.catalog.schema import LineageRecord
+from tasks.catalog.schema import DONE_STATUSES, LineageRecord
 from tasks.desi_files import ProductReader, SourceFile, file_sha256
 from tasks.enrich import enrich, healpix_mismatches
 from tasks.fits_reader import FitsFormatError
@@ -33,7 +34,6 @@ from tasks.lake import LocalLake
 from tasks.products import PRODUCTS, Product
 from tasks.validate import BatchValidator
 
-DONE = ("loaded", "published")
 T = TypeVar("T")
 _END = object()
 
@@ -199,7 +199,7 @@ def _already_ingested(src: SourceFile, catalog: SqlCatalog) -> tuple[str, dict] 
     """
     stat = src.path.stat()
     known = catalog.lineage_for_path(str(src.path))
-    if not known or known["status"] not in DONE or known["file_size"] != stat.st_size \
+    if not known or known["status"] not in DONE_STATUSES or known["file_size"] != stat.st_size \
             or known["file_mtime"] != stat.st_mtime:
         return None
     file_hash = file_sha256(src.path)
@@ -282,7 +282,8 @@ def publish(
         pending = catalog.pending(product.name)
         if not pending:
             return None
-        parts = sorted(p for key in pending.values() for p in lake.staging_dir(product.name, key).glob("part-*.parquet"))
+        parts = sorted(p for key in pending.values()
+                       for p in lake.staging_dir(product.name, key).glob("part-*.parquet"))
         current = catalog.published_version(product.name)
         previous = lake.version_dir(product.name, current) if current else None
         version, out = lake.new_version(product.name)

@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from tasks.catalog.schema import (
+    DONE_STATUSES,
     MIGRATIONS,
     SCHEMA_VERSION,
     LineageRecord,
@@ -59,7 +60,7 @@ class FileLoad:
         """
         self.catalog._lock(f"astrolab-load-{self.product.name}")
         done = self.catalog.lineage(record.file_hash)
-        if done and done["status"] in ("loaded", "published"):
+        if done and done["status"] in DONE_STATUSES:
             self.rollback()
             return False
         self.catalog._merge(self.product)
@@ -130,6 +131,7 @@ class SqlCatalog:
         """
         self._execute("BEGIN")
         try:
+            self._lock("astrolab-schema")  # CREATE ... IF NOT EXISTS races when two runs open a new database
             tables = table_ddls()
             self._execute(tables[0])  # schema_version
             found = self._rows("SELECT max(version) FROM schema_version")[0][0]

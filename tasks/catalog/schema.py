@@ -15,6 +15,8 @@ from tasks.products import PRODUCTS, Product
 
 SCHEMA_VERSION = 2
 
+DONE_STATUSES = ("loaded", "published")  # lineage statuses of a file whose rows are in the catalog
+
 # Versioned migrations: MIGRATIONS[n] takes a catalog from version n - 1 to n. New catalogs are created at the
 # latest version directly (the CREATE statements below always describe the latest schema).
 MIGRATIONS: dict[int, list[str]] = {
