@@ -14,6 +14,8 @@ $(VENV)/.installed: pyproject.toml
 	  { echo "astrolab needs Python >= 3.11 (set PYTHON=python3.11)"; exit 1; }
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || \
 	  { apt-get update -qq && apt-get install -y -qq python3-venv; }
+	@command -v gsl-config >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq libgsl-dev; }  # Corrfunc (test oracle) builds against GSL
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
