@@ -1,0 +1,148 @@
+"""Nearest neighbour within a radius on the sphere.
+
+Positions become unit vectors; the angular radius becomes a chord, and the search runs over the cell grid of
+`kernels.cellgrid` (numba on the CPU, CUDA through cupy on the GPU). For each point of the first set the result is
+the index of the nearest point of the second set within the radius (-1 when none) and the separation in degrees.
+Equal distances resolve to the smaller index, as an argmin over a brute-force distance matrix does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+
+from .cellgrid import build_grid, cell_coords, grid_frame
+from .xp import namespace
+
+
+@dataclass(frozen=True)
+class Matches:
+    """For each first-set point: index into the second set (-1 when unmatched) and separation in degrees."""
+
+    index: Any
+    separation_deg: Any
+
+
+def unit_vectors(ra_deg: Any, dec_deg: Any) -> Any:
+    """(n, 3) unit vectors of RA/Dec in degrees."""
+    xp = namespace(ra_deg, dec_deg)
+    ra, dec = xp.radians(xp.asarray(ra_deg, dtype=xp.float64)), xp.radians(xp.asarray(dec_deg, dtype=xp.float64))
+    cos_dec = xp.cos(dec)
+    return xp.stack([cos_dec * xp.cos(ra), cos_dec * xp.sin(ra), xp.sin(dec)], axis=1)
+
+
+def chord(radius_deg: float) -> float:
+    """Chord length on the unit sphere of an angle in degrees."""
+    return float(2.0 * np.sin(np.radians(radius_deg) / 2.0))
+
+
+def nearest_within(ra1: Any, dec1: Any, ra2: Any, dec2: Any, radius_deg: float) -> Matches:
+    """Nearest point of (ra2, dec2) within `radius_deg` of each point of (ra1, dec1)."""
+    return nearest_within_xyz(unit_vectors(ra1, dec1), unit_vectors(ra2, dec2), radius_deg)
+
+
+def nearest_within_xyz(v1: Any, v2: Any, radius_deg: float) -> Matches:
+    """`nearest_within` on unit vectors (n, 3)."""
+    if not 0 < radius_deg < 180:
+        raise ValueError(f"match radius must be in (0, 180) degrees, got {radius_deg}")
+    xp = namespace(v1, v2)
+    v1 = xp.ascontiguousarray(xp.asarray(v1, dtype=xp.float64).reshape(-1, 3))
+    v2 = xp.asarray(v2, dtype=xp.float64).reshape(-1, 3)
+    c = chord(radius_deg)
+    # Cells about as wide as the mean spacing of the second set keep a few points per cell even for tiny radii.
+    spacing = float(np.sqrt(4 * np.pi / max(v2.shape[0], 1)))
+    frame = grid_frame(v1, v2, min_cell=max(c, spacing))
+    grid = build_grid(v2, frame)
+    coords = xp.ascontiguousarray(cell_coords(v1, frame))
+    dims = np.asarray(frame.dims, dtype=np.int64)
+    if xp is np:
+        best, d2 = _nearest_cpu(v1, coords, grid.pos, grid.order, grid.cell_ids, grid.starts, dims, c * c)
+    else:
+        best, d2 = _nearest_gpu(v1, coords, grid, dims, c * c)
+    sep = xp.degrees(2.0 * xp.arcsin(xp.minimum(xp.sqrt(d2) / 2.0, 1.0)))
+    return Matches(best, xp.where(best >= 0, sep, xp.nan))
+
+
+@numba.njit(parallel=True, cache=True)
+def _nearest_cpu(v1, c1, v2, order2, ids2, starts2, dims, c2):
+    n = v1.shape[0]
+    best = np.full(n, -1, dtype=np.int64)
+    best_d2 = np.full(n, np.inf)
+    for i in numba.prange(n):
+        x, y, z = v1[i, 0], v1[i, 1], v1[i, 2]
+        bi, bd = -1, c2
+        for a in range(-1, 2):
+            cx = c1[i, 0] + a
+            if cx < 0 or cx >= dims[0]:
+                continue
+            for b in range(-1, 2):
+                cy = c1[i, 1] + b
+                if cy < 0 or cy >= dims[1]:
+                    continue
+                for cc in range(-1, 2):
+                    cz = c1[i, 2] + cc
+                    if cz < 0 or cz >= dims[2]:
+                        continue
+                    key = (cx * dims[1] + cy) * dims[2] + cz
+                    k = np.searchsorted(ids2, key)
+                    if k >= ids2.size or ids2[k] != key:
+                        continue
+                    for j in range(starts2[k], starts2[k + 1]):
+                        dx, dy, dz = x - v2[j, 0], y - v2[j, 1], z - v2[j, 2]
+                        d2 = dx * dx + dy * dy + dz * dz
+                        oj = order2[j]
+                        if d2 < bd or (d2 == bd and (bi < 0 or oj < bi)):
+                            bi, bd = oj, d2
+        if bi >= 0:
+            best[i], best_d2[i] = bi, bd
+    return best, best_d2
+
+
+_CUDA_SOURCE = r"""
+extern "C" __global__ void nearest(
+    const double* v1, const long long* c1, long long n1, const double* v2, const long long* order2,
+    const long long* ids2, const long long* starts2, long long m2, long long d0, long long d1, long long d2,
+    double c2, long long* best, double* best_d2)
+{
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n1) return;
+    double x = v1[3*i], y = v1[3*i+1], z = v1[3*i+2];
+    long long bi = -1; double bd = c2;
+    for (int a = -1; a <= 1; a++) { long long cx = c1[3*i] + a; if (cx < 0 || cx >= d0) continue;
+    for (int b = -1; b <= 1; b++) { long long cy = c1[3*i+1] + b; if (cy < 0 || cy >= d1) continue;
+    for (int c = -1; c <= 1; c++) { long long cz = c1[3*i+2] + c; if (cz < 0 || cz >= d2) continue;
+        long long key = (cx * d1 + cy) * d2 + cz, lo = 0, hi = m2;
+        while (lo < hi) { long long h = (lo + hi) >> 1; if (ids2[h] < key) lo = h + 1; else hi = h; }
+        if (lo >= m2 || ids2[lo] != key) continue;
+        for (long long j = starts2[lo]; j < starts2[lo + 1]; j++) {
+            double dx = x - v2[3*j], dy = y - v2[3*j+1], dz = z - v2[3*j+2];
+            double dd = dx*dx + dy*dy + dz*dz;
+            long long oj = order2[j];
+            if (dd < bd || (dd == bd && (bi < 0 || oj < bi))) { bi = oj; bd = dd; }
+        }
+    }}}
+    best[i] = bi; best_d2[i] = bi >= 0 ? bd : 1.0 / 0.0;
+}
+"""
+
+_GPU_KERNEL: Any = None
+
+
+def _nearest_gpu(v1: Any, coords: Any, grid: Any, dims: np.ndarray, c2: float) -> tuple[Any, Any]:
+    import cupy as cp
+
+    global _GPU_KERNEL
+    if _GPU_KERNEL is None:
+        _GPU_KERNEL = cp.RawKernel(_CUDA_SOURCE, "nearest")
+    n = v1.shape[0]
+    best = cp.full(n, -1, dtype=cp.int64)
+    best_d2 = cp.full(n, cp.inf, dtype=cp.float64)
+    if n:
+        _GPU_KERNEL(((n + 255) // 256,), (256,), (
+            v1, coords, np.int64(n), grid.pos, grid.order, grid.cell_ids, grid.starts,
+            np.int64(grid.cell_ids.shape[0]), np.int64(dims[0]), np.int64(dims[1]), np.int64(dims[2]),
+            np.float64(c2), best, best_d2))
+    return best, best_d2

@@ -1,0 +1,336 @@
+"""Pair counts in separation bins and in (s, mu) bins, auto and cross, with weights; Landy-Szalay xi(s) and
+its multipoles.
+
+Counting follows Corrfunc's conventions, so integer counts are identical to Corrfunc's on the same input:
+ordered pairs (an auto-count counts (i, j) and (j, i)); a pair is in bin k when edges[k]^2 <= s^2 < edges[k+1]^2;
+in an auto-count the self-pairs (s = 0) fall in the first bin when it starts at 0; mu = |s . l| / (|s| |l|) with
+the line of sight l either the z axis (``los="z"``, Corrfunc.theory.DDsmu) or the pair's midpoint
+(``los="midpoint"``, Corrfunc.mocks.DDsmu_mocks); weights multiply (``pair_product``).
+
+The grid and the bookkeeping are written once over numpy or cupy (`xp`); the pair loop is compiled with numba on
+the CPU and with CUDA (cupy.RawKernel) on the GPU. Work splits into ranges of the sorted first points, which is
+how `dask_pair_counts` spreads it over a Dask cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+
+from .cellgrid import CellGrid, build_grid, grid_frame
+from .xp import namespace, to_host
+
+LOS = {"z": 0, "midpoint": 1}
+
+
+@dataclass(frozen=True)
+class PairCounts:
+    """Pair counts (int64) and summed pair weights (float64), shape (n_s,) or (n_s, n_mu)."""
+
+    edges: np.ndarray
+    mu_edges: np.ndarray | None
+    npairs: np.ndarray
+    wpairs: np.ndarray
+
+    def __add__(self, other: PairCounts) -> PairCounts:
+        return PairCounts(self.edges, self.mu_edges, self.npairs + other.npairs, self.wpairs + other.wpairs)
+
+
+@dataclass(frozen=True)
+class PairProblem:
+    """Everything the pair loop needs, sorted into cell grids (on the host or the device)."""
+
+    first: CellGrid
+    second: CellGrid
+    w1: Any
+    w2: Any
+    edges2: Any
+    n_mu: int
+    mu_max: float
+    los: int
+    autocorr: bool
+    edges: np.ndarray
+    mu_edges: np.ndarray | None
+
+
+def prepare(pos1: Any, edges: Any, pos2: Any | None = None, weights1: Any | None = None,
+            weights2: Any | None = None, n_mu: int = 0, mu_max: float = 1.0, los: str = "z") -> PairProblem:
+    """Validate the input and sort both point sets into one cell grid as wide as the largest separation."""
+    xp = namespace(pos1, pos2)
+    edges = np.asarray(to_host(edges), dtype=np.float64)
+    if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0) or edges[0] < 0:
+        raise ValueError("separation edges must be at least two increasing values >= 0")
+    if los not in LOS:
+        raise ValueError(f"los must be one of {sorted(LOS)}, got {los!r}")
+    if n_mu < 0 or not 0 < mu_max <= 1:
+        raise ValueError("n_mu must be >= 0 and 0 < mu_max <= 1")
+    autocorr = pos2 is None
+    pos1 = xp.asarray(pos1, dtype=xp.float64).reshape(-1, 3)
+    pos2 = pos1 if autocorr else xp.asarray(pos2, dtype=xp.float64).reshape(-1, 3)
+    frame = grid_frame(pos1, pos2, min_cell=float(edges[-1]))
+    first = build_grid(pos1, frame)
+    second = first if autocorr else build_grid(pos2, frame)
+    w1 = _sorted_weights(xp, weights1, first)
+    w2 = w1 if autocorr else _sorted_weights(xp, weights2 if weights2 is not None else None, second)
+    if (weights1 is None) != (weights2 is None) and not autocorr:
+        raise ValueError("give weights for both point sets or for neither")
+    mu_edges = np.linspace(0.0, mu_max, n_mu + 1) if n_mu else None
+    return PairProblem(first, second, w1, w2, xp.asarray(edges**2), n_mu, float(mu_max), LOS[los], autocorr,
+                       edges, mu_edges)
+
+
+def _sorted_weights(xp: Any, weights: Any | None, grid: CellGrid) -> Any:
+    if weights is None:
+        return xp.ones(len(grid), dtype=xp.float64)
+    weights = xp.asarray(weights, dtype=xp.float64).ravel()
+    if weights.shape[0] != len(grid):
+        raise ValueError(f"{weights.shape[0]} weights for {len(grid)} points")
+    return xp.ascontiguousarray(weights[grid.order])
+
+
+def count_range(problem: PairProblem, lo: int, hi: int) -> PairCounts:
+    """Pairs whose first point is sorted point lo..hi-1 of the first set (the unit of parallel work)."""
+    shape = (problem.edges.size - 1, max(problem.n_mu, 1))
+    first, second = problem.first, problem.second
+    if namespace(first.pos) is np:
+        counts, wsum = _count_cpu(first.pos, first.coords, problem.w1, second.pos, problem.w2, second.cell_ids,
+                                  second.starts, np.asarray(second.frame.dims, dtype=np.int64), problem.edges2,
+                                  problem.n_mu, problem.mu_max, problem.los, problem.autocorr, lo, hi,
+                                  min(max(hi - lo, 1), 8 * numba.get_num_threads()))
+    else:
+        counts, wsum = _count_gpu(problem, lo, hi)
+    counts, wsum = counts.reshape(shape), wsum.reshape(shape)
+    if problem.autocorr:
+        counts, wsum = 2 * counts, 2 * wsum  # each unordered pair was visited once
+        if problem.edges[0] == 0.0:  # self-pairs, as Corrfunc counts them
+            counts[0, 0] += hi - lo
+            wsum[0, 0] += float((to_host(problem.w1[lo:hi]) ** 2).sum())
+    if not problem.n_mu:
+        counts, wsum = counts[:, 0], wsum[:, 0]
+    return PairCounts(problem.edges, problem.mu_edges, counts, wsum)
+
+
+def pair_counts(pos1: Any, edges: Any, pos2: Any | None = None, weights1: Any | None = None,
+                weights2: Any | None = None, n_mu: int = 0, mu_max: float = 1.0, los: str = "z") -> PairCounts:
+    """Pair counts of `pos1` with itself (pos2 None) or with `pos2`, positions (n, 3) in the same units as edges."""
+    problem = prepare(pos1, edges, pos2, weights1, weights2, n_mu, mu_max, los)
+    return count_range(problem, 0, len(problem.first))
+
+
+def dask_pair_counts(client: Any, pos1: Any, edges: Any, pos2: Any | None = None, weights1: Any | None = None,
+                     weights2: Any | None = None, n_mu: int = 0, mu_max: float = 1.0, los: str = "z",
+                     chunks: int | None = None) -> PairCounts:
+    """`pair_counts` spread over a Dask cluster: the grid is built once, scattered, and counted in row ranges."""
+    problem = prepare(pos1, edges, pos2, weights1, weights2, n_mu, mu_max, los)
+    n = len(problem.first)
+    chunks = chunks or max(1, 4 * sum(client.nthreads().values()))
+    bounds = np.linspace(0, n, min(chunks, max(n, 1)) + 1).astype(np.int64)
+    [remote] = client.scatter([problem], broadcast=True)
+    futures = [client.submit(count_range, remote, int(a), int(b), pure=False) for a, b in zip(bounds[:-1], bounds[1:])]
+    total = None
+    for part in client.gather(futures):
+        total = part if total is None else total + part
+    return total if total is not None else count_range(problem, 0, 0)
+
+
+# --- Landy-Szalay ---------------------------------------------------------------------------------------------
+def pair_total(weights1: Any, weights2: Any | None = None) -> float:
+    """Total weight of the ordered pairs: (sum w)^2 - sum w^2 for an auto-count (no self-pairs), else sum w1 * sum w2."""
+    w1 = np.asarray(to_host(weights1), dtype=np.float64)
+    if weights2 is None:
+        return float(w1.sum() ** 2 - (w1**2).sum())
+    return float(w1.sum() * np.asarray(to_host(weights2), dtype=np.float64).sum())
+
+
+def landy_szalay(dd: PairCounts, dr: PairCounts, rr: PairCounts, data_weights: Any,
+                 random_weights: Any) -> np.ndarray:
+    """Landy-Szalay xi = (DD - 2 DR + RR) / RR of normalised weighted counts; NaN where RR is 0.
+
+    DD and RR are auto-counts, DR the cross-count; the weights are the data's and the randoms' (ones if unweighted).
+    Separation bins should start above 0, so that no self-pairs are counted.
+    """
+    dd = dd.wpairs / pair_total(data_weights)
+    dr = dr.wpairs / pair_total(data_weights, random_weights)
+    rr = rr.wpairs / pair_total(random_weights)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xi = (dd - 2 * dr + rr) / rr
+    return np.where(rr > 0, xi, np.nan)
+
+
+def multipoles(xi_smu: np.ndarray, mu_edges: np.ndarray, ells: tuple[int, ...] = (0, 2)) -> np.ndarray:
+    """Multipoles xi_l(s) = (2l + 1) * integral_0^1 xi(s, mu) P_l(mu) dmu, with P_l integrated exactly per mu bin.
+
+    Returns shape (len(ells), n_s). `mu_edges` must span [0, 1].
+    """
+    if not (np.isclose(mu_edges[0], 0) and np.isclose(mu_edges[-1], 1)):
+        raise ValueError("multipoles need mu bins spanning [0, 1]")
+    out = []
+    for ell in ells:
+        antideriv = np.polynomial.legendre.Legendre.basis(ell).integ()
+        weight = np.diff(antideriv(mu_edges))
+        out.append((2 * ell + 1) * np.nansum(xi_smu * weight, axis=1))
+    return np.array(out)
+
+
+# --- the pair loop on the CPU ----------------------------------------------------------------------------------
+@numba.njit(cache=True, inline="always")
+def _find(ids: np.ndarray, key: np.int64) -> int:
+    k = np.searchsorted(ids, key)
+    return k if k < ids.size and ids[k] == key else -1
+
+
+@numba.njit(parallel=True, cache=True)
+def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, edges2, n_mu, mu_max, los, autocorr, lo, hi, nchunks):
+    nb = edges2.size - 1
+    nm = max(n_mu, 1)
+    counts = np.zeros((nchunks, nb * nm), dtype=np.int64)
+    wsum = np.zeros((nchunks, nb * nm), dtype=np.float64)
+    e_lo, e_hi = edges2[0], edges2[nb]
+    for t in numba.prange(nchunks):
+        a = lo + (hi - lo) * t // nchunks
+        b = lo + (hi - lo) * (t + 1) // nchunks
+        for i in range(a, b):
+            x1, y1, z1, wi = p1[i, 0], p1[i, 1], p1[i, 2], w1[i]
+            for dx_ in range(-1, 2):
+                cx = c1[i, 0] + dx_
+                if cx < 0 or cx >= dims[0]:
+                    continue
+                for dy_ in range(-1, 2):
+                    cy = c1[i, 1] + dy_
+                    if cy < 0 or cy >= dims[1]:
+                        continue
+                    for dz_ in range(-1, 2):
+                        cz = c1[i, 2] + dz_
+                        if cz < 0 or cz >= dims[2]:
+                            continue
+                        k = _find(ids2, (cx * dims[1] + cy) * dims[2] + cz)
+                        if k < 0:
+                            continue
+                        j0 = starts2[k]
+                        if autocorr and j0 <= i:
+                            j0 = i + 1
+                        for j in range(j0, starts2[k + 1]):
+                            dx = x1 - p2[j, 0]
+                            dy = y1 - p2[j, 1]
+                            dz = z1 - p2[j, 2]
+                            r2 = dx * dx + dy * dy + dz * dz
+                            if r2 < e_lo or r2 >= e_hi:
+                                continue
+                            s = nb - 1
+                            while r2 < edges2[s]:
+                                s -= 1
+                            m = 0
+                            if n_mu > 0:
+                                mu = _mu(dx, dy, dz, r2, x1, y1, z1, p2[j, 0], p2[j, 1], p2[j, 2], los)
+                                if mu > mu_max:
+                                    continue
+                                m = min(int(mu * n_mu / mu_max), n_mu - 1)
+                            counts[t, s * nm + m] += 1
+                            wsum[t, s * nm + m] += wi * w2[j]
+    return counts.sum(axis=0), wsum.sum(axis=0)
+
+
+@numba.njit(cache=True, inline="always")
+def _mu(dx, dy, dz, r2, x1, y1, z1, x2, y2, z2, los):
+    if r2 == 0.0:
+        return 0.0
+    if los == 0:
+        return abs(dz) / np.sqrt(r2)
+    lx, ly, lz = 0.5 * (x1 + x2), 0.5 * (y1 + y2), 0.5 * (z1 + z2)
+    l2 = lx * lx + ly * ly + lz * lz
+    if l2 == 0.0:
+        return 0.0
+    return abs(dx * lx + dy * ly + dz * lz) / np.sqrt(r2 * l2)
+
+
+# --- the pair loop on the GPU ----------------------------------------------------------------------------------
+_CUDA_SOURCE = r"""
+__device__ long long find_cell(const long long* ids, long long m, long long key) {
+    long long a = 0, b = m;
+    while (a < b) { long long h = (a + b) >> 1; if (ids[h] < key) a = h + 1; else b = h; }
+    return (a < m && ids[a] == key) ? a : -1;
+}
+
+extern "C" __global__ void pair_hist(
+    const double* p1, const long long* c1, const double* w1, const double* p2, const double* w2,
+    const long long* ids2, const long long* starts2, long long m2, long long d0, long long d1, long long d2,
+    const double* edges2, int nb, int n_mu, double mu_max, int los, int autocorr, long long lo, long long hi,
+    unsigned long long* counts, double* wsum)
+{
+    extern __shared__ unsigned char smem[];
+    int nm = n_mu > 0 ? n_mu : 1, nbins = nb * nm;
+    unsigned long long* hc = (unsigned long long*)smem;
+    double* hw = (double*)(hc + nbins);
+    for (int k = threadIdx.x; k < nbins; k += blockDim.x) { hc[k] = 0; hw[k] = 0.0; }
+    __syncthreads();
+    long long i = lo + (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < hi) {
+        double x1 = p1[3*i], y1 = p1[3*i+1], z1 = p1[3*i+2], wi = w1[i];
+        double e_lo = edges2[0], e_hi = edges2[nb];
+        for (int a = -1; a <= 1; a++) { long long cx = c1[3*i] + a; if (cx < 0 || cx >= d0) continue;
+        for (int b = -1; b <= 1; b++) { long long cy = c1[3*i+1] + b; if (cy < 0 || cy >= d1) continue;
+        for (int c = -1; c <= 1; c++) { long long cz = c1[3*i+2] + c; if (cz < 0 || cz >= d2) continue;
+            long long k = find_cell(ids2, m2, (cx * d1 + cy) * d2 + cz);
+            if (k < 0) continue;
+            long long j0 = starts2[k], j1 = starts2[k + 1];
+            if (autocorr && j0 <= i) j0 = i + 1;
+            for (long long j = j0; j < j1; j++) {
+                double x2 = p2[3*j], y2 = p2[3*j+1], z2 = p2[3*j+2];
+                double dx = x1 - x2, dy = y1 - y2, dz = z1 - z2;
+                double r2 = dx*dx + dy*dy + dz*dz;
+                if (r2 < e_lo || r2 >= e_hi) continue;
+                int s = nb - 1;
+                while (r2 < edges2[s]) s--;
+                int m = 0;
+                if (n_mu > 0) {
+                    double mu = 0.0;
+                    if (r2 > 0.0) {
+                        if (los == 0) mu = fabs(dz) / sqrt(r2);
+                        else {
+                            double lx = 0.5*(x1+x2), ly = 0.5*(y1+y2), lz = 0.5*(z1+z2);
+                            double l2 = lx*lx + ly*ly + lz*lz;
+                            mu = l2 > 0.0 ? fabs(dx*lx + dy*ly + dz*lz) / sqrt(r2 * l2) : 0.0;
+                        }
+                    }
+                    if (mu > mu_max) continue;
+                    m = min((int)(mu * n_mu / mu_max), n_mu - 1);
+                }
+                atomicAdd(&hc[s * nm + m], 1ULL);
+                atomicAdd(&hw[s * nm + m], wi * w2[j]);
+            }
+        }}}
+    }
+    __syncthreads();
+    for (int k = threadIdx.x; k < nbins; k += blockDim.x) {
+        if (hc[k]) { atomicAdd(&counts[k], hc[k]); atomicAdd(&wsum[k], hw[k]); }
+    }
+}
+"""
+
+_GPU_KERNEL: Any = None
+_THREADS = 256
+
+
+def _count_gpu(problem: PairProblem, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    import cupy as cp
+
+    global _GPU_KERNEL
+    if _GPU_KERNEL is None:
+        _GPU_KERNEL = cp.RawKernel(_CUDA_SOURCE, "pair_hist")
+    nb = problem.edges.size - 1
+    nbins = nb * max(problem.n_mu, 1)
+    counts = cp.zeros(nbins, dtype=cp.uint64)
+    wsum = cp.zeros(nbins, dtype=cp.float64)
+    if hi > lo:
+        first, second = problem.first, problem.second
+        d0, d1, d2 = second.frame.dims
+        blocks = (hi - lo + _THREADS - 1) // _THREADS
+        _GPU_KERNEL((blocks,), (_THREADS,), (
+            first.pos, first.coords, problem.w1, second.pos, problem.w2, second.cell_ids, second.starts,
+            np.int64(second.cell_ids.shape[0]), np.int64(d0), np.int64(d1), np.int64(d2), problem.edges2,
+            np.int32(nb), np.int32(problem.n_mu), np.float64(problem.mu_max), np.int32(problem.los),
+            np.int32(problem.autocorr), np.int64(lo), np.int64(hi), counts, wsum), shared_mem=nbins * 16)
+    return counts.get().astype(np.int64), wsum.get()
