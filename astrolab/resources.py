@@ -9,18 +9,54 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from typing import Any
+
 from astrolab.settings import Settings, SettingsError
 from tasks.catalog.base import SqlCatalog
 from tasks.catalog.duckdb_store import DuckDBCatalog
-from tasks.lake import LocalLake
+from tasks.desi_files import SourceStore
+from tasks.lake import Lake, LocalLake
+from tasks.lake_s3 import S3Lake
+from tasks.s3 import ObjectStore, S3Config
 from tasks.validate import BatchValidator
 
 
-def build_lake(settings: Settings) -> LocalLake:
-    """The lake at ``settings.lake_url``."""
+def _secret(name: str, setting: str) -> Any:
+    """The value of the Prefect Secret block ``name`` (named by the setting ``setting``)."""
+    from prefect.blocks.system import Secret
+
+    try:
+        return Secret.load(name).get()
+    except ValueError as exc:
+        raise SettingsError(f"{setting}: no Prefect Secret block named {name!r} ({exc})") from None
+
+
+def build_object_store(settings: Settings) -> ObjectStore:
+    """The S3 endpoint of ``settings.lake.s3_*``, with credentials from the settings or a Prefect Secret block."""
+    lake = settings.lake
+    access, secret = lake.s3_access_key, lake.s3_secret_key.get_secret_value() if lake.s3_secret_key else None
+    if lake.s3_credentials_secret:
+        value = _secret(lake.s3_credentials_secret, "lake.s3_credentials_secret")
+        if not isinstance(value, dict) or not {"access_key", "secret_key"} <= set(value):
+            raise SettingsError(f"lake.s3_credentials_secret: the Secret block {lake.s3_credentials_secret!r} must "
+                                "hold a JSON object with access_key and secret_key")
+        access, secret = value["access_key"], value["secret_key"]
+    return ObjectStore(S3Config(endpoint=lake.s3_endpoint, region=lake.s3_region, path_style=lake.s3_path_style,
+                                access_key=access, secret_key=secret, retries=lake.s3_retries))
+
+
+def build_source_store(settings: Settings) -> SourceStore:
+    """Where s3:// ingest sources are read from (the lake's S3 settings) and downloaded to."""
+    return SourceStore(build_object_store(settings), settings.lake_work_dir / "downloads")
+
+
+def build_lake(settings: Settings) -> Lake:
+    """The lake at ``settings.lake_url``: a directory (or file://), or an S3 bucket (s3://bucket/prefix)."""
     url = settings.lake_url
+    if url.startswith("s3://"):
+        return S3Lake(url, build_object_store(settings), settings.lake_work_dir)
     if "://" in url and not url.startswith("file://"):
-        raise SettingsError(f"lake.url {url!r}: only local directories (or file://) are supported so far")
+        raise SettingsError(f"lake.url {url!r}: use a directory, file:///path or s3://bucket/prefix")
     return LocalLake(url)
 
 
@@ -40,17 +76,11 @@ def build_catalog(settings: Settings, read_only: bool = False) -> SqlCatalog:
     """The catalog at ``settings.catalog_url``, with the password from a Prefect Secret block if one is named."""
     password = None
     if settings.catalog.password_secret:
-        from prefect.blocks.system import Secret
-
-        try:
-            password = Secret.load(settings.catalog.password_secret).get()
-        except ValueError as exc:
-            raise SettingsError(f"catalog.password_secret: no Prefect Secret block named "
-                                f"{settings.catalog.password_secret!r} ({exc})") from None
+        password = _secret(settings.catalog.password_secret, "catalog.password_secret")
     return open_catalog(settings.catalog_url, read_only=read_only, password=password)
 
 
-def build_validator(settings: Settings, lake: LocalLake) -> BatchValidator:
+def build_validator(settings: Settings, lake: Lake) -> BatchValidator:
     """The Great Expectations validator with the suites in ``ingest.expectations_dir``."""
     return BatchValidator(settings.ingest.expectations_dir, lake.data_docs_dir())
 

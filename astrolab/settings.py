@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,9 +30,23 @@ class _Section(BaseModel):
 
 
 class LakeSettings(_Section):
-    """Where files go: a local directory (embedded default) or, in production, an S3/MinIO URL."""
+    """Where files go: a local directory (embedded default) or, in production, an S3/MinIO URL.
 
-    url: str = Field("", description="Lake root: a directory path or file:// URL; default <home>/lake")
+    The ``s3_*`` settings also serve ``s3://`` ingest sources.
+    """
+
+    url: str = Field("", description="Lake root: a directory path, file:// URL or s3://bucket/prefix; "
+                                     "default <home>/lake")
+    s3_endpoint: str = Field("https://s3.amazonaws.com", description="S3 endpoint URL (MinIO: http://host:9000)")
+    s3_region: str = Field("us-east-1", description="S3 region")
+    s3_path_style: bool = Field(True, description="Path-style addressing (endpoint/bucket/key), as MinIO uses")
+    s3_access_key: str | None = Field(None, description="S3 access key (default: $AWS_ACCESS_KEY_ID)")
+    s3_secret_key: SecretStr | None = Field(None, description="S3 secret key (default: $AWS_SECRET_ACCESS_KEY)")
+    s3_credentials_secret: str | None = Field(
+        None, description="Name of a Prefect Secret block holding {access_key, secret_key} for S3"
+    )
+    s3_retries: int = Field(3, ge=0, description="Retries of an S3 request on network errors before failing")
+    work_dir: Path | None = Field(None, description="Local work directory of an S3 lake; default <home>/lake-work")
 
 
 class CatalogSettings(_Section):
@@ -76,6 +90,11 @@ class Settings(_Section):
     def lake_url(self) -> str:
         """The lake root, defaulting to ``<home>/lake``."""
         return self.lake.url or str(self.home / "lake")
+
+    @property
+    def lake_work_dir(self) -> Path:
+        """Where an S3 lake stages, builds and caches locally, defaulting to ``<home>/lake-work``."""
+        return self.lake.work_dir or self.home / "lake-work"
 
     @property
     def catalog_url(self) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
     create_image_artifact,
@@ -14,7 +12,7 @@ from prefect.artifacts import (
 from prefect.runtime import flow_run
 
 from astrolab import progress
-from astrolab.resources import build_catalog, build_lake, build_validator
+from astrolab.resources import build_catalog, build_lake, build_source_store, build_validator
 from astrolab.settings import Settings, load_settings
 from tasks import report
 from tasks.desi_files import SourceFile, discover
@@ -29,10 +27,11 @@ def reconcile_lake(settings: Settings) -> list[str]:
         return reconcile(build_lake(settings), catalog)
 
 
-@task(name="discover-files")
-def discover_files(source: str, kinds: list[str] | None) -> list[SourceFile]:
-    """Find DESI DR1 files under ``source`` by their file-name patterns."""
-    return discover(Path(source), set(kinds) if kinds else None)
+@task(name="discover-files", retries=2, retry_delay_seconds=5)
+def discover_files(source: str, kinds: list[str] | None, settings: Settings) -> list[SourceFile]:
+    """Find DESI DR1 files under ``source`` (a path or an s3:// prefix) by their file-name patterns."""
+    sources = build_source_store(settings) if source.startswith("s3://") else None
+    return discover(source, set(kinds) if kinds else None, sources)
 
 
 @task(name="ingest-files", retries=2, retry_delay_seconds=10)
@@ -45,18 +44,21 @@ def ingest_files(files: list[SourceFile], settings: Settings, run_id: str) -> li
     logger = get_run_logger()
     lake = build_lake(settings)
     validator = build_validator(settings, lake)
+    sources = build_source_store(settings) if any(src.url for src in files) else None
     results = []
     with build_catalog(settings) as catalog:
         for src in files:
             progress.start_file(src.path.name)
             result = ingest_file(src, lake, catalog, validator, settings.ingest.chunk_rows, run_id,
-                                 progress=progress.advance)
+                                 progress=progress.advance, sources=sources)
             results.append(result)
             if result.status == "quarantined":
                 logger.warning("quarantined %s: %s", src.path.name, result.error)
             else:
                 logger.info("%s %s: %d rows", result.status, src.path.name, result.rows)
-    validator.build_data_docs()
+    docs = validator.build_data_docs()
+    if docs is not None:
+        lake.save_dir(docs.parent)
     return results
 
 
@@ -79,19 +81,21 @@ def write_report(results: list[FileResult], published: list[PublishResult], sett
     """Publish the run's Prefect artifacts: summary, file table, Data Docs link, n(z) and sky plots."""
     lake = build_lake(settings)
     docs = lake.data_docs_dir() / "index.html"
-    docs_index = docs if docs.exists() else None
+    docs_url = lake.url_of(docs) if docs.exists() else None
     with build_catalog(settings) as catalog:
         primary = catalog.query("SELECT count(*) AS n FROM zcat_primary")["n"][0].as_py()
-        images = report.plots(catalog, lake.run_report_dir(run_id))
-    markdown = report.summary_markdown(results, published, docs_index, primary)
+        run_dir = lake.run_report_dir(run_id)
+        images = report.plots(catalog, run_dir)
+    lake.save_dir(run_dir)
+    markdown = report.summary_markdown(results, published, docs_url, primary)
     create_markdown_artifact(markdown, key="desi-ingest-summary", description="DESI ingest run summary")
     create_table_artifact(report.file_table(results), key="desi-ingest-files",
                           description="Files, rows and quarantine reasons")
-    if docs_index:
-        create_link_artifact(docs_index.as_uri(), link_text="Great Expectations Data Docs", key="desi-data-docs")
+    if docs_url:
+        create_link_artifact(docs_url, link_text="Great Expectations Data Docs", key="desi-data-docs")
     for image in images:
-        create_image_artifact(image.as_uri(), key=f"desi-{image.stem.replace('_', '-')}",
-                              description=f"{image.stem} ({image})")
+        url = lake.url_of(image)
+        create_image_artifact(url, key=f"desi-{image.stem.replace('_', '-')}", description=f"{image.stem} ({url})")
     return markdown
 
 
@@ -102,7 +106,7 @@ def desi_ingest(source: str, kinds: list[str] | None = None, config: str | None 
     run_id = str(flow_run.get_id() or "local")
     for line in reconcile_lake(settings):
         print(f"recovered: {line}")
-    files = discover_files(source, kinds)
+    files = discover_files(source, kinds, settings)
     print(f"found {len(files)} DESI files under {source}")
     results = ingest_files(files, settings, run_id)
     published = publish_hats(settings)

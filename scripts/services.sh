@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Test services on loopback: PostgreSQL (with the q3c extension).
+# Test services on loopback: PostgreSQL (with the q3c extension) and an S3 server (moto, from the venv).
 #   scripts/services.sh start   install if missing (Debian/Ubuntu, as root), start, write $STATE/env
 #   scripts/services.sh stop
 #   scripts/services.sh restart   restart PostgreSQL (fault tests)
-# The env file holds ASTROLAB_TEST_PG_URL for the tests; `make test` sources it.
+# The env file holds ASTROLAB_TEST_PG_URL and ASTROLAB_TEST_S3_ENDPOINT for the tests; `make test` sources it.
 set -euo pipefail
 STATE=${ASTROLAB_SERVICES_DIR:-/tmp/astrolab-services}
 PGPORT=${ASTROLAB_TEST_PGPORT:-55432}
+S3PORT=${ASTROLAB_TEST_S3PORT:-55900}
+MOTO=${ASTROLAB_MOTO_SERVER:-$(dirname "$0")/../.venv/bin/moto_server}
 
 as_postgres() {  # initdb and the server refuse to run as root
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
@@ -41,11 +43,33 @@ start() {
   psql -h 127.0.0.1 -p "$PGPORT" -U astrolab -d postgres -qtc \
     "SELECT 1 FROM pg_database WHERE datname = 'astrolab_test'" | grep -q 1 ||
     psql -h 127.0.0.1 -p "$PGPORT" -U astrolab -d postgres -qc "CREATE DATABASE astrolab_test"
-  echo "ASTROLAB_TEST_PG_URL=postgresql://astrolab@127.0.0.1:$PGPORT/astrolab_test" > "$STATE/env"
-  echo "PostgreSQL $(basename "$(dirname "$bin")") with q3c on 127.0.0.1:$PGPORT"
+  start_s3
+  { echo "ASTROLAB_TEST_PG_URL=postgresql://astrolab@127.0.0.1:$PGPORT/astrolab_test"
+    echo "ASTROLAB_TEST_S3_ENDPOINT=http://127.0.0.1:$S3PORT"; } > "$STATE/env"
+  echo "PostgreSQL $(basename "$(dirname "$bin")") with q3c on 127.0.0.1:$PGPORT; S3 (moto) on 127.0.0.1:$S3PORT"
+}
+
+s3_running() { [ -f "$STATE/s3.pid" ] && kill -0 "$(cat "$STATE/s3.pid")" 2>/dev/null; }
+
+start_s3() {  # the moto S3 server, in the background, pid in $STATE/s3.pid
+  if s3_running; then return; fi
+  if [ ! -x "$MOTO" ]; then echo "no moto_server at $MOTO: make venv (moto[server] is a test dependency)" >&2; exit 1; fi
+  "$MOTO" -H 127.0.0.1 -p "$S3PORT" >"$STATE/s3.log" 2>&1 &
+  echo $! > "$STATE/s3.pid"
+  for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$S3PORT") 2>/dev/null; then return; fi
+    sleep 0.1
+  done
+  echo "the S3 server did not start on 127.0.0.1:$S3PORT (see $STATE/s3.log)" >&2; exit 1
+}
+
+stop_s3() {
+  if s3_running; then kill "$(cat "$STATE/s3.pid")"; fi
+  rm -f "$STATE/s3.pid"
 }
 
 stop() {
+  stop_s3
   local bin; bin=$(pg_bin)
   if [ -n "$bin" ] && [ -f "$STATE/pg/PG_VERSION" ]; then
     as_postgres "$bin/pg_ctl" -D "$STATE/pg" -m fast -w stop >/dev/null 2>&1 || true

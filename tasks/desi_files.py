@@ -1,9 +1,13 @@
-"""Find DESI DR1 files under a path and read them as product batches in the product's lake schema."""
+"""Find DESI DR1 files under a path or an S3 prefix and read them as product batches in the lake schema."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import shutil
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,39 +15,99 @@ import pyarrow as pa
 
 from tasks.fits_reader import FitsFormatError, TableLayout, iter_table, table_layout
 from tasks.products import PRODUCT_OF_KIND, Product, classify
+from tasks.s3 import ObjectStore, split_url
 
 
 @dataclass(frozen=True)
 class SourceFile:
-    """A DESI file recognised by its DR1 file name."""
+    """A DESI file recognised by its DR1 file name, local or in an object store (``url``)."""
 
-    path: Path
+    path: Path                    # the local file read; for an object-store file, its key until fetched
     kind: str
     survey: str | None = None
     program: str | None = None
     healpix: int | None = None
+    url: str | None = None        # s3://bucket/key of a file in an object store
+    size: int | None = None       # of an object-store file, from its listing
+    mtime: float | None = None
 
     @property
     def product(self) -> Product:
         """The product this file feeds."""
         return PRODUCT_OF_KIND[self.kind]
 
+    @property
+    def location(self) -> str:
+        """The file's name in lineage and messages: its local path or its s3:// URL."""
+        return self.url or str(self.path)
 
-def discover(root: str | Path, kinds: set[str] | None = None) -> list[SourceFile]:
-    """All DESI files under ``root`` (a file or a directory), recognised by their DR1 file-name patterns."""
-    root = Path(root)
-    if not root.exists():
-        raise FileNotFoundError(f"{root}: no such file or directory")
-    candidates = [root] if root.is_file() else sorted(p for p in root.rglob("*.fits") if p.is_file())
+    def stat(self) -> tuple[int, float]:
+        """(size, mtime) of the file as it is now (an object-store file: as listed)."""
+        if self.url is not None:
+            return self.size or 0, self.mtime or 0.0
+        st = self.path.stat()
+        return st.st_size, st.st_mtime
+
+
+@dataclass(frozen=True)
+class SourceStore:
+    """An object store that ingest sources live in, and the local directory they are downloaded to."""
+
+    store: ObjectStore
+    download_dir: Path
+
+
+@contextmanager
+def local_copy(src: SourceFile, sources: SourceStore | None) -> Iterator[SourceFile]:
+    """The source with ``path`` at a local copy, deleted afterwards (a local source as it is)."""
+    if src.url is None:
+        yield src
+        return
+    if sources is None:
+        raise ValueError(f"{src.url}: an s3:// source needs the S3 settings (lake.s3_*)")
+    sources.download_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="src-", dir=sources.download_dir))
+    try:
+        bucket, key = split_url(src.url)
+        local = tmp / src.path.name
+        sources.store.download(bucket, key, local)
+        yield dataclasses.replace(src, path=local)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _candidates(root: str, sources: SourceStore | None) -> list[SourceFile]:
+    """Every *.fits file under ``root`` as an unclassified SourceFile (kind left empty)."""
+    if root.startswith("s3://"):
+        if sources is None:
+            raise ValueError(f"{root}: an s3:// source needs the S3 settings (lake.s3_*)")
+        bucket, prefix = split_url(root)
+        listing = sources.store.list(bucket, prefix if prefix.endswith(".fits") else f"{prefix}/" if prefix else "")
+        found = [SourceFile(Path(o.key), "", url=f"s3://{bucket}/{o.key}", size=o.size, mtime=o.mtime)
+                 for o in listing if o.key.endswith(".fits")]
+        if not found:
+            raise FileNotFoundError(f"{root}: no *.fits objects there")
+        return sorted(found, key=lambda f: f.location)
+    path = Path(root)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*.fits") if p.is_file())
+    return [SourceFile(p, "") for p in files]
+
+
+def discover(root: str | Path, kinds: set[str] | None = None, sources: SourceStore | None = None) -> list[SourceFile]:
+    """All DESI files under ``root`` (a file, a directory, or an s3:// prefix with ``sources``), recognised by
+    their DR1 file-name patterns."""
     found = []
-    for path in candidates:
-        match = classify(path.name)
+    for candidate in _candidates(str(root), sources):
+        match = classify(candidate.path.name)
         if match is None or (kinds and match[0] not in kinds):
             continue
         kind, fields = match
         pix = fields.get("healpix")
-        found.append(SourceFile(path, kind, fields.get("survey"), fields.get("program"),
-                                int(pix) if pix is not None else None))
+        found.append(dataclasses.replace(candidate, kind=kind, survey=fields.get("survey"),
+                                         program=fields.get("program"),
+                                         healpix=int(pix) if pix is not None else None))
     return found
 
 
@@ -91,7 +155,7 @@ class ProductReader:
         if program and ("PROGRAM" not in in_table or self.src.kind == "fastspec"):
             values["PROGRAM"] = str(program).strip().lower()
         if self.src.product.name == "spectra":
-            values.update(FILE_KIND=self.src.kind, FILE=str(self.src.path), HEALPIX=self.src.healpix)
+            values.update(FILE_KIND=self.src.kind, FILE=self.src.location, HEALPIX=self.src.healpix)
         return values
 
     @property

@@ -2,11 +2,12 @@
 
 A file goes: skip if lineage says its content is done -> read in chunks -> validate (Great Expectations) ->
 enrich and check HEALPIX -> stage sorted parquet parts and append the rows to the file's open catalog transaction ->
-check duplicate keys -> commit together with its lineage row (the sha256 is computed meanwhile). Any failure
+check duplicate keys -> save the staged parts in the lake -> commit together with its lineage row (the sha256 is
+computed meanwhile). A file in an object store is downloaded to a local temporary copy first. Any failure
 quarantines the file: its staged parts are deleted, the lineage row says why, and nothing of it reaches the
-catalog or the lake. Publishing rebuilds the product's HATS catalog
-from the previous version plus every loaded-but-unpublished file, records the version in the catalog, then
-swaps the lake's symlink; ``reconcile`` finishes a swap that an interrupted run did not.
+catalog or the lake. Publishing rebuilds the product's HATS catalog from the previous version plus every
+loaded-but-unpublished file, saves it in the lake, records the version in the catalog, then points the lake at it
+(a symlink swap, or one PUT of a pointer object on S3); ``reconcile`` finishes a swap that an interrupted run did not.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ import pyarrow as pa
 
 from tasks.catalog.base import FileLoad, SqlCatalog
 from tasks.catalog.schema import DONE_STATUSES, LineageRecord
-from tasks.desi_files import ProductReader, SourceFile, file_sha256
+from tasks.desi_files import ProductReader, SourceFile, SourceStore, file_sha256, local_copy
 from tasks.enrich import enrich, healpix_mismatches
 from tasks.fits_reader import FitsFormatError
 from tasks.hats_writer import SEQ_COLUMN, build_catalog, write_staging_parquet
-from tasks.lake import LocalLake
+from tasks.lake import Lake
 from tasks.products import PRODUCTS, Product
+from tasks.s3 import ObjectStoreError
 from tasks.validate import BatchValidator
 
 T = TypeVar("T")
@@ -83,7 +85,7 @@ def _validate_chunk(src: SourceFile, validator: BatchValidator, batch: pa.Table,
     if not outcome.success:
         if start != 0:  # keep failing chunks for the Data Docs too
             validator.validate(product.suite, frame, f"{src.path.name} {rows}", keep_for_docs=True)
-        raise IngestError(f"{src.path}, HDU {product.hdus[0]}, {rows}: {outcome.reason()}")
+        raise IngestError(f"{src.location}, HDU {product.hdus[0]}, {rows}: {outcome.reason()}")
 
 
 def _stage_chunk(src: SourceFile, batch: pa.Table, seq: int, part: Path) -> pa.Table:
@@ -94,7 +96,7 @@ def _stage_chunk(src: SourceFile, batch: pa.Table, seq: int, part: Path) -> pa.T
         n_bad, examples = healpix_mismatches(staged)
         if n_bad:
             shown = "; ".join(f"TARGETID {t}: HEALPIX {g}, position gives {w}" for t, g, w in examples)
-            raise IngestError(f"{src.path}, HDU {product.hdus[0]}, column HEALPIX: {n_bad} rows disagree with "
+            raise IngestError(f"{src.location}, HDU {product.hdus[0]}, column HEALPIX: {n_bad} rows disagree with "
                               f"the nside-64 NESTED pixel of {product.ra}/{product.dec} (e.g. {shown})")
     staged = staged.sort_by("_healpix_29")
     staged = staged.append_column(SEQ_COLUMN, pa.array(np.full(staged.num_rows, seq, dtype=np.int64)))
@@ -105,7 +107,7 @@ def _stage_chunk(src: SourceFile, batch: pa.Table, seq: int, part: Path) -> pa.T
 def stage_file(
     src: SourceFile,
     staging_key: str,
-    lake: LocalLake,
+    lake: Lake,
     validator: BatchValidator,
     chunk_rows: int,
     seq: int,
@@ -113,7 +115,7 @@ def stage_file(
     load: FileLoad,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[int, str | None]:
-    """Read, validate, enrich, stage and load one file's chunks; return (rows, notes). Raises IngestError.
+    """Read, validate, enrich, stage, load and save one file's chunks; return (rows, notes). Raises IngestError.
 
     Four things overlap: the next chunk is read in one thread, this chunk is validated in a second and staged
     (enriched, written) here, and the previous chunk goes into the catalog's open transaction (``load``) in a
@@ -125,7 +127,7 @@ def stage_file(
     timings["read_s"] = time.perf_counter() - t0
     notes = f"extra columns not kept in the lake: {', '.join(reader.extra_columns)}" if reader.extra_columns else None
     if reader.nrows == 0:
-        raise IngestError(f"{src.path}, HDU {product.hdus[0]}: table has no rows")
+        raise IngestError(f"{src.location}, HDU {product.hdus[0]}: table has no rows")
     staging = lake.fresh_staging_dir(product.name, staging_key)
     parts: list[Path] = []
     rows = 0
@@ -152,6 +154,9 @@ def stage_file(
             future.result()
         timings["load_s"] = time.perf_counter() - t0  # what loading adds after the last chunk is staged
     _check_unique(src, product, parts)
+    t0 = time.perf_counter()
+    lake.save_staging(product.name, staging_key)
+    timings["stage_s"] = timings.get("stage_s", 0.0) + time.perf_counter() - t0
     return rows, notes
 
 
@@ -187,7 +192,7 @@ def _check_unique(src: SourceFile, product: Product, parts: list[Path]) -> None:
     ).fetchall()
     if dups:
         shown = "; ".join(f"{dict(zip(product.key, d[:-2], strict=True))} x{d[-2]}" for d in dups)
-        raise IngestError(f"{src.path}, HDU {product.hdus[0]}: {dups[0][-1]} keys ({', '.join(product.key)}) "
+        raise IngestError(f"{src.location}, HDU {product.hdus[0]}: {dups[0][-1]} keys ({', '.join(product.key)}) "
                           f"appear more than once (duplicate rows), e.g. {shown}")
 
 
@@ -197,34 +202,52 @@ def _already_ingested(src: SourceFile, catalog: SqlCatalog) -> tuple[str, dict] 
     The path, size and mtime only decide whether hashing first is worth it: an unchanged file on a rerun is
     hashed and skipped; a new or changed file is hashed while it is being staged (see ingest_file).
     """
-    stat = src.path.stat()
-    known = catalog.lineage_for_path(str(src.path))
-    if not known or known["status"] not in DONE_STATUSES or known["file_size"] != stat.st_size \
-            or known["file_mtime"] != stat.st_mtime:
+    size, mtime = src.stat()
+    known = catalog.lineage_for_path(src.location)
+    if not known or known["status"] not in DONE_STATUSES or known["file_size"] != size \
+            or known["file_mtime"] != mtime:
         return None
     file_hash = file_sha256(src.path)
     return (file_hash, known) if file_hash == known["file_hash"] else None
 
 
+def _discard_staging(lake: Lake, product: str, key: str) -> None:
+    """Drop a failed file's staging key; if the lake is unreachable, a later reconcile drops the orphan."""
+    try:
+        lake.drop_staging(product, key)
+    except ObjectStoreError:
+        pass
+
+
 def ingest_file(
     src: SourceFile,
-    lake: LocalLake,
+    lake: Lake,
     catalog: SqlCatalog,
     validator: BatchValidator,
     chunk_rows: int,
     run_id: str,
     progress: Callable[[int], None] | None = None,
+    sources: SourceStore | None = None,
 ) -> FileResult:
-    """Ingest one file unless its content was already ingested; quarantine it with a reason if it is bad."""
+    """Ingest one file unless its content was already ingested; quarantine it with a reason if it is bad.
+
+    A file in an object store (``src.url``) is read from a local copy downloaded through ``sources``.
+    """
+    with local_copy(src, sources) as copy:
+        return _ingest_local_copy(copy, lake, catalog, validator, chunk_rows, run_id, progress)
+
+
+def _ingest_local_copy(src: SourceFile, lake: Lake, catalog: SqlCatalog, validator: BatchValidator,
+                       chunk_rows: int, run_id: str, progress: Callable[[int], None] | None) -> FileResult:
     product = src.product
-    result = FileResult(str(src.path), src.kind, product.name, "skipped")
+    result = FileResult(src.location, src.kind, product.name, "skipped")
     started = _now()
     t0 = time.perf_counter()
     try:
-        stat = src.path.stat()
+        size, mtime = src.stat()
         done = _already_ingested(src, catalog)
     except OSError as exc:
-        result.status, result.error = "quarantined", f"{src.path}: cannot read file ({exc})"
+        result.status, result.error = "quarantined", f"{src.location}: cannot read file ({exc})"
         return result
     result.timings["hash_s"] = time.perf_counter() - t0
     if done:
@@ -234,9 +257,8 @@ def ingest_file(
         return result
 
     staging_key = f"incoming-{uuid.uuid4().hex}"
-    record = dict(path=str(src.path), kind=src.kind, product=product.name, survey=src.survey,
-                  program=src.program, run_id=run_id, started_at=started, file_size=stat.st_size,
-                  file_mtime=stat.st_mtime)
+    record = dict(path=src.location, kind=src.kind, product=product.name, survey=src.survey,
+                  program=src.program, run_id=run_id, started_at=started, file_size=size, file_mtime=mtime)
     with ThreadPoolExecutor(max_workers=1) as hasher:
         hashing = hasher.submit(file_sha256, src.path)  # sha256 releases the GIL: overlaps with staging
         load = catalog.begin_load(product)
@@ -250,7 +272,7 @@ def ingest_file(
                 **{k: result.timings.get(k) for k in ("read_s", "validate_s", "stage_s", "load_s")},
             ))
             if not committed:  # the same bytes were ingested already, under another name or by another run
-                lake.drop_staging(product.name, staging_key)
+                _discard_staging(lake, product.name, staging_key)
                 previous = catalog.lineage(file_hash)
                 result.rows = previous["n_rows"] or 0
                 result.notes = f"same content as {previous['path']}, already ingested (run {previous['run_id']})"
@@ -258,20 +280,21 @@ def ingest_file(
             result.status, result.rows, result.notes = "ingested", rows, notes
         except (IngestError, FitsFormatError) as exc:
             load.rollback()
-            lake.drop_staging(product.name, staging_key)
+            _discard_staging(lake, product.name, staging_key)
             result.file_hash = hashing.result()
-            result.status, result.error = "quarantined", str(exc)
+            error = str(exc).replace(str(src.path), src.location)  # a downloaded copy: name the original
+            result.status, result.error = "quarantined", error
             catalog.quarantine(LineageRecord(file_hash=result.file_hash, **record, n_rows=None,
-                                             status="quarantined", error=str(exc), finished_at=_now()))
+                                             status="quarantined", error=error, finished_at=_now()))
         except BaseException:
             load.rollback()
-            lake.drop_staging(product.name, staging_key)
+            _discard_staging(lake, product.name, staging_key)
             raise
     return result
 
 
 def publish(
-    product: Product, lake: LocalLake, catalog: SqlCatalog, max_rows: int, highest_order: int
+    product: Product, lake: Lake, catalog: SqlCatalog, max_rows: int, highest_order: int
 ) -> PublishResult | None:
     """Rebuild the product's HATS catalog with every loaded-but-unpublished file, and publish it atomically.
 
@@ -282,8 +305,7 @@ def publish(
         pending = catalog.pending(product.name)
         if not pending:
             return None
-        parts = sorted(p for key in pending.values()
-                       for p in lake.staging_dir(product.name, key).glob("part-*.parquet"))
+        parts = sorted(p for key in pending.values() for p in lake.staged_parts(product.name, key))
         current = catalog.published_version(product.name)
         previous = lake.version_dir(product.name, current) if current else None
         version, out = lake.new_version(product.name)
@@ -291,6 +313,7 @@ def publish(
             out, product.name, product.schema.append(pa.field(SEQ_COLUMN, pa.int64())), product.key,
             product.ra, product.dec, parts, previous, max_rows=max_rows, highest_order=highest_order,
         )
+        lake.save_version(product.name, version)
         catalog.mark_published(product.name, version, summary.nrows, list(pending))  # the commit point
         lake.publish(product.name, version)
         finish_publish(product.name, lake, catalog, list(pending.values()))
@@ -298,7 +321,7 @@ def publish(
                          len(summary.partitions), len(pending))
 
 
-def finish_publish(product: str, lake: LocalLake, catalog: SqlCatalog, staging_keys: list[str]) -> None:
+def finish_publish(product: str, lake: Lake, catalog: SqlCatalog, staging_keys: list[str]) -> None:
     """Drop the given staging directories and versions other than the current one; refresh the lake views."""
     for key in staging_keys:
         lake.drop_staging(product, key)
@@ -308,7 +331,7 @@ def finish_publish(product: str, lake: LocalLake, catalog: SqlCatalog, staging_k
         catalog.attach_lake_views(product, lake.catalog_path(product))
 
 
-def reconcile(lake: LocalLake, catalog: SqlCatalog, orphan_age_s: float = 3600) -> list[str]:
+def reconcile(lake: Lake, catalog: SqlCatalog, orphan_age_s: float = 3600) -> list[str]:
     """Make the lake match the catalog after an interrupted run.
 
     Finishes a symlink swap the catalog already committed, drops builds that were never committed, and drops

@@ -1,5 +1,10 @@
 """The lake: where staged batches, published HATS catalogs and reports live.
 
+``Lake`` is the interface the ingest uses; ``LocalLake`` (here) keeps it in a directory, ``S3Lake``
+(``tasks/lake_s3.py``) in an S3/MinIO bucket. Either way the work itself (writing staged parts, building a
+HATS version, rendering reports) happens in local directories the lake hands out, and ``save_*`` makes it durable
+in the lake.
+
 Layout under the lake root::
 
     hats/<product>                      -> symlink to the published version (what users and lsdb open)
@@ -19,6 +24,70 @@ import shutil
 import time
 import uuid
 from pathlib import Path
+from typing import Protocol
+
+
+def require_complete(path: Path, url: str | None = None) -> None:
+    """Raise FileNotFoundError unless ``path`` holds a finished HATS build (hats.properties is written last)."""
+    if not (path / "hats.properties").exists():
+        raise FileNotFoundError(f"{url or path}: not a complete HATS catalog (no hats.properties)")
+
+
+class Lake(Protocol):
+    """What the ingest needs of a lake, whatever holds it."""
+
+    url: str
+
+    def fresh_staging_dir(self, product: str, key: str) -> Path:
+        """An empty local directory to write one source file's staged parts into."""
+
+    def save_staging(self, product: str, key: str) -> None:
+        """Make the staged parts durable in the lake (before the catalog commit names ``key``)."""
+
+    def staged_parts(self, product: str, key: str) -> list[Path]:
+        """Local paths of the staged parts under ``key``."""
+
+    def staged_files(self, product: str) -> list[str]:
+        """Keys of the staging directories."""
+
+    def staging_age(self, product: str, key: str) -> float:
+        """Seconds since anything under a staging key last changed."""
+
+    def drop_staging(self, product: str, key: str) -> None:
+        """Remove one staging key."""
+
+    def new_version(self, product: str) -> tuple[str, Path]:
+        """A new, unique version name and the (created) local directory to build it in."""
+
+    def version_dir(self, product: str, version: str) -> Path:
+        """A local, readable directory of a saved version."""
+
+    def save_version(self, product: str, version: str) -> None:
+        """Make a built version durable in the lake (before the catalog records it as published)."""
+
+    def publish(self, product: str, version: str) -> str | Path:
+        """Make ``version`` the one readers see, atomically; return where it is."""
+
+    def published_version(self, product: str) -> str | None:
+        """The version readers see, or None before the first publish."""
+
+    def catalog_path(self, product: str) -> str | Path:
+        """What users open (a path, or an s3:// URL) for the published version."""
+
+    def remove_versions(self, product: str, keep: set[str]) -> list[str]:
+        """Delete versions not in ``keep``."""
+
+    def data_docs_dir(self) -> Path:
+        """Local directory Great Expectations Data Docs are written to."""
+
+    def run_report_dir(self, run_id: str) -> Path:
+        """Local directory (created) for one run's plots."""
+
+    def save_dir(self, path: Path) -> None:
+        """Make a local report directory durable in the lake."""
+
+    def url_of(self, path: Path) -> str:
+        """Where a local report file lives in the lake, as a URL."""
 
 
 class LocalLake:
@@ -27,6 +96,7 @@ class LocalLake:
     def __init__(self, root: str | Path):
         root = str(root)
         self.root = Path(root[len("file://"):] if root.startswith("file://") else root).resolve()
+        self.url = str(self.root)
 
     def __repr__(self) -> str:
         return f"LocalLake({str(self.root)!r})"
@@ -42,6 +112,13 @@ class LocalLake:
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
         return path
+
+    def save_staging(self, product: str, key: str) -> None:
+        """Nothing to do: the staging directory is in the lake already."""
+
+    def staged_parts(self, product: str, key: str) -> list[Path]:
+        """The staged parquet parts under ``key``."""
+        return sorted(self.staging_dir(product, key).glob("part-*.parquet"))
 
     def staged_files(self, product: str) -> list[str]:
         """Keys of the staging directories."""
@@ -63,9 +140,13 @@ class LocalLake:
         """The stable path users open (a symlink to the published version)."""
         return self.root / "hats" / product
 
+    def versions_dir(self, product: str) -> Path:
+        """Directory holding a product's versions."""
+        return self.root / "hats" / ".versions" / product
+
     def version_dir(self, product: str, version: str) -> Path:
         """Directory of one published (or being built) version."""
-        return self.root / "hats" / ".versions" / product / version
+        return self.versions_dir(product) / version
 
     def new_version(self, product: str) -> tuple[str, Path]:
         """A new, unique version name and its (created) directory."""
@@ -73,6 +154,10 @@ class LocalLake:
         path = self.version_dir(product, version)
         path.mkdir(parents=True)
         return version, path
+
+    def save_version(self, product: str, version: str) -> None:
+        """Check the build is complete; it is in the lake already."""
+        require_complete(self.version_dir(product, version))
 
     def published_version(self, product: str) -> str | None:
         """Name of the version the symlink points at, or None before the first publish."""
@@ -82,8 +167,7 @@ class LocalLake:
     def publish(self, product: str, version: str) -> Path:
         """Point the product's catalog path at ``version`` atomically."""
         target = self.version_dir(product, version)
-        if not (target / "hats.properties").exists():
-            raise FileNotFoundError(f"{target}: not a complete HATS catalog (no hats.properties)")
+        require_complete(target)
         link = self.catalog_path(product)
         tmp = link.with_name(f".{product}.{uuid.uuid4().hex}.tmp")
         os.symlink(os.path.relpath(target, link.parent), tmp)
@@ -92,7 +176,7 @@ class LocalLake:
 
     def remove_versions(self, product: str, keep: set[str]) -> list[str]:
         """Delete version directories not in ``keep`` (unpublished leftovers and superseded versions)."""
-        base = self.root / "hats" / ".versions" / product
+        base = self.versions_dir(product)
         removed = []
         for path in sorted(base.glob("*")) if base.exists() else []:
             if path.name not in keep:
@@ -110,3 +194,10 @@ class LocalLake:
         path = self.root / "reports" / "runs" / run_id
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def save_dir(self, path: Path) -> None:
+        """Nothing to do: reports are written in the lake."""
+
+    def url_of(self, path: Path) -> str:
+        """The file:// URL of a report file."""
+        return Path(path).resolve().as_uri()

@@ -1,7 +1,10 @@
-"""Fixtures for tests that need services: PostgreSQL (started by scripts/services.sh, see `make test`)."""
+"""Fixtures for tests that need services: PostgreSQL and the S3 server (started by scripts/services.sh, see
+`make test`)."""
 
 import os
+import socket
 import uuid
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -9,6 +12,14 @@ import pytest
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _missing(service: str, variable: str, problem: str) -> None:
+    """Fail under CI=true, skip elsewhere, saying how to start the service."""
+    if _in_ci():
+        pytest.fail(f"{service} is required under CI=true: {problem}")
+    pytest.skip(f"{service} not available ({problem}); run scripts/services.sh start, then "
+                f"export $(cat /tmp/astrolab-services/env)  # sets {variable}")
 
 
 @pytest.fixture(scope="session")
@@ -24,11 +35,37 @@ def pg_url():
         except psycopg.OperationalError as exc:
             problem = f"cannot connect: {str(exc).strip().splitlines()[-1]}"
     if problem:
-        if _in_ci():
-            pytest.fail(f"PostgreSQL is required under CI=true: {problem}")
-        pytest.skip(f"PostgreSQL not available ({problem}); run scripts/services.sh start, then "
-                    "export $(cat /tmp/astrolab-services/env)")
+        _missing("PostgreSQL", "ASTROLAB_TEST_PG_URL", problem)
     return url
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """Endpoint URL of the test S3 server (moto); fails under CI=true when it is missing, skips elsewhere."""
+    url = os.environ.get("ASTROLAB_TEST_S3_ENDPOINT")
+    if not url:
+        _missing("The S3 server", "ASTROLAB_TEST_S3_ENDPOINT", "ASTROLAB_TEST_S3_ENDPOINT is not set")
+    parts = urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname, parts.port or 80), timeout=5).close()
+    except OSError as exc:
+        _missing("The S3 server", "ASTROLAB_TEST_S3_ENDPOINT", f"cannot connect to {url}: {exc}")
+    return url
+
+
+@pytest.fixture
+def s3_lake_env(s3_endpoint):
+    """Settings variables for a lake in a fresh bucket (created by the lake) of the test S3 server."""
+    bucket = f"astrolab-t-{uuid.uuid4().hex[:12]}"
+    return {"ASTROLAB_LAKE_URL": f"s3://{bucket}/lake", "ASTROLAB_LAKE_S3_ENDPOINT": s3_endpoint,
+            "ASTROLAB_LAKE_S3_ACCESS_KEY": "astrolab-test", "ASTROLAB_LAKE_S3_SECRET_KEY": "astrolab-test-secret",
+            "ASTROLAB_LAKE_S3_RETRIES": "1"}
+
+
+@pytest.fixture(params=["local", "s3"])
+def lake_env(request):
+    """Settings variables for each lake backend: a local directory (under ASTROLAB_HOME), and a fresh S3 bucket."""
+    return {} if request.param == "local" else request.getfixturevalue("s3_lake_env")
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from tasks.catalog.base import CatalogError, SqlCatalog
 from tasks.products import Product
 
 __all__ = ["CatalogError", "DuckDBCatalog"]
+
+log = logging.getLogger(__name__)
 
 
 class DuckDBCatalog(SqlCatalog):
@@ -57,7 +60,13 @@ class DuckDBCatalog(SqlCatalog):
         finally:
             self.con.unregister("chunk")
 
-    def attach_lake_views(self, product: str, catalog_path: Path) -> None:
-        """(Re)create ``lake_<product>``, a view over the published HATS parquet files."""
-        glob = str(catalog_path / "dataset" / "**" / "*.parquet")
+    def attach_lake_views(self, product: str, catalog_path: Path | str) -> None:
+        """(Re)create ``lake_<product>``, a view over the published HATS parquet files (local lakes only)."""
+        if str(catalog_path).startswith("s3://"):
+            # reading s3:// needs DuckDB's httpfs extension, which cannot be installed offline for this DuckDB
+            self.con.execute(f"DROP VIEW IF EXISTS lake_{product}")
+            log.warning("lake_%s view not created: the lake is on S3 (%s) and DuckDB reads only local lakes here; "
+                        "query the catalog tables, or open the HATS catalog with lsdb", product, catalog_path)
+            return
+        glob = str(Path(catalog_path) / "dataset" / "**" / "*.parquet")
         self.con.execute(f"CREATE OR REPLACE VIEW lake_{product} AS SELECT * FROM read_parquet('{glob}')")
