@@ -99,8 +99,8 @@ def iter_agn_catalog(catalog: SqlCatalog, chunk_rows: int = CHUNK_ROWS, snr_min:
 def agn_catalog(catalog: SqlCatalog, chunk_rows: int = CHUNK_ROWS, snr_min: float = 3.0,
                 fwhm_min: float = 1200.0, wise_cut: float = 0.8) -> pa.Table:
     """The whole AGN catalog as one Arrow table (`AGN_SCHEMA`); use `iter_agn_catalog` for surveys that don't fit."""
-    return pa.concat_tables([AGN_SCHEMA.empty_table(),
-                             *iter_agn_catalog(catalog, chunk_rows, snr_min, fwhm_min, wise_cut)])
+    chunks = list(iter_agn_catalog(catalog, chunk_rows, snr_min, fwhm_min, wise_cut))
+    return pa.concat_tables(chunks) if chunks else AGN_SCHEMA.empty_table()
 
 
 def _chunks(table: pa.Table | Iterable[pa.Table]) -> Iterable[pa.Table]:
@@ -162,8 +162,9 @@ def write_agn_table(catalog: SqlCatalog, table: pa.Table | Iterable[pa.Table]) -
         catalog._execute(f"CREATE TABLE {TABLE} ({ddl})")
         n = 0
         for chunk in _chunks(table):
-            catalog._append(_PRODUCT, chunk.select(AGN_SCHEMA.names), False)
-            n += chunk.num_rows
+            if chunk.num_rows:  # pyarrow 26's CSV writer (PostgreSQL COPY) pads empty record batches with NULs
+                catalog._append(_PRODUCT, chunk.select(AGN_SCHEMA.names).combine_chunks(), False)
+                n += chunk.num_rows
         catalog._merge(_PRODUCT)
         catalog._execute("COMMIT")
         return n
