@@ -9,6 +9,16 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
+from tasks.sample import SampleConfig, generate_sample
+
+
+@pytest.fixture(scope="session")
+def sample(tmp_path_factory):
+    """A small synthetic DESI DR1 tree (4000 rows), shared by the ingest tests."""
+    root = tmp_path_factory.mktemp("desi")
+    generate_sample(root, SampleConfig(n_rows=4000, seed=11, n_coadd_pixels=1, coadd_nspec=5))
+    return root
+
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -21,16 +21,8 @@ from tasks.catalog.base import FileLoad
 from tasks.desi_files import discover
 from tasks.ingest import ingest_file, publish, reconcile
 from tasks.products import PRODUCTS
-from tasks.sample import SampleConfig, generate_sample
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def sample(tmp_path_factory):
-    root = tmp_path_factory.mktemp("desi")
-    generate_sample(root, SampleConfig(n_rows=4000, seed=11, n_coadd_pixels=1, coadd_nspec=5))
-    return root
 
 
 @pytest.fixture
@@ -47,10 +39,11 @@ def env(request, tmp_path):
     catalog.close()
 
 
-def run(source, settings, lake, catalog, validator, run_id="run"):
+def run(source, settings, lake, catalog, validator, run_id="run", sources=None):
     """What the flow does, without Prefect."""
     reconcile(lake, catalog)
-    results = [ingest_file(f, lake, catalog, validator, settings.ingest.chunk_rows, run_id) for f in discover(source)]
+    results = [ingest_file(f, lake, catalog, validator, settings.ingest.chunk_rows, run_id, sources=sources)
+               for f in discover(source, sources=sources)]
     published = [p for p in (publish(prod, lake, catalog, settings.ingest.hats_max_rows,
                                      settings.ingest.hats_highest_order) for prod in PRODUCTS.values()) if p]
     return {r.path: r for r in results}, published
