@@ -74,7 +74,7 @@ def build_grid(pos: Any, frame: GridFrame) -> CellGrid:
     coords = cell_coords(pos, frame)
     ny, nz = frame.dims[1], frame.dims[2]
     ids = (coords[:, 0] * ny + coords[:, 1]) * nz + coords[:, 2]
-    order = xp.argsort(ids, kind="stable")
+    order = xp.argsort(ids, kind="stable") if xp.__name__ == "numpy" else xp.argsort(ids)  # cupy's is stable
     ids = ids[order]
     if ids.shape[0]:
         first = xp.concatenate([xp.asarray([True]), ids[1:] != ids[:-1]])

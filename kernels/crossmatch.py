@@ -124,7 +124,7 @@ extern "C" __global__ void nearest(
             if (dd < bd || (dd == bd && (bi < 0 || oj < bi))) { bi = oj; bd = dd; }
         }
     }}}
-    best[i] = bi; best_d2[i] = bi >= 0 ? bd : 1.0 / 0.0;
+    if (bi >= 0) { best[i] = bi; best_d2[i] = bd; }  // else the initial -1 and infinity stay
 }
 """
 
@@ -136,7 +136,7 @@ def _nearest_gpu(v1: Any, coords: Any, grid: Any, dims: np.ndarray, c2: float) -
 
     global _GPU_KERNEL
     if _GPU_KERNEL is None:
-        _GPU_KERNEL = cp.RawKernel(_CUDA_SOURCE, "nearest")
+        _GPU_KERNEL = cp.RawKernel(_CUDA_SOURCE, "nearest", options=("--fmad=false",))  # as the CPU rounds
     n = v1.shape[0]
     best = cp.full(n, -1, dtype=cp.int64)
     best_d2 = cp.full(n, cp.inf, dtype=cp.float64)

@@ -24,6 +24,7 @@ from .cellgrid import CellGrid, build_grid, grid_frame
 from .xp import namespace, to_host
 
 LOS = {"z": 0, "midpoint": 1}
+REFINE = 2
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class PairProblem:
     autocorr: bool
     edges: np.ndarray
     mu_edges: np.ndarray | None
+    reach: int  # neighbour cells searched on each side
+
 
 
 def prepare(pos1: Any, edges: Any, pos2: Any | None = None, weights1: Any | None = None,
@@ -70,7 +73,10 @@ def prepare(pos1: Any, edges: Any, pos2: Any | None = None, weights1: Any | None
     autocorr = pos2 is None
     pos1 = xp.asarray(pos1, dtype=xp.float64).reshape(-1, 3)
     pos2 = pos1 if autocorr else xp.asarray(pos2, dtype=xp.float64).reshape(-1, 3)
-    frame = grid_frame(pos1, pos2, min_cell=float(edges[-1]))
+    # Cells half the largest separation, searched two deep and pruned by their distance to each point, cover
+    # the sphere of pairs far more tightly than cells as wide as the separation searched one deep.
+    frame = grid_frame(pos1, pos2, min_cell=float(edges[-1]) / REFINE)
+    reach = int(np.ceil(edges[-1] / frame.cell))
     first = build_grid(pos1, frame)
     second = first if autocorr else build_grid(pos2, frame)
     w1 = _sorted_weights(xp, weights1, first)
@@ -79,7 +85,7 @@ def prepare(pos1: Any, edges: Any, pos2: Any | None = None, weights1: Any | None
         raise ValueError("give weights for both point sets or for neither")
     mu_edges = np.linspace(0.0, mu_max, n_mu + 1) if n_mu else None
     return PairProblem(first, second, w1, w2, xp.asarray(edges**2), n_mu, float(mu_max), LOS[los], autocorr,
-                       edges, mu_edges)
+                       edges, mu_edges, reach)
 
 
 def _sorted_weights(xp: Any, weights: Any | None, grid: CellGrid) -> Any:
@@ -96,8 +102,10 @@ def count_range(problem: PairProblem, lo: int, hi: int) -> PairCounts:
     shape = (problem.edges.size - 1, max(problem.n_mu, 1))
     first, second = problem.first, problem.second
     if namespace(first.pos) is np:
+        frame = second.frame
         counts, wsum = _count_cpu(first.pos, first.coords, problem.w1, second.pos, problem.w2, second.cell_ids,
-                                  second.starts, np.asarray(second.frame.dims, dtype=np.int64), problem.edges2,
+                                  second.starts, np.asarray(frame.dims, dtype=np.int64),
+                                  np.asarray(frame.origin), frame.cell, problem.reach, problem.edges2,
                                   problem.n_mu, problem.mu_max, problem.los, problem.autocorr, lo, hi,
                                   min(max(hi - lo, 1), 8 * numba.get_num_threads()))
     else:
@@ -182,54 +190,73 @@ def _find(ids: np.ndarray, key: np.int64) -> int:
     return k if k < ids.size and ids[k] == key else -1
 
 
+@numba.njit(cache=True, inline="always")
+def _box_distance2(x, y, z, origin, cell, cx, cy, cz):
+    """Squared distance from a point to the box of cell (cx, cy, cz)."""
+    bx, by, bz = origin[0] + cx * cell, origin[1] + cy * cell, origin[2] + cz * cell
+    dx = max(bx - x, 0.0, x - bx - cell)
+    dy = max(by - y, 0.0, y - by - cell)
+    dz = max(bz - z, 0.0, z - bz - cell)
+    return dx * dx + dy * dy + dz * dz
+
+
 @numba.njit(parallel=True, cache=True)
-def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, edges2, n_mu, mu_max, los, autocorr, lo, hi, nchunks):
+def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edges2, n_mu, mu_max, los, autocorr,
+               lo, hi, nchunks):
     nb = edges2.size - 1
     nm = max(n_mu, 1)
     counts = np.zeros((nchunks, nb * nm), dtype=np.int64)
     wsum = np.zeros((nchunks, nb * nm), dtype=np.float64)
     e_lo, e_hi = edges2[0], edges2[nb]
+    prune = e_hi * (1.0 + 1e-9)  # a hair wide, so rounding in the cell assignment never drops a pair
+    width = 2 * reach + 1
     for t in numba.prange(nchunks):
         a = lo + (hi - lo) * t // nchunks
         b = lo + (hi - lo) * (t + 1) // nchunks
+        # Points are sorted by cell: look the neighbour cells up once per cell, not once per point.
+        first_j = np.empty(width**3, dtype=np.int64)
+        end_j = np.empty(width**3, dtype=np.int64)
+        near = np.empty((width**3, 3), dtype=np.int64)
+        n_near = 0
+        current = (-1, -1, -1)
         for i in range(a, b):
+            here = (c1[i, 0], c1[i, 1], c1[i, 2])
+            if here != current:
+                current = here
+                n_near = 0
+                for cx in range(max(here[0] - reach, 0), min(here[0] + reach + 1, dims[0])):
+                    for cy in range(max(here[1] - reach, 0), min(here[1] + reach + 1, dims[1])):
+                        for cz in range(max(here[2] - reach, 0), min(here[2] + reach + 1, dims[2])):
+                            k = _find(ids2, (cx * dims[1] + cy) * dims[2] + cz)
+                            if k >= 0:
+                                first_j[n_near], end_j[n_near] = starts2[k], starts2[k + 1]
+                                near[n_near, 0], near[n_near, 1], near[n_near, 2] = cx, cy, cz
+                                n_near += 1
             x1, y1, z1, wi = p1[i, 0], p1[i, 1], p1[i, 2], w1[i]
-            for dx_ in range(-1, 2):
-                cx = c1[i, 0] + dx_
-                if cx < 0 or cx >= dims[0]:
+            for q in range(n_near):
+                if _box_distance2(x1, y1, z1, origin, cell, near[q, 0], near[q, 1], near[q, 2]) > prune:
                     continue
-                for dy_ in range(-1, 2):
-                    cy = c1[i, 1] + dy_
-                    if cy < 0 or cy >= dims[1]:
+                j0 = first_j[q]
+                if autocorr and j0 <= i:
+                    j0 = i + 1
+                for j in range(j0, end_j[q]):
+                    dx = x1 - p2[j, 0]
+                    dy = y1 - p2[j, 1]
+                    dz = z1 - p2[j, 2]
+                    r2 = dx * dx + dy * dy + dz * dz
+                    if r2 < e_lo or r2 >= e_hi:
                         continue
-                    for dz_ in range(-1, 2):
-                        cz = c1[i, 2] + dz_
-                        if cz < 0 or cz >= dims[2]:
+                    s = nb - 1
+                    while r2 < edges2[s]:
+                        s -= 1
+                    m = 0
+                    if n_mu > 0:
+                        mu = _mu(dx, dy, dz, r2, x1, y1, z1, p2[j, 0], p2[j, 1], p2[j, 2], los)
+                        if mu > mu_max:
                             continue
-                        k = _find(ids2, (cx * dims[1] + cy) * dims[2] + cz)
-                        if k < 0:
-                            continue
-                        j0 = starts2[k]
-                        if autocorr and j0 <= i:
-                            j0 = i + 1
-                        for j in range(j0, starts2[k + 1]):
-                            dx = x1 - p2[j, 0]
-                            dy = y1 - p2[j, 1]
-                            dz = z1 - p2[j, 2]
-                            r2 = dx * dx + dy * dy + dz * dz
-                            if r2 < e_lo or r2 >= e_hi:
-                                continue
-                            s = nb - 1
-                            while r2 < edges2[s]:
-                                s -= 1
-                            m = 0
-                            if n_mu > 0:
-                                mu = _mu(dx, dy, dz, r2, x1, y1, z1, p2[j, 0], p2[j, 1], p2[j, 2], los)
-                                if mu > mu_max:
-                                    continue
-                                m = min(int(mu * n_mu / mu_max), n_mu - 1)
-                            counts[t, s * nm + m] += 1
-                            wsum[t, s * nm + m] += wi * w2[j]
+                        m = min(int(mu * n_mu / mu_max), n_mu - 1)
+                    counts[t, s * nm + m] += 1
+                    wsum[t, s * nm + m] += wi * w2[j]
     return counts.sum(axis=0), wsum.sum(axis=0)
 
 
@@ -257,7 +284,7 @@ __device__ long long find_cell(const long long* ids, long long m, long long key)
 extern "C" __global__ void pair_hist(
     const double* p1, const long long* c1, const double* w1, const double* p2, const double* w2,
     const long long* ids2, const long long* starts2, long long m2, long long d0, long long d1, long long d2,
-    const double* edges2, int nb, int n_mu, double mu_max, int los, int autocorr, long long lo, long long hi,
+    double ox, double oy, double oz, double cell, int reach, const double* edges2, int nb, int n_mu, double mu_max, int los, int autocorr, long long lo, long long hi,
     unsigned long long* counts, double* wsum)
 {
     extern __shared__ unsigned char smem[];
@@ -269,10 +296,15 @@ extern "C" __global__ void pair_hist(
     long long i = lo + (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < hi) {
         double x1 = p1[3*i], y1 = p1[3*i+1], z1 = p1[3*i+2], wi = w1[i];
-        double e_lo = edges2[0], e_hi = edges2[nb];
-        for (int a = -1; a <= 1; a++) { long long cx = c1[3*i] + a; if (cx < 0 || cx >= d0) continue;
-        for (int b = -1; b <= 1; b++) { long long cy = c1[3*i+1] + b; if (cy < 0 || cy >= d1) continue;
-        for (int c = -1; c <= 1; c++) { long long cz = c1[3*i+2] + c; if (cz < 0 || cz >= d2) continue;
+        double e_lo = edges2[0], e_hi = edges2[nb], prune = e_hi * (1.0 + 1e-9);
+        for (int a = -reach; a <= reach; a++) { long long cx = c1[3*i] + a; if (cx < 0 || cx >= d0) continue;
+        double bx = fmax(fmax(ox + cx * cell - x1, 0.0), x1 - ox - (cx + 1) * cell);
+        for (int b = -reach; b <= reach; b++) { long long cy = c1[3*i+1] + b; if (cy < 0 || cy >= d1) continue;
+        double by = fmax(fmax(oy + cy * cell - y1, 0.0), y1 - oy - (cy + 1) * cell);
+        if (bx*bx + by*by > prune) continue;
+        for (int c = -reach; c <= reach; c++) { long long cz = c1[3*i+2] + c; if (cz < 0 || cz >= d2) continue;
+            double bz = fmax(fmax(oz + cz * cell - z1, 0.0), z1 - oz - (cz + 1) * cell);
+            if (bx*bx + by*by + bz*bz > prune) continue;
             long long k = find_cell(ids2, m2, (cx * d1 + cy) * d2 + cz);
             if (k < 0) continue;
             long long j0 = starts2[k], j1 = starts2[k + 1];
@@ -319,7 +351,7 @@ def _count_gpu(problem: PairProblem, lo: int, hi: int) -> tuple[np.ndarray, np.n
 
     global _GPU_KERNEL
     if _GPU_KERNEL is None:
-        _GPU_KERNEL = cp.RawKernel(_CUDA_SOURCE, "pair_hist")
+        _GPU_KERNEL = cp.RawKernel(_CUDA_SOURCE, "pair_hist", options=("--fmad=false",))  # as the CPU rounds
     nb = problem.edges.size - 1
     nbins = nb * max(problem.n_mu, 1)
     counts = cp.zeros(nbins, dtype=cp.uint64)
@@ -330,7 +362,9 @@ def _count_gpu(problem: PairProblem, lo: int, hi: int) -> tuple[np.ndarray, np.n
         blocks = (hi - lo + _THREADS - 1) // _THREADS
         _GPU_KERNEL((blocks,), (_THREADS,), (
             first.pos, first.coords, problem.w1, second.pos, problem.w2, second.cell_ids, second.starts,
-            np.int64(second.cell_ids.shape[0]), np.int64(d0), np.int64(d1), np.int64(d2), problem.edges2,
+            np.int64(second.cell_ids.shape[0]), np.int64(d0), np.int64(d1), np.int64(d2),
+            *(np.float64(v) for v in second.frame.origin), np.float64(second.frame.cell), np.int32(problem.reach),
+            problem.edges2,
             np.int32(nb), np.int32(problem.n_mu), np.float64(problem.mu_max), np.int32(problem.los),
             np.int32(problem.autocorr), np.int64(lo), np.int64(hi), counts, wsum), shared_mem=nbins * 16)
     return counts.get().astype(np.int64), wsum.get()

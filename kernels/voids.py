@@ -144,13 +144,13 @@ def _cell_list(points: np.ndarray, edge: float, lo: np.ndarray, hi: np.ndarray) 
 
 
 @nb.njit(cache=True, inline="always")
-def _cell_of(p, lo, edge, dims, axis):  # noqa: ANN001, ANN202
+def _cell_of(p, lo, edge, dims, axis):
     c = int(np.floor((p[axis] - lo[axis]) / edge))
     return min(max(c, 0), dims[axis] - 1)
 
 
 @nb.njit(cache=True)
-def _nearest(c, pts, starts, lo, edge, dims):  # noqa: ANN001, ANN202
+def _nearest(c, pts, starts, lo, edge, dims):
     """Index of the point nearest to c, by Chebyshev shells of cells around c's cell; -1 if there is none."""
     ci, cj, ck = _cell_of(c, lo, edge, dims, 0), _cell_of(c, lo, edge, dims, 1), _cell_of(c, lo, edge, dims, 2)
     best, best_d2 = -1, np.inf
@@ -185,7 +185,7 @@ def _nearest(c, pts, starts, lo, edge, dims):  # noqa: ANN001, ANN202
 
 
 @nb.njit(cache=True)
-def _next_bound(c, u, g1, bound, n_bound, pts, starts, lo, edge, dims):  # noqa: ANN001, ANN202
+def _next_bound(c, u, g1, bound, n_bound, pts, starts, lo, edge, dims):
     """Move the centre c along unit u until a new point reaches the sphere through pts[g1]: (index, shift) or -1.
 
     A point p is on the moved sphere at shift x = (|c-p|^2 - |c-g1|^2) / (2 u.(p-g1)); only points ahead
@@ -234,19 +234,19 @@ def _next_bound(c, u, g1, bound, n_bound, pts, starts, lo, edge, dims):  # noqa:
 
 
 @nb.njit(cache=True, inline="always")
-def _unit(v):  # noqa: ANN001, ANN202
+def _unit(v):
     n = np.sqrt(v[0] ** 2 + v[1] ** 2 + v[2] ** 2)
     return v / n, n
 
 
 @nb.njit(cache=True)
-def _perpendicular(e):  # noqa: ANN001, ANN202
+def _perpendicular(e):
     helper = np.array([1.0, 0.0, 0.0]) if abs(e[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
     return _unit(np.cross(e, helper))[0]
 
 
 @nb.njit(cache=True)
-def _grow_one(c0, pts, starts, lo, edge, dims, out):  # noqa: ANN001, ANN202
+def _grow_one(c0, pts, starts, lo, edge, dims, out):
     """Grow one hole from c0; out = x, y, z, radius, centre after the 2nd and after the 3rd galaxy (NaN: none)."""
     out[:] = np.nan
     bound = np.empty(4, dtype=np.int64)
@@ -297,7 +297,7 @@ def _grow_one(c0, pts, starts, lo, edge, dims, out):  # noqa: ANN001, ANN202
 
 
 @nb.njit(cache=True, parallel=True)
-def _grow_holes(centres, pts, starts, lo, edge, dims):  # noqa: ANN001, ANN202
+def _grow_holes(centres, pts, starts, lo, edge, dims):
     out = np.empty((len(centres), 10))
     for n in nb.prange(len(centres)):
         _grow_one(centres[n], pts, starts, lo, edge, dims, out[n])
@@ -397,7 +397,7 @@ def hole_bounds(holes: np.ndarray, mask: Mask, cut: float = 0.1) -> tuple[np.nda
 
 # --- maximals and voids ---------------------------------------------------------------------------------------
 @nb.njit(cache=True, inline="always")
-def _overlap(r1, r2, d):  # noqa: ANN001, ANN202
+def _overlap(r1, r2, d):
     """Volume of the intersection of two spheres with radii r1, r2 and centres d apart."""
     if d >= r1 + r2:
         return 0.0
@@ -408,7 +408,7 @@ def _overlap(r1, r2, d):  # noqa: ANN001, ANN202
 
 
 @nb.njit(cache=True)
-def _select_maximals(holes, min_radius, frac, lo, edge, dims):  # noqa: ANN001, ANN202
+def _select_maximals(holes, min_radius, frac, lo, edge, dims):
     # Cells of twice the largest radius: any overlapping pair sits in neighbouring cells.
     head = np.full(dims[0] * dims[1] * dims[2], -1, dtype=np.int64)
     nxt = np.full(len(holes), -1, dtype=np.int64)
@@ -441,7 +441,7 @@ def _select_maximals(holes, min_radius, frac, lo, edge, dims):  # noqa: ANN001, 
 
 
 @nb.njit(cache=True, parallel=True)
-def _join(holes, maximals, frac, lo, edge, dims):  # noqa: ANN001, ANN202
+def _join(holes, maximals, frac, lo, edge, dims):
     head = np.full(dims[0] * dims[1] * dims[2], -1, dtype=np.int64)
     nxt = np.full(len(maximals), -1, dtype=np.int64)
     for m in range(len(maximals)):
@@ -510,7 +510,7 @@ def edge_flags(holes: np.ndarray, hole_void: np.ndarray, boundary: np.ndarray, n
 
 
 @nb.njit(cache=True, parallel=True)
-def _union_volumes(holes, starts, spacing):  # noqa: ANN001, ANN202
+def _union_volumes(holes, starts, spacing):
     n_voids = len(starts) - 1
     volume = np.zeros(n_voids)
     for v in nb.prange(n_voids):
