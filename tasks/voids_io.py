@@ -46,10 +46,10 @@ def _table(columns: dict[str, np.ndarray], name: str) -> fits.BinTableHDU:
     return fits.BinTableHDU.from_columns(cols, name=name)
 
 
-def write_desivast(path: Path, catalog: VoidCatalog, params: VoidFinderParams = VoidFinderParams(),
+def write_desivast(path: Path, catalog: VoidCatalog, params: VoidFinderParams | None = None,
                    header: dict[str, object] | None = None) -> Path:
     """Write the catalog as DESIVAST-style FITS at `path`, atomically (temp file, then rename)."""
-    path = Path(path)
+    path, params = Path(path), params or VoidFinderParams()
     path.parent.mkdir(parents=True, exist_ok=True)
     primary = fits.PrimaryHDU()
     primary.header["DISTUNIT"] = ("Mpc/h", "comoving, Planck18 x h")
