@@ -21,10 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from kernels.voids import box_mask, find_voids  # noqa: E402
-from tasks.voids_io import score_voids  # noqa: E402
+from kernels.voids import box_mask, find_voids
+from tasks.voids_io import score_voids
 
 OUT = ROOT / "bench" / "out"
 
