@@ -98,8 +98,20 @@ def main() -> None:
         cpu = median_time(lambda: agn.classify(cols), repeats)
         gpu = median_time(lambda: agn.classify(cols_d), repeats, gpu=True)
         want, got = agn.classify(cols), agn.classify(cols_d)
-        same = all(bool((cp.asnumpy(got[k]) == want[k]).all()) for k in want)
-        record("agn_classify", n=n, cpu_s=cpu, gpu_s=gpu, ratio=cpu / gpu, target=10, identical=same)
+        # Integer outputs (classes, bits) must agree exactly; floats (log ratios) to the last few ulps, since
+        # cupy's and numpy's log10 may round differently. A row whose ratio sits on a demarcation line within
+        # that rounding can flip class: count such rows rather than hide them.
+        differ = {}
+        for k, v in want.items():
+            g = cp.asnumpy(got[k])
+            if np.issubdtype(v.dtype, np.floating):
+                both = np.isfinite(v) & np.isfinite(g)
+                differ[k] = float(np.max(np.abs(g[both] - v[both]) / np.maximum(np.abs(v[both]), 1e-300),
+                                         initial=0.0))
+            else:
+                differ[k] = int((g != v).sum())
+        record("agn_classify", n=n, cpu_s=cpu, gpu_s=gpu, ratio=cpu / gpu, target=10,
+               differing_rows_or_max_rel_diff=differ)
 
     def paircount(n_mu: int) -> Callable[[], None]:
         def body() -> None:

@@ -25,6 +25,7 @@ from .xp import namespace, to_host
 
 LOS = {"z": 0, "midpoint": 1}
 REFINE = 2
+DENSE_CELLS_MAX = 1 << 25
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ class PairProblem:
     edges: np.ndarray
     mu_edges: np.ndarray | None
     reach: int  # neighbour cells searched on each side
-
+    weighted: bool
+    dense_starts: Any  # GPU only: first point of every cell of the frame (None when the frame has too many cells)
 
 
 def prepare(pos1: Any, edges: Any, pos2: Any | None = None, weights1: Any | None = None,
@@ -85,7 +87,15 @@ def prepare(pos1: Any, edges: Any, pos2: Any | None = None, weights1: Any | None
         raise ValueError("give weights for both point sets or for neither")
     mu_edges = np.linspace(0.0, mu_max, n_mu + 1) if n_mu else None
     return PairProblem(first, second, w1, w2, xp.asarray(edges**2), n_mu, float(mu_max), LOS[los], autocorr,
-                       edges, mu_edges, reach)
+                       edges, mu_edges, reach, weights1 is not None, _dense_starts(xp, second))
+
+
+def _dense_starts(xp: Any, grid: CellGrid) -> Any:
+    """On the GPU, a lookup table of every cell's first point: one load instead of a binary search per cell."""
+    n_cells = int(np.prod(grid.frame.dims))
+    if xp is np or n_cells > DENSE_CELLS_MAX:
+        return None
+    return grid.starts[xp.searchsorted(grid.cell_ids, xp.arange(n_cells + 1, dtype=xp.int64))]
 
 
 def _sorted_weights(xp: Any, weights: Any | None, grid: CellGrid) -> Any:
@@ -106,10 +116,12 @@ def count_range(problem: PairProblem, lo: int, hi: int) -> PairCounts:
         counts, wsum = _count_cpu(first.pos, first.coords, problem.w1, second.pos, problem.w2, second.cell_ids,
                                   second.starts, np.asarray(frame.dims, dtype=np.int64),
                                   np.asarray(frame.origin), frame.cell, problem.reach, problem.edges2,
-                                  problem.n_mu, problem.mu_max, problem.los, problem.autocorr, lo, hi,
-                                  min(max(hi - lo, 1), 8 * numba.get_num_threads()))
+                                  problem.n_mu, problem.mu_max, problem.los, problem.autocorr, problem.weighted,
+                                  lo, hi, min(max(hi - lo, 1), 8 * numba.get_num_threads()))
     else:
         counts, wsum = _count_gpu(problem, lo, hi)
+    if not problem.weighted:
+        wsum = counts.astype(np.float64)
     counts, wsum = counts.reshape(shape), wsum.reshape(shape)
     if problem.autocorr:
         counts, wsum = 2 * counts, 2 * wsum  # each unordered pair was visited once
@@ -202,9 +214,13 @@ def _box_distance2(x, y, z, origin, cell, cx, cy, cz):
 
 @numba.njit(parallel=True, cache=True)
 def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edges2, n_mu, mu_max, los, autocorr,
-               lo, hi, nchunks):
+               weighted, lo, hi, nchunks):
     nb = edges2.size - 1
     nm = max(n_mu, 1)
+    # Without mu bins, pairs are binned by counting, per edge, the separations at or above it: branch-free loops
+    # the compiler vectorises. cumulative[k] - cumulative[k + 1] is then the count of bin k.
+    cumulative = np.zeros((nchunks, nb + 1), dtype=np.int64)
+    wcumulative = np.zeros((nchunks, nb + 1), dtype=np.float64)
     counts = np.zeros((nchunks, nb * nm), dtype=np.int64)
     wsum = np.zeros((nchunks, nb * nm), dtype=np.float64)
     e_lo, e_hi = edges2[0], edges2[nb]
@@ -217,6 +233,9 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edg
         first_j = np.empty(width**3, dtype=np.int64)
         end_j = np.empty(width**3, dtype=np.int64)
         near = np.empty((width**3, 3), dtype=np.int64)
+        r2s = np.empty(0)
+        w2s = np.empty(0)
+        js = np.empty(0, dtype=np.int64)
         n_near = 0
         current = (-1, -1, -1)
         for i in range(a, b):
@@ -232,7 +251,13 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edg
                                 first_j[n_near], end_j[n_near] = starts2[k], starts2[k + 1]
                                 near[n_near, 0], near[n_near, 1], near[n_near, 2] = cx, cy, cz
                                 n_near += 1
+                capacity = 0
+                for q in range(n_near):
+                    capacity += end_j[q] - first_j[q]
+                if capacity > r2s.size:
+                    r2s, w2s, js = np.empty(capacity), np.empty(capacity), np.empty(capacity, dtype=np.int64)
             x1, y1, z1, wi = p1[i, 0], p1[i, 1], p1[i, 2], w1[i]
+            n = 0
             for q in range(n_near):
                 if _box_distance2(x1, y1, z1, origin, cell, near[q, 0], near[q, 1], near[q, 2]) > prune:
                     continue
@@ -243,20 +268,41 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edg
                     dx = x1 - p2[j, 0]
                     dy = y1 - p2[j, 1]
                     dz = z1 - p2[j, 2]
-                    r2 = dx * dx + dy * dy + dz * dz
-                    if r2 < e_lo or r2 >= e_hi:
-                        continue
-                    s = nb - 1
-                    while r2 < edges2[s]:
-                        s -= 1
-                    m = 0
-                    if n_mu > 0:
-                        mu = _mu(dx, dy, dz, r2, x1, y1, z1, p2[j, 0], p2[j, 1], p2[j, 2], los)
-                        if mu > mu_max:
-                            continue
-                        m = min(int(mu * n_mu / mu_max), n_mu - 1)
-                    counts[t, s * nm + m] += 1
-                    wsum[t, s * nm + m] += wi * w2[j]
+                    r2s[n] = dx * dx + dy * dy + dz * dz
+                    w2s[n] = w2[j]
+                    js[n] = j
+                    n += 1
+            if n_mu == 0:
+                for k in range(nb + 1):
+                    e = edges2[k]
+                    c = 0
+                    for q in range(n):
+                        c += r2s[q] >= e
+                    cumulative[t, k] += c
+                    if weighted:
+                        ws = 0.0
+                        for q in range(n):
+                            ws += w2s[q] if r2s[q] >= e else 0.0
+                        wcumulative[t, k] += wi * ws
+                continue
+            for q in range(n):
+                r2 = r2s[q]
+                if r2 < e_lo or r2 >= e_hi:
+                    continue
+                s = nb - 1
+                while r2 < edges2[s]:
+                    s -= 1
+                j = js[q]
+                mu = _mu(x1 - p2[j, 0], y1 - p2[j, 1], z1 - p2[j, 2], r2, x1, y1, z1, p2[j, 0], p2[j, 1], p2[j, 2],
+                         los)
+                if mu > mu_max:
+                    continue
+                m = min(int(mu * n_mu / mu_max), n_mu - 1)
+                counts[t, s * nm + m] += 1
+                wsum[t, s * nm + m] += wi * w2s[q]
+    if n_mu == 0:
+        cum, wcum = cumulative.sum(axis=0), wcumulative.sum(axis=0)
+        return cum[:-1] - cum[1:], wcum[:-1] - wcum[1:]
     return counts.sum(axis=0), wsum.sum(axis=0)
 
 
@@ -275,22 +321,31 @@ def _mu(dx, dy, dz, r2, x1, y1, z1, x2, y2, z2, los):
 
 # --- the pair loop on the GPU ----------------------------------------------------------------------------------
 _CUDA_SOURCE = r"""
+#define PRIVATE_BINS 32
+
 __device__ long long find_cell(const long long* ids, long long m, long long key) {
     long long a = 0, b = m;
     while (a < b) { long long h = (a + b) >> 1; if (ids[h] < key) a = h + 1; else b = h; }
     return (a < m && ids[a] == key) ? a : -1;
 }
 
+// One thread per first point. Few bins: each thread keeps its own histogram (no atomics in the loop); many bins
+// ((s, mu)): one shared-memory histogram per block, where collisions are rare. Weights are summed only if given.
 extern "C" __global__ void pair_hist(
     const double* p1, const long long* c1, const double* w1, const double* p2, const double* w2,
-    const long long* ids2, const long long* starts2, long long m2, long long d0, long long d1, long long d2,
-    double ox, double oy, double oz, double cell, int reach, const double* edges2, int nb, int n_mu, double mu_max, int los, int autocorr, long long lo, long long hi,
-    unsigned long long* counts, double* wsum)
+    const long long* ids2, const long long* starts2, long long m2, const long long* dense,
+    long long d0, long long d1, long long d2, double ox, double oy, double oz, double cell, int reach,
+    const double* edges2, int nb, int n_mu, double mu_max, int los, int autocorr, int weighted,
+    long long lo, long long hi, unsigned long long* counts, double* wsum)
 {
     extern __shared__ unsigned char smem[];
     int nm = n_mu > 0 ? n_mu : 1, nbins = nb * nm;
+    bool priv = nbins <= PRIVATE_BINS;
     unsigned long long* hc = (unsigned long long*)smem;
     double* hw = (double*)(hc + nbins);
+    unsigned int pc[PRIVATE_BINS];
+    double pw[PRIVATE_BINS];
+    for (int k = 0; k < PRIVATE_BINS; k++) { pc[k] = 0; pw[k] = 0.0; }
     for (int k = threadIdx.x; k < nbins; k += blockDim.x) { hc[k] = 0; hw[k] = 0.0; }
     __syncthreads();
     long long i = lo + (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -305,9 +360,9 @@ extern "C" __global__ void pair_hist(
         for (int c = -reach; c <= reach; c++) { long long cz = c1[3*i+2] + c; if (cz < 0 || cz >= d2) continue;
             double bz = fmax(fmax(oz + cz * cell - z1, 0.0), z1 - oz - (cz + 1) * cell);
             if (bx*bx + by*by + bz*bz > prune) continue;
-            long long k = find_cell(ids2, m2, (cx * d1 + cy) * d2 + cz);
-            if (k < 0) continue;
-            long long j0 = starts2[k], j1 = starts2[k + 1];
+            long long key = (cx * d1 + cy) * d2 + cz, j0, j1;
+            if (dense) { j0 = dense[key]; j1 = dense[key + 1]; }
+            else { long long k = find_cell(ids2, m2, key); if (k < 0) continue; j0 = starts2[k]; j1 = starts2[k + 1]; }
             if (autocorr && j0 <= i) j0 = i + 1;
             for (long long j = j0; j < j1; j++) {
                 double x2 = p2[3*j], y2 = p2[3*j+1], z2 = p2[3*j+2];
@@ -330,14 +385,20 @@ extern "C" __global__ void pair_hist(
                     if (mu > mu_max) continue;
                     m = min((int)(mu * n_mu / mu_max), n_mu - 1);
                 }
-                atomicAdd(&hc[s * nm + m], 1ULL);
-                atomicAdd(&hw[s * nm + m], wi * w2[j]);
+                int bin = s * nm + m;
+                if (priv) { pc[bin]++; if (weighted) pw[bin] += wi * w2[j]; }
+                else { atomicAdd(&hc[bin], 1ULL); if (weighted) atomicAdd(&hw[bin], wi * w2[j]); }
             }
         }}}
     }
+    if (priv) {
+        for (int k = 0; k < nbins; k++) {
+            if (pc[k]) { atomicAdd(&hc[k], (unsigned long long)pc[k]); if (weighted) atomicAdd(&hw[k], pw[k]); }
+        }
+    }
     __syncthreads();
     for (int k = threadIdx.x; k < nbins; k += blockDim.x) {
-        if (hc[k]) { atomicAdd(&counts[k], hc[k]); atomicAdd(&wsum[k], hw[k]); }
+        if (hc[k]) { atomicAdd(&counts[k], hc[k]); if (weighted) atomicAdd(&wsum[k], hw[k]); }
     }
 }
 """
@@ -362,9 +423,10 @@ def _count_gpu(problem: PairProblem, lo: int, hi: int) -> tuple[np.ndarray, np.n
         blocks = (hi - lo + _THREADS - 1) // _THREADS
         _GPU_KERNEL((blocks,), (_THREADS,), (
             first.pos, first.coords, problem.w1, second.pos, problem.w2, second.cell_ids, second.starts,
-            np.int64(second.cell_ids.shape[0]), np.int64(d0), np.int64(d1), np.int64(d2),
+            np.int64(second.cell_ids.shape[0]), problem.dense_starts if problem.dense_starts is not None else np.intp(0),
+            np.int64(d0), np.int64(d1), np.int64(d2),
             *(np.float64(v) for v in second.frame.origin), np.float64(second.frame.cell), np.int32(problem.reach),
-            problem.edges2,
-            np.int32(nb), np.int32(problem.n_mu), np.float64(problem.mu_max), np.int32(problem.los),
-            np.int32(problem.autocorr), np.int64(lo), np.int64(hi), counts, wsum), shared_mem=nbins * 16)
+            problem.edges2, np.int32(nb), np.int32(problem.n_mu), np.float64(problem.mu_max), np.int32(problem.los),
+            np.int32(problem.autocorr), np.int32(problem.weighted), np.int64(lo), np.int64(hi), counts, wsum),
+            shared_mem=nbins * 16)
     return counts.get().astype(np.int64), wsum.get()
