@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(BIN)/astrolab demo --rows $(ROWS)
 
-## test: the whole test suite, with its services (PostgreSQL + q3c on loopback) started and stopped around it
+## test: the whole test suite, with its services (PostgreSQL + q3c, the moto S3 server; loopback) started and stopped around it
 SERVICES_DIR ?= /tmp/astrolab-services
 test: venv
 	ASTROLAB_SERVICES_DIR=$(SERVICES_DIR) scripts/services.sh start

@@ -1,4 +1,4 @@
-"""The ``astrolab`` command: sample, ingest, demo, query, cone, settings."""
+"""The ``astrolab`` command: sample, ingest, demo, query, cone, lake, settings."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from rich.table import Table
 from astrolab import progress
 from astrolab.settings import SettingsError, load_settings
 from tasks.catalog.base import CatalogError
+from tasks.s3 import ObjectStoreError
 
 console = Console(stderr=True)
 
@@ -82,12 +83,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         desi_sample(str(sample_dir), n_rows=args.rows, seed=args.seed)
     with _bar("ingest rows", None):
         summary = desi_ingest(str(sample_dir), config=args.config)
-    lake = Path(settings.lake_url).resolve()
+    from astrolab.resources import build_lake
+
+    lake = build_lake(settings)
     console.print(f"\n[bold green]done[/]: {summary['rows']:,} rows ingested from {summary['ingested']} files "
                   f"({len(summary['quarantined'])} quarantined)")
-    console.print(f"  HATS lake:  {lake / 'hats'}")
+    console.print(f"  HATS lake:  {lake.url}/hats")
     console.print(f"  catalog:    {settings.catalog_url}")
-    console.print(f"  Data Docs:  {lake / 'reports' / 'data_docs' / 'index.html'}")
+    console.print(f"  Data Docs:  {lake.url_of(lake.data_docs_dir() / 'index.html')}")
     console.print("  try:       astrolab query \"SELECT spectype, count(*) FROM zcat_primary GROUP BY 1\"")
     return 0
 
@@ -116,6 +119,21 @@ def cmd_cone(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lake(args: argparse.Namespace) -> int:
+    from astrolab.resources import build_lake
+    from tasks.products import PRODUCTS
+
+    lake = build_lake(load_settings(args.config))
+    rows = []
+    for product in args.products or list(PRODUCTS):
+        version = lake.published_version(product)
+        where = "" if version is None else lake.version_dir(product, version) if args.download \
+            else lake.catalog_path(product)
+        rows.append({"product": product, "version": version or "(none published)", "catalog": str(where)})
+    _print_table(pa.Table.from_pylist(rows), len(rows))
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     Console().print_json(settings.model_dump_json())
@@ -138,8 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--no-spectra", action="store_true", help="skip coadd/redrock files")
-    p = add("ingest", cmd_ingest, "ingest DESI files under a path (the desi-ingest flow)")
-    p.add_argument("source", type=Path)
+    p = add("ingest", cmd_ingest, "ingest DESI files under a path or an s3:// prefix (the desi-ingest flow)")
+    p.add_argument("source", help="a file, a directory, or s3://bucket/prefix")
     p.add_argument("--kinds", nargs="*", help="only these kinds: zpix zall fastspec coadd redrock")
     p = add("demo", cmd_demo, "generate a sample and ingest it on the embedded defaults")
     p.add_argument("--rows", type=int, default=100_000)
@@ -154,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", default="zcat_primary")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--all-columns", action="store_true", help="print every column, not the usual few")
+    p = add("lake", cmd_lake, "the published HATS catalogs: version and where to open each (resolves S3 pointers)")
+    p.add_argument("products", nargs="*", help="redshifts fastspec spectra (default: all)")
+    p.add_argument("--download", action="store_true", help="print a local copy's path (downloaded from S3 once)")
     add("settings", cmd_settings, "print the effective settings")
     return parser
 
@@ -164,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (SettingsError, CatalogError, FileNotFoundError, ValueError) as exc:
+    except (SettingsError, CatalogError, ObjectStoreError, FileNotFoundError, ValueError) as exc:
         console.print(f"[red]error:[/] {exc}", soft_wrap=True)
         return 2
 

@@ -43,3 +43,29 @@ def test_settings_and_errors(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ASTROLAB_INGEST_CHUNKROWS", "5")
     assert main(["settings"]) == 2
     assert "did you mean 'ASTROLAB_INGEST_CHUNK_ROWS'" in capsys.readouterr().err
+
+
+def test_lake_resolves_the_published_versions_on_s3(sample, s3_lake_env, tmp_path, monkeypatch, capsys):
+    from astrolab.resources import build_catalog, build_lake, build_validator
+    from astrolab.settings import load_settings
+    from tasks.desi_files import discover
+    from tasks.ingest import ingest_file, publish
+
+    for name, value in {"ASTROLAB_HOME": str(tmp_path), **s3_lake_env}.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    lake = build_lake(settings)
+    with build_catalog(settings) as catalog:
+        for src in discover(next(sample.rglob("zpix-main-dark.fits"))):
+            ingest_file(src, lake, catalog, build_validator(settings, lake), 1000, "cli")
+        version = publish(REDSHIFTS, lake, catalog, 1000, 5).version
+    assert main(["lake"]) == 0
+    rows = {line.split(",")[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert f"{lake.url}/hats/.versions/redshifts/{version}" in rows['"redshifts"']
+    assert "(none published)" in rows['"fastspec"']
+    assert main(["lake", "redshifts", "--download"]) == 0
+    assert str(tmp_path / "lake-work" / "hats" / ".versions" / "redshifts" / version) in capsys.readouterr().out
+
+    monkeypatch.setenv("ASTROLAB_LAKE_S3_ENDPOINT", "http://127.0.0.1:9")
+    assert main(["lake"]) == 2
+    assert "S3 http://127.0.0.1:9 unreachable" in capsys.readouterr().err

@@ -60,6 +60,18 @@ def test_builders_follow_settings(tmp_path):
         assert catalog.path == tmp_path / "catalog.duckdb"
     with pytest.raises(SettingsError, match="unsupported scheme 'mysql'"):
         build_catalog(load_settings(env={"ASTROLAB_CATALOG_URL": "mysql://x"}))
+    with pytest.raises(SettingsError, match="use a directory, file:///path or s3://bucket/prefix"):
+        build_lake(load_settings(env={"ASTROLAB_LAKE_URL": "gs://bucket/lake"}))
+
+
+def test_s3_lake_settings_from_env_and_secret_key_hidden(tmp_path):
+    s = load_settings(env={"ASTROLAB_HOME": str(tmp_path), "ASTROLAB_LAKE_URL": "s3://lab/lake",
+                           "ASTROLAB_LAKE_S3_ENDPOINT": "http://minio.lab:9000", "ASTROLAB_LAKE_S3_PATH_STYLE": "false",
+                           "ASTROLAB_LAKE_S3_SECRET_KEY": "hunter2", "ASTROLAB_LAKE_S3_RETRIES": "5"})
+    assert (s.lake.s3_endpoint, s.lake.s3_path_style, s.lake.s3_retries) == ("http://minio.lab:9000", False, 5)
+    assert s.lake.s3_secret_key.get_secret_value() == "hunter2"
+    assert "hunter2" not in s.model_dump_json() + repr(s)
+    assert s.lake_work_dir == tmp_path / "lake-work"
 
 
 def test_example_config_is_valid():
