@@ -47,7 +47,7 @@ def test_weighted_pair_sums_match_corrfunc(points):
     ref = DD(1, 1, EDGES, *data.T, weights1=weights, weight_type="pair_product", periodic=False)
     got = pair_counts(data, EDGES, weights1=weights)
     np.testing.assert_array_equal(got.npairs, ref["npairs"])
-    np.testing.assert_allclose(got.wpairs, ref["npairs"] * ref["weightavg"], rtol=1e-12)
+    np.testing.assert_allclose(got.wpairs, ref["npairs"] * ref["weightavg"], rtol=1e-10)  # summation order differs
 
 
 def test_smu_counts_z_line_of_sight_equal_corrfunc(points):
