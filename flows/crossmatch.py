@@ -1,0 +1,89 @@
+"""desi-crossmatch: nearest-neighbour match of two HATS catalogs within a radius, partition by partition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from prefect import flow, task
+from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from astrolab.resources import build_lake, dask_client
+from astrolab.settings import Settings, load_settings
+from tasks.crossmatch import HatsCatalog, catalog_rows, crossmatch, match_stats, open_hats
+
+
+@task(name="open-catalogs")
+def open_catalogs(left: str, right: str, settings: Settings) -> tuple[HatsCatalog, HatsCatalog]:
+    """Each side is a HATS catalog path or the name of a catalog published in the lake (e.g. ``redshifts``)."""
+    lake = build_lake(settings)
+
+    def resolve(name: str) -> HatsCatalog:
+        path = Path(name)
+        if not path.exists():
+            published = lake.catalog_path(name)
+            if not isinstance(published, Path):
+                raise ValueError(f"{name}: crossmatch reads HATS catalogs from a file system; "
+                                 f"{published} is on S3 (mount it or copy it locally)")
+            path = published
+        return open_hats(path)
+
+    return resolve(left), resolve(right)
+
+
+@task(name="match-partitions", cache_policy=NO_CACHE)
+def match(left: HatsCatalog, right: HatsCatalog, radius_arcsec: float, left_columns: list[str],
+          right_columns: list[str], settings: Settings, run_id: str) -> tuple[str, dict]:
+    """Match on the configured Dask cluster, one task per left partition; write the matches to the lake."""
+    with dask_client(settings) as client:
+        matches = crossmatch(left, right, radius_arcsec, left_columns, right_columns, client=client)
+    stats = match_stats(matches, catalog_rows(left), catalog_rows(right), radius_arcsec)
+    lake = build_lake(settings)
+    run_dir = lake.run_report_dir(run_id)
+    out = run_dir / "crossmatch.parquet"
+    pq.write_table(matches, out)
+    plot = run_dir / "crossmatch_separations.png"
+    plot.write_bytes(_separation_plot(matches["separation_arcsec"].to_numpy(), radius_arcsec))
+    lake.save_dir(run_dir)
+    create_image_artifact(lake.url_of(plot), key="desi-crossmatch-separations", description="match separations")
+    return lake.url_of(out), stats
+
+
+def _separation_plot(sep: np.ndarray, radius_arcsec: float) -> bytes:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.hist(sep, bins=40, range=(0, radius_arcsec))
+    ax.set_xlabel("separation [arcsec]")
+    ax.set_ylabel("matches")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+@flow(name="desi-crossmatch", log_prints=True)
+def desi_crossmatch(left: str = "redshifts", right: str = "fastspec", radius_arcsec: float = 1.0,
+                    left_columns: list[str] | None = None, right_columns: list[str] | None = None,
+                    config: str | None = None) -> dict:
+    """Nearest right-catalog row within ``radius_arcsec`` of each left-catalog row (any two HATS catalogs)."""
+    settings = load_settings(config)
+    run_id = str(flow_run.get_id() or "local")
+    lcat, rcat = open_catalogs(left, right, settings)
+    url, stats = match(lcat, rcat, radius_arcsec, left_columns or [], right_columns or [], settings, run_id)
+    create_table_artifact([stats], key="desi-crossmatch-stats", description=f"{left} x {right}")
+    create_markdown_artifact(
+        f"# desi-crossmatch: {left} x {right}\n\n{stats['matched']} of {stats['left_rows']} rows matched within "
+        f"{radius_arcsec:g} arcsec ({stats['matched_fraction']:.1%}); median separation "
+        f"{stats['median_separation_arcsec']:.3f} arcsec.\n\nMatches: {url}",
+        key="desi-crossmatch-summary", description="desi-crossmatch summary")
+    print(stats)
+    return {**stats, "matches": url}

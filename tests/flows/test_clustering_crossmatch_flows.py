@@ -1,0 +1,78 @@
+"""desi-clustering and desi-crossmatch as Prefect flows on an ingested synthetic sample (embedded defaults)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from prefect.artifacts import Artifact
+
+from astrolab.resources import build_catalog
+from astrolab.settings import load_settings
+from flows.clustering import desi_clustering
+from flows.crossmatch import desi_crossmatch
+from flows.ingest import desi_ingest
+from tasks.clustering import TRACER_BITS
+from tasks.sample import SampleConfig, generate_sample
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A lake and DuckDB catalog holding an ingested 6000-row sample."""
+    home = tmp_path_factory.mktemp("home")
+    source = tmp_path_factory.mktemp("desi")
+    generate_sample(source, SampleConfig(n_rows=6000, seed=5, n_coadd_pixels=1, coadd_nspec=5, write_spectra=False))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ASTROLAB_HOME", str(home))
+        assert desi_ingest(str(source))["quarantined"] == {}
+    return home
+
+
+@pytest.fixture
+def env(home, monkeypatch):
+    monkeypatch.setenv("ASTROLAB_HOME", str(home))
+    monkeypatch.setenv("ASTROLAB_DASK_N_WORKERS", "1")
+    monkeypatch.setenv("ASTROLAB_DASK_THREADS_PER_WORKER", "2")
+    return home
+
+
+def test_clustering_flow(env):
+    out = desi_clustering(tracer="BGS", z_min=0.02, z_max=0.5, s_min=5.0, s_max=45.0, n_s=4, n_mu=5,
+                          randoms_factor=2.0)
+    with build_catalog(load_settings(), read_only=True) as catalog:
+        n_bgs = catalog.query(f"SELECT count(*) AS n FROM zcat_primary WHERE zwarn = 0 AND z >= 0.02 AND z < 0.5 "
+                              f"AND (desi_target & {1 << TRACER_BITS['BGS']}) <> 0")["n"][0].as_py()
+    assert out["n_data"] == n_bgs > 100 and out["n_randoms"] == 2 * n_bgs
+    assert out["s_mid"] == [10.0, 20.0, 30.0, 40.0] and np.isfinite(out["xi0"]).all()
+    rows = Artifact.get("desi-xi-bgs").data
+    rows = json.loads(rows) if isinstance(rows, str) else rows
+    assert [r["S_MID"] for r in rows] == out["s_mid"] and sum(r["DD"] for r in rows) > 0
+    assert Artifact.get("desi-xi-plot-bgs").type == "image"
+    assert f"{n_bgs} galaxies" in Artifact.get("desi-clustering-bgs").data
+    assert list((env / "lake" / "reports" / "runs").glob("*/xi_BGS.ecsv"))
+
+
+def test_clustering_flow_refuses_an_unknown_tracer(env):
+    with pytest.raises(ValueError, match="unknown tracer 'LAE'"):
+        desi_clustering(tracer="LAE")
+
+
+def test_crossmatch_flow_matches_each_fastspec_target_to_itself(env):
+    out = desi_crossmatch(left="fastspec", right="redshifts", radius_arcsec=1.0, left_columns=["TARGETID"],
+                          right_columns=["TARGETID"])
+    matches = pq.read_table(out["matches"].removeprefix("file://"))
+    assert out["left_rows"] == len(pq.read_table(env / "lake" / "hats" / "fastspec" / "dataset"))
+    assert out["matched"] == len(matches) == out["left_rows"]  # every FastSpecFit row has its redshift row
+    assert matches["left_TARGETID"].to_pylist() == matches["right_TARGETID"].to_pylist()
+    assert max(matches["separation_arcsec"].to_pylist()) < 1e-6
+    stats = Artifact.get("desi-crossmatch-stats").data
+    stats = json.loads(stats) if isinstance(stats, str) else stats
+    assert stats[0]["matched"] == out["matched"]
+    assert "fastspec x redshifts" in Artifact.get("desi-crossmatch-summary").data
+
+
+def test_crossmatch_flow_names_a_missing_catalog(env):
+    with pytest.raises(FileNotFoundError, match="nowhere.*not a HATS catalog"):
+        desi_crossmatch(left="nowhere", right="redshifts")
