@@ -16,8 +16,6 @@ import pyarrow as pa
 
 from kernels import agn
 from tasks.catalog.base import SqlCatalog
-from tasks.catalog.schema import sql_type
-from tasks.products import Product
 from tasks.sample.columns import Col, pack
 from tasks.sample.fitsstream import FitsWriter
 
@@ -148,26 +146,6 @@ def write_agn_fits(table: pa.Table | Iterable[pa.Table], path: Path, snr_min: fl
         return out.end_table()
 
 
-_PRODUCT = Product(name=TABLE, kinds=(), hdus=(), suite="", columns=list(zip(AGN_SCHEMA.names, AGN_SCHEMA.types)),
-                   required={}, ra="RA", dec="DEC", redshift=None)
-
-
 def write_agn_table(catalog: SqlCatalog, table: pa.Table | Iterable[pa.Table]) -> int:
     """Replace the catalog's `agn` table with these rows, in one transaction (a failure keeps the old one)."""
-    ddl = ", ".join(f"{f.name.lower()} {sql_type(f.type)}" for f in AGN_SCHEMA)
-    catalog._execute("BEGIN")
-    try:
-        catalog._lock(f"astrolab-load-{TABLE}")
-        catalog._execute(f"DROP TABLE IF EXISTS {TABLE}")
-        catalog._execute(f"CREATE TABLE {TABLE} ({ddl})")
-        n = 0
-        for chunk in _chunks(table):
-            if chunk.num_rows:  # pyarrow 26's CSV writer (PostgreSQL COPY) pads empty record batches with NULs
-                catalog._append(_PRODUCT, chunk.select(AGN_SCHEMA.names).combine_chunks(), False)
-                n += chunk.num_rows
-        catalog._merge(_PRODUCT)
-        catalog._execute("COMMIT")
-        return n
-    except BaseException:
-        catalog._rollback()
-        raise
+    return catalog.replace_tables({TABLE: (AGN_SCHEMA, table)})[TABLE]

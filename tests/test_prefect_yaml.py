@@ -61,3 +61,10 @@ def test_kubernetes_job_variables_exist_in_the_pool_template():
     assert k8s
     for dep in k8s:
         assert set(dep["work_pool"]["job_variables"]) <= variables
+
+
+def test_synthetic_voids_score_the_synthetic_sample():
+    by_name = {(d["entrypoint"].split(":")[1], d["name"]): d for d in DEPLOYMENTS}
+    sample = by_name[("desi_sample", "synthetic")]["parameters"]["out_dir"]
+    truth = by_name[("desi_voids", "synthetic")]["parameters"]["truth_path"]
+    assert truth == f"{sample}/truth/planted_voids.fits"

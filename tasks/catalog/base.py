@@ -18,6 +18,7 @@ from tasks.catalog.schema import (
     SCHEMA_VERSION,
     LineageRecord,
     primary_select,
+    sql_type,
     table_ddls,
     view_ddls,
 )
@@ -201,6 +202,31 @@ class SqlCatalog:
             load.commit(record)
         except BaseException:
             load.rollback()
+            raise
+
+    def replace_tables(self, tables: dict[str, tuple[pa.Schema, pa.Table | Iterable[pa.Table]]]) -> dict[str, int]:
+        """Replace whole derived tables (dropped, created from their schema, filled from a table or its chunks) in
+        one transaction, so readers see all the old tables or all the new ones; returns the rows per table."""
+        counts = {}
+        self._execute("BEGIN")
+        try:
+            for name, (schema, chunks) in tables.items():
+                self._lock(f"astrolab-load-{name}")
+                self._execute(f"DROP TABLE IF EXISTS {name}")
+                self._execute(f"CREATE TABLE {name} ({', '.join(f'{f.name.lower()} {sql_type(f.type)}' for f in schema)})")
+                # the new table is empty, so the backend merge's delete on `key` matches nothing
+                product = Product(name=name, kinds=(), hdus=(), suite="", columns=list(zip(schema.names, schema.types)),
+                                  required={}, ra="", dec="", redshift=None, key=(schema.names[0],))
+                counts[name] = 0
+                for chunk in [chunks] if isinstance(chunks, pa.Table) else chunks:
+                    if chunk.num_rows:  # pyarrow 26's CSV writer (PostgreSQL COPY) pads empty batches with NULs
+                        self._append(product, chunk.select(schema.names).cast(schema).combine_chunks(), False)
+                        counts[name] += chunk.num_rows
+                self._merge(product)
+            self._execute("COMMIT")
+            return counts
+        except BaseException:
+            self._rollback()
             raise
 
     def mark_published(self, product: str, version: str, nrows: int, file_hashes: Sequence[str]) -> None:

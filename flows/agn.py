@@ -1,0 +1,67 @@
+"""desi-agn: BPT / broad-line / WISE AGN classification of the catalog's FastSpecFit rows -> `agn` table + FITS."""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from prefect.artifacts import create_image_artifact, create_table_artifact
+from prefect.runtime import flow_run
+
+from astrolab.resources import build_catalog, build_lake
+from astrolab.settings import Settings, load_settings
+from tasks import agn
+from tasks.agn_plot import bpt_diagram_png
+from tasks.voids_select import save_product
+
+AGN_FITS = "DESI_AGN_BPT_WISE.fits"
+
+
+@task(name="agn-table", retries=2, retry_delay_seconds=5)
+def classify_to_table(settings: Settings, chunk_rows: int, cuts: dict[str, float]) -> dict[str, int]:
+    """Classify the fastspec rows chunk by chunk into a new `agn` table (one transaction); returns summarize counts."""
+    counts = agn.summarize([])
+
+    def counted(chunks):
+        for chunk in chunks:
+            for key, n in agn.summarize(chunk).items():
+                counts[key] += n
+            yield chunk
+
+    with build_catalog(settings) as catalog:
+        agn.write_agn_table(catalog, counted(agn.iter_agn_catalog(catalog, chunk_rows, **cuts)))
+    return counts
+
+
+@task(name="agn-fits", retries=2, retry_delay_seconds=5)
+def write_fits(settings: Settings, chunk_rows: int, cuts: dict[str, float], run_id: str) -> str:
+    """Write the AGN catalog as FITS into the lake (classified again, streamed); returns its URL."""
+    with build_catalog(settings) as catalog:
+        return save_product(build_lake(settings), run_id, AGN_FITS,
+                            lambda path: agn.write_agn_fits(agn.iter_agn_catalog(catalog, chunk_rows, **cuts), path,
+                                                            **cuts))
+
+
+@task(name="bpt-diagram")
+def bpt_diagram(settings: Settings, run_id: str) -> str:
+    """The [NII]-BPT diagram of the `agn` table's classified rows as a PNG in the lake; returns its URL."""
+    with build_catalog(settings) as catalog:
+        rows = catalog.query("SELECT bpt_nii, log_nii_ha, log_oiii_hb FROM agn WHERE bpt_nii <> 0 ORDER BY targetid")
+    png = bpt_diagram_png(rows.rename_columns([n.upper() for n in rows.column_names]))
+    return save_product(build_lake(settings), run_id, "agn_bpt.png", lambda path: path.write_bytes(png))
+
+
+@flow(name="desi-agn", log_prints=True)
+def desi_agn(config: str | None = None, snr_min: float = 3.0, fwhm_min: float = 1200.0, wise_cut: float = 0.8,
+             chunk_rows: int = agn.CHUNK_ROWS) -> dict:
+    """Classify every FastSpecFit row of the catalog (BPT with S/N >= snr_min, broad Halpha FWHM >= fwhm_min km/s,
+    WISE W1-W2 >= wise_cut), write the `agn` table and an AGN FITS file in the lake, and report the counts."""
+    settings = load_settings(config)
+    run_id = str(flow_run.get_id() or "local")
+    cuts = {"snr_min": snr_min, "fwhm_min": fwhm_min, "wise_cut": wise_cut}
+    counts = classify_to_table(settings, chunk_rows, cuts)
+    fits_url = write_fits(settings, chunk_rows, cuts, run_id)
+    image = bpt_diagram(settings, run_id)
+    create_table_artifact([{"count": k, "rows": v} for k, v in counts.items()], key="desi-agn-counts",
+                          description=f"AGN classes and AGN_MASKBITS bits; FITS: {fits_url}")
+    create_image_artifact(image, key="desi-agn-bpt", description=image)
+    print(f"{counts['rows']} fastspec rows classified; FITS {fits_url}")
+    return {"counts": counts, "fits": fits_url, "image": image}

@@ -1,0 +1,136 @@
+"""desi-voids: VoidFinder voids of a volume-limited galaxy sample from the catalog -> DESIVAST FITS + catalog tables."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from prefect import flow, task
+from prefect.artifacts import create_image_artifact, create_markdown_artifact
+from prefect.runtime import flow_run
+
+from astrolab.resources import build_catalog, build_lake
+from astrolab.settings import Settings, load_settings
+from kernels.voids import VoidCatalog, VoidFinderParams, find_voids
+from tasks import voids_select as vs
+from tasks.voids_io import VoidScore, read_spheres, score_voids, write_desivast
+from tasks.voids_plot import size_function_png, slice_map_png
+
+
+@task(name="select-galaxies", retries=2, retry_delay_seconds=5)
+def select_galaxies(settings: Settings, z_min: float, z_max: float, target_class: str) -> vs.Galaxies:
+    """Primary ZWARN == 0 galaxies of the target class in the redshift range (RA, Dec, Z only)."""
+    with build_catalog(settings) as catalog:
+        return vs.select_galaxies(catalog, z_min, z_max, target_class)
+
+
+@task(name="survey-mask")
+def survey_pixels(gal: vs.Galaxies, mask_nside: int) -> np.ndarray:
+    """The angular mask: HEALPix NESTED pixels occupied by the selected galaxies."""
+    return vs.occupied_pixels(gal.ra, gal.dec, mask_nside)
+
+
+@task(name="volume-limited-positions")
+def void_positions(gal: vs.Galaxies, pixels: np.ndarray, mask_nside: int, z_min: float, z_max: float,
+                   density: float | None, seed: int) -> np.ndarray:
+    """Comoving positions [h^-1 Mpc], thinned at random to a constant number density when one is given."""
+    xyz = vs.positions(gal)
+    if density is None:
+        return xyz
+    return xyz[vs.thin_to_density(xyz, density, pixels, mask_nside, z_min, z_max, seed)]
+
+
+@task(name="find-voids")
+def run_void_finder(xyz: np.ndarray, pixels: np.ndarray, mask_nside: int, z_min: float, z_max: float,
+                    params: VoidFinderParams) -> VoidCatalog:
+    """VoidFinder inside the survey mask."""
+    return find_voids(xyz, vs.survey_mask(pixels, mask_nside, z_min, z_max), params)
+
+
+@task(name="write-desivast", retries=2, retry_delay_seconds=5)
+def write_fits(voids: VoidCatalog, params: VoidFinderParams, header: dict[str, object], name: str,
+               settings: Settings, run_id: str) -> str:
+    """Write the DESIVAST-format FITS (MAXIMALS, HOLES) into the lake; returns its URL."""
+    return vs.save_product(build_lake(settings), run_id, name,
+                           lambda path: write_desivast(path, voids, params, header))
+
+
+@task(name="load-void-tables", retries=2, retry_delay_seconds=5)
+def load_tables(voids: VoidCatalog, settings: Settings) -> dict[str, int]:
+    """Replace the voids_maximals and voids_holes catalog tables, in one transaction."""
+    with build_catalog(settings) as catalog:
+        return vs.write_void_tables(catalog, voids)
+
+
+@task(name="score-voids")
+def score(voids: VoidCatalog, truth_path: str, pixels: np.ndarray, mask_nside: int, z_min: float,
+          z_max: float) -> tuple[VoidScore, np.ndarray]:
+    """Score the maximals against the planted voids lying wholly inside the survey; returns those voids too."""
+    truth = read_spheres(Path(truth_path), "VOIDS")
+    truth = truth[vs.interior(truth, vs.survey_mask(pixels, mask_nside, z_min, z_max))]
+    return score_voids(voids.maximals, truth), truth
+
+
+@task(name="report")
+def report(voids: VoidCatalog, xyz: np.ndarray, volume: float, truth: np.ndarray | None, settings: Settings,
+           run_id: str) -> list[str]:
+    """Write the void size function and slice map PNGs into the run's report directory; returns their URLs."""
+    images = {
+        "void_size_function.png": size_function_png(voids.r_eff, volume, None if truth is None else truth[:, 3]),
+        "void_slice_map.png": slice_map_png(xyz, voids.holes, voids.hole_void),
+    }
+    return [vs.save_product(build_lake(settings), run_id, name, lambda path, png=png: path.write_bytes(png))
+            for name, png in images.items()]
+
+
+def _summary(counts: dict[str, object], settings: dict[str, object], fits_url: str,
+             result: VoidScore | None) -> str:
+    lines = ["# desi-voids", "", "| quantity | value |", "|---|---|",
+             *(f"| {k} | {v} |" for k, v in counts.items()), "", f"DESIVAST file: `{fits_url}`", "",
+             "## Settings", "", "| setting | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in settings.items())]
+    if result is not None:
+        lines += ["", "## Planted voids (truth)", "", "| score | value |", "|---|---|",
+                  *(f"| {k} | {v:.4g} |" for k, v in dataclasses.asdict(result).items())]
+    return "\n".join(lines) + "\n"
+
+
+@flow(name="desi-voids", log_prints=True)
+def desi_voids(config: str | None = None, z_min: float = 0.0, z_max: float = 0.24, target_class: str = "BGS_ANY",
+               density: float | None = None, mask_nside: int = 64, void_params: dict[str, float] | None = None,
+               truth_path: str | None = None, seed: int = 0) -> dict:
+    """Find voids (VoidFinder) in primary ZWARN == 0 galaxies of `target_class` with z_min <= z < z_max, thinned to
+    `density` [h^3 Mpc^-3] if given, inside the HEALPix occupancy mask at `mask_nside`; write DESIVAST FITS and the
+    voids_maximals/voids_holes tables, and report (scored against `truth_path`, a planted-void file, if given)."""
+    settings = load_settings(config)
+    params = vs.finder_params(void_params)
+    run_id = str(flow_run.get_id() or "local")
+
+    gal = select_galaxies(settings, z_min, z_max, target_class)
+    pixels = survey_pixels(gal, mask_nside)
+    xyz = void_positions(gal, pixels, mask_nside, z_min, z_max, density, seed)
+    volume = vs.survey_volume(pixels, mask_nside, z_min, z_max)
+    print(f"{len(gal.z)} {target_class} galaxies selected, {len(xyz)} kept; mask {len(pixels)} pixels "
+          f"at nside {mask_nside}, {volume:.4g} h^-3 Mpc^3")
+    voids = run_void_finder(xyz, pixels, mask_nside, z_min, z_max, params)
+
+    name = f"DESIVAST_{target_class.split('_')[0]}_VOLLIM_VoidFinder.fits"
+    header = {"TARGET": target_class, "ZMIN": z_min, "ZMAX": z_max, "NSIDE": mask_nside, "NGAL": len(xyz),
+              "DENSITY": density if density is not None else "none"}
+    fits_url = write_fits(voids, params, header, name, settings, run_id)
+    rows = load_tables(voids, settings)
+    result, truth = score(voids, truth_path, pixels, mask_nside, z_min, z_max) if truth_path else (None, None)
+    images = report(voids, xyz, volume, truth, settings, run_id)
+
+    counts = {"galaxies selected": len(gal.z), "galaxies used": len(xyz), "field galaxies": int(voids.is_field.sum()),
+              "voids": len(voids.maximals), "holes": len(voids.holes), "interior voids (EDGE=0)":
+              int((voids.edge == 0).sum()), "survey volume [h^-3 Mpc^3]": f"{volume:.4g}"}
+    settings_table = {"target_class": target_class, "z range": f"[{z_min}, {z_max})", "density": density,
+                      "mask_nside": mask_nside, **dataclasses.asdict(params)}
+    markdown = _summary(counts, settings_table, fits_url, result)
+    create_markdown_artifact(markdown, key="desi-voids-summary", description="desi-voids run summary")
+    for url, key in zip(images, ("desi-voids-size-function", "desi-voids-slice-map")):
+        create_image_artifact(url, key=key, description=url)
+    print(markdown)
+    return {"fits": fits_url, "tables": rows, "galaxies": len(xyz), "voids": len(voids.maximals),
+            "holes": len(voids.holes), "score": dataclasses.asdict(result) if result else None, "images": images}

@@ -1,0 +1,137 @@
+"""desi-voids and desi-agn end to end on ingested synthetic samples (DuckDB and PostgreSQL), with their artifacts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from prefect.artifacts import Artifact
+
+from astrolab.resources import build_catalog, build_lake, build_validator
+from astrolab.settings import load_settings
+from flows.agn import desi_agn
+from flows.voids import desi_voids
+from tasks import agn
+from tasks.desi_files import discover
+from tasks.ingest import ingest_file
+from tasks.sample import SampleConfig, generate_sample
+
+# Bright time only, so BGS is dense enough (n ~ 4e-4 h^3 Mpc^-3 at 0.03 < z < 0.1) for the planted voids
+# (radii 15-35 h^-1 Mpc) to stand out; 150 planted voids put about 15 wholly inside that shell.
+VOID_SAMPLE = SampleConfig(n_rows=300_000, seed=5, n_voids=150, programs=(("main", "bright"),), write_zall=False,
+                           write_fastspec=False, write_spectra=False)
+AGN_SAMPLE = SampleConfig(n_rows=6000, seed=7, write_zall=False, write_spectra=False)
+VOID_RUN = {"z_min": 0.03, "z_max": 0.1, "mask_nside": 16}
+
+
+@pytest.fixture(scope="module")
+def void_sample(tmp_path_factory) -> Path:
+    return generate_sample(tmp_path_factory.mktemp("voids"), VOID_SAMPLE).root
+
+
+@pytest.fixture(scope="module")
+def agn_sample(tmp_path_factory) -> Path:
+    return generate_sample(tmp_path_factory.mktemp("agn"), AGN_SAMPLE).root
+
+
+@pytest.fixture(params=["duckdb", "postgresql"])
+def env(request, tmp_path, monkeypatch):
+    """Settings variables for a fresh lake and catalog of each backend (set in the environment the flows read)."""
+    monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path / "home"))
+    if request.param == "postgresql":
+        monkeypatch.setenv("ASTROLAB_CATALOG_URL", request.getfixturevalue("pg_database"))
+    return request.param
+
+
+def ingest(root: Path, kinds: set[str]) -> None:
+    """Load the sample's files of these kinds into the catalog (no HATS publish: the flows read the catalog)."""
+    settings = load_settings()
+    lake = build_lake(settings)
+    validator = build_validator(settings, lake)
+    with build_catalog(settings) as catalog:
+        for src in discover(root, kinds=kinds):
+            result = ingest_file(src, lake, catalog, validator, settings.ingest.chunk_rows, "science-test")
+            assert result.status == "ingested", result.error
+
+
+def _path(url: str) -> Path:
+    assert url.startswith("file://"), url
+    return Path(url[len("file://"):])
+
+
+def _rows(table, columns: list[str]) -> np.ndarray:
+    """Rows of these columns, as a float array sorted row-wise (catalog row order is not defined)."""
+    a = np.stack([np.asarray(table[c], dtype=float) for c in columns], axis=1)
+    return a[np.lexsort(a.T[::-1])]
+
+
+def test_voids_flow(void_sample, env):
+    ingest(void_sample, {"zpix"})
+    truth = void_sample / "truth" / "planted_voids.fits"
+    assert truth.exists()
+    out = desi_voids(truth_path=str(truth), **VOID_RUN)
+
+    fits_path = _path(out["fits"])
+    assert fits_path.name == "DESIVAST_BGS_VOLLIM_VoidFinder.fits"
+    with fits.open(fits_path) as hdus, build_catalog(load_settings()) as catalog:
+        assert [h.name for h in hdus] == ["PRIMARY", "MAXIMALS", "HOLES"]
+        assert hdus[0].header["ZMAX"] == 0.1 and hdus[0].header["NGAL"] == out["galaxies"] > 5000
+        for ext, table in (("MAXIMALS", "voids_maximals"), ("HOLES", "voids_holes")):
+            data = hdus[ext].data
+            rows = catalog.query(f"SELECT * FROM {table}")
+            assert rows.num_rows == len(data) == out["tables"][table] > 0
+            assert [c.upper() for c in rows.column_names] == data.columns.names
+            columns = data.columns.names
+            np.testing.assert_array_equal(_rows(rows.rename_columns(columns), columns), _rows(data, columns))
+        assert out["voids"] == len(hdus["MAXIMALS"].data) and out["holes"] == len(hdus["HOLES"].data)
+
+    # Planted voids wholly inside the shell are found: a void centre inside each, radii a little larger
+    # (holes grow until they touch the galaxies just outside the empty sphere).
+    score = out["score"]
+    assert score["n_truth"] >= 8
+    assert score["completeness"] >= 0.9
+    assert score["median_center_error"] < 5.0 and 0.0 <= score["median_radius_error"] < 4.0
+
+    summary = Artifact.get("desi-voids-summary")
+    assert out["fits"] in summary.data and f"| completeness | {score['completeness']:.4g} |" in summary.data
+    assert f"| voids | {out['voids']} |" in summary.data
+    for key, url in zip(("desi-voids-size-function", "desi-voids-slice-map"), out["images"]):
+        image = Artifact.get(key)
+        assert image.type == "image" and image.data == url
+        assert _path(url).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_voids_flow_rejects_a_misspelt_parameter(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path / "home"))
+    with pytest.raises(ValueError, match="did you mean 'grid_edge'"):
+        desi_voids(void_params={"grid_egde": 4.0})
+
+
+def test_agn_flow(agn_sample, env):
+    ingest(agn_sample, {"zpix", "fastspec"})
+    out = desi_agn(chunk_rows=1500)
+
+    with build_catalog(load_settings()) as catalog:
+        fastspec = catalog.query("SELECT count(*) FROM fastspec").column(0)[0].as_py()
+        table = catalog.query("SELECT * FROM agn")
+        expected = agn.summarize(agn.agn_catalog(catalog))
+    assert table.num_rows == fastspec == out["counts"]["rows"] > 1000
+    assert out["counts"] == expected
+    assert expected["SY"] + expected["LINER"] + expected["SF"] > 0  # the sample has classified rows
+
+    with fits.open(_path(out["fits"])) as hdus:
+        data = hdus["AGN"].data
+        assert len(data) == fastspec
+        assert np.bincount(data["BPT_NII"], minlength=5).sum() == fastspec
+        assert int((data["AGN_MASKBITS"] != 0).sum()) == int(
+            (np.asarray(table["agn_maskbits"], dtype=np.int64) != 0).sum())
+
+    counts = Artifact.get("desi-agn-counts")
+    rows = json.loads(counts.data) if isinstance(counts.data, str) else counts.data
+    assert {r["count"]: r["rows"] for r in rows} == expected
+    bpt = Artifact.get("desi-agn-bpt")
+    assert bpt.type == "image" and bpt.data == out["image"]
+    assert _path(out["image"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
