@@ -82,5 +82,17 @@ def build_grid(pos: Any, frame: GridFrame) -> CellGrid:
     else:
         bounds = xp.zeros(0, dtype=xp.int64)
     starts = xp.concatenate([bounds, xp.asarray([ids.shape[0]])]).astype(xp.int64)
-    return CellGrid(frame, xp.ascontiguousarray(pos[order]), xp.ascontiguousarray(coords[order]),
+    return CellGrid(frame, xp.take(pos, order, axis=0), xp.take(coords, order, axis=0),
                     order.astype(xp.int64), xp.ascontiguousarray(ids[bounds]), starts)
+
+
+def dense_starts(grid: CellGrid, max_cells: int) -> Any:
+    """First point of every cell of the frame, cell by cell (len = cells + 1): a cell's points in one lookup
+    instead of a binary search. None when the frame has more than `max_cells` cells."""
+    xp = namespace(grid.pos)
+    n_cells = int(grid.frame.dims[0]) * int(grid.frame.dims[1]) * int(grid.frame.dims[2])
+    if n_cells > max_cells:
+        return None
+    counts = xp.zeros(n_cells + 1, dtype=xp.int64)
+    counts[grid.cell_ids + 1] = grid.starts[1:] - grid.starts[:-1]
+    return xp.cumsum(counts)

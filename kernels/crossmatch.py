@@ -14,8 +14,11 @@ from typing import Any
 import numba
 import numpy as np
 
-from .cellgrid import build_grid, cell_coords, grid_frame
+from .cellgrid import build_grid, dense_starts, grid_frame
 from .xp import namespace
+
+
+DENSE_CELLS_MAX = 1 << 24  # up to this many cells in the frame, a table gives each cell's points in one load
 
 
 @dataclass(frozen=True)
@@ -52,59 +55,74 @@ def nearest_within_xyz(v1: Any, v2: Any, radius_deg: float) -> Matches:
     v1 = xp.ascontiguousarray(xp.asarray(v1, dtype=xp.float64).reshape(-1, 3))
     v2 = xp.asarray(v2, dtype=xp.float64).reshape(-1, 3)
     c = chord(radius_deg)
-    # Cells about as wide as the mean spacing of the second set keep a few points per cell even for tiny radii.
+    # Cells a few mean spacings of the second set wide hold ~10 points each even for tiny radii; the first set is
+    # sorted by cell too, so the neighbour cells are looked up once per cell rather than once per point.
     spacing = float(np.sqrt(4 * np.pi / max(v2.shape[0], 1)))
-    frame = grid_frame(v1, v2, min_cell=max(c, spacing))
-    grid = build_grid(v2, frame)
-    coords = xp.ascontiguousarray(cell_coords(v1, frame))
+    frame = grid_frame(v1, v2, min_cell=max(c, 3 * spacing))
+    grid, first = build_grid(v2, frame), build_grid(v1, frame)
     dims = np.asarray(frame.dims, dtype=np.int64)
+    dense = dense_starts(grid, DENSE_CELLS_MAX)
     if xp is np:
-        best, d2 = _nearest_cpu(v1, coords, grid.pos, grid.order, grid.cell_ids, grid.starts, dims, c * c)
+        best_sorted, d2_sorted = _nearest_cpu(first.pos, first.coords, grid.pos, grid.order, grid.cell_ids,
+                                              grid.starts, dense if dense is not None else np.zeros(0, np.int64),
+                                              dims, c * c, min(max(len(first), 1), 8 * numba.get_num_threads()))
     else:
-        best, d2 = _nearest_gpu(v1, coords, grid, dims, c * c)
+        best_sorted, d2_sorted = _nearest_gpu(first.pos, first.coords, grid, dense, dims, c * c)
+    best = xp.empty_like(best_sorted)
+    d2 = xp.empty_like(d2_sorted)
+    best[first.order], d2[first.order] = best_sorted, d2_sorted
     sep = xp.degrees(2.0 * xp.arcsin(xp.minimum(xp.sqrt(d2) / 2.0, 1.0)))
     return Matches(best, xp.where(best >= 0, sep, xp.nan))
 
 
 @numba.njit(parallel=True, cache=True)
-def _nearest_cpu(v1, c1, v2, order2, ids2, starts2, dims, c2):
+def _nearest_cpu(v1, c1, v2, order2, ids2, starts2, dense, dims, c2, nchunks):
     n = v1.shape[0]
     best = np.full(n, -1, dtype=np.int64)
     best_d2 = np.full(n, np.inf)
-    for i in numba.prange(n):
-        x, y, z = v1[i, 0], v1[i, 1], v1[i, 2]
-        bi, bd = -1, c2
-        for a in range(-1, 2):
-            cx = c1[i, 0] + a
-            if cx < 0 or cx >= dims[0]:
-                continue
-            for b in range(-1, 2):
-                cy = c1[i, 1] + b
-                if cy < 0 or cy >= dims[1]:
-                    continue
-                for cc in range(-1, 2):
-                    cz = c1[i, 2] + cc
-                    if cz < 0 or cz >= dims[2]:
-                        continue
-                    key = (cx * dims[1] + cy) * dims[2] + cz
-                    k = np.searchsorted(ids2, key)
-                    if k >= ids2.size or ids2[k] != key:
-                        continue
-                    for j in range(starts2[k], starts2[k + 1]):
-                        dx, dy, dz = x - v2[j, 0], y - v2[j, 1], z - v2[j, 2]
-                        d2 = dx * dx + dy * dy + dz * dz
-                        oj = order2[j]
-                        if d2 < bd or (d2 == bd and (bi < 0 or oj < bi)):
-                            bi, bd = oj, d2
-        if bi >= 0:
-            best[i], best_d2[i] = bi, bd
+    for t in numba.prange(nchunks):
+        first_j = np.empty(27, dtype=np.int64)
+        end_j = np.empty(27, dtype=np.int64)
+        n_near = 0
+        current = (-1, -1, -1)
+        for i in range(n * t // nchunks, n * (t + 1) // nchunks):
+            here = (c1[i, 0], c1[i, 1], c1[i, 2])
+            if here != current:
+                current = here
+                n_near = 0
+                for cx in range(max(here[0] - 1, 0), min(here[0] + 2, dims[0])):
+                    for cy in range(max(here[1] - 1, 0), min(here[1] + 2, dims[1])):
+                        for cz in range(max(here[2] - 1, 0), min(here[2] + 2, dims[2])):
+                            key = (cx * dims[1] + cy) * dims[2] + cz
+                            if dense.size:
+                                j0, j1 = dense[key], dense[key + 1]
+                            else:
+                                k = np.searchsorted(ids2, key)
+                                if k >= ids2.size or ids2[k] != key:
+                                    continue
+                                j0, j1 = starts2[k], starts2[k + 1]
+                            if j1 > j0:
+                                first_j[n_near], end_j[n_near] = j0, j1
+                                n_near += 1
+            x, y, z = v1[i, 0], v1[i, 1], v1[i, 2]
+            bi, bd = -1, c2
+            for q in range(n_near):
+                for j in range(first_j[q], end_j[q]):
+                    dx, dy, dz = x - v2[j, 0], y - v2[j, 1], z - v2[j, 2]
+                    d2 = dx * dx + dy * dy + dz * dz
+                    oj = order2[j]
+                    if d2 < bd or (d2 == bd and (bi < 0 or oj < bi)):
+                        bi, bd = oj, d2
+            if bi >= 0:
+                best[i], best_d2[i] = bi, bd
     return best, best_d2
 
 
 _CUDA_SOURCE = r"""
 extern "C" __global__ void nearest(
     const double* v1, const long long* c1, long long n1, const double* v2, const long long* order2,
-    const long long* ids2, const long long* starts2, long long m2, long long d0, long long d1, long long d2,
+    const long long* ids2, const long long* starts2, long long m2, const long long* dense,
+    long long d0, long long d1, long long d2,
     double c2, long long* best, double* best_d2)
 {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -114,10 +132,15 @@ extern "C" __global__ void nearest(
     for (int a = -1; a <= 1; a++) { long long cx = c1[3*i] + a; if (cx < 0 || cx >= d0) continue;
     for (int b = -1; b <= 1; b++) { long long cy = c1[3*i+1] + b; if (cy < 0 || cy >= d1) continue;
     for (int c = -1; c <= 1; c++) { long long cz = c1[3*i+2] + c; if (cz < 0 || cz >= d2) continue;
-        long long key = (cx * d1 + cy) * d2 + cz, lo = 0, hi = m2;
-        while (lo < hi) { long long h = (lo + hi) >> 1; if (ids2[h] < key) lo = h + 1; else hi = h; }
-        if (lo >= m2 || ids2[lo] != key) continue;
-        for (long long j = starts2[lo]; j < starts2[lo + 1]; j++) {
+        long long key = (cx * d1 + cy) * d2 + cz, j0, j1;
+        if (dense) { j0 = dense[key]; j1 = dense[key + 1]; }
+        else {
+            long long lo = 0, hi = m2;
+            while (lo < hi) { long long h = (lo + hi) >> 1; if (ids2[h] < key) lo = h + 1; else hi = h; }
+            if (lo >= m2 || ids2[lo] != key) continue;
+            j0 = starts2[lo]; j1 = starts2[lo + 1];
+        }
+        for (long long j = j0; j < j1; j++) {
             double dx = x - v2[3*j], dy = y - v2[3*j+1], dz = z - v2[3*j+2];
             double dd = dx*dx + dy*dy + dz*dz;
             long long oj = order2[j];
@@ -131,7 +154,7 @@ extern "C" __global__ void nearest(
 _GPU_KERNEL: Any = None
 
 
-def _nearest_gpu(v1: Any, coords: Any, grid: Any, dims: np.ndarray, c2: float) -> tuple[Any, Any]:
+def _nearest_gpu(v1: Any, coords: Any, grid: Any, dense: Any, dims: np.ndarray, c2: float) -> tuple[Any, Any]:
     import cupy as cp
 
     global _GPU_KERNEL
@@ -143,6 +166,6 @@ def _nearest_gpu(v1: Any, coords: Any, grid: Any, dims: np.ndarray, c2: float) -
     if n:
         _GPU_KERNEL(((n + 255) // 256,), (256,), (
             v1, coords, np.int64(n), grid.pos, grid.order, grid.cell_ids, grid.starts,
-            np.int64(grid.cell_ids.shape[0]), np.int64(dims[0]), np.int64(dims[1]), np.int64(dims[2]),
+            np.int64(grid.cell_ids.shape[0]), dense if dense is not None else np.intp(0), np.int64(dims[0]), np.int64(dims[1]), np.int64(dims[2]),
             np.float64(c2), best, best_d2))
     return best, best_d2

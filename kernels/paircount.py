@@ -20,7 +20,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from .cellgrid import CellGrid, build_grid, grid_frame
+from .cellgrid import CellGrid, build_grid, dense_starts, grid_frame
 from .xp import namespace, to_host
 
 LOS = {"z": 0, "midpoint": 1}
@@ -87,15 +87,8 @@ def prepare(pos1: Any, edges: Any, pos2: Any | None = None, weights1: Any | None
         raise ValueError("give weights for both point sets or for neither")
     mu_edges = np.linspace(0.0, mu_max, n_mu + 1) if n_mu else None
     return PairProblem(first, second, w1, w2, xp.asarray(edges**2), n_mu, float(mu_max), LOS[los], autocorr,
-                       edges, mu_edges, reach, weights1 is not None, _dense_starts(xp, second))
-
-
-def _dense_starts(xp: Any, grid: CellGrid) -> Any:
-    """On the GPU, a lookup table of every cell's first point: one load instead of a binary search per cell."""
-    n_cells = int(np.prod(grid.frame.dims))
-    if xp is np or n_cells > DENSE_CELLS_MAX:
-        return None
-    return grid.starts[xp.searchsorted(grid.cell_ids, xp.arange(n_cells + 1, dtype=xp.int64))]
+                       edges, mu_edges, reach, weights1 is not None,
+                       None if xp is np else dense_starts(second, DENSE_CELLS_MAX))
 
 
 def _sorted_weights(xp: Any, weights: Any | None, grid: CellGrid) -> Any:
