@@ -58,7 +58,7 @@ def slice_map_png(galaxies: np.ndarray, holes: np.ndarray, hole_void: np.ndarray
                               cmap="tab20", alpha=0.35, linewidth=0)
     circles.set_array(np.asarray(hole_void)[cut] % 20)
     ax.add_collection(circles)
-    ax.scatter(galaxies[near, u], galaxies[near, v], s=2, c="k", lw=0)
+    ax.scatter(galaxies[near, u], galaxies[near, v], s=4, c="k", lw=0)
     names = "XYZ"
     ax.set(aspect="equal", xlabel=f"{names[u]} [$h^{{-1}}$ Mpc]", ylabel=f"{names[v]} [$h^{{-1}}$ Mpc]",
            title=f"{names[axis]} = {center:.1f} ± {thickness / 2:g} $h^{{-1}}$ Mpc: {int(near.sum())} galaxies, "

@@ -23,7 +23,7 @@ from tasks.sample import SampleConfig, generate_sample
 # (radii 15-35 h^-1 Mpc) to stand out; 150 planted voids put about 15 wholly inside that shell.
 VOID_SAMPLE = SampleConfig(n_rows=300_000, seed=5, n_voids=150, programs=(("main", "bright"),), write_zall=False,
                            write_fastspec=False, write_spectra=False)
-AGN_SAMPLE = SampleConfig(n_rows=6000, seed=7, write_zall=False, write_spectra=False)
+AGN_SAMPLE = SampleConfig(n_rows=3000, seed=7, programs=(("main", "dark"),), write_zall=False, write_spectra=False)
 VOID_RUN = {"z_min": 0.03, "z_max": 0.1, "mask_nside": 16}
 
 
