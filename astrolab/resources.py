@@ -17,7 +17,7 @@ from tasks.catalog.duckdb_store import DuckDBCatalog
 from tasks.desi_files import SourceStore
 from tasks.lake import Lake, LocalLake
 from tasks.lake_s3 import S3Lake
-from tasks.s3 import ObjectStore, S3Config
+from tasks.s3 import ObjectStore, S3Config, fsspec_filesystem
 from tasks.validate import BatchValidator
 
 
@@ -31,8 +31,8 @@ def _secret(name: str, setting: str) -> Any:
         raise SettingsError(f"{setting}: no Prefect Secret block named {name!r} ({exc})") from None
 
 
-def build_object_store(settings: Settings) -> ObjectStore:
-    """The S3 endpoint of ``settings.lake.s3_*``, with credentials from the settings or a Prefect Secret block."""
+def _s3_config(settings: Settings) -> S3Config:
+    """``settings.lake.s3_*``, with credentials from the settings or a Prefect Secret block."""
     lake = settings.lake
     access, secret = lake.s3_access_key, lake.s3_secret_key.get_secret_value() if lake.s3_secret_key else None
     if lake.s3_credentials_secret:
@@ -41,8 +41,13 @@ def build_object_store(settings: Settings) -> ObjectStore:
             raise SettingsError(f"lake.s3_credentials_secret: the Secret block {lake.s3_credentials_secret!r} must "
                                 "hold a JSON object with access_key and secret_key")
         access, secret = value["access_key"], value["secret_key"]
-    return ObjectStore(S3Config(endpoint=lake.s3_endpoint, region=lake.s3_region, path_style=lake.s3_path_style,
-                                access_key=access, secret_key=secret, retries=lake.s3_retries))
+    return S3Config(endpoint=lake.s3_endpoint, region=lake.s3_region, path_style=lake.s3_path_style,
+                    access_key=access, secret_key=secret, retries=lake.s3_retries)
+
+
+def build_object_store(settings: Settings) -> ObjectStore:
+    """The S3 endpoint of ``settings.lake.s3_*``."""
+    return ObjectStore(_s3_config(settings))
 
 
 def build_source_store(settings: Settings) -> SourceStore:
@@ -60,10 +65,14 @@ def build_lake(settings: Settings) -> Lake:
     return LocalLake(url)
 
 
-def open_catalog(url: str, read_only: bool = False, password: str | None = None) -> SqlCatalog:
-    """The catalog at a URL: ``duckdb:///path`` or ``postgresql://user@host:port/db`` (password apart)."""
+def open_catalog(url: str, read_only: bool = False, password: str | None = None,
+                 s3_filesystem: Any | None = None) -> SqlCatalog:
+    """The catalog at a URL: ``duckdb:///path`` or ``postgresql://user@host:port/db`` (password apart).
+
+    ``s3_filesystem`` (fsspec) lets a DuckDB catalog's ``lake_*`` views read an S3 lake.
+    """
     if url.startswith("duckdb:///"):  # SQLAlchemy style: duckdb:///relative/path, duckdb:////absolute/path
-        return DuckDBCatalog(Path(url[len("duckdb:///"):]), read_only=read_only)
+        return DuckDBCatalog(Path(url[len("duckdb:///"):]), read_only=read_only, s3_filesystem=s3_filesystem)
     if url.startswith(("postgresql://", "postgres://")):
         from tasks.catalog.postgres_store import PostgresCatalog
 
@@ -73,11 +82,15 @@ def open_catalog(url: str, read_only: bool = False, password: str | None = None)
 
 
 def build_catalog(settings: Settings, read_only: bool = False) -> SqlCatalog:
-    """The catalog at ``settings.catalog_url``, with the password from a Prefect Secret block if one is named."""
+    """The catalog at ``settings.catalog_url``, with the password from a Prefect Secret block if one is named;
+    a DuckDB catalog over an S3 lake gets the lake's S3 filesystem for its ``lake_*`` views."""
     password = None
     if settings.catalog.password_secret:
         password = _secret(settings.catalog.password_secret, "catalog.password_secret")
-    return open_catalog(settings.catalog_url, read_only=read_only, password=password)
+    s3 = None
+    if settings.lake_url.startswith("s3://") and settings.catalog_url.startswith("duckdb:"):
+        s3 = fsspec_filesystem(_s3_config(settings))
+    return open_catalog(settings.catalog_url, read_only=read_only, password=password, s3_filesystem=s3)
 
 
 def build_validator(settings: Settings, lake: Lake) -> BatchValidator:

@@ -326,9 +326,9 @@ def finish_publish(product: str, lake: Lake, catalog: SqlCatalog, staging_keys: 
     for key in staging_keys:
         lake.drop_staging(product, key)
     current = catalog.published_version(product)
-    lake.remove_versions(product, {current} if current else set())
-    if current:
+    if current:  # before old versions go: an S3 lake's view names the version itself
         catalog.attach_lake_views(product, lake.catalog_path(product))
+    lake.remove_versions(product, {current} if current else set())
 
 
 def reconcile(lake: Lake, catalog: SqlCatalog, orphan_age_s: float = 3600) -> list[str]:

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pyarrow.fs as pafs
 import urllib3
+from fsspec.implementations.arrow import ArrowFSWrapper
 from minio import Minio
 from minio.commonconfig import CopySource
 from minio.deleteobjects import DeleteObject
@@ -65,6 +67,26 @@ def join(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p.strip("/"))
 
 
+def _credentials(config: S3Config) -> tuple[str | None, str | None]:
+    return (config.access_key or os.environ.get("AWS_ACCESS_KEY_ID"),
+            config.secret_key or os.environ.get("AWS_SECRET_ACCESS_KEY"))
+
+
+class _S3Wrapper(ArrowFSWrapper):
+    protocol = "s3"  # DuckDB routes s3:// paths to a registered filesystem by this name
+
+
+def fsspec_filesystem(config: S3Config) -> ArrowFSWrapper:
+    """An fsspec filesystem for s3:// URLs over pyarrow's S3 client (for DuckDB's ``register_filesystem``)."""
+    url = urlsplit(config.endpoint if "://" in config.endpoint else f"https://{config.endpoint}")
+    access, secret = _credentials(config)
+    return _S3Wrapper(pafs.S3FileSystem(
+        access_key=access, secret_key=secret, region=config.region, endpoint_override=url.netloc,
+        scheme=url.scheme, force_virtual_addressing=not config.path_style, connect_timeout=config.connect_timeout_s,
+        retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=config.retries + 1),
+    ))
+
+
 class ObjectStore:
     """An S3 endpoint: buckets and objects, each call retried on network errors then failing clearly."""
 
@@ -76,8 +98,7 @@ class ObjectStore:
             timeout=urllib3.Timeout(connect=config.connect_timeout_s, read=120),
             retries=Retry(total=config.retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
         )
-        access = config.access_key or os.environ.get("AWS_ACCESS_KEY_ID")
-        secret = config.secret_key or os.environ.get("AWS_SECRET_ACCESS_KEY")
+        access, secret = _credentials(config)
         self.client = Minio(url.netloc, access_key=access, secret_key=secret, secure=url.scheme == "https",
                             region=config.region, http_client=http)
         if config.path_style:

@@ -22,7 +22,8 @@ class DuckDBCatalog(SqlCatalog):
 
     backend = "duckdb"
 
-    def __init__(self, path: str | Path, read_only: bool = False, memory_limit: str = "512MB"):
+    def __init__(self, path: str | Path, read_only: bool = False, memory_limit: str = "512MB",
+                 s3_filesystem: Any | None = None):
         self.path = Path(path)
         self.name = str(self.path)
         if not read_only:
@@ -32,6 +33,9 @@ class DuckDBCatalog(SqlCatalog):
         # bounded memory: DuckDB spills to disk rather than take most of the machine's RAM (its default)
         self.con = duckdb.connect(str(self.path), read_only=read_only,
                                   config={"memory_limit": memory_limit, "preserve_insertion_order": False})
+        self.reads_s3 = s3_filesystem is not None
+        if s3_filesystem is not None:  # an fsspec filesystem: the lake_* views of an S3 lake read through it
+            self.con.register_filesystem(s3_filesystem)
         if not read_only:
             self.ensure_schema()
 
@@ -61,12 +65,12 @@ class DuckDBCatalog(SqlCatalog):
             self.con.unregister("chunk")
 
     def attach_lake_views(self, product: str, catalog_path: Path | str) -> None:
-        """(Re)create ``lake_<product>``, a view over the published HATS parquet files (local lakes only)."""
-        if str(catalog_path).startswith("s3://"):
-            # reading s3:// needs DuckDB's httpfs extension, which cannot be installed offline for this DuckDB
+        """(Re)create ``lake_<product>``, a view over the published HATS parquet files (a path or an s3:// URL)."""
+        if str(catalog_path).startswith("s3://") and not self.reads_s3:
             self.con.execute(f"DROP VIEW IF EXISTS lake_{product}")
-            log.warning("lake_%s view not created: the lake is on S3 (%s) and DuckDB reads only local lakes here; "
-                        "query the catalog tables, or open the HATS catalog with lsdb", product, catalog_path)
+            log.warning("lake_%s view not created: the lake is on S3 (%s) and this catalog was opened without an "
+                        "S3 filesystem; query the catalog tables, or open the HATS catalog with lsdb",
+                        product, catalog_path)
             return
-        glob = str(Path(catalog_path) / "dataset" / "**" / "*.parquet")
+        glob = f"{catalog_path}/dataset/**/*.parquet"
         self.con.execute(f"CREATE OR REPLACE VIEW lake_{product} AS SELECT * FROM read_parquet('{glob}')")

@@ -58,11 +58,14 @@ def test_lake_resolves_the_published_versions_on_s3(sample, s3_lake_env, tmp_pat
     with build_catalog(settings) as catalog:
         for src in discover(next(sample.rglob("zpix-main-dark.fits"))):
             ingest_file(src, lake, catalog, build_validator(settings, lake), 1000, "cli")
-        version = publish(REDSHIFTS, lake, catalog, 1000, 5).version
+        published = publish(REDSHIFTS, lake, catalog, 1000, 5)
+        version = published.version
     assert main(["lake"]) == 0
     rows = {line.split(",")[0]: line for line in capsys.readouterr().out.splitlines()}
     assert f"{lake.url}/hats/.versions/redshifts/{version}" in rows['"redshifts"']
     assert "(none published)" in rows['"fastspec"']
+    assert main(["query", "SELECT count(*) AS n FROM lake_redshifts"]) == 0  # a view over the S3 objects
+    assert capsys.readouterr().out.splitlines() == ['"n"', str(published.nrows)]
     assert main(["lake", "redshifts", "--download"]) == 0
     assert str(tmp_path / "lake-work" / "hats" / ".versions" / "redshifts" / version) in capsys.readouterr().out
 
