@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
 from typing import Any
+
+from fsspec import AbstractFileSystem
 
 from astrolab.settings import Settings, SettingsError
 from tasks.catalog.base import SqlCatalog
@@ -66,7 +67,7 @@ def build_lake(settings: Settings) -> Lake:
 
 
 def open_catalog(url: str, read_only: bool = False, password: str | None = None,
-                 s3_filesystem: Any | None = None) -> SqlCatalog:
+                 s3_filesystem: AbstractFileSystem | None = None) -> SqlCatalog:
     """The catalog at a URL: ``duckdb:///path`` or ``postgresql://user@host:port/db`` (password apart).
 
     ``s3_filesystem`` (fsspec) lets a DuckDB catalog's ``lake_*`` views read an S3 lake.

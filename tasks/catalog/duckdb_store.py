@@ -8,6 +8,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+from fsspec import AbstractFileSystem
 
 from tasks.catalog.base import CatalogError, SqlCatalog
 from tasks.products import Product
@@ -23,7 +24,7 @@ class DuckDBCatalog(SqlCatalog):
     backend = "duckdb"
 
     def __init__(self, path: str | Path, read_only: bool = False, memory_limit: str = "512MB",
-                 s3_filesystem: Any | None = None):
+                 s3_filesystem: AbstractFileSystem | None = None):
         self.path = Path(path)
         self.name = str(self.path)
         if not read_only:

@@ -61,7 +61,7 @@ def test_staging_save_list_read_age_drop(lake):
 
 def test_versions_publish_resolve_and_remove(lake):
     assert lake.published_version("redshifts") is None
-    first = _build(lake, "redshifts", range(0, 50))
+    first = _build(lake, "redshifts", range(50))
     lake.save_version("redshifts", first)
     assert lake.published_version("redshifts") is None  # saved is not published
     lake.publish("redshifts", first)
@@ -133,7 +133,7 @@ def test_s3_unreachable_fails_after_bounded_retries_naming_the_endpoint(s3_lake_
 
 def test_publish_flips_the_pointer_only_after_every_object_is_there(s3_lake_env, tmp_path, monkeypatch):
     lake = build_lake(load_settings(env={"ASTROLAB_HOME": str(tmp_path), **s3_lake_env}))
-    first = _build(lake, "redshifts", range(0, 40))
+    first = _build(lake, "redshifts", range(40))
     lake.save_version("redshifts", first)
     lake.publish("redshifts", first)
     second = _build(lake, "redshifts", range(40, 90), previous=first)
