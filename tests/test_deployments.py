@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import psycopg
+import pyarrow.parquet as pq
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +72,9 @@ def test_deploy_all_and_run_against_postgres(prefect_env, pg_database, tmp_path)
     prefect(prefect_env, "work-pool", "create", "astrolab-rke2", "--type", "kubernetes",
             "--base-job-template", str(ROOT / "infra" / "k8s-job-template.json"))
     out = prefect(prefect_env, "deploy", "--all")
-    for name in ("desi-ingest/daily", "desi-ingest/rke2", "desi-ingest/gpu-node", "desi-sample/synthetic"):
+    for name in ("desi-ingest/daily", "desi-ingest/rke2", "desi-ingest/gpu-node", "desi-sample/synthetic",
+                 "desi-clustering/default", "desi-clustering/gpu-node", "desi-crossmatch/default",
+                 "desi-agn/default", "desi-voids/default", "desi-voids/synthetic"):
         assert name in out
 
     worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "astrolab-process"], env=prefect_env,
@@ -82,10 +85,19 @@ def test_deploy_all_and_run_against_postgres(prefect_env, pg_database, tmp_path)
                 "--param", f"out_dir={json.dumps(str(sample))}", "--param", "n_rows=3000",
                 "--param", "spectra=false")
         config = tmp_path / "astrolab.yaml"
-        config.write_text(f"home: {tmp_path / 'home'}\ncatalog:\n  url: {pg_database}\n")
+        config.write_text(f"home: {tmp_path / 'home'}\ncatalog:\n  url: {pg_database}\n"
+                          "dask:\n  n_workers: 1\n  threads_per_worker: 2\n")
         out = prefect(prefect_env, "deployment", "run", "desi-ingest/daily", "--watch", "--watch-timeout", "240",
                       "--param", f"source={json.dumps(str(sample))}", "--param", f"config={json.dumps(str(config))}")
         assert "Completed" in out
+        # the science flows, over what the ingest deployment loaded
+        for name, params in [("desi-clustering/default", {"z_min": 0.02, "z_max": 0.5, "n_s": 4, "n_mu": 4,
+                                                           "randoms_factor": 2.0}),
+                             ("desi-crossmatch/default", {}), ("desi-agn/default", {}),
+                             ("desi-voids/default", {"z_min": 0.03, "z_max": 0.1, "mask_nside": 16})]:
+            args = [a for k, v in {**params, "config": str(config)}.items() for a in ("--param", f"{k}={json.dumps(v)}")]
+            out = prefect(prefect_env, "deployment", "run", name, "--watch", "--watch-timeout", "240", *args)
+            assert "Completed" in out, name
     finally:
         worker.terminate()
         worker.wait(timeout=30)
@@ -95,3 +107,11 @@ def test_deploy_all_and_run_against_postgres(prefect_env, pg_database, tmp_path)
         assert con.execute("SELECT count(*) FROM ingest_lineage WHERE status = 'published'").fetchone()[0] > 0
         version = con.execute("SELECT version FROM hats_versions WHERE product = 'redshifts'").fetchone()[0]
     assert (tmp_path / "home" / "lake" / "hats" / ".versions" / "redshifts" / version / "hats.properties").exists()
+    runs = tmp_path / "home" / "lake" / "reports" / "runs"
+    assert len(list(runs.glob("*/xi_BGS.ecsv"))) == 1
+    [matches] = runs.glob("*/crossmatch.parquet")
+    with psycopg.connect(pg_database) as con:
+        n_fastspec = con.execute("SELECT count(*) FROM fastspec").fetchone()[0]
+        assert len(pq.read_table(matches)) == n_fastspec
+        assert con.execute("SELECT count(*) FROM agn").fetchone()[0] == n_fastspec
+        assert con.execute("SELECT count(*) FROM voids_maximals").fetchone()[0] >= 0  # the table was written
