@@ -30,6 +30,7 @@ from kernels import agn  # noqa: E402
 from kernels.cosmology import comoving_distance  # noqa: E402
 from kernels.crossmatch import nearest_within  # noqa: E402
 from kernels.healpix import ang2pix_nest  # noqa: E402
+from kernels import paircount as paircount_module  # noqa: E402
 from kernels.paircount import dask_pair_counts, pair_counts  # noqa: E402
 
 
@@ -80,17 +81,21 @@ def main() -> None:
 
     def distances() -> None:
         z_d = cp.asarray(z)
-        cpu = median_time(lambda: comoving_distance(z), repeats)
+        cpu = median_time(lambda: comoving_distance(z, compiled=False), repeats)
+        numba_cpu = median_time(lambda: comoving_distance(z), repeats)
         gpu = median_time(lambda: comoving_distance(z_d), repeats, gpu=True)
         err = float(np.max(np.abs(cp.asnumpy(comoving_distance(z_d)) / comoving_distance(z) - 1)))
-        record("distance", n=n, cpu_s=cpu, gpu_s=gpu, ratio=cpu / gpu, target=10, max_rel_diff=err)
+        record("distance", n=n, cpu_s=cpu, numba_cpu_s=numba_cpu, gpu_s=gpu, ratio=cpu / gpu,
+               ratio_vs_numba=numba_cpu / gpu, target=10, max_rel_diff=err)
 
     def healpix() -> None:
         ra_d, dec_d = cp.asarray(ra), cp.asarray(dec)
-        cpu = median_time(lambda: ang2pix_nest(29, ra, dec), repeats)
+        cpu = median_time(lambda: ang2pix_nest(29, ra, dec, compiled=False), repeats)
+        numba_cpu = median_time(lambda: ang2pix_nest(29, ra, dec), repeats)
         gpu = median_time(lambda: ang2pix_nest(29, ra_d, dec_d), repeats, gpu=True)
         same = bool((cp.asnumpy(ang2pix_nest(29, ra_d, dec_d)) == ang2pix_nest(29, ra, dec)).all())
-        record("ang2pix_order29", n=n, cpu_s=cpu, gpu_s=gpu, ratio=cpu / gpu, target=10, identical=same)
+        record("ang2pix_order29", n=n, cpu_s=cpu, numba_cpu_s=numba_cpu, gpu_s=gpu, ratio=cpu / gpu,
+               ratio_vs_numba=numba_cpu / gpu, target=10, identical=same)
 
     def agn_classify() -> None:
         cols = {c: rng.uniform(0.1, 10, n) for c in agn.INPUT_COLUMNS}
@@ -120,11 +125,16 @@ def main() -> None:
             pos = rng.uniform(0, box, (npts, 3))
             edges = np.geomspace(1.0, 60.0, 16)
             pos_d = cp.asarray(pos)
-            gpu = median_time(lambda: pair_counts(pos_d, edges, n_mu=n_mu), repeats, gpu=True)
+            by_block = {}
+            for threads in (128, 512, 256):  # 256 (the default) last, so it stays set
+                paircount_module._THREADS = threads
+                by_block[threads] = median_time(lambda: pair_counts(pos_d, edges, n_mu=n_mu), repeats, gpu=True)
+            gpu = by_block[256]
             ours_cpu = median_time(lambda: pair_counts(pos, edges, n_mu=n_mu), 1)
             got = pair_counts(pos_d, edges, n_mu=n_mu).npairs
             same_cpu = bool((got == pair_counts(pos, edges, n_mu=n_mu).npairs).all())
-            fields = dict(n=npts, box=box, rmax=60.0, n_mu=n_mu, gpu_s=gpu, ours_cpu_s=ours_cpu,
+            fields = dict(n=npts, box=box, rmax=60.0, n_mu=n_mu, gpu_s=gpu, gpu_s_by_block_size=by_block,
+                          ours_cpu_s=ours_cpu,
                           gpu_vs_ours_cpu=ours_cpu / gpu, identical_to_ours_cpu=same_cpu, target_vs_corrfunc=20)
             try:
                 from Corrfunc.theory import DD, DDsmu
