@@ -49,7 +49,12 @@ def median_time(func, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--memory", action="store_true",
+                        help="only the 10-million-point memory check (peak RSS of pair counts and crossmatch)")
     args = parser.parse_args()
+    if args.memory:
+        memory_check()
+        return
     rng = np.random.default_rng(0)
     n = 1_000_000
     z = rng.uniform(0, 3, n)
@@ -109,6 +114,41 @@ def crossmatch(rng: np.random.Generator, repeats: int) -> dict:
     idx, sep, _ = match_coordinates_sky(c1, c2)
     agree = float((np.where(sep.deg <= radius, idx, -1) == nearest_within(ra1, dec1, ra2, dec2, radius).index).mean())
     return {"kernel_s_1e6": ours, "astropy_s_1e6": ref, "ratio": ref / ours, "target": 2, "agreement": agree}
+
+
+def memory_check(n: int = 10_000_000) -> None:
+    """Peak RSS of pair counts (auto, up to 10 Mpc/h) and a crossmatch (1 arcsec) on `n` points each, each in a
+    fresh process, against the size of the input arrays."""
+    import subprocess
+
+    code = """
+import resource, sys, time
+import numpy as np
+sys.path.insert(0, {root!r})
+from kernels.paircount import pair_counts
+from kernels.crossmatch import nearest_within
+rng = np.random.default_rng(1)
+n = {n}
+if sys.argv[1] == "paircount":
+    data = rng.uniform(0, 2000, (n, 3)); nbytes = data.nbytes
+    t = time.perf_counter(); total = int(pair_counts(data, np.geomspace(1, 10, 8)).npairs.sum())
+else:
+    ra, dec = rng.uniform(0, 360, n), np.degrees(np.arcsin(rng.uniform(-1, 1, n)))
+    ra2 = (ra + rng.normal(0, 0.3 / 3600, n)) % 360
+    nbytes = 3 * ra.nbytes
+    t = time.perf_counter(); total = int((nearest_within(ra, dec, ra2, dec, 1 / 3600).index >= 0).sum())
+print(sys.argv[1], n, round(time.perf_counter() - t, 1), total, nbytes >> 20,
+      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10)
+""".format(root=str(ROOT), n=n)
+    results = {}
+    for kind in ("paircount", "crossmatch"):
+        out = subprocess.run([sys.executable, "-c", code, kind], capture_output=True, text=True, check=True)
+        name, npts, secs, total, input_mib, peak_mib = out.stdout.split()
+        results[name] = {"n": int(npts), "seconds": float(secs), "result": int(total),
+                         "input_mib": int(input_mib), "peak_rss_mib": int(peak_mib)}
+        print(f"{name:10s} {npts} points: {secs} s, input {input_mib} MiB, peak RSS {peak_mib} MiB")
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "kernels_memory.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
