@@ -94,9 +94,11 @@ def build_catalog(settings: Settings, read_only: bool = False) -> SqlCatalog:
     return open_catalog(settings.catalog_url, read_only=read_only, password=password, s3_filesystem=s3)
 
 
-def build_validator(settings: Settings, lake: Lake) -> BatchValidator:
-    """The Great Expectations validator with the suites in ``ingest.expectations_dir``."""
-    return BatchValidator(settings.ingest.expectations_dir, lake.data_docs_dir())
+def build_validator(settings: Settings, lake: Lake, docs_subdir: str | None = None) -> BatchValidator:
+    """The Great Expectations validator with the suites in ``ingest.expectations_dir``; its Data Docs go to the
+    lake's Data Docs directory (or a sub-directory of it: one per Dask worker)."""
+    docs = lake.data_docs_dir()
+    return BatchValidator(settings.ingest.expectations_dir, docs / docs_subdir if docs_subdir else docs)
 
 
 @contextmanager

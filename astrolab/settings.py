@@ -75,6 +75,9 @@ class IngestSettings(_Section):
     hats_max_rows: int = Field(500_000, ge=1, description="Most rows in one HATS partition")
     hats_highest_order: int = Field(8, ge=0, le=19, description="Finest HEALPix order a HATS partition may have")
     expectations_dir: Path = Field(REPO_ROOT / "expectations", description="Great Expectations suites (JSON)")
+    on_cluster: bool | None = Field(
+        None, description="Ingest files in parallel on the Dask cluster; default: when the catalog is PostgreSQL "
+                          "(a DuckDB file takes one writer process, so its files load in the flow's process)")
 
 
 class Settings(_Section):

@@ -23,12 +23,8 @@ def open_catalogs(left: str, right: str, settings: Settings) -> tuple[HatsCatalo
 
     def resolve(name: str) -> HatsCatalog:
         path = Path(name)
-        if not path.exists():
-            published = lake.catalog_path(name)
-            if not isinstance(published, Path):
-                raise ValueError(f"{name}: crossmatch reads HATS catalogs from a file system; "
-                                 f"{published} is on S3 (mount it or copy it locally)")
-            path = published
+        if not path.exists() and "/" not in name:  # a product name: its published version (from S3: a local copy)
+            path = lake.local_catalog(name)
         return open_hats(path)
 
     return resolve(left), resolve(right)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
     create_image_artifact,
@@ -12,7 +14,7 @@ from prefect.artifacts import (
 from prefect.runtime import flow_run
 
 from astrolab import progress
-from astrolab.resources import build_catalog, build_lake, build_source_store, build_validator
+from astrolab.resources import build_catalog, build_lake, build_source_store, build_validator, dask_client
 from astrolab.settings import Settings, load_settings
 from tasks import report
 from tasks.desi_files import SourceFile, discover
@@ -34,16 +36,15 @@ def discover_files(source: str, kinds: list[str] | None, settings: Settings) -> 
     return discover(source, set(kinds) if kinds else None, sources)
 
 
-@task(name="ingest-files", retries=2, retry_delay_seconds=10)
-def ingest_files(files: list[SourceFile], settings: Settings, run_id: str) -> list[FileResult]:
-    """Ingest each file (hash, read, validate, enrich, stage, load); bad files are quarantined, others go on.
+def ingest_group(files: list[SourceFile], settings: Settings, run_id: str, docs_subdir: str | None = None,
+                 on_file: Callable[[FileResult], None] | None = None) -> tuple[list[FileResult], str | None]:
+    """Ingest files one after another with one catalog connection and one validator; build their Data Docs.
 
-    A lost catalog connection (a database restart) fails the task and Prefect retries it: files loaded before
-    are skipped by their lineage, the interrupted one was rolled back and is loaded again.
+    Returns the results and the Data Docs index's path relative to the lake's Data Docs directory. This runs in
+    the flow's process, or on a Dask worker for a share of the files.
     """
-    logger = get_run_logger()
     lake = build_lake(settings)
-    validator = build_validator(settings, lake)
+    validator = build_validator(settings, lake, docs_subdir)
     sources = build_source_store(settings) if any(src.url for src in files) else None
     results = []
     with build_catalog(settings) as catalog:
@@ -52,13 +53,50 @@ def ingest_files(files: list[SourceFile], settings: Settings, run_id: str) -> li
             result = ingest_file(src, lake, catalog, validator, settings.ingest.chunk_rows, run_id,
                                  progress=progress.advance, sources=sources)
             results.append(result)
-            if result.status == "quarantined":
-                logger.warning("quarantined %s: %s", src.path.name, result.error)
-            else:
-                logger.info("%s %s: %d rows", result.status, src.path.name, result.rows)
+            if on_file:
+                on_file(result)
     docs = validator.build_data_docs()
-    if docs is not None:
-        lake.save_dir(docs.parent)
+    if docs is None:
+        return results, None
+    lake.save_dir(docs.parent)
+    return results, docs.relative_to(lake.data_docs_dir()).as_posix()
+
+
+@task(name="ingest-files", retries=2, retry_delay_seconds=10)
+def ingest_files(files: list[SourceFile], settings: Settings, run_id: str) -> list[FileResult]:
+    """Ingest each file (hash, read, validate, enrich, stage, load); bad files are quarantined, others go on.
+
+    With a PostgreSQL catalog (or ``ingest.on_cluster``) the files are shared out over the Dask cluster's worker
+    threads, each loading through its own connection (concurrent loads are locked per file in the catalog), and
+    the workers' Data Docs are joined under one index. A lost catalog connection (a database restart) fails the
+    task and Prefect retries it: files loaded before are skipped by their lineage, an interrupted one was rolled
+    back and is loaded again.
+    """
+    logger = get_run_logger()
+
+    def log(result: FileResult) -> None:
+        if result.status == "quarantined":
+            logger.warning("quarantined %s: %s", result.path, result.error)
+        else:
+            logger.info("%s %s: %d rows", result.status, result.path, result.rows)
+
+    on_cluster = settings.ingest.on_cluster
+    if on_cluster is None:
+        on_cluster = settings.catalog_url.startswith("postgresql")
+    if not on_cluster or len(files) < 2:
+        return ingest_group(files, settings, run_id, on_file=log)[0]
+    with dask_client(settings) as client:
+        slots = max(1, min(len(files), sum(client.nthreads().values())))
+        groups = [files[k::slots] for k in range(slots)]
+        futures = [client.submit(ingest_group, group, settings, run_id, f"workers/{k}", pure=False)
+                   for k, group in enumerate(groups)]
+        done = client.gather(futures)
+    results = [r for group_results, _ in done for r in group_results]
+    for result in results:
+        log(result)
+    lake = build_lake(settings)
+    index = report.join_data_docs(lake.data_docs_dir(), [docs for _, docs in done if docs])
+    lake.save_dir(index.parent)
     return results
 
 

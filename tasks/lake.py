@@ -74,6 +74,9 @@ class Lake(Protocol):
     def catalog_path(self, product: str) -> str | Path:
         """What users open (a path, or an s3:// URL) for the published version."""
 
+    def local_catalog(self, product: str) -> Path:
+        """The published version as a local directory (downloaded once from S3), for file-system readers."""
+
     def remove_versions(self, product: str, keep: set[str]) -> list[str]:
         """Delete versions not in ``keep``."""
 
@@ -139,6 +142,13 @@ class LocalLake:
     def catalog_path(self, product: str) -> Path:
         """The stable path users open (a symlink to the published version)."""
         return self.root / "hats" / product
+
+    def local_catalog(self, product: str) -> Path:
+        """The published version's directory."""
+        version = self.published_version(product)
+        if version is None:
+            raise FileNotFoundError(f"{self.root}: nothing published for {product} yet")
+        return self.version_dir(product, version)
 
     def versions_dir(self, product: str) -> Path:
         """Directory holding a product's versions."""

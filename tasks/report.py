@@ -92,3 +92,17 @@ def plots(catalog, out_dir: Path) -> list[Path]:
         plot_nz(nz["zbin"].to_numpy(), np.asarray(nz["spectype"].to_pylist()), nz["n"].to_numpy(), out_dir / "nz.png"),
         plot_sky(sky["healpix"].to_numpy(), sky["n"].to_numpy(), out_dir / "sky_density.png"),
     ]
+
+
+def join_data_docs(docs_dir: Path, indexes: Sequence[str]) -> Path:
+    """An index.html in ``docs_dir`` linking the Data Docs sites that Dask workers built below it."""
+    import html
+
+    items = "\n".join(f'<li><a href="{html.escape(rel)}">{html.escape(rel.rsplit("/", 1)[0])}</a></li>'
+                      for rel in sorted(indexes))
+    docs_dir.mkdir(parents=True, exist_ok=True)
+    index = docs_dir / "index.html"
+    index.write_text("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>astrolab Data Docs</title></head>"
+                     f"<body><h1>Great Expectations Data Docs</h1><p>One site per Dask worker of the last ingest "
+                     f"run:</p><ul>\n{items}\n</ul></body></html>\n")
+    return index

@@ -4,6 +4,8 @@
 import os
 import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import psycopg
@@ -78,15 +80,29 @@ def lake_env(request):
     return {} if request.param == "local" else request.getfixturevalue("s3_lake_env")
 
 
-@pytest.fixture
-def pg_database(pg_url):
-    """A fresh, empty PostgreSQL database for one test (dropped after); yields its URL."""
+@contextmanager
+def fresh_pg_database(pg_url: str) -> Iterator[str]:
+    """A fresh, empty database on the test server (dropped after); yields its URL."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_url, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
     yield pg_url.rsplit("/", 1)[0] + "/" + name
     with psycopg.connect(pg_url, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def pg_database(pg_url):
+    """A fresh PostgreSQL database for one test."""
+    with fresh_pg_database(pg_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def pg_module_database(pg_url):
+    """A fresh PostgreSQL database shared by one test module."""
+    with fresh_pg_database(pg_url) as url:
+        yield url
 
 
 @pytest.fixture(params=["duckdb", "postgresql"])

@@ -1,6 +1,7 @@
 """prefect.yaml for real: a Prefect server, a process worker, `prefect deploy --all`, `prefect deployment run`.
 
-The ingest deployment runs against PostgreSQL with parameters given on the command line, as an admin would.
+The ingest deployment and the four science deployments run against PostgreSQL and the S3 server, with parameters
+given on the command line, as an admin would.
 """
 
 import json
@@ -15,6 +16,9 @@ from pathlib import Path
 import psycopg
 import pyarrow.parquet as pq
 import pytest
+
+from astrolab.resources import build_lake
+from astrolab.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFECT = str(Path(sys.executable).parent / "prefect")
@@ -66,7 +70,7 @@ def prefect(env, *args, timeout=300):
 
 
 @pytest.mark.slow
-def test_deploy_all_and_run_against_postgres(prefect_env, pg_database, tmp_path):
+def test_deploy_all_and_run_against_postgres_and_s3(prefect_env, pg_database, s3_lake_env, tmp_path):
     prefect(prefect_env, "work-pool", "create", "astrolab-process", "--type", "process")
     prefect(prefect_env, "work-pool", "create", "astrolab-gpu", "--type", "process")
     prefect(prefect_env, "work-pool", "create", "astrolab-rke2", "--type", "kubernetes",
@@ -85,8 +89,11 @@ def test_deploy_all_and_run_against_postgres(prefect_env, pg_database, tmp_path)
                 "--param", f"out_dir={json.dumps(str(sample))}", "--param", "n_rows=3000",
                 "--param", "spectra=false")
         config = tmp_path / "astrolab.yaml"
-        config.write_text(f"home: {tmp_path / 'home'}\ncatalog:\n  url: {pg_database}\n"
-                          "dask:\n  n_workers: 1\n  threads_per_worker: 2\n")
+        lake = {"url": s3_lake_env["ASTROLAB_LAKE_URL"], "s3_endpoint": s3_lake_env["ASTROLAB_LAKE_S3_ENDPOINT"],
+                "s3_access_key": s3_lake_env["ASTROLAB_LAKE_S3_ACCESS_KEY"],
+                "s3_secret_key": s3_lake_env["ASTROLAB_LAKE_S3_SECRET_KEY"]}
+        config.write_text(json.dumps({"home": str(tmp_path / "home"), "catalog": {"url": pg_database}, "lake": lake,
+                                      "dask": {"n_workers": 1, "threads_per_worker": 2}}))  # JSON is YAML
         out = prefect(prefect_env, "deployment", "run", "desi-ingest/daily", "--watch", "--watch-timeout", "240",
                       "--param", f"source={json.dumps(str(sample))}", "--param", f"config={json.dumps(str(config))}")
         assert "Completed" in out
@@ -106,10 +113,13 @@ def test_deploy_all_and_run_against_postgres(prefect_env, pg_database, tmp_path)
         assert con.execute("SELECT count(*) FROM redshifts").fetchone()[0] == 3000
         assert con.execute("SELECT count(*) FROM ingest_lineage WHERE status = 'published'").fetchone()[0] > 0
         version = con.execute("SELECT version FROM hats_versions WHERE product = 'redshifts'").fetchone()[0]
-    assert (tmp_path / "home" / "lake" / "hats" / ".versions" / "redshifts" / version / "hats.properties").exists()
-    runs = tmp_path / "home" / "lake" / "reports" / "runs"
-    assert len(list(runs.glob("*/xi_BGS.ecsv"))) == 1
-    [matches] = runs.glob("*/crossmatch.parquet")
+    lake = build_lake(load_settings(config, env={}))
+    assert lake.url.startswith("s3://") and lake.published_version("redshifts") == version
+    products = {Path(obj.key).name: obj.key for obj in lake.store.list(lake.bucket, f"{lake.prefix}/reports/runs/")}
+    assert {"xi_BGS.ecsv", "crossmatch.parquet", "DESIVAST_BGS_VOLLIM_VoidFinder.fits", "DESI_AGN_BPT_WISE.fits"} \
+        <= set(products)
+    matches = tmp_path / "matches.parquet"
+    lake.store.download(lake.bucket, products["crossmatch.parquet"], matches)
     with psycopg.connect(pg_database) as con:
         n_fastspec = con.execute("SELECT count(*) FROM fastspec").fetchone()[0]
         assert len(pq.read_table(matches)) == n_fastspec

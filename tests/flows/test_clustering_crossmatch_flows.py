@@ -73,6 +73,8 @@ def test_crossmatch_flow_matches_each_fastspec_target_to_itself(env):
     assert "fastspec x redshifts" in Artifact.get("desi-crossmatch-summary").data
 
 
-def test_crossmatch_flow_names_a_missing_catalog(env):
-    with pytest.raises(FileNotFoundError, match="nowhere.*not a HATS catalog"):
+def test_crossmatch_flow_names_a_missing_catalog(env, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing published for nowhere"):
         desi_crossmatch(left="nowhere", right="redshifts")
+    with pytest.raises(FileNotFoundError, match="not a HATS catalog: hats.properties is missing"):
+        desi_crossmatch(left=str(tmp_path), right="redshifts")

@@ -56,3 +56,22 @@ def test_catalog_password_from_a_prefect_secret_block(pg_database, monkeypatch):
     missing = load_settings(env={"ASTROLAB_CATALOG_URL": pg_database, "ASTROLAB_CATALOG_PASSWORD_SECRET": "nope"})
     with pytest.raises(SettingsError, match="no Prefect Secret block named 'nope'"):
         build_catalog(missing)
+
+
+def test_ingest_on_the_dask_cluster_with_postgresql(sample, pg_database, tmp_path, monkeypatch):
+    """With a PostgreSQL catalog the files are ingested by the Dask workers, each file once, Data Docs joined."""
+    import psycopg
+
+    monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ASTROLAB_CATALOG_URL", pg_database)
+    monkeypatch.setenv("ASTROLAB_DASK_N_WORKERS", "2")
+    summary = desi_ingest(str(sample), kinds=["zpix", "fastspec"])
+    assert summary["quarantined"] == {} and summary["ingested"] == summary["files"] >= 4
+    with psycopg.connect(pg_database) as con:
+        rows = con.execute("SELECT count(*) FROM redshifts").fetchone()[0]
+        lineage = con.execute("SELECT count(*), count(DISTINCT file_hash) FROM ingest_lineage").fetchone()
+    assert rows == 4000 and lineage == (summary["files"], summary["files"])
+    docs = tmp_path / "home" / "lake" / "reports" / "data_docs"
+    index = (docs / "index.html").read_text()
+    assert index.count("<li>") == 2 and all((docs / f"workers/{k}/index.html").exists() for k in (0, 1))
+    assert desi_ingest(str(sample), kinds=["zpix", "fastspec"])["skipped"] == summary["files"]

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
 
 import numpy as np
-import psycopg
 import pyarrow as pa
 import pytest
 from astropy.io import fits
@@ -29,17 +27,6 @@ def sample(tmp_path_factory):
     generate_sample(root, SampleConfig(n_rows=N_ROWS, seed=7, n_coadd_pixels=1, coadd_nspec=5,
                                        write_spectra=False))
     return root
-
-
-@pytest.fixture(scope="module")
-def pg_module_database(pg_url):
-    """One fresh PostgreSQL database for this module (dropped after)."""
-    name = f"t_agn_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_url, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    yield pg_url.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(pg_url, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @pytest.fixture(scope="module", params=["duckdb", "postgresql"])
