@@ -82,7 +82,7 @@ def ingest_files(files: list[SourceFile], settings: Settings, run_id: str) -> li
 
     on_cluster = settings.ingest.on_cluster
     if on_cluster is None:
-        on_cluster = settings.catalog_url.startswith("postgresql")
+        on_cluster = settings.catalog_url.startswith(("postgresql://", "postgres://"))
     if not on_cluster or len(files) < 2:
         return ingest_group(files, settings, run_id, on_file=log)[0]
     with dask_client(settings) as client:

@@ -45,6 +45,9 @@ def grid_frame(*positions: Any, min_cell: float) -> GridFrame:
     if min_cell <= 0:
         raise ValueError(f"cell width must be positive, got {min_cell}")
     xp = namespace(*positions)
+    bad = sum(int((~xp.isfinite(p)).any(axis=-1).sum()) for p in positions)
+    if bad:
+        raise ValueError(f"{bad} positions are not finite (NaN or inf)")
     nonempty = [p for p in positions if p.shape[0]]
     if not nonempty:
         return GridFrame((0.0, 0.0, 0.0), float(min_cell), (1, 1, 1))

@@ -43,7 +43,7 @@ def chord(radius_deg: float) -> float:
 
 
 def nearest_within(ra1: Any, dec1: Any, ra2: Any, dec2: Any, radius_deg: float) -> Matches:
-    """Nearest point of (ra2, dec2) within `radius_deg` of each point of (ra1, dec1)."""
+    """Nearest point of (ra2, dec2) within `radius_deg` (inclusive) of each point of (ra1, dec1)."""
     return nearest_within_xyz(unit_vectors(ra1, dec1), unit_vectors(ra2, dec2), radius_deg)
 
 
@@ -56,8 +56,11 @@ def nearest_within_xyz(v1: Any, v2: Any, radius_deg: float) -> Matches:
     v2 = xp.asarray(v2, dtype=xp.float64).reshape(-1, 3)
     c = chord(radius_deg)
     # Cells a few mean spacings of the second set wide hold ~10 points each even for tiny radii; the first set is
-    # sorted by cell too, so the neighbour cells are looked up once per cell rather than once per point.
-    spacing = float(np.sqrt(4 * np.pi / max(v2.shape[0], 1)))
+    # sorted by cell too, so the neighbour cells are looked up once per cell rather than once per point. The
+    # spacing comes from the points' own extent: a HATS partition covers a small patch, not the sphere.
+    n2 = v2.shape[0]
+    extent = float((v2.max(axis=0) - v2.min(axis=0)).max()) if n2 else 0.0
+    spacing = extent / np.sqrt(max(n2, 1))
     frame = grid_frame(v1, v2, min_cell=max(c, 3 * spacing))
     grid, first = build_grid(v2, frame), build_grid(v1, frame)
     dims = np.asarray(frame.dims, dtype=np.int64)

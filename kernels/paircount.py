@@ -77,7 +77,7 @@ def prepare(pos1: Any, edges: Any, pos2: Any | None = None, weights1: Any | None
     pos2 = pos1 if autocorr else xp.asarray(pos2, dtype=xp.float64).reshape(-1, 3)
     # Cells half the largest separation, searched two deep and pruned by their distance to each point, cover
     # the sphere of pairs far more tightly than cells as wide as the separation searched one deep.
-    frame = grid_frame(pos1, pos2, min_cell=float(edges[-1]) / REFINE)
+    frame = grid_frame(*((pos1,) if autocorr else (pos1, pos2)), min_cell=float(edges[-1]) / REFINE)
     reach = int(np.ceil(edges[-1] / frame.cell))
     first = build_grid(pos1, frame)
     second = first if autocorr else build_grid(pos2, frame)
@@ -184,7 +184,7 @@ def multipoles(xi_smu: np.ndarray, mu_edges: np.ndarray, ells: tuple[int, ...] =
     for ell in ells:
         antideriv = np.polynomial.legendre.Legendre.basis(ell).integ()
         weight = np.diff(antideriv(mu_edges))
-        out.append((2 * ell + 1) * np.nansum(xi_smu * weight, axis=1))
+        out.append((2 * ell + 1) * np.sum(xi_smu * weight, axis=1))  # NaN (no random pairs) stays NaN
     return np.array(out)
 
 
@@ -408,6 +408,8 @@ def _count_gpu(problem: PairProblem, lo: int, hi: int) -> tuple[np.ndarray, np.n
         _GPU_KERNEL = cp.RawKernel(_CUDA_SOURCE, "pair_hist", options=("--fmad=false",))  # as the CPU rounds
     nb = problem.edges.size - 1
     nbins = nb * max(problem.n_mu, 1)
+    if nbins * 16 > 48 * 1024:  # past the default dynamic shared memory of a block
+        _GPU_KERNEL.max_dynamic_shared_size_bytes = nbins * 16
     counts = cp.zeros(nbins, dtype=cp.uint64)
     wsum = cp.zeros(nbins, dtype=cp.float64)
     if hi > lo:

@@ -111,6 +111,8 @@ def measure_xi(data: Points, randoms: Points, s_edges: np.ndarray, n_mu: int, cl
     s_edges = np.asarray(s_edges, dtype=np.float64)
     if s_edges[0] <= 0:
         raise ValueError("the first separation edge must be > 0 (no self-pairs in DD and RR)")
+    if n_mu < 1:
+        raise ValueError(f"need at least one mu bin for xi(s, mu) and its multipoles, got n_mu={n_mu}")
     if gpu:
         import cupy
 

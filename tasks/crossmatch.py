@@ -86,9 +86,9 @@ def candidate_partitions(left: HatsCatalog, right: HatsCatalog, radius_deg: floa
 def match_partition(left: HatsCatalog, part: Partition, right: HatsCatalog, right_parts: list[Partition],
                     radius_deg: float, left_columns: list[str], right_columns: list[str]) -> pa.Table:
     """Nearest right row within the radius of each row of one left partition (matched rows only)."""
-    rows = pq.read_table(left.partition_file(part), columns=[left.ra, left.dec, *left_columns])
+    rows = _finite(pq.read_table(left.partition_file(part), columns=[left.ra, left.dec, *left_columns]), left)
     v1 = unit_vectors(rows[left.ra].to_numpy(), rows[left.dec].to_numpy())
-    others = [pq.read_table(right.partition_file(p), columns=[right.ra, right.dec, *right_columns])
+    others = [_finite(pq.read_table(right.partition_file(p), columns=[right.ra, right.dec, *right_columns]), right)
               for p in right_parts]
     cand = pa.concat_tables(others) if others else None
     if cand is None or len(cand) == 0 or len(rows) == 0:
@@ -101,6 +101,13 @@ def match_partition(left: HatsCatalog, part: Partition, right: HatsCatalog, righ
     hit = np.flatnonzero(found.index >= 0)
     left_rows, right_rows = rows.take(pa.array(hit)), cand.take(pa.array(found.index[hit]))
     return _result(left, right, left_rows, right_rows, left_columns, right_columns, found.separation_deg[hit])
+
+
+def _finite(rows: pa.Table, catalog: HatsCatalog) -> pa.Table:
+    """Rows with a finite position (a row without one cannot match anything)."""
+    ra, dec = rows[catalog.ra].to_numpy(zero_copy_only=False), rows[catalog.dec].to_numpy(zero_copy_only=False)
+    ok = np.isfinite(ra.astype(np.float64)) & np.isfinite(dec.astype(np.float64))
+    return rows if ok.all() else rows.filter(pa.array(ok))
 
 
 def _result(left: HatsCatalog, right: HatsCatalog, lrows: pa.Table, rrows: pa.Table, left_columns: list[str],

@@ -84,6 +84,13 @@ def test_exact_small_cases():
     assert pair_counts(along_z, EDGES, n_mu=4).npairs[1].tolist() == [0, 0, 0, 2]
 
 
+def test_non_finite_positions_are_refused():
+    pos = np.zeros((3, 3))
+    pos[1, 2] = np.nan
+    with pytest.raises(ValueError, match="1 positions are not finite"):
+        pair_counts(pos, EDGES)
+
+
 @pytest.mark.parametrize("kwargs", [{"edges": [5.0, 1.0]}, {"edges": [-1.0, 1.0]}, {"edges": [1.0]},
                                     {"edges": [1.0, 2.0], "los": "sky"}, {"edges": [1.0, 2.0], "n_mu": -1}])
 def test_bad_arguments_are_refused(kwargs):
@@ -132,6 +139,9 @@ def test_multipoles_of_known_shapes():
     np.testing.assert_allclose(multipoles(p2, mu_edges), [[0, 0], [1, 1]], atol=1e-4)
     with pytest.raises(ValueError):
         multipoles(flat, np.linspace(0, 0.5, 201))
+    holed = flat.copy()
+    holed[1, 7] = np.nan  # a (s, mu) cell without random pairs: its multipoles are unknown, not biased
+    assert np.isnan(multipoles(holed, mu_edges)[:, 1]).all() and not np.isnan(multipoles(holed, mu_edges)[:, 0]).any()
 
 
 @pytest.mark.gpu

@@ -52,7 +52,9 @@ def test_clustered_data_have_positive_xi_at_small_separations():
     assert result.xi0[0] > 5 * abs(result.xi0[1])
 
 
-def test_first_edge_must_exclude_self_pairs():
+def test_first_edge_must_exclude_self_pairs_and_mu_bins_are_needed():
     data = patch(np.random.default_rng(7), 10)
     with pytest.raises(ValueError, match="> 0"):
         measure_xi(data, data, np.array([0.0, 1.0]), n_mu=2)
+    with pytest.raises(ValueError, match="n_mu=0"):
+        measure_xi(data, data, np.array([1.0, 2.0]), n_mu=0)

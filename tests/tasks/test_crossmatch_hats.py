@@ -92,3 +92,24 @@ def test_not_a_hats_catalog_is_a_clear_error(tmp_path):
         open_hats(tmp_path)
     with pytest.raises(ValueError, match="positive"):
         crossmatch(HatsCatalog(tmp_path, "RA", "DEC", ()), HatsCatalog(tmp_path, "RA", "DEC", ()), 0.0)
+
+
+def test_rows_without_a_position_match_nothing(tmp_path):
+    ra1, dec1 = np.array([10.0, np.nan, 10.5]), np.array([0.0, 0.0, 0.5])
+    left = write_hats(tmp_path / "l", np.nan_to_num(ra1), dec1, 2)
+    pq.write_table(pa.table({"RA": ra1, "DEC": dec1, "ID": [0, 1, 2]}), left.partition_file(left.partitions[0]))
+    right = write_hats(tmp_path / "r", np.array([10.0001, 10.5]), np.array([0.0, 0.5]), 2)
+    got = crossmatch(left, right, 2.0, ["ID"], ["ID"])
+    assert sorted(zip(got["left_ID"].to_pylist(), got["right_ID"].to_pylist())) == [(0, 0), (2, 1)]
+
+
+def test_a_dense_patch_matches_brute_force(tmp_path):
+    """All points in a small patch (one partition): the grid follows their extent, not the whole sky's."""
+    rng = np.random.default_rng(9)
+    ra1, dec1 = 40 + rng.uniform(0, 0.05, 3000), rng.uniform(0, 0.05, 3000)
+    ra2, dec2 = ra1 + rng.normal(0, 1 / 3600, 3000), dec1 + rng.normal(0, 1 / 3600, 3000)
+    got = crossmatch(write_hats(tmp_path / "l", ra1, dec1, 3), write_hats(tmp_path / "r", ra2, dec2, 3), 3.0,
+                     ["ID"], ["ID"])
+    want = brute_force(ra1, dec1, ra2, dec2, 3 / 3600)
+    assert dict(zip(got["left_ID"].to_pylist(), got["right_ID"].to_pylist())) == \
+        {i: int(j) for i, j in enumerate(want) if j >= 0}
