@@ -28,7 +28,7 @@ def file_table(results: Sequence[FileResult]) -> list[dict[str, object]]:
     ]
 
 
-def summary_markdown(results: Sequence[FileResult], published: Sequence[PublishResult], docs_index: Path | None,
+def summary_markdown(results: Sequence[FileResult], published: Sequence[PublishResult], docs_index: str | None,
                      primary_rows: int) -> str:
     """Markdown summary of a run."""
     count = {s: sum(r.status == s for r in results) for s in ("ingested", "skipped", "quarantined")}

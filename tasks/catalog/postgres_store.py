@@ -84,6 +84,10 @@ class PostgresCatalog(SqlCatalog):
         return pa.table({n: pa.array([r[i] for r in rows]) for i, n in enumerate(names)})
 
     def _append(self, product: Product, chunk: pa.Table, replace: bool) -> None:
+        # pyarrow's CSV writer pads an empty leading record batch with NUL bytes, which COPY rejects: drop them.
+        chunk = pa.Table.from_batches([b for b in pa.table(chunk).to_batches() if b.num_rows], schema=chunk.schema)
+        if chunk.num_rows == 0:
+            return
         cols = ", ".join(c.lower() for c in chunk.schema.names)
         self._execute(f"CREATE TEMP TABLE IF NOT EXISTS incoming_{product.name} (LIKE {product.name}) "
                       "ON COMMIT DROP")

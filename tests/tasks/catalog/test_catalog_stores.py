@@ -57,6 +57,15 @@ def test_load_replaces_rows_of_the_same_key(catalog, tmp_path):
     assert list(catalog.pending("redshifts")) == ["a", "b"]
 
 
+def test_chunks_with_empty_batches_load(catalog, tmp_path):
+    rows = redshift_rows(30, 3)
+    chunk = pa.concat_tables([rows.slice(0, 0), rows.slice(0, 20), rows.slice(20, 0), rows.slice(20)])
+    record = LineageRecord(file_hash="e", path="e.fits", kind="zpix", product="redshifts", survey=None,
+                           program=None, n_rows=30, status="loaded")
+    catalog.load_file(REDSHIFTS, [rows.slice(0, 0), chunk], record)
+    assert catalog.query("SELECT count(*) AS n FROM redshifts")["n"][0].as_py() == 30
+
+
 def test_failed_load_leaves_nothing(catalog, tmp_path):
     record = LineageRecord(file_hash="x", path="p", kind="zpix", product="redshifts", survey=None, program=None,
                            n_rows=1, status="loaded")
