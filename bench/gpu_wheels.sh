@@ -14,7 +14,7 @@ platforms=""
 for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_24_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 \
          manylinux1_x86_64 manylinux_2_31_x86_64 manylinux_2_34_x86_64; do platforms="$platforms --platform $p"; done
 for pkg in dask==2026.8.0 distributed==2026.8.0 dask-cuda astropy astropy-iers-data pyerfa healpy partd locket \
-           tblib zict tornado; do
+           tblib zict tornado wurlitzer future; do
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp $platforms \
     -d .whl "$pkg"
 done
