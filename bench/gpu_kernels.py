@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 import cupy as cp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench.kernels import median_time as cpu_median_time  # noqa: E402
 from kernels import agn  # noqa: E402
 from kernels.cosmology import comoving_distance  # noqa: E402
 from kernels.crossmatch import nearest_within  # noqa: E402
@@ -35,17 +35,8 @@ from kernels.paircount import dask_pair_counts, pair_counts  # noqa: E402
 
 
 def median_time(func: Callable[[], object], repeats: int, gpu: bool = False) -> float:
-    func()  # warm-up: compilation, the memory pool, caches
-    if gpu:
-        cp.cuda.Device().synchronize()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        func()
-        if gpu:
-            cp.cuda.Device().synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """bench/kernels.py's median after a warm-up; on the GPU, each clock read waits for the device."""
+    return cpu_median_time(func, repeats, cp.cuda.Device().synchronize if gpu else lambda: None)
 
 
 def sky(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:

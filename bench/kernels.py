@@ -19,6 +19,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,11 +38,16 @@ from kernels.paircount import pair_counts  # noqa: E402
 OUT = ROOT / "bench" / "out"
 
 
-def median_time(func, repeats: int) -> float:
+def median_time(func: Callable[[], object], repeats: int, sync: Callable[[], object] = lambda: None) -> float:
+    """Median wall time of `func` over `repeats` calls after one warm-up call (compilation, caches, memory
+    pools); `sync` waits for asynchronous work (a GPU stream) before each clock read."""
+    func()
+    sync()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         func()
+        sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 

@@ -10,7 +10,7 @@ from astrolab.resources import build_catalog, build_lake
 from astrolab.settings import Settings, load_settings
 from tasks import agn
 from tasks.agn_plot import bpt_diagram_png
-from tasks.voids_select import save_product
+from tasks.lake import save_product
 
 AGN_FITS = "DESI_AGN_BPT_WISE.fits"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 from prefect import flow, task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
@@ -13,7 +12,14 @@ from prefect.runtime import flow_run
 
 from astrolab.resources import build_lake, dask_client
 from astrolab.settings import Settings, load_settings
-from tasks.crossmatch import HatsCatalog, catalog_rows, crossmatch, match_stats, open_hats
+from tasks.crossmatch import (
+    HatsCatalog,
+    catalog_rows,
+    crossmatch,
+    match_stats,
+    open_hats,
+    separation_histogram_png,
+)
 
 
 @task(name="open-catalogs")
@@ -42,28 +48,10 @@ def match(left: HatsCatalog, right: HatsCatalog, radius_arcsec: float, left_colu
     out = run_dir / "crossmatch.parquet"
     pq.write_table(matches, out)
     plot = run_dir / "crossmatch_separations.png"
-    plot.write_bytes(_separation_plot(matches["separation_arcsec"].to_numpy(), radius_arcsec))
+    plot.write_bytes(separation_histogram_png(matches, radius_arcsec))
     lake.save_dir(run_dir)
     create_image_artifact(lake.url_of(plot), key="desi-crossmatch-separations", description="match separations")
     return lake.url_of(out), stats
-
-
-def _separation_plot(sep: np.ndarray, radius_arcsec: float) -> bytes:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.hist(sep, bins=40, range=(0, radius_arcsec))
-    ax.set_xlabel("separation [arcsec]")
-    ax.set_ylabel("matches")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 @flow(name="desi-crossmatch", log_prints=True)

@@ -14,28 +14,30 @@ from astrolab.resources import build_catalog, build_lake
 from astrolab.settings import Settings, load_settings
 from kernels.voids import VoidCatalog, VoidFinderParams, find_voids
 from tasks import voids_select as vs
+from tasks.lake import save_product
+from tasks.selection import Galaxies, occupied_pixels, positions, select_primary
 from tasks.voids_io import VoidScore, read_spheres, score_voids, write_desivast
 from tasks.voids_plot import size_function_png, slice_map_png
 
 
 @task(name="select-galaxies", retries=2, retry_delay_seconds=5)
-def select_galaxies(settings: Settings, z_min: float, z_max: float, target_class: str) -> vs.Galaxies:
+def select_galaxies(settings: Settings, z_min: float, z_max: float, target_class: str) -> Galaxies:
     """Primary ZWARN == 0 galaxies of the target class in the redshift range (RA, Dec, Z only)."""
     with build_catalog(settings) as catalog:
-        return vs.select_galaxies(catalog, z_min, z_max, target_class)
+        return select_primary(catalog, target_class, z_min, z_max, spectype="GALAXY")
 
 
 @task(name="survey-mask")
-def survey_pixels(gal: vs.Galaxies, mask_nside: int) -> np.ndarray:
+def survey_pixels(gal: Galaxies, mask_nside: int) -> np.ndarray:
     """The angular mask: HEALPix NESTED pixels occupied by the selected galaxies."""
-    return vs.occupied_pixels(gal.ra, gal.dec, mask_nside)
+    return occupied_pixels(gal.ra, gal.dec, mask_nside)
 
 
 @task(name="volume-limited-positions")
-def void_positions(gal: vs.Galaxies, pixels: np.ndarray, mask_nside: int, z_min: float, z_max: float,
+def void_positions(gal: Galaxies, pixels: np.ndarray, mask_nside: int, z_min: float, z_max: float,
                    density: float | None, seed: int) -> np.ndarray:
     """Comoving positions [h^-1 Mpc], thinned at random to a constant number density when one is given."""
-    xyz = vs.positions(gal)
+    xyz = positions(gal.ra, gal.dec, gal.z)
     if density is None:
         return xyz
     return xyz[vs.thin_to_density(xyz, density, pixels, mask_nside, z_min, z_max, seed)]
@@ -52,8 +54,7 @@ def run_void_finder(xyz: np.ndarray, pixels: np.ndarray, mask_nside: int, z_min:
 def write_fits(voids: VoidCatalog, params: VoidFinderParams, header: dict[str, object], name: str,
                settings: Settings, run_id: str) -> str:
     """Write the DESIVAST-format FITS (MAXIMALS, HOLES) into the lake; returns its URL."""
-    return vs.save_product(build_lake(settings), run_id, name,
-                           lambda path: write_desivast(path, voids, params, header))
+    return save_product(build_lake(settings), run_id, name, lambda path: write_desivast(path, voids, params, header))
 
 
 @task(name="load-void-tables", retries=2, retry_delay_seconds=5)
@@ -80,7 +81,7 @@ def report(voids: VoidCatalog, xyz: np.ndarray, volume: float, truth: np.ndarray
         "void_size_function.png": size_function_png(voids.r_eff, volume, None if truth is None else truth[:, 3]),
         "void_slice_map.png": slice_map_png(xyz, voids.holes, voids.hole_void),
     }
-    return [vs.save_product(build_lake(settings), run_id, name, lambda path, png=png: path.write_bytes(png))
+    return [save_product(build_lake(settings), run_id, name, lambda path, png=png: path.write_bytes(png))
             for name, png in images.items()]
 
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numba
+import numpy as np
+
 from .xp import namespace
 
 MAX_CELLS_PER_AXIS = 1 << 20  # 3 x 20 bits: cell ids fit in int64
@@ -99,3 +102,20 @@ def dense_starts(grid: CellGrid, max_cells: int) -> Any:
     counts = xp.zeros(n_cells + 1, dtype=xp.int64)
     counts[grid.cell_ids + 1] = grid.starts[1:] - grid.starts[:-1]
     return xp.cumsum(counts)
+
+
+@numba.njit(cache=True, inline="always")
+def find_cell(ids: np.ndarray, key: np.int64) -> int:
+    """Index of cell id `key` in the sorted `ids`, or -1 (for the numba loops)."""
+    k = np.searchsorted(ids, key)
+    return k if k < ids.size and ids[k] == key else -1
+
+
+# The same lookup for the CUDA sources of the kernels that use the grid.
+FIND_CELL_CUDA = r"""
+__device__ long long find_cell(const long long* ids, long long m, long long key) {
+    long long a = 0, b = m;
+    while (a < b) { long long h = (a + b) >> 1; if (ids[h] < key) a = h + 1; else b = h; }
+    return (a < m && ids[a] == key) ? a : -1;
+}
+"""

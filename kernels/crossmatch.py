@@ -14,7 +14,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from .cellgrid import build_grid, dense_starts, grid_frame
+from .cellgrid import FIND_CELL_CUDA, build_grid, dense_starts, find_cell, grid_frame
 from .xp import namespace
 
 
@@ -100,8 +100,8 @@ def _nearest_cpu(v1, c1, v2, order2, ids2, starts2, dense, dims, c2, nchunks):
                             if dense.size:
                                 j0, j1 = dense[key], dense[key + 1]
                             else:
-                                k = np.searchsorted(ids2, key)
-                                if k >= ids2.size or ids2[k] != key:
+                                k = find_cell(ids2, key)
+                                if k < 0:
                                     continue
                                 j0, j1 = starts2[k], starts2[k + 1]
                             if j1 > j0:
@@ -121,7 +121,7 @@ def _nearest_cpu(v1, c1, v2, order2, ids2, starts2, dense, dims, c2, nchunks):
     return best, best_d2
 
 
-_CUDA_SOURCE = r"""
+_CUDA_SOURCE = FIND_CELL_CUDA + r"""
 extern "C" __global__ void nearest(
     const double* v1, const long long* c1, long long n1, const double* v2, const long long* order2,
     const long long* ids2, const long long* starts2, long long m2, const long long* dense,
@@ -137,12 +137,7 @@ extern "C" __global__ void nearest(
     for (int c = -1; c <= 1; c++) { long long cz = c1[3*i+2] + c; if (cz < 0 || cz >= d2) continue;
         long long key = (cx * d1 + cy) * d2 + cz, j0, j1;
         if (dense) { j0 = dense[key]; j1 = dense[key + 1]; }
-        else {
-            long long lo = 0, hi = m2;
-            while (lo < hi) { long long h = (lo + hi) >> 1; if (ids2[h] < key) lo = h + 1; else hi = h; }
-            if (lo >= m2 || ids2[lo] != key) continue;
-            j0 = starts2[lo]; j1 = starts2[lo + 1];
-        }
+        else { long long k = find_cell(ids2, m2, key); if (k < 0) continue; j0 = starts2[k]; j1 = starts2[k + 1]; }
         for (long long j = j0; j < j1; j++) {
             double dx = x - v2[3*j], dy = y - v2[3*j+1], dz = z - v2[3*j+2];
             double dd = dx*dx + dy*dy + dz*dz;

@@ -20,7 +20,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from .cellgrid import CellGrid, build_grid, dense_starts, grid_frame
+from .cellgrid import FIND_CELL_CUDA, CellGrid, build_grid, dense_starts, find_cell, grid_frame
 from .xp import namespace, to_host
 
 LOS = {"z": 0, "midpoint": 1}
@@ -190,12 +190,6 @@ def multipoles(xi_smu: np.ndarray, mu_edges: np.ndarray, ells: tuple[int, ...] =
 
 # --- the pair loop on the CPU ----------------------------------------------------------------------------------
 @numba.njit(cache=True, inline="always")
-def _find(ids: np.ndarray, key: np.int64) -> int:
-    k = np.searchsorted(ids, key)
-    return k if k < ids.size and ids[k] == key else -1
-
-
-@numba.njit(cache=True, inline="always")
 def _box_distance2(x, y, z, origin, cell, cx, cy, cz):
     """Squared distance from a point to the box of cell (cx, cy, cz)."""
     bx, by, bz = origin[0] + cx * cell, origin[1] + cy * cell, origin[2] + cz * cell
@@ -239,7 +233,7 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edg
                 for cx in range(max(here[0] - reach, 0), min(here[0] + reach + 1, dims[0])):
                     for cy in range(max(here[1] - reach, 0), min(here[1] + reach + 1, dims[1])):
                         for cz in range(max(here[2] - reach, 0), min(here[2] + reach + 1, dims[2])):
-                            k = _find(ids2, (cx * dims[1] + cy) * dims[2] + cz)
+                            k = find_cell(ids2, (cx * dims[1] + cy) * dims[2] + cz)
                             if k >= 0:
                                 first_j[n_near], end_j[n_near] = starts2[k], starts2[k + 1]
                                 near[n_near, 0], near[n_near, 1], near[n_near, 2] = cx, cy, cz
@@ -313,14 +307,8 @@ def _mu(dx, dy, dz, r2, x1, y1, z1, x2, y2, z2, los):
 
 
 # --- the pair loop on the GPU ----------------------------------------------------------------------------------
-_CUDA_SOURCE = r"""
+_CUDA_SOURCE = FIND_CELL_CUDA + r"""
 #define PRIVATE_BINS 32
-
-__device__ long long find_cell(const long long* ids, long long m, long long key) {
-    long long a = 0, b = m;
-    while (a < b) { long long h = (a + b) >> 1; if (ids[h] < key) a = h + 1; else b = h; }
-    return (a < m && ids[a] == key) ? a : -1;
-}
 
 // One thread per first point. Few bins: each thread keeps its own histogram (no atomics in the loop); many bins
 // ((s, mu)): one shared-memory histogram per block, where collisions are rare. Weights are summed only if given.

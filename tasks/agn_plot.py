@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pyarrow as pa
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from kernels import agn
+from tasks.plots import figure, png
 
 _STYLE = {agn.BPT.SF: ("tab:blue", "star-forming"), agn.BPT.COMP: ("tab:green", "composite"),
           agn.BPT.SY: ("tab:red", "Seyfert"), agn.BPT.LINER: ("tab:orange", "LINER")}
@@ -25,8 +22,7 @@ def bpt_diagram_png(table: pa.Table, max_points: int = 100_000, seed: int = 0, d
     if len(rows) > max_points:  # a fixed seed keeps the artifact the same for the same catalog
         rows = np.sort(np.random.default_rng(seed).choice(rows, max_points, replace=False))
 
-    fig = Figure(figsize=(6.4, 5.2))
-    FigureCanvasAgg(fig)
+    fig = figure((6.4, 5.2))
     ax = fig.add_subplot()
     for code, (colour, label) in _STYLE.items():
         sel = rows[codes[rows] == code]
@@ -41,6 +37,4 @@ def bpt_diagram_png(table: pa.Table, max_points: int = 100_000, seed: int = 0, d
     ax.set(xlim=X_RANGE, ylim=Y_RANGE, xlabel=r"log [NII]6584 / H$\alpha$", ylabel=r"log [OIII]5007 / H$\beta$",
            title=f"[NII] BPT: {len(rows):,} of {int((codes != agn.BPT.NONE).sum()):,} classified rows shown")
     ax.legend(loc="lower left", fontsize=7, markerscale=3)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
+    return png(fig, dpi)

@@ -6,19 +6,18 @@ I/O around them and has no Prefect in it.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from kernels.cosmology import comoving_distance, radec_to_xyz
-from kernels.healpix import ang2pix_nest
 from kernels.paircount import dask_pair_counts, landy_szalay, multipoles, pair_counts
+from tasks.plots import figure, png
+from tasks.selection import angular_mask, occupied_pixels, positions, select_primary
 
-# DESI_TARGET bits of the main-survey target classes (desitarget's desi_mask).
-TRACER_BITS = {"LRG": 0, "ELG": 1, "QSO": 2, "BGS": 60}
+# Tracer names of the clustering flow -> DESI target classes.
+TRACER_CLASS = {"BGS": "BGS_ANY", "LRG": "LRG", "ELG": "ELG", "QSO": "QSO"}
 
 
 @dataclass(frozen=True)
@@ -59,23 +58,15 @@ class XiResult:
 
 def points(ra: np.ndarray, dec: np.ndarray, z: np.ndarray) -> Points:
     """Points with their Planck18 comoving positions in Mpc/h."""
-    x, y, zz = radec_to_xyz(ra, dec, comoving_distance(z, unit="Mpc/h"))
-    return Points(ra, dec, z, np.column_stack([x, y, zz]))
+    return Points(ra, dec, z, positions(ra, dec, z))
 
 
 def select_tracers(catalog: Any, tracer: str, z_min: float, z_max: float) -> Points:
-    """Primary redshifts (ZWARN = 0) of one DESI target class in a redshift range, from the catalog."""
-    if tracer not in TRACER_BITS:
-        raise ValueError(f"unknown tracer {tracer!r}; choose one of {sorted(TRACER_BITS)}")
-    if not 0 <= float(z_min) < float(z_max):
-        raise ValueError(f"need 0 <= z_min < z_max, got {z_min}, {z_max}")
-    sql = (f"SELECT target_ra, target_dec, z, x_mpch, y_mpch, z_mpch FROM zcat_primary "
-           f"WHERE zwarn = 0 AND (desi_target & {1 << TRACER_BITS[tracer]}) <> 0 "
-           f"AND z >= {float(z_min)!r} AND z < {float(z_max)!r} ORDER BY targetid")
-    rows = catalog.query(sql)
-    cols = {name.lower(): rows.column(name).to_numpy() for name in rows.column_names}
-    xyz = np.column_stack([cols["x_mpch"], cols["y_mpch"], cols["z_mpch"]]).astype(np.float64)
-    return Points(cols["target_ra"], cols["target_dec"], cols["z"], xyz)
+    """Primary redshifts (ZWARN = 0) of one DESI tracer in a redshift range, from the catalog."""
+    if tracer not in TRACER_CLASS:
+        raise ValueError(f"unknown tracer {tracer!r}; choose one of {sorted(TRACER_CLASS)}")
+    galaxies = select_primary(catalog, TRACER_CLASS[tracer], z_min, z_max)
+    return points(galaxies.ra, galaxies.dec, galaxies.z)
 
 
 def footprint_randoms(data: Points, factor: float, order: int = 5, seed: int = 0) -> Points:
@@ -85,7 +76,8 @@ def footprint_randoms(data: Points, factor: float, order: int = 5, seed: int = 0
     wanted = int(round(factor * len(data)))
     if len(data) == 0 or wanted == 0:
         return points(np.zeros(0), np.zeros(0), np.zeros(0))
-    occupied = np.unique(ang2pix_nest(order, data.ra, data.dec))
+    occupied = occupied_pixels(data.ra, data.dec, 2**order)
+    inside = angular_mask(occupied, 2**order)
     fsky = occupied.size / (12 * 4**order)
     ra, dec = [], []
     have = 0
@@ -93,7 +85,7 @@ def footprint_randoms(data: Points, factor: float, order: int = 5, seed: int = 0
         n = int((wanted - have) / fsky * 1.2) + 1000
         r_ra = rng.uniform(0.0, 360.0, n)
         r_dec = np.degrees(np.arcsin(rng.uniform(-1.0, 1.0, n)))
-        keep = np.isin(ang2pix_nest(order, r_ra, r_dec), occupied)
+        keep = inside(r_ra, r_dec)
         ra.append(r_ra[keep])
         dec.append(r_dec[keep])
         have += int(keep.sum())
@@ -125,20 +117,15 @@ def measure_xi(data: Points, randoms: Points, s_edges: np.ndarray, n_mu: int, cl
 
     dd, dr, rr = count(data.xyz, None), count(data.xyz, randoms.xyz), count(randoms.xyz, None)
     xi = landy_szalay(dd, dr, rr, np.ones(len(data)), np.ones(len(randoms)))
-    mu_edges = dd.mu_edges if dd.mu_edges is not None else np.array([0.0, 1.0])
-    xi0, xi2 = multipoles(xi, mu_edges)
-    return XiResult(s_edges, mu_edges, dd.npairs, dr.npairs, rr.npairs, xi, xi0, xi2, len(data), len(randoms))
+    xi0, xi2 = multipoles(xi, dd.mu_edges)
+    return XiResult(s_edges, dd.mu_edges, dd.npairs, dr.npairs, rr.npairs, xi, xi0, xi2, len(data), len(randoms))
 
 
 def xi_plot_png(result: XiResult, title: str) -> bytes:
     """s^2 xi_0(s) and s^2 xi_2(s) against s, as PNG bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     s = 0.5 * (result.s_edges[:-1] + result.s_edges[1:])
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = figure((6, 4))
+    ax = fig.add_subplot()
     ax.plot(s, s**2 * result.xi0, "o-", label=r"$\ell = 0$")
     ax.plot(s, s**2 * result.xi2, "s--", label=r"$\ell = 2$")
     ax.axhline(0, color="grey", lw=0.5)
@@ -146,7 +133,4 @@ def xi_plot_png(result: XiResult, title: str) -> bytes:
     ax.set_ylabel(r"$s^2 \xi_\ell(s)$ [$h^{-2}$ Mpc$^2$]")
     ax.set_title(title)
     ax.legend()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return png(fig)

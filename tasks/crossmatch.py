@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kernels.crossmatch import nearest_within_xyz, unit_vectors
+from tasks.plots import figure, png
 
 Partition = tuple[int, int]  # (order, pixel), NESTED
 
@@ -154,6 +155,16 @@ def match_stats(matches: pa.Table, n_left: int, n_right: int, radius_arcsec: flo
     return {"left_rows": n_left, "right_rows": n_right, "matched": int(sep.size), "radius_arcsec": radius_arcsec,
             "matched_fraction": sep.size / n_left if n_left else 0.0,
             "median_separation_arcsec": float(q[0]), "p90_separation_arcsec": float(q[1])}
+
+
+def separation_histogram_png(matches: pa.Table, radius_arcsec: float) -> bytes:
+    """Histogram of the match separations out to the radius, as PNG bytes."""
+    fig = figure((5, 3.5))
+    ax = fig.add_subplot()
+    ax.hist(matches["separation_arcsec"].to_numpy(), bins=40, range=(0, radius_arcsec))
+    ax.set_xlabel("separation [arcsec]")
+    ax.set_ylabel("matches")
+    return png(fig)
 
 
 def catalog_rows(catalog: HatsCatalog) -> int:

@@ -23,6 +23,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -211,3 +212,12 @@ class LocalLake:
     def url_of(self, path: Path) -> str:
         """The file:// URL of a report file."""
         return Path(path).resolve().as_uri()
+
+
+def save_product(lake: Lake, run_id: str, name: str, write: Callable[[Path], object]) -> str:
+    """Write one product file with `write(path)` where the lake keeps this run's outputs, make it durable there,
+    and return its URL (the one place that knows where products go)."""
+    path = lake.run_report_dir(run_id) / name
+    write(path)
+    lake.save_dir(path.parent)
+    return lake.url_of(path)

@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PatchCollection
-from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
-
-def _png(fig: Figure, dpi: int) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
-
-
-def _figure(size: tuple[float, float]) -> Figure:
-    fig = Figure(figsize=size)
-    FigureCanvasAgg(fig)
-    return fig
+from tasks.plots import figure, png
 
 
 def size_function_png(radii: np.ndarray, volume: float, truth_radii: np.ndarray | None = None,
                       dpi: int = 100) -> bytes:
     """Cumulative void size function n(>R) [h^3 Mpc^-3] of `radii` (e.g. R_EFF) in a survey of this volume,
     with the planted voids' radii for comparison when given."""
-    fig = _figure((6.0, 4.5))
+    fig = figure((6.0, 4.5))
     ax = fig.add_subplot()
     for r, style, label in ((radii, "C0-", "found (R_EFF)"), (truth_radii, "k--", "planted")):
         if r is None or not len(r):
@@ -38,7 +24,7 @@ def size_function_png(radii: np.ndarray, volume: float, truth_radii: np.ndarray 
            title=f"Void size function (survey volume {volume:.3g} $h^{{-3}}$ Mpc$^3$)")
     if ax.has_data():
         ax.legend()
-    return _png(fig, dpi)
+    return png(fig, dpi)
 
 
 def slice_map_png(galaxies: np.ndarray, holes: np.ndarray, hole_void: np.ndarray, axis: int = 2,
@@ -51,7 +37,7 @@ def slice_map_png(galaxies: np.ndarray, holes: np.ndarray, hole_void: np.ndarray
     u, v = [a for a in range(3) if a != axis]
     near = np.abs(galaxies[:, axis] - center) < thickness / 2
     cut = np.abs(holes[:, axis] - center) < holes[:, 3]
-    fig = _figure((7.0, 7.0))
+    fig = figure((7.0, 7.0))
     ax = fig.add_subplot()
     radius = np.sqrt(holes[cut, 3] ** 2 - (holes[cut, axis] - center) ** 2)
     circles = PatchCollection([Circle((x, y), r) for x, y, r in zip(holes[cut, u], holes[cut, v], radius)],
@@ -64,4 +50,4 @@ def slice_map_png(galaxies: np.ndarray, holes: np.ndarray, hole_void: np.ndarray
            title=f"{names[axis]} = {center:.1f} ± {thickness / 2:g} $h^{{-1}}$ Mpc: {int(near.sum())} galaxies, "
                  f"{len(np.unique(np.asarray(hole_void)[cut]))} voids")
     ax.autoscale_view()
-    return _png(fig, dpi)
+    return png(fig, dpi)

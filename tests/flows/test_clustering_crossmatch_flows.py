@@ -14,8 +14,8 @@ from astrolab.settings import load_settings
 from flows.clustering import desi_clustering
 from flows.crossmatch import desi_crossmatch
 from flows.ingest import desi_ingest
-from tasks.clustering import TRACER_BITS
 from tasks.sample import SampleConfig, generate_sample
+from tasks.selection import DESI_TARGET_BITS
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_clustering_flow(env):
                           randoms_factor=2.0)
     with build_catalog(load_settings(), read_only=True) as catalog:
         n_bgs = catalog.query(f"SELECT count(*) AS n FROM zcat_primary WHERE zwarn = 0 AND z >= 0.02 AND z < 0.5 "
-                              f"AND (desi_target & {1 << TRACER_BITS['BGS']}) <> 0")["n"][0].as_py()
+                              f"AND (desi_target & {1 << DESI_TARGET_BITS['BGS_ANY']}) <> 0")["n"][0].as_py()
     assert out["n_data"] == n_bgs > 100 and out["n_randoms"] == 2 * n_bgs
     assert out["s_mid"] == [10.0, 20.0, 30.0, 40.0] and np.isfinite(out["xi0"]).all()
     rows = Artifact.get("desi-xi-bgs").data
