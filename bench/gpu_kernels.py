@@ -12,12 +12,14 @@ DIR/gpu_kernels.json after every case, so a run cut short still reports what it 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -37,6 +39,18 @@ from kernels.paircount import dask_pair_counts, pair_counts  # noqa: E402
 def median_time(func: Callable[[], object], repeats: int, gpu: bool = False) -> float:
     """bench/kernels.py's median after a warm-up; on the GPU, each clock read waits for the device."""
     return cpu_median_time(func, repeats, cp.cuda.Device().synchronize if gpu else lambda: None)
+
+
+def load_previous_paircount() -> ModuleType | None:
+    """The pair-count module this one replaced, if bench/gpu.sh was given it (.whl/prev/paircount_prev.py)."""
+    path = ROOT / ".whl" / "prev" / "paircount_prev.py"
+    if not path.exists():
+        return None
+    spec = importlib.util.spec_from_file_location("kernels.paircount_prev", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def sky(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -109,6 +123,8 @@ def main() -> None:
         record("agn_classify", n=n, cpu_s=cpu, gpu_s=gpu, ratio=cpu / gpu, target=10,
                differing_rows_or_max_rel_diff=differ)
 
+    previous = load_previous_paircount()
+
     def paircount(n_mu: int) -> Callable[[], None]:
         def body() -> None:
             npts = int(2_000_000 * scale)
@@ -116,17 +132,26 @@ def main() -> None:
             pos = rng.uniform(0, box, (npts, 3))
             edges = np.geomspace(1.0, 60.0, 16)
             pos_d = cp.asarray(pos)
-            by_block = {}
-            for threads in (128, 512, 256):  # 256 (the default) last, so it stays set
-                paircount_module._THREADS = threads
-                by_block[threads] = median_time(lambda: pair_counts(pos_d, edges, n_mu=n_mu), repeats, gpu=True)
-            gpu = by_block[256]
+            default = dict(paircount_module.GPU_TUNING)
+            by_tuning = {}
+            for threads in (128, 256, 512):
+                for registers in (0, 64):
+                    paircount_module.GPU_TUNING.update(threads=threads, max_registers=registers)
+                    by_tuning[f"threads={threads},max_registers={registers}"] = median_time(
+                        lambda: pair_counts(pos_d, edges, n_mu=n_mu), repeats, gpu=True)
+            paircount_module.GPU_TUNING.update(default)
+            gpu = median_time(lambda: pair_counts(pos_d, edges, n_mu=n_mu), repeats, gpu=True)
             ours_cpu = median_time(lambda: pair_counts(pos, edges, n_mu=n_mu), 1)
             got = pair_counts(pos_d, edges, n_mu=n_mu).npairs
             same_cpu = bool((got == pair_counts(pos, edges, n_mu=n_mu).npairs).all())
-            fields = dict(n=npts, box=box, rmax=60.0, n_mu=n_mu, gpu_s=gpu, gpu_s_by_block_size=by_block,
-                          ours_cpu_s=ours_cpu,
-                          gpu_vs_ours_cpu=ours_cpu / gpu, identical_to_ours_cpu=same_cpu, target_vs_corrfunc=20)
+            fields = dict(n=npts, box=box, rmax=60.0, n_mu=n_mu, gpu_s=gpu, tuning=default,
+                          gpu_s_by_tuning=by_tuning, ours_cpu_s=ours_cpu, gpu_vs_ours_cpu=ours_cpu / gpu,
+                          identical_to_ours_cpu=same_cpu, target_vs_corrfunc=20)
+            if previous is not None:  # the kernel this one replaces, on the same machine
+                prev_s = median_time(lambda: previous.pair_counts(pos_d, edges, n_mu=n_mu), repeats, gpu=True)
+                fields.update(previous_kernel_gpu_s=prev_s, speedup_vs_previous_kernel=prev_s / gpu,
+                              previous_identical=bool((previous.pair_counts(pos_d, edges, n_mu=n_mu).npairs
+                                                       == got).all()))
             try:
                 from Corrfunc.theory import DD, DDsmu
 
@@ -137,6 +162,7 @@ def main() -> None:
                     run = lambda: DD(1, threads, edges, *pos.T, periodic=False)  # noqa: E731
                 corrfunc = median_time(run, repeats)
                 fields.update(corrfunc_s=corrfunc, ratio_vs_corrfunc=corrfunc / gpu,
+                              best_tuning_ratio_vs_corrfunc=corrfunc / min(by_tuning.values()),
                               ours_cpu_vs_corrfunc=corrfunc / ours_cpu,
                               identical_to_corrfunc=bool((run()["npairs"] == got.ravel()).all()))
             except ImportError as exc:

@@ -39,9 +39,11 @@ def open_catalogs(left: str, right: str, settings: Settings) -> tuple[HatsCatalo
 @task(name="match-partitions", cache_policy=NO_CACHE)
 def match(left: HatsCatalog, right: HatsCatalog, radius_arcsec: float, left_columns: list[str],
           right_columns: list[str], settings: Settings, run_id: str) -> tuple[str, dict]:
-    """Match on the configured Dask cluster, one task per left partition; write the matches to the lake."""
+    """Match on the configured Dask cluster (on its GPUs with dask.gpu), one task per left partition; write the
+    matches to the lake."""
     with dask_client(settings) as client:
-        matches = crossmatch(left, right, radius_arcsec, left_columns, right_columns, client=client)
+        matches = crossmatch(left, right, radius_arcsec, left_columns, right_columns, client=client,
+                             gpu=settings.dask.gpu)
     stats = match_stats(matches, catalog_rows(left), catalog_rows(right), radius_arcsec)
     lake = build_lake(settings)
     run_dir = lake.run_report_dir(run_id)

@@ -111,11 +111,16 @@ def find_cell(ids: np.ndarray, key: np.int64) -> int:
     return k if k < ids.size and ids[k] == key else -1
 
 
-# The same lookup for the CUDA sources of the kernels that use the grid.
+# The same lookups for the CUDA sources of the kernels that use the grid: lower_bound is the first index whose id
+# is >= key (so starts[lower_bound(key)] is where the points of cells >= key begin), find_cell the exact match.
 FIND_CELL_CUDA = r"""
-__device__ long long find_cell(const long long* ids, long long m, long long key) {
+__device__ long long lower_bound(const long long* ids, long long m, long long key) {
     long long a = 0, b = m;
     while (a < b) { long long h = (a + b) >> 1; if (ids[h] < key) a = h + 1; else b = h; }
+    return a;
+}
+__device__ long long find_cell(const long long* ids, long long m, long long key) {
+    long long a = lower_bound(ids, m, key);
     return (a < m && ids[a] == key) ? a : -1;
 }
 """

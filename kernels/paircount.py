@@ -14,13 +14,14 @@ how `dask_pair_counts` spreads it over a Dask cluster.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import numba
 import numpy as np
 
-from .cellgrid import FIND_CELL_CUDA, CellGrid, build_grid, dense_starts, find_cell, grid_frame
+from .cellgrid import FIND_CELL_CUDA, CellGrid, build_grid, dense_starts, grid_frame
 from .xp import namespace, to_host
 
 LOS = {"z": 0, "midpoint": 1}
@@ -59,6 +60,7 @@ class PairProblem:
     reach: int  # neighbour cells searched on each side
     weighted: bool
     dense_starts: Any  # GPU only: first point of every cell of the frame (None when the frame has too many cells)
+    columns2: Any  # GPU only: the second points' x, y and z as three contiguous rows (3, n), for coalesced loads
 
 
 def prepare(pos1: Any, edges: Any, pos2: Any | None = None, weights1: Any | None = None,
@@ -88,7 +90,8 @@ def prepare(pos1: Any, edges: Any, pos2: Any | None = None, weights1: Any | None
     mu_edges = np.linspace(0.0, mu_max, n_mu + 1) if n_mu else None
     return PairProblem(first, second, w1, w2, xp.asarray(edges**2), n_mu, float(mu_max), LOS[los], autocorr,
                        edges, mu_edges, reach, weights1 is not None,
-                       None if xp is np else dense_starts(second, DENSE_CELLS_MAX))
+                       None if xp is np else dense_starts(second, DENSE_CELLS_MAX),
+                       None if xp is np else xp.ascontiguousarray(second.pos.T))
 
 
 def _sorted_weights(xp: Any, weights: Any | None, grid: CellGrid) -> Any:
@@ -189,14 +192,13 @@ def multipoles(xi_smu: np.ndarray, mu_edges: np.ndarray, ells: tuple[int, ...] =
 
 
 # --- the pair loop on the CPU ----------------------------------------------------------------------------------
+# Both loops walk the neighbour cells as columns: cells with the same (cx, cy) and consecutive cz are consecutive in
+# the sorted points, so the cells of one column within reach of a point are one range of points. The range is cut
+# to the z cells the sphere of pairs can reach from that point, given the column's distance in x and y.
 @numba.njit(cache=True, inline="always")
-def _box_distance2(x, y, z, origin, cell, cx, cy, cz):
-    """Squared distance from a point to the box of cell (cx, cy, cz)."""
-    bx, by, bz = origin[0] + cx * cell, origin[1] + cy * cell, origin[2] + cz * cell
-    dx = max(bx - x, 0.0, x - bx - cell)
-    dy = max(by - y, 0.0, y - by - cell)
-    dz = max(bz - z, 0.0, z - bz - cell)
-    return dx * dx + dy * dy + dz * dz
+def _gap(v, origin, cell, c):
+    """Distance along one axis from a coordinate to cell c's slab (0 inside it)."""
+    return max(origin + c * cell - v, 0.0, v - origin - (c + 1) * cell)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -216,42 +218,53 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edg
     for t in numba.prange(nchunks):
         a = lo + (hi - lo) * t // nchunks
         b = lo + (hi - lo) * (t + 1) // nchunks
-        # Points are sorted by cell: look the neighbour cells up once per cell, not once per point.
-        first_j = np.empty(width**3, dtype=np.int64)
-        end_j = np.empty(width**3, dtype=np.int64)
-        near = np.empty((width**3, 3), dtype=np.int64)
+        # Points are sorted by cell: per cell of the first points, find once where each z cell of each column
+        # around it starts (table[q, k] for cz = z_first + k), not once per point.
+        col_x = np.empty(width * width, dtype=np.int64)
+        col_y = np.empty(width * width, dtype=np.int64)
+        table = np.empty((width * width, width + 1), dtype=np.int64)
         r2s = np.empty(0)
         w2s = np.empty(0)
         js = np.empty(0, dtype=np.int64)
-        n_near = 0
+        n_col = 0
+        z_first = z_last = 0
         current = (-1, -1, -1)
         for i in range(a, b):
             here = (c1[i, 0], c1[i, 1], c1[i, 2])
             if here != current:
                 current = here
-                n_near = 0
+                z_first, z_last = max(here[2] - reach, 0), min(here[2] + reach, dims[2] - 1)
+                n_col = 0
+                capacity = 0
                 for cx in range(max(here[0] - reach, 0), min(here[0] + reach + 1, dims[0])):
                     for cy in range(max(here[1] - reach, 0), min(here[1] + reach + 1, dims[1])):
-                        for cz in range(max(here[2] - reach, 0), min(here[2] + reach + 1, dims[2])):
-                            k = find_cell(ids2, (cx * dims[1] + cy) * dims[2] + cz)
-                            if k >= 0:
-                                first_j[n_near], end_j[n_near] = starts2[k], starts2[k + 1]
-                                near[n_near, 0], near[n_near, 1], near[n_near, 2] = cx, cy, cz
-                                n_near += 1
-                capacity = 0
-                for q in range(n_near):
-                    capacity += end_j[q] - first_j[q]
+                        key = (cx * dims[1] + cy) * dims[2] + z_first
+                        for k in range(z_last - z_first + 2):
+                            table[n_col, k] = starts2[np.searchsorted(ids2, key + k)]
+                        size = table[n_col, z_last - z_first + 1] - table[n_col, 0]
+                        if size > 0:
+                            col_x[n_col], col_y[n_col] = cx, cy
+                            capacity += size
+                            n_col += 1
                 if capacity > r2s.size:
                     r2s, w2s, js = np.empty(capacity), np.empty(capacity), np.empty(capacity, dtype=np.int64)
             x1, y1, z1, wi = p1[i, 0], p1[i, 1], p1[i, 2], w1[i]
             n = 0
-            for q in range(n_near):
-                if _box_distance2(x1, y1, z1, origin, cell, near[q, 0], near[q, 1], near[q, 2]) > prune:
+            for q in range(n_col):
+                gx = _gap(x1, origin[0], cell, col_x[q])
+                gy = _gap(y1, origin[1], cell, col_y[q])
+                room = prune - gx * gx - gy * gy
+                if room < 0.0:
                     continue
-                j0 = first_j[q]
+                h = np.sqrt(room)
+                za = max(int(np.floor((z1 - h - origin[2]) / cell)), z_first)
+                zb = min(int(np.floor((z1 + h - origin[2]) / cell)), z_last)
+                if za > zb:
+                    continue
+                j0, j1 = table[q, za - z_first], table[q, zb + 1 - z_first]
                 if autocorr and j0 <= i:
                     j0 = i + 1
-                for j in range(j0, end_j[q]):
+                for j in range(j0, j1):
                     dx = x1 - p2[j, 0]
                     dy = y1 - p2[j, 1]
                     dz = z1 - p2[j, 2]
@@ -308,108 +321,148 @@ def _mu(dx, dy, dz, r2, x1, y1, z1, x2, y2, z2, los):
 
 # --- the pair loop on the GPU ----------------------------------------------------------------------------------
 _CUDA_SOURCE = FIND_CELL_CUDA + r"""
-#define PRIVATE_BINS 32
+#define BATCH 4
 
-// One thread per first point. Few bins: each thread keeps its own histogram (no atomics in the loop); many bins
-// ((s, mu)): one shared-memory histogram per block, where collisions are rare. Weights are summed only if given.
+__device__ __forceinline__ double gap(double v, double origin, double cell, int c) {
+    return fmax(fmax(origin + c * cell - v, 0.0), v - origin - (c + 1) * cell);
+}
+
+// One warp per first point, its 32 lanes over the second points of each column range (consecutive, coalesced
+// loads from the x/y/z arrays q2). Warps take the first points BATCH at a time from a shared counter, so dense
+// regions do not hold up the rest. With few bins (lane_hist), each lane keeps its own 32-bit counts in shared
+// memory, added to the block's 64-bit histogram after every batch; with many bins ((s, mu)) the lanes add to the
+// block's histogram directly. Weights are summed only if given.
 extern "C" __global__ void pair_hist(
-    const double* p1, const long long* c1, const double* w1, const double* p2, const double* w2,
+    const double* p1, const long long* c1, const double* w1, const double* q2, long long n2, const double* w2,
     const long long* ids2, const long long* starts2, long long m2, const long long* dense,
-    long long d0, long long d1, long long d2, double ox, double oy, double oz, double cell, int reach,
-    const double* edges2, int nb, int n_mu, double mu_max, int los, int autocorr, int weighted,
-    long long lo, long long hi, unsigned long long* counts, double* wsum)
+    int d0, int d1, int d2, double ox, double oy, double oz, double cell, int reach, const double* edges2_in, int nb, int n_mu, double mu_max, int los, int autocorr, int weighted, int lane_hist,
+    long long lo, long long hi, unsigned long long* next, unsigned long long* counts, double* wsum)
 {
-    extern __shared__ unsigned char smem[];
-    int nm = n_mu > 0 ? n_mu : 1, nbins = nb * nm;
-    bool priv = nbins <= PRIVATE_BINS;
-    unsigned long long* hc = (unsigned long long*)smem;
-    double* hw = (double*)(hc + nbins);
-    unsigned int pc[PRIVATE_BINS];
-    double pw[PRIVATE_BINS];
-    for (int k = 0; k < PRIVATE_BINS; k++) { pc[k] = 0; pw[k] = 0.0; }
-    for (int k = threadIdx.x; k < nbins; k += blockDim.x) { hc[k] = 0; hw[k] = 0.0; }
+    extern __shared__ double smem[];
+    int nm = n_mu > 0 ? n_mu : 1, nbins = nb * nm, t = threadIdx.x, lane = t & 31, nt = blockDim.x;
+    double* edges2 = smem;                                                  // nb + 1
+    double* hw = edges2 + nb + 1;                                           // nbins
+    unsigned long long* hc = (unsigned long long*)(hw + nbins);             // nbins
+    double* lw = (double*)(hc + nbins);                                     // nbins * nt, lane_hist && weighted
+    unsigned int* lc = (unsigned int*)(lw + (lane_hist && weighted ? nbins * nt : 0));  // nbins * nt, lane_hist
+    for (int k = t; k <= nb; k += nt) edges2[k] = edges2_in[k];
+    for (int k = t; k < nbins; k += nt) { hc[k] = 0; hw[k] = 0.0; }
+    if (lane_hist) for (int k = 0; k < nbins; k++) { lc[k * nt + t] = 0; if (weighted) lw[k * nt + t] = 0.0; }
     __syncthreads();
-    long long i = lo + (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < hi) {
-        double x1 = p1[3*i], y1 = p1[3*i+1], z1 = p1[3*i+2], wi = w1[i];
-        double e_lo = edges2[0], e_hi = edges2[nb], prune = e_hi * (1.0 + 1e-9);
-        for (int a = -reach; a <= reach; a++) { long long cx = c1[3*i] + a; if (cx < 0 || cx >= d0) continue;
-        double bx = fmax(fmax(ox + cx * cell - x1, 0.0), x1 - ox - (cx + 1) * cell);
-        for (int b = -reach; b <= reach; b++) { long long cy = c1[3*i+1] + b; if (cy < 0 || cy >= d1) continue;
-        double by = fmax(fmax(oy + cy * cell - y1, 0.0), y1 - oy - (cy + 1) * cell);
-        if (bx*bx + by*by > prune) continue;
-        for (int c = -reach; c <= reach; c++) { long long cz = c1[3*i+2] + c; if (cz < 0 || cz >= d2) continue;
-            double bz = fmax(fmax(oz + cz * cell - z1, 0.0), z1 - oz - (cz + 1) * cell);
-            if (bx*bx + by*by + bz*bz > prune) continue;
-            long long key = (cx * d1 + cy) * d2 + cz, j0, j1;
-            if (dense) { j0 = dense[key]; j1 = dense[key + 1]; }
-            else { long long k = find_cell(ids2, m2, key); if (k < 0) continue; j0 = starts2[k]; j1 = starts2[k + 1]; }
-            if (autocorr && j0 <= i) j0 = i + 1;
-            for (long long j = j0; j < j1; j++) {
-                double x2 = p2[3*j], y2 = p2[3*j+1], z2 = p2[3*j+2];
-                double dx = x1 - x2, dy = y1 - y2, dz = z1 - z2;
-                double r2 = dx*dx + dy*dy + dz*dz;
-                if (r2 < e_lo || r2 >= e_hi) continue;
-                int s = nb - 1;
-                while (r2 < edges2[s]) s--;
-                int m = 0;
-                if (n_mu > 0) {
-                    double mu = 0.0;
-                    if (r2 > 0.0) {
-                        if (los == 0) mu = fabs(dz) / sqrt(r2);
-                        else {
-                            double lx = 0.5*(x1+x2), ly = 0.5*(y1+y2), lz = 0.5*(z1+z2);
-                            double l2 = lx*lx + ly*ly + lz*lz;
-                            mu = l2 > 0.0 ? fabs(dx*lx + dy*ly + dz*lz) / sqrt(r2 * l2) : 0.0;
+    const double *x2 = q2, *y2 = q2 + n2, *z2 = q2 + 2 * n2;
+    double e_lo = edges2[0], e_hi = edges2[nb], prune = e_hi * (1.0 + 1e-9);
+    while (true) {
+        unsigned long long got = 0;
+        if (lane == 0) got = atomicAdd(next, (unsigned long long)BATCH);
+        long long base = lo + (long long)__shfl_sync(0xffffffffu, got, 0);
+        if (base >= hi) break;
+        long long end = min(base + BATCH, hi);
+        for (long long i = base; i < end; i++) {
+            double x1 = p1[3*i], y1 = p1[3*i+1], z1 = p1[3*i+2], wi = w1[i];
+            int cxi = (int)c1[3*i], cyi = (int)c1[3*i+1], czi = (int)c1[3*i+2];  // cells per axis < 2^20
+            double z_first = max(czi - reach, 0), z_last = min(czi + reach, d2 - 1);
+            for (int cx = max(cxi - reach, 0); cx <= min(cxi + reach, d0 - 1); cx++) {
+                double gx = gap(x1, ox, cell, cx);
+                for (int cy = max(cyi - reach, 0); cy <= min(cyi + reach, d1 - 1); cy++) {
+                    double gy = gap(y1, oy, cell, cy);
+                    double room = prune - gx * gx - gy * gy;
+                    if (room < 0.0) continue;
+                    double h = sqrt(room);
+                    int za = (int)fmax(floor((z1 - h - oz) / cell), z_first);
+                    int zb = (int)fmin(floor((z1 + h - oz) / cell), z_last);
+                    if (za > zb) continue;
+                    long long key = ((long long)cx * d1 + cy) * d2, j0, j1;
+                    if (dense) { j0 = dense[key + za]; j1 = dense[key + zb + 1]; }
+                    else { j0 = starts2[lower_bound(ids2, m2, key + za)]; j1 = starts2[lower_bound(ids2, m2, key + zb + 1)]; }
+                    if (autocorr && j0 <= i) j0 = i + 1;
+                    for (long long j = j0 + lane; j < j1; j += 32) {
+                        double x2j = x2[j], y2j = y2[j], z2j = z2[j];
+                        double dx = x1 - x2j, dy = y1 - y2j, dz = z1 - z2j;
+                        double r2 = dx*dx + dy*dy + dz*dz;
+                        if (r2 < e_lo || r2 >= e_hi) continue;
+                        int s = nb - 1;
+                        while (r2 < edges2[s]) s--;
+                        int m = 0;
+                        if (n_mu > 0) {
+                            double mu = 0.0;
+                            if (r2 > 0.0) {
+                                if (los == 0) mu = fabs(dz) / sqrt(r2);
+                                else {
+                                    double lx = 0.5*(x1+x2j), ly = 0.5*(y1+y2j), lz = 0.5*(z1+z2j);
+                                    double l2 = lx*lx + ly*ly + lz*lz;
+                                    mu = l2 > 0.0 ? fabs(dx*lx + dy*ly + dz*lz) / sqrt(r2 * l2) : 0.0;
+                                }
+                            }
+                            if (mu > mu_max) continue;
+                            m = min((int)(mu * n_mu / mu_max), n_mu - 1);
                         }
+                        int bin = s * nm + m;
+                        if (lane_hist) { lc[bin * nt + t]++; if (weighted) lw[bin * nt + t] += wi * w2[j]; }
+                        else { atomicAdd(&hc[bin], 1ULL); if (weighted) atomicAdd(&hw[bin], wi * w2[j]); }
                     }
-                    if (mu > mu_max) continue;
-                    m = min((int)(mu * n_mu / mu_max), n_mu - 1);
                 }
-                int bin = s * nm + m;
-                if (priv) { pc[bin]++; if (weighted) pw[bin] += wi * w2[j]; }
-                else { atomicAdd(&hc[bin], 1ULL); if (weighted) atomicAdd(&hw[bin], wi * w2[j]); }
             }
-        }}}
-    }
-    if (priv) {
-        for (int k = 0; k < nbins; k++) {
-            if (pc[k]) { atomicAdd(&hc[k], (unsigned long long)pc[k]); if (weighted) atomicAdd(&hw[k], pw[k]); }
+        }
+        if (lane_hist) {  // 32-bit lane counts cannot overflow within one batch
+            for (int k = 0; k < nbins; k++) {
+                unsigned int c = lc[k * nt + t];
+                if (c) {
+                    atomicAdd(&hc[k], (unsigned long long)c);
+                    lc[k * nt + t] = 0;
+                    if (weighted) { atomicAdd(&hw[k], lw[k * nt + t]); lw[k * nt + t] = 0.0; }
+                }
+            }
         }
     }
     __syncthreads();
-    for (int k = threadIdx.x; k < nbins; k += blockDim.x) {
+    for (int k = t; k < nbins; k += nt) {
         if (hc[k]) { atomicAdd(&counts[k], hc[k]); if (weighted) atomicAdd(&wsum[k], hw[k]); }
     }
 }
 """
 
-_GPU_KERNEL: Any = None
-_THREADS = 256
+GPU_TUNING = {"threads": 256, "max_registers": 0}  # threads per block; a register cap (0: the compiler's choice)
+_SHARED_DEFAULT = 48 * 1024  # a block's dynamic shared memory without opting in
+
+
+@functools.cache
+def _gpu_kernel(max_registers: int) -> Any:
+    import cupy as cp
+
+    options = ("--fmad=false",) + ((f"--maxrregcount={max_registers}",) if max_registers else ())  # as the CPU rounds
+    return cp.RawKernel(_CUDA_SOURCE, "pair_hist", options=options)
 
 
 def _count_gpu(problem: PairProblem, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
     import cupy as cp
 
-    global _GPU_KERNEL
-    if _GPU_KERNEL is None:
-        _GPU_KERNEL = cp.RawKernel(_CUDA_SOURCE, "pair_hist", options=("--fmad=false",))  # as the CPU rounds
+    kernel = _gpu_kernel(GPU_TUNING["max_registers"])
+    threads = GPU_TUNING["threads"]
     nb = problem.edges.size - 1
     nbins = nb * max(problem.n_mu, 1)
-    if nbins * 16 > 48 * 1024:  # past the default dynamic shared memory of a block
-        _GPU_KERNEL.max_dynamic_shared_size_bytes = nbins * 16
+    weighted = problem.weighted
+    shared = (nb + 1 + 2 * nbins) * 8
+    lane_bytes = nbins * threads * (4 + 8 * weighted)
+    lane_hist = shared + lane_bytes <= _SHARED_DEFAULT
+    shared += lane_bytes if lane_hist else 0
+    if shared > _SHARED_DEFAULT:  # many (s, mu) bins: opt in to more shared memory per block
+        kernel.max_dynamic_shared_size_bytes = shared
     counts = cp.zeros(nbins, dtype=cp.uint64)
     wsum = cp.zeros(nbins, dtype=cp.float64)
     if hi > lo:
         first, second = problem.first, problem.second
         d0, d1, d2 = second.frame.dims
-        blocks = (hi - lo + _THREADS - 1) // _THREADS
-        _GPU_KERNEL((blocks,), (_THREADS,), (
-            first.pos, first.coords, problem.w1, second.pos, problem.w2, second.cell_ids, second.starts,
-            np.int64(second.cell_ids.shape[0]), problem.dense_starts if problem.dense_starts is not None else np.intp(0),
-            np.int64(d0), np.int64(d1), np.int64(d2),
+        device = cp.cuda.Device()
+        warps = (hi - lo + 3) // 4  # a batch of first points each
+        blocks = max(1, min(-(-warps * 32 // threads), 8 * device.attributes["MultiProcessorCount"]))
+        kernel((blocks,), (threads,), (
+            first.pos, first.coords, problem.w1, problem.columns2, np.int64(len(second)), problem.w2,
+            second.cell_ids, second.starts, np.int64(second.cell_ids.shape[0]),
+            problem.dense_starts if problem.dense_starts is not None else np.intp(0),
+            np.int32(d0), np.int32(d1), np.int32(d2),
             *(np.float64(v) for v in second.frame.origin), np.float64(second.frame.cell), np.int32(problem.reach),
             problem.edges2, np.int32(nb), np.int32(problem.n_mu), np.float64(problem.mu_max), np.int32(problem.los),
-            np.int32(problem.autocorr), np.int32(problem.weighted), np.int64(lo), np.int64(hi), counts, wsum),
-            shared_mem=nbins * 16)
+            np.int32(problem.autocorr), np.int32(weighted), np.int32(lane_hist), np.int64(lo), np.int64(hi),
+            cp.zeros(1, dtype=cp.uint64), counts, wsum),
+            shared_mem=shared)
     return counts.get().astype(np.int64), wsum.get()

@@ -85,8 +85,10 @@ def candidate_partitions(left: HatsCatalog, right: HatsCatalog, radius_deg: floa
 
 
 def match_partition(left: HatsCatalog, part: Partition, right: HatsCatalog, right_parts: list[Partition],
-                    radius_deg: float, left_columns: list[str], right_columns: list[str]) -> pa.Table:
-    """Nearest right row within the radius of each row of one left partition (matched rows only)."""
+                    radius_deg: float, left_columns: list[str], right_columns: list[str],
+                    gpu: bool = False) -> pa.Table:
+    """Nearest right row within the radius of each row of one left partition (matched rows only); with `gpu` the
+    match runs on the worker's GPU (cupy, imported only then)."""
     rows = _finite(pq.read_table(left.partition_file(part), columns=[left.ra, left.dec, *left_columns]), left)
     v1 = unit_vectors(rows[left.ra].to_numpy(), rows[left.dec].to_numpy())
     others = [_finite(pq.read_table(right.partition_file(p), columns=[right.ra, right.dec, *right_columns]), right)
@@ -98,10 +100,17 @@ def match_partition(left: HatsCatalog, part: Partition, right: HatsCatalog, righ
     centre, cone = bounding_cone(part)
     margin = v2 @ centre >= np.cos(np.radians(min(cone + radius_deg, 180.0)))
     cand, v2 = cand.filter(pa.array(margin)), v2[margin]
-    found = nearest_within_xyz(v1, v2, radius_deg)
-    hit = np.flatnonzero(found.index >= 0)
-    left_rows, right_rows = rows.take(pa.array(hit)), cand.take(pa.array(found.index[hit]))
-    return _result(left, right, left_rows, right_rows, left_columns, right_columns, found.separation_deg[hit])
+    if gpu:
+        import cupy
+
+        found = nearest_within_xyz(cupy.asarray(v1), cupy.asarray(v2), radius_deg)
+        index, separation = cupy.asnumpy(found.index), cupy.asnumpy(found.separation_deg)
+    else:
+        found = nearest_within_xyz(v1, v2, radius_deg)
+        index, separation = found.index, found.separation_deg
+    hit = np.flatnonzero(index >= 0)
+    left_rows, right_rows = rows.take(pa.array(hit)), cand.take(pa.array(index[hit]))
+    return _result(left, right, left_rows, right_rows, left_columns, right_columns, separation[hit])
 
 
 def _finite(rows: pa.Table, catalog: HatsCatalog) -> pa.Table:
@@ -130,14 +139,15 @@ def _empty_result(left: HatsCatalog, right: HatsCatalog, left_schema: pa.Schema,
 
 
 def crossmatch(left: HatsCatalog, right: HatsCatalog, radius_arcsec: float, left_columns: list[str] | None = None,
-               right_columns: list[str] | None = None, client: Any | None = None) -> pa.Table:
-    """Every left row's nearest right row within `radius_arcsec`; one unit of work per left partition."""
+               right_columns: list[str] | None = None, client: Any | None = None, gpu: bool = False) -> pa.Table:
+    """Every left row's nearest right row within `radius_arcsec`; one unit of work per left partition (on the
+    workers' GPUs with `gpu`)."""
     if radius_arcsec <= 0:
         raise ValueError(f"match radius must be positive, got {radius_arcsec} arcsec")
     radius = radius_arcsec / 3600.0
     lcols, rcols = list(left_columns or []), list(right_columns or [])
     plan = candidate_partitions(left, right, radius)
-    args = [(left, part, right, plan[part], radius, lcols, rcols) for part in left.partitions]
+    args = [(left, part, right, plan[part], radius, lcols, rcols, gpu) for part in left.partitions]
     if client is not None:
         parts = client.gather([client.submit(match_partition, *a, pure=False) for a in args])
     else:

@@ -145,11 +145,18 @@ def test_multipoles_of_known_shapes():
 
 
 @pytest.mark.gpu
-def test_cupy_counts_equal_numpy_counts(cupy, points):
+@pytest.mark.parametrize("sparse", [False, True], ids=["cell-table", "binary-search"])
+def test_cupy_counts_equal_numpy_counts(cupy, points, monkeypatch, sparse):
     data, other, weights = points
-    for kwargs in ({}, {"pos2": other}, {"weights1": weights, "n_mu": 8}, {"n_mu": 5, "los": "midpoint"}):
-        host = pair_counts(data, EDGES, **kwargs)
+    if sparse:  # frames with too many cells for a dense table find their cells by binary search
+        monkeypatch.setattr("kernels.paircount.DENSE_CELLS_MAX", 0)
+    cases = ({}, {"pos2": other}, {"weights1": weights}, {"weights1": weights, "n_mu": 8},
+             {"n_mu": 5, "los": "midpoint"}, {"edges": np.r_[0.0, EDGES[1:]]},
+             {"n_mu": 700})  # 3,500 bins: past a block's default shared memory
+    for kwargs in cases:
+        edges = kwargs.pop("edges", EDGES)
+        host = pair_counts(data, edges, **kwargs)
         dev_kwargs = {k: cupy.asarray(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
-        dev = pair_counts(cupy.asarray(data), EDGES, **dev_kwargs)
+        dev = pair_counts(cupy.asarray(data), edges, **dev_kwargs)
         np.testing.assert_array_equal(dev.npairs, host.npairs)
         np.testing.assert_allclose(dev.wpairs, host.wpairs, rtol=1e-10)
