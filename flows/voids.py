@@ -10,7 +10,7 @@ from prefect import flow, task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.runtime import flow_run
 
-from astrolab.resources import build_catalog, build_lake
+from astrolab.resources import build_catalog, build_lake, dask_client
 from astrolab.settings import Settings, load_settings
 from kernels.voids import VoidCatalog, VoidFinderParams, find_voids
 from tasks import voids_select as vs
@@ -45,9 +45,10 @@ def void_positions(gal: Galaxies, pixels: np.ndarray, mask_nside: int, z_min: fl
 
 @task(name="find-voids")
 def run_void_finder(xyz: np.ndarray, pixels: np.ndarray, mask_nside: int, z_min: float, z_max: float,
-                    params: VoidFinderParams) -> VoidCatalog:
-    """VoidFinder inside the survey mask."""
-    return find_voids(xyz, vs.survey_mask(pixels, mask_nside, z_min, z_max), params)
+                    params: VoidFinderParams, settings: Settings) -> VoidCatalog:
+    """VoidFinder inside the survey mask, its holes grown on the configured Dask cluster."""
+    with dask_client(settings) as client:
+        return find_voids(xyz, vs.survey_mask(pixels, mask_nside, z_min, z_max), params, client)
 
 
 @task(name="write-desivast", retries=2, retry_delay_seconds=5)
@@ -113,7 +114,7 @@ def desi_voids(config: str | None = None, z_min: float = 0.0, z_max: float = 0.2
     volume = vs.survey_volume(pixels, mask_nside, z_min, z_max)
     print(f"{len(gal.z)} {target_class} galaxies selected, {len(xyz)} kept; mask {len(pixels)} pixels "
           f"at nside {mask_nside}, {volume:.4g} h^-3 Mpc^3")
-    voids = run_void_finder(xyz, pixels, mask_nside, z_min, z_max, params)
+    voids = run_void_finder(xyz, pixels, mask_nside, z_min, z_max, params, settings)
 
     name = f"DESIVAST_{target_class.split('_')[0]}_VOLLIM_VoidFinder.fits"
     header = {"TARGET": target_class, "ZMIN": z_min, "ZMAX": z_max, "NSIDE": mask_nside, "NGAL": len(xyz),

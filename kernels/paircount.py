@@ -329,13 +329,15 @@ __device__ __forceinline__ double gap(double v, double origin, double cell, int 
 
 // One warp per first point, its 32 lanes over the second points of each column range (consecutive, coalesced
 // loads from the x/y/z arrays q2). Warps take the first points BATCH at a time from a shared counter, so dense
-// regions do not hold up the rest. With few bins (lane_hist), each lane keeps its own 32-bit counts in shared
-// memory, added to the block's 64-bit histogram after every batch; with many bins ((s, mu)) the lanes add to the
-// block's histogram directly. Weights are summed only if given.
+// regions do not hold up the rest. Pairs are counted in private 32-bit histograms in shared memory, one per
+// `share` threads: one per lane with few bins (plain increments), one per warp with more ((s, mu); shared-memory
+// atomics), added to the block's 64-bit histogram after every batch. With share 0 (too many bins for either) the
+// lanes add to the block's histogram directly. Weights are summed only if given.
 extern "C" __global__ void pair_hist(
     const double* p1, const long long* c1, const double* w1, const double* q2, long long n2, const double* w2,
     const long long* ids2, const long long* starts2, long long m2, const long long* dense,
-    int d0, int d1, int d2, double ox, double oy, double oz, double cell, int reach, const double* edges2_in, int nb, int n_mu, double mu_max, int los, int autocorr, int weighted, int lane_hist,
+    int d0, int d1, int d2, double ox, double oy, double oz, double cell, int reach,
+    const double* edges2_in, int nb, int n_mu, double mu_max, int los, int autocorr, int weighted, int share,
     long long lo, long long hi, unsigned long long* next, unsigned long long* counts, double* wsum)
 {
     extern __shared__ double smem[];
@@ -343,11 +345,12 @@ extern "C" __global__ void pair_hist(
     double* edges2 = smem;                                                  // nb + 1
     double* hw = edges2 + nb + 1;                                           // nbins
     unsigned long long* hc = (unsigned long long*)(hw + nbins);             // nbins
-    double* lw = (double*)(hc + nbins);                                     // nbins * nt, lane_hist && weighted
-    unsigned int* lc = (unsigned int*)(lw + (lane_hist && weighted ? nbins * nt : 0));  // nbins * nt, lane_hist
+    int copies = share ? nt / share : 0, mine = share ? t / share : 0;     // private histograms, and this thread's
+    double* lw = (double*)(hc + nbins);                                     // nbins * copies if weighted
+    unsigned int* lc = (unsigned int*)(lw + (weighted ? nbins * copies : 0));  // nbins * copies
     for (int k = t; k <= nb; k += nt) edges2[k] = edges2_in[k];
     for (int k = t; k < nbins; k += nt) { hc[k] = 0; hw[k] = 0.0; }
-    if (lane_hist) for (int k = 0; k < nbins; k++) { lc[k * nt + t] = 0; if (weighted) lw[k * nt + t] = 0.0; }
+    for (int k = t; k < nbins * copies; k += nt) { lc[k] = 0; if (weighted) lw[k] = 0.0; }
     __syncthreads();
     const double *x2 = q2, *y2 = q2 + n2, *z2 = q2 + 2 * n2;
     double e_lo = edges2[0], e_hi = edges2[nb], prune = e_hi * (1.0 + 1e-9);
@@ -396,22 +399,26 @@ extern "C" __global__ void pair_hist(
                             if (mu > mu_max) continue;
                             m = min((int)(mu * n_mu / mu_max), n_mu - 1);
                         }
-                        int bin = s * nm + m;
-                        if (lane_hist) { lc[bin * nt + t]++; if (weighted) lw[bin * nt + t] += wi * w2[j]; }
+                        int bin = s * nm + m, at = bin * copies + mine;
+                        if (share == 1) { lc[at]++; if (weighted) lw[at] += wi * w2[j]; }
+                        else if (share) { atomicAdd(&lc[at], 1u); if (weighted) atomicAdd(&lw[at], wi * w2[j]); }
                         else { atomicAdd(&hc[bin], 1ULL); if (weighted) atomicAdd(&hw[bin], wi * w2[j]); }
                     }
                 }
             }
         }
-        if (lane_hist) {  // 32-bit lane counts cannot overflow within one batch
-            for (int k = 0; k < nbins; k++) {
-                unsigned int c = lc[k * nt + t];
+        if (share) {  // the 32-bit private counts cannot overflow within one batch
+            __syncwarp();
+            for (int k = share == 1 ? 0 : lane; k < nbins; k += share == 1 ? 1 : 32) {
+                int at = k * copies + mine;
+                unsigned int c = lc[at];
                 if (c) {
                     atomicAdd(&hc[k], (unsigned long long)c);
-                    lc[k * nt + t] = 0;
-                    if (weighted) { atomicAdd(&hw[k], lw[k * nt + t]); lw[k * nt + t] = 0.0; }
+                    lc[at] = 0;
+                    if (weighted) { atomicAdd(&hw[k], lw[at]); lw[at] = 0.0; }
                 }
             }
+            __syncwarp();
         }
     }
     __syncthreads();
@@ -442,9 +449,10 @@ def _count_gpu(problem: PairProblem, lo: int, hi: int) -> tuple[np.ndarray, np.n
     nbins = nb * max(problem.n_mu, 1)
     weighted = problem.weighted
     shared = (nb + 1 + 2 * nbins) * 8
-    lane_bytes = nbins * threads * (4 + 8 * weighted)
-    lane_hist = shared + lane_bytes <= _SHARED_DEFAULT
-    shared += lane_bytes if lane_hist else 0
+    per_copy = nbins * (4 + 8 * weighted)
+    # Private histograms per lane if they fit a block's default shared memory, else per warp, else none.
+    share = next((k for k in (1, 32) if shared + per_copy * threads // k <= _SHARED_DEFAULT), 0)
+    shared += per_copy * threads // share if share else 0
     if shared > _SHARED_DEFAULT:  # many (s, mu) bins: opt in to more shared memory per block
         kernel.max_dynamic_shared_size_bytes = shared
     counts = cp.zeros(nbins, dtype=cp.uint64)
@@ -462,7 +470,7 @@ def _count_gpu(problem: PairProblem, lo: int, hi: int) -> tuple[np.ndarray, np.n
             np.int32(d0), np.int32(d1), np.int32(d2),
             *(np.float64(v) for v in second.frame.origin), np.float64(second.frame.cell), np.int32(problem.reach),
             problem.edges2, np.int32(nb), np.int32(problem.n_mu), np.float64(problem.mu_max), np.int32(problem.los),
-            np.int32(problem.autocorr), np.int32(weighted), np.int32(lane_hist), np.int64(lo), np.int64(hi),
+            np.int32(problem.autocorr), np.int32(weighted), np.int32(share), np.int64(lo), np.int64(hi),
             cp.zeros(1, dtype=cp.uint64), counts, wsum),
             shared_mem=shared)
     return counts.get().astype(np.int64), wsum.get()

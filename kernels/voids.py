@@ -7,7 +7,8 @@ own volume), then every hole joined to the one maximal it overlaps by at least 5
 
 Runs on the CPU (GPU not attempted: hole growth is branchy per-cell work): neighbour counts use scipy's cKDTree,
 the hole growth, maximal selection, joining and void volumes are numba kernels, and the grid is walked in chunks
-of cells so memory stays bounded by the galaxies and the holes kept, not by the grid. The survey volume is a
+of cells so memory stays bounded by the galaxies and the holes kept, not by the grid. The chunks are independent,
+so with a Dask client they are grown on the cluster's workers. The survey volume is a
 callback `mask(xyz) -> bool` (build one with `sky_mask` or `box_mask`), so the kernel does no I/O.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numba as nb
 import numpy as np
@@ -43,7 +45,7 @@ class VoidFinderParams:
     edge_buffer: float = 10.0  # EDGE=2 if a hole centre is this close to the boundary
     dup_tol: float = 0.1  # holes whose centres agree to this are one hole
     volume_spacing: float = 1.0  # grid step for the void volumes behind R_EFF
-    chunk_cells: int = 1_000_000  # grid cells per chunk
+    chunk_cells: int = 250_000  # grid cells per chunk: the unit of work (and of memory) of the hole growth
 
     def __post_init__(self) -> None:
         for name in ("grid_edge", "search_edge", "min_maximal_radius", "dup_tol", "volume_spacing"):
@@ -326,38 +328,58 @@ def _unique_holes(holes: np.ndarray, tol: float) -> np.ndarray:
     return holes[np.argsort(-holes[:, 3], kind="stable")]
 
 
-def find_holes(wall_xyz: np.ndarray, mask: Mask, params: VoidFinderParams = VoidFinderParams()) -> np.ndarray:
+@dataclass(frozen=True)
+class _EmptyCells:
+    """The grid whose empty cells seed the holes: corner, cell edge and cells per axis."""
+
+    lo: np.ndarray
+    edge: float
+    dims: np.ndarray
+
+
+def find_holes(wall_xyz: np.ndarray, mask: Mask, params: VoidFinderParams = VoidFinderParams(),
+               client: Any | None = None) -> np.ndarray:
     """All distinct holes (n, 4: x, y, z, radius; largest first) grown from grid cells empty of wall galaxies
-    whose centres stay in the survey; built chunk by chunk of cells."""
+    whose centres stay in the survey; built chunk by chunk of cells, over a Dask cluster when a client is given
+    (the same chunks either way, so the same holes)."""
     wall_xyz = np.asarray(wall_xyz, dtype=np.float64).reshape(-1, 3)
     if len(wall_xyz) < 4:
         return np.empty((0, 4))
     lo, hi = wall_xyz.min(axis=0), wall_xyz.max(axis=0)
-    edge = params.grid_edge
-    dims = np.floor((hi - lo) / edge).astype(np.int64) + 1
-    ijk = ((wall_xyz - lo) / edge).astype(np.int64)
-    occupied = np.unique((ijk[:, 0] * dims[1] + ijk[:, 1]) * dims[2] + ijk[:, 2])
+    grid = _EmptyCells(lo, params.grid_edge, np.floor((hi - lo) / params.grid_edge).astype(np.int64) + 1)
+    ijk = ((wall_xyz - lo) / grid.edge).astype(np.int64)
+    occupied = np.unique((ijk[:, 0] * grid.dims[1] + ijk[:, 1]) * grid.dims[2] + ijk[:, 2])
     cells = _cell_list(wall_xyz, params.search_edge, lo, hi)
-    kept = []
-    n_cells = int(np.prod(dims))
-    for start in range(0, n_cells, params.chunk_cells):
-        stop = min(start + params.chunk_cells, n_cells)
-        empty = np.ones(stop - start, dtype=bool)
-        empty[occupied[(occupied >= start) & (occupied < stop)] - start] = False
-        flat = np.flatnonzero(empty) + start
-        i, rest = np.divmod(flat, dims[1] * dims[2])
-        j, k = np.divmod(rest, dims[2])
-        centres = lo + (np.stack([i, j, k], axis=1) + 0.5) * edge
-        centres = centres[mask(centres)]
-        if len(centres) == 0:
-            continue
-        out = _grow_holes(np.ascontiguousarray(centres), cells.points, cells.starts, cells.lo, cells.edge,
-                          cells.dims)
-        ok = ~np.isnan(out[:, 0])
-        out = out[ok]
-        out = out[mask(out[:, 0:3]) & mask(out[:, 4:7]) & mask(out[:, 7:10])]
-        kept.append(_unique_holes(out[:, :4], params.dup_tol))
+    n_cells = int(np.prod(grid.dims))
+    bounds = list(range(0, n_cells, params.chunk_cells)) + [n_cells]
+    chunks = [(a, b, occupied[np.searchsorted(occupied, a):np.searchsorted(occupied, b)])
+              for a, b in zip(bounds[:-1], bounds[1:])]
+    if client is None:
+        kept = [holes_in_cells(a, b, occ, grid, cells, mask, params.dup_tol) for a, b, occ in chunks]
+    else:
+        remote_cells, remote_mask = client.scatter([cells, mask], broadcast=True)
+        kept = client.gather([client.submit(holes_in_cells, a, b, occ, grid, remote_cells, remote_mask,
+                                            params.dup_tol, pure=False) for a, b, occ in chunks])
     return _unique_holes(np.concatenate(kept) if kept else np.empty((0, 4)), params.dup_tol)
+
+
+def holes_in_cells(start: int, stop: int, occupied: np.ndarray, grid: _EmptyCells, cells: _CellList, mask: Mask,
+                   dup_tol: float) -> np.ndarray:
+    """Distinct holes grown from the empty cells start..stop-1 of the grid (`occupied`: the flat ids of the cells
+    there holding wall galaxies), kept where the hole stays in the survey: one unit of parallel work."""
+    empty = np.ones(stop - start, dtype=bool)
+    empty[occupied - start] = False
+    flat = np.flatnonzero(empty) + start
+    i, rest = np.divmod(flat, grid.dims[1] * grid.dims[2])
+    j, k = np.divmod(rest, grid.dims[2])
+    centres = grid.lo + (np.stack([i, j, k], axis=1) + 0.5) * grid.edge
+    centres = centres[mask(centres)]
+    if len(centres) == 0:
+        return np.empty((0, 4))
+    out = _grow_holes(np.ascontiguousarray(centres), cells.points, cells.starts, cells.lo, cells.edge, cells.dims)
+    out = out[~np.isnan(out[:, 0])]
+    out = out[mask(out[:, 0:3]) & mask(out[:, 4:7]) & mask(out[:, 7:10])]
+    return _unique_holes(out[:, :4], dup_tol)
 
 
 # --- holes against the survey boundary ------------------------------------------------------------------------
@@ -544,11 +566,13 @@ def void_volumes(holes: np.ndarray, hole_void: np.ndarray, n_voids: int, spacing
     return _union_volumes(np.ascontiguousarray(holes[order]), starts, spacing)
 
 
-def find_voids(xyz: np.ndarray, mask: Mask, params: VoidFinderParams = VoidFinderParams()) -> VoidCatalog:
-    """VoidFinder on comoving positions (n, 3) [h^-1 Mpc] of a volume-limited sample inside `mask`."""
+def find_voids(xyz: np.ndarray, mask: Mask, params: VoidFinderParams = VoidFinderParams(),
+               client: Any | None = None) -> VoidCatalog:
+    """VoidFinder on comoving positions (n, 3) [h^-1 Mpc] of a volume-limited sample inside `mask`; the holes are
+    grown over a Dask cluster when a client is given (`mask` must then pickle, as `sky_mask` and `box_mask` do)."""
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
     is_field, threshold = split_wall_field(xyz, params.sep_neighbor, params.field_sigma)
-    holes = find_holes(xyz[~is_field], mask, params)
+    holes = find_holes(xyz[~is_field], mask, params, client)
     keep, boundary = hole_bounds(holes, mask, params.hole_outside_cut)
     holes, boundary = holes[keep], boundary[keep]
     maximal_index = select_maximals(holes, params.min_maximal_radius, params.maximal_overlap)

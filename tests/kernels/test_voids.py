@@ -73,6 +73,18 @@ def test_chunking_does_not_change_the_result(box_catalog):
     np.testing.assert_array_equal(small.hole_void, box_catalog.hole_void)
 
 
+def test_holes_grown_on_a_dask_cluster_equal_one_call(box_catalog):
+    from distributed import Client, LocalCluster
+
+    # Worker processes: the mask closure and the galaxy cells must survive pickling.
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        split = find_voids(carved_box(PLANTED), BOX, VoidFinderParams(chunk_cells=20_000), client)
+    np.testing.assert_array_equal(split.maximals, box_catalog.maximals)
+    np.testing.assert_array_equal(split.holes, box_catalog.holes)
+    np.testing.assert_array_equal(split.hole_void, box_catalog.hole_void)
+
+
 def test_void_on_the_boundary_is_flagged_edge():
     spheres = np.array([[14.0, 80.0, 80.0, 20.0], [100.0, 80.0, 80.0, 20.0]])
     cat = find_voids(carved_box(spheres, seed=3), BOX)
