@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
 # The one prepared GPU run (the `device` tool's machine: one GPU, 16 cores, no network).
-#   bench/gpu.sh            kernel tests with cupy, then bench/gpu_kernels.py (GPU vs CPU vs anchors)
-# Packages the machine lacks travel in .whl/ (gitignored; made by bench/gpu_wheels.sh): wheels, plus a
-# Corrfunc built for Python 3.12 with -march=x86-64-v4 and the GSL libraries it links.
+#   bench/gpu.sh   kernel tests with cupy, bench/gpu_kernels.py (GPU vs CPU vs anchors), then bench/gpu_flows.py
+#                  (desi-clustering and desi-crossmatch as Prefect flow runs on a LocalCUDACluster, and on CPU)
+# What the machine lacks travels in .whl/ (gitignored): base.tar.xz from bench/gpu_wheels.sh (dask, dask-cuda,
+# astropy, healpy; Corrfunc built for Python 3.12 with -march=x86-64-v4 and the GSL libraries it links),
+# flowenv.tar.xz and flowdata.tar.xz from bench/gpu_flowenv.sh (Prefect and its needs, duckdb; a small catalog),
+# and, optionally, prev/paircount_prev.py (the pair-count module being replaced, timed beside the new one).
 # Results go to $OUT (the device tool brings that folder back) or bench/out/gpu.
 set -uo pipefail
 OUT=${OUT:-bench/out/gpu}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 NUMBA_CACHE_DIR=/tmp/numba-cache
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  || { echo "wheel install failed"; exit 1; }
-export PYTHONPATH=/tmp/site:$PWD LD_LIBRARY_PATH=$PWD/.whl/lib:${LD_LIBRARY_PATH:-}
+env_dir=/tmp/gpuenv
+mkdir -p "$env_dir"
+start=$SECONDS
+tar -xJf .whl/base.tar.xz -C "$env_dir" && tar -xJf .whl/flowenv.tar.xz -C "$env_dir/site" \
+  || { echo "unpacking .whl failed"; exit 1; }
+echo "unpacked in $((SECONDS - start)) s"
+export PYTHONPATH=$env_dir/site:$PWD LD_LIBRARY_PATH=$env_dir/lib:${LD_LIBRARY_PATH:-}
 if grep -qw avx512f /proc/cpuinfo; then
-  cp -r .whl/Corrfunc /tmp/site/
+  cp -r "$env_dir/corrfunc/Corrfunc" "$env_dir/site/"
 else
   echo "no AVX-512 on this CPU: Corrfunc (built for x86-64-v4) left out, its comparisons are skipped"
 fi
@@ -22,9 +29,18 @@ fi
 } 2>&1 | tee "$OUT/device.txt"
 
 # All kernel tests, the GPU ones included (tests/conftest.py needs the database stack; not loaded here).
+start=$SECONDS
 timeout 150 python3 -m pytest -q -p no:cacheprovider --confcutdir=tests/kernels -m "gpu or not gpu" \
   tests/kernels/test_xp.py tests/kernels/test_cosmology.py tests/kernels/test_healpix.py \
   tests/kernels/test_paircount.py tests/kernels/test_crossmatch.py tests/kernels/test_agn.py 2>&1 \
   | tee "$OUT/pytest.txt" | tail -n 25
+echo "tests in $((SECONDS - start)) s"
 
-timeout 290 python3 bench/gpu_kernels.py --out "$OUT" ${GPU_BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.txt"
+start=$SECONDS
+timeout 270 python3 bench/gpu_kernels.py --out "$OUT" ${GPU_BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.txt"
+echo "kernel figures in $((SECONDS - start)) s"
+
+start=$SECONDS
+ASTROLAB_DASK_GPU=1 timeout 150 python3 bench/gpu_flows.py --out "$OUT" --compare-cpu 2>&1 | tee "$OUT/flows.txt" \
+  | grep -E "^==|gpu_flows|Error|error" | cut -c1-600
+echo "flows in $((SECONDS - start)) s"
