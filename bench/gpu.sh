@@ -6,7 +6,8 @@
 # astropy, healpy; Corrfunc built for Python 3.12 with -march=x86-64-v4 and the GSL libraries it links),
 # flowenv.tar.xz and flowdata.tar.xz from bench/gpu_flowenv.sh (Prefect and its needs, duckdb; a small catalog),
 # and, optionally, prev/paircount_prev.py (the pair-count module being replaced, timed beside the new one).
-# Results go to $OUT (the device tool brings that folder back) or bench/out/gpu.
+# Results go to $OUT (the device tool brings that folder back) or bench/out/gpu. To rerun a part:
+#   GPU_TESTS="tests/kernels/test_paircount.py" GPU_BENCH_ARGS="--only paircount_s" GPU_FLOWS=0 bench/gpu.sh
 set -uo pipefail
 OUT=${OUT:-bench/out/gpu}
 mkdir -p "$OUT"
@@ -30,9 +31,9 @@ fi
 
 # All kernel tests, the GPU ones included (tests/conftest.py needs the database stack; not loaded here).
 start=$SECONDS
-timeout 150 python3 -m pytest -q -p no:cacheprovider --confcutdir=tests/kernels -m "gpu or not gpu" \
-  tests/kernels/test_xp.py tests/kernels/test_cosmology.py tests/kernels/test_healpix.py \
-  tests/kernels/test_paircount.py tests/kernels/test_crossmatch.py tests/kernels/test_agn.py 2>&1 \
+tests=${GPU_TESTS:-tests/kernels/test_xp.py tests/kernels/test_cosmology.py tests/kernels/test_healpix.py
+  tests/kernels/test_paircount.py tests/kernels/test_crossmatch.py tests/kernels/test_agn.py}
+timeout 150 python3 -m pytest -q -p no:cacheprovider --confcutdir=tests/kernels -m "gpu or not gpu" $tests 2>&1 \
   | tee "$OUT/pytest.txt" | tail -n 25
 echo "tests in $((SECONDS - start)) s"
 
@@ -40,6 +41,7 @@ start=$SECONDS
 timeout 270 python3 bench/gpu_kernels.py --out "$OUT" ${GPU_BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.txt"
 echo "kernel figures in $((SECONDS - start)) s"
 
+[ "${GPU_FLOWS:-1}" = 0 ] && exit 0
 start=$SECONDS
 ASTROLAB_DASK_GPU=1 timeout 150 python3 bench/gpu_flows.py --out "$OUT" --compare-cpu 2>&1 | tee "$OUT/flows.txt" \
   | grep -E "^==|gpu_flows|Error|error" | cut -c1-600

@@ -1,6 +1,6 @@
 """GPU versus CPU kernel figures, side by side on one machine (run by bench/gpu.sh on a GPU node).
 
-    python bench/gpu_kernels.py --out DIR [--quick]
+    python bench/gpu_kernels.py --out DIR [--quick] [--only paircount_s,paircount_smu,...]
 
 Each case times the same kernel on numpy (all CPU cores through numba where the kernel has a compiled loop) and
 on cupy, checks the two give the same answer, and adds the anchor where the issue names one: Corrfunc on all CPU
@@ -61,6 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     parser.add_argument("--quick", action="store_true", help="small sizes, to check the script itself")
+    parser.add_argument("--only", default="", help="comma-separated case names (default: all)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     scale = 0.01 if args.quick else 1.0
@@ -132,19 +133,21 @@ def main() -> None:
             pos = rng.uniform(0, box, (npts, 3))
             edges = np.geomspace(1.0, 60.0, 16)
             pos_d = cp.asarray(pos)
-            default = dict(paircount_module.GPU_TUNING)
+            default, refine = dict(paircount_module.GPU_TUNING), paircount_module.REFINE
             by_tuning = {}
-            for threads in (128, 256, 512):
-                for registers in (0, 64):
-                    paircount_module.GPU_TUNING.update(threads=threads, max_registers=registers)
-                    by_tuning[f"threads={threads},max_registers={registers}"] = median_time(
+            for cells_per_rmax in (2, 3):  # cell width rmax / REFINE
+                for threads in (128, 256, 512):
+                    paircount_module.REFINE = cells_per_rmax
+                    paircount_module.GPU_TUNING.update(threads=threads)
+                    by_tuning[f"refine={cells_per_rmax},threads={threads}"] = median_time(
                         lambda: pair_counts(pos_d, edges, n_mu=n_mu), repeats, gpu=True)
             paircount_module.GPU_TUNING.update(default)
+            paircount_module.REFINE = refine
             gpu = median_time(lambda: pair_counts(pos_d, edges, n_mu=n_mu), repeats, gpu=True)
             ours_cpu = median_time(lambda: pair_counts(pos, edges, n_mu=n_mu), 1)
             got = pair_counts(pos_d, edges, n_mu=n_mu).npairs
             same_cpu = bool((got == pair_counts(pos, edges, n_mu=n_mu).npairs).all())
-            fields = dict(n=npts, box=box, rmax=60.0, n_mu=n_mu, gpu_s=gpu, tuning=default,
+            fields = dict(n=npts, box=box, rmax=60.0, n_mu=n_mu, gpu_s=gpu, tuning={**default, "refine": refine},
                           gpu_s_by_tuning=by_tuning, ours_cpu_s=ours_cpu, gpu_vs_ours_cpu=ours_cpu / gpu,
                           identical_to_ours_cpu=same_cpu, target_vs_corrfunc=20)
             if previous is not None:  # the kernel this one replaces, on the same machine
@@ -231,7 +234,8 @@ def main() -> None:
                        ("paircount_s", paircount(0)), ("paircount_smu", paircount(20)),
                        ("crossmatch_1e6x1e6", crossmatch), ("local_cuda_cluster_paircount", cuda_cluster),
                        ("paircount_10M_points", bounded_memory)]:
-        case(name, body)
+        if not args.only or name in args.only.split(","):
+            case(name, body)
 
 
 if __name__ == "__main__":

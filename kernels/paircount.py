@@ -60,7 +60,6 @@ class PairProblem:
     reach: int  # neighbour cells searched on each side
     weighted: bool
     dense_starts: Any  # GPU only: first point of every cell of the frame (None when the frame has too many cells)
-    columns2: Any  # GPU only: the second points' x, y and z as three contiguous rows (3, n), for coalesced loads
 
 
 def prepare(pos1: Any, edges: Any, pos2: Any | None = None, weights1: Any | None = None,
@@ -90,8 +89,7 @@ def prepare(pos1: Any, edges: Any, pos2: Any | None = None, weights1: Any | None
     mu_edges = np.linspace(0.0, mu_max, n_mu + 1) if n_mu else None
     return PairProblem(first, second, w1, w2, xp.asarray(edges**2), n_mu, float(mu_max), LOS[los], autocorr,
                        edges, mu_edges, reach, weights1 is not None,
-                       None if xp is np else dense_starts(second, DENSE_CELLS_MAX),
-                       None if xp is np else xp.ascontiguousarray(second.pos.T))
+                       None if xp is np else dense_starts(second, DENSE_CELLS_MAX))
 
 
 def _sorted_weights(xp: Any, weights: Any | None, grid: CellGrid) -> Any:
@@ -321,107 +319,91 @@ def _mu(dx, dy, dz, r2, x1, y1, z1, x2, y2, z2, los):
 
 # --- the pair loop on the GPU ----------------------------------------------------------------------------------
 _CUDA_SOURCE = FIND_CELL_CUDA + r"""
-#define BATCH 4
-
 __device__ __forceinline__ double gap(double v, double origin, double cell, int c) {
     return fmax(fmax(origin + c * cell - v, 0.0), v - origin - (c + 1) * cell);
 }
 
-// One warp per first point, its 32 lanes over the second points of each column range (consecutive, coalesced
-// loads from the x/y/z arrays q2). Warps take the first points BATCH at a time from a shared counter, so dense
-// regions do not hold up the rest. Pairs are counted in private 32-bit histograms in shared memory, one per
-// `share` threads: one per lane with few bins (plain increments), one per warp with more ((s, mu); shared-memory
-// atomics), added to the block's 64-bit histogram after every batch. With share 0 (too many bins for either) the
-// lanes add to the block's histogram directly. Weights are summed only if given.
+// One thread per first point. Points are sorted by cell, so the threads of a warp mostly walk the same column
+// ranges and read the same second points (one broadcast load for the warp). Pairs are counted in private 32-bit
+// histograms in shared memory, one per `share` threads: one per thread with few bins (plain increments), one per
+// warp with more ((s, mu); shared-memory atomics), then added to the block's 64-bit histogram. With share 0 (too
+// many bins for either) threads add to the block's histogram directly. Weights are summed only if given.
 extern "C" __global__ void pair_hist(
-    const double* p1, const long long* c1, const double* w1, const double* q2, long long n2, const double* w2,
+    const double* p1, const long long* c1, const double* w1, const double* p2, const double* w2,
     const long long* ids2, const long long* starts2, long long m2, const long long* dense,
     int d0, int d1, int d2, double ox, double oy, double oz, double cell, int reach,
     const double* edges2_in, int nb, int n_mu, double mu_max, int los, int autocorr, int weighted, int share,
-    long long lo, long long hi, unsigned long long* next, unsigned long long* counts, double* wsum)
+    long long lo, long long hi, unsigned long long* counts, double* wsum)
 {
     extern __shared__ double smem[];
     int nm = n_mu > 0 ? n_mu : 1, nbins = nb * nm, t = threadIdx.x, lane = t & 31, nt = blockDim.x;
+    int copies = share ? nt / share : 0, mine = share ? t / share : 0;     // private histograms, and this thread's
     double* edges2 = smem;                                                  // nb + 1
     double* hw = edges2 + nb + 1;                                           // nbins
     unsigned long long* hc = (unsigned long long*)(hw + nbins);             // nbins
-    int copies = share ? nt / share : 0, mine = share ? t / share : 0;     // private histograms, and this thread's
     double* lw = (double*)(hc + nbins);                                     // nbins * copies if weighted
     unsigned int* lc = (unsigned int*)(lw + (weighted ? nbins * copies : 0));  // nbins * copies
     for (int k = t; k <= nb; k += nt) edges2[k] = edges2_in[k];
     for (int k = t; k < nbins; k += nt) { hc[k] = 0; hw[k] = 0.0; }
     for (int k = t; k < nbins * copies; k += nt) { lc[k] = 0; if (weighted) lw[k] = 0.0; }
     __syncthreads();
-    const double *x2 = q2, *y2 = q2 + n2, *z2 = q2 + 2 * n2;
-    double e_lo = edges2[0], e_hi = edges2[nb], prune = e_hi * (1.0 + 1e-9);
-    while (true) {
-        unsigned long long got = 0;
-        if (lane == 0) got = atomicAdd(next, (unsigned long long)BATCH);
-        long long base = lo + (long long)__shfl_sync(0xffffffffu, got, 0);
-        if (base >= hi) break;
-        long long end = min(base + BATCH, hi);
-        for (long long i = base; i < end; i++) {
-            double x1 = p1[3*i], y1 = p1[3*i+1], z1 = p1[3*i+2], wi = w1[i];
-            int cxi = (int)c1[3*i], cyi = (int)c1[3*i+1], czi = (int)c1[3*i+2];  // cells per axis < 2^20
-            double z_first = max(czi - reach, 0), z_last = min(czi + reach, d2 - 1);
-            for (int cx = max(cxi - reach, 0); cx <= min(cxi + reach, d0 - 1); cx++) {
-                double gx = gap(x1, ox, cell, cx);
-                for (int cy = max(cyi - reach, 0); cy <= min(cyi + reach, d1 - 1); cy++) {
-                    double gy = gap(y1, oy, cell, cy);
-                    double room = prune - gx * gx - gy * gy;
-                    if (room < 0.0) continue;
-                    double h = sqrt(room);
-                    int za = (int)fmax(floor((z1 - h - oz) / cell), z_first);
-                    int zb = (int)fmin(floor((z1 + h - oz) / cell), z_last);
-                    if (za > zb) continue;
-                    long long key = ((long long)cx * d1 + cy) * d2, j0, j1;
-                    if (dense) { j0 = dense[key + za]; j1 = dense[key + zb + 1]; }
-                    else { j0 = starts2[lower_bound(ids2, m2, key + za)]; j1 = starts2[lower_bound(ids2, m2, key + zb + 1)]; }
-                    if (autocorr && j0 <= i) j0 = i + 1;
-                    for (long long j = j0 + lane; j < j1; j += 32) {
-                        double x2j = x2[j], y2j = y2[j], z2j = z2[j];
-                        double dx = x1 - x2j, dy = y1 - y2j, dz = z1 - z2j;
-                        double r2 = dx*dx + dy*dy + dz*dz;
-                        if (r2 < e_lo || r2 >= e_hi) continue;
-                        int s = nb - 1;
-                        while (r2 < edges2[s]) s--;
-                        int m = 0;
-                        if (n_mu > 0) {
-                            double mu = 0.0;
-                            if (r2 > 0.0) {
-                                if (los == 0) mu = fabs(dz) / sqrt(r2);
-                                else {
-                                    double lx = 0.5*(x1+x2j), ly = 0.5*(y1+y2j), lz = 0.5*(z1+z2j);
-                                    double l2 = lx*lx + ly*ly + lz*lz;
-                                    mu = l2 > 0.0 ? fabs(dx*lx + dy*ly + dz*lz) / sqrt(r2 * l2) : 0.0;
-                                }
+    long long i = lo + (long long)blockIdx.x * nt + t;
+    if (i < hi) {
+        double x1 = p1[3*i], y1 = p1[3*i+1], z1 = p1[3*i+2], wi = w1[i];
+        double e_lo = edges2[0], e_hi = edges2[nb], prune = e_hi * (1.0 + 1e-9);
+        int cxi = (int)c1[3*i], cyi = (int)c1[3*i+1], czi = (int)c1[3*i+2];  // cells per axis < 2^20
+        double z_first = max(czi - reach, 0), z_last = min(czi + reach, d2 - 1);
+        for (int cx = max(cxi - reach, 0); cx <= min(cxi + reach, d0 - 1); cx++) {
+            double gx = gap(x1, ox, cell, cx);
+            for (int cy = max(cyi - reach, 0); cy <= min(cyi + reach, d1 - 1); cy++) {
+                double gy = gap(y1, oy, cell, cy);
+                double room = prune - gx * gx - gy * gy;
+                if (room < 0.0) continue;
+                double h = sqrt(room);
+                int za = (int)fmax(floor((z1 - h - oz) / cell), z_first);
+                int zb = (int)fmin(floor((z1 + h - oz) / cell), z_last);
+                if (za > zb) continue;
+                long long key = ((long long)cx * d1 + cy) * d2, j0, j1;
+                if (dense) { j0 = dense[key + za]; j1 = dense[key + zb + 1]; }
+                else { j0 = starts2[lower_bound(ids2, m2, key + za)]; j1 = starts2[lower_bound(ids2, m2, key + zb + 1)]; }
+                if (autocorr && j0 <= i) j0 = i + 1;
+                for (long long j = j0; j < j1; j++) {
+                    double x2 = p2[3*j], y2 = p2[3*j+1], z2 = p2[3*j+2];
+                    double dx = x1 - x2, dy = y1 - y2, dz = z1 - z2;
+                    double r2 = dx*dx + dy*dy + dz*dz;
+                    if (r2 < e_lo || r2 >= e_hi) continue;
+                    int s = nb - 1;
+                    while (r2 < edges2[s]) s--;
+                    int m = 0;
+                    if (n_mu > 0) {
+                        double mu = 0.0;
+                        if (r2 > 0.0) {
+                            if (los == 0) mu = fabs(dz) / sqrt(r2);
+                            else {
+                                double lx = 0.5*(x1+x2), ly = 0.5*(y1+y2), lz = 0.5*(z1+z2);
+                                double l2 = lx*lx + ly*ly + lz*lz;
+                                mu = l2 > 0.0 ? fabs(dx*lx + dy*ly + dz*lz) / sqrt(r2 * l2) : 0.0;
                             }
-                            if (mu > mu_max) continue;
-                            m = min((int)(mu * n_mu / mu_max), n_mu - 1);
                         }
-                        int bin = s * nm + m, at = bin * copies + mine;
-                        if (share == 1) { lc[at]++; if (weighted) lw[at] += wi * w2[j]; }
-                        else if (share) { atomicAdd(&lc[at], 1u); if (weighted) atomicAdd(&lw[at], wi * w2[j]); }
-                        else { atomicAdd(&hc[bin], 1ULL); if (weighted) atomicAdd(&hw[bin], wi * w2[j]); }
+                        if (mu > mu_max) continue;
+                        m = min((int)(mu * n_mu / mu_max), n_mu - 1);
                     }
+                    int bin = s * nm + m, at = bin * copies + mine;
+                    if (share == 1) { lc[at]++; if (weighted) lw[at] += wi * w2[j]; }
+                    else if (share) { atomicAdd(&lc[at], 1u); if (weighted) atomicAdd(&lw[at], wi * w2[j]); }
+                    else { atomicAdd(&hc[bin], 1ULL); if (weighted) atomicAdd(&hw[bin], wi * w2[j]); }
                 }
             }
-        }
-        if (share) {  // the 32-bit private counts cannot overflow within one batch
-            __syncwarp();
-            for (int k = share == 1 ? 0 : lane; k < nbins; k += share == 1 ? 1 : 32) {
-                int at = k * copies + mine;
-                unsigned int c = lc[at];
-                if (c) {
-                    atomicAdd(&hc[k], (unsigned long long)c);
-                    lc[at] = 0;
-                    if (weighted) { atomicAdd(&hw[k], lw[at]); lw[at] = 0.0; }
-                }
-            }
-            __syncwarp();
         }
     }
     __syncthreads();
+    if (share) {  // 32-bit private counts: one point's pairs (per thread) or 32 points' (per warp) per bin
+        for (int k = share == 1 ? 0 : lane; k < nbins; k += share == 1 ? 1 : 32) {
+            int at = k * copies + mine;
+            if (lc[at]) { atomicAdd(&hc[k], (unsigned long long)lc[at]); if (weighted) atomicAdd(&hw[k], lw[at]); }
+        }
+        __syncthreads();
+    }
     for (int k = t; k < nbins; k += nt) {
         if (hc[k]) { atomicAdd(&counts[k], hc[k]); if (weighted) atomicAdd(&wsum[k], hw[k]); }
     }
@@ -460,17 +442,12 @@ def _count_gpu(problem: PairProblem, lo: int, hi: int) -> tuple[np.ndarray, np.n
     if hi > lo:
         first, second = problem.first, problem.second
         d0, d1, d2 = second.frame.dims
-        device = cp.cuda.Device()
-        warps = (hi - lo + 3) // 4  # a batch of first points each
-        blocks = max(1, min(-(-warps * 32 // threads), 8 * device.attributes["MultiProcessorCount"]))
-        kernel((blocks,), (threads,), (
-            first.pos, first.coords, problem.w1, problem.columns2, np.int64(len(second)), problem.w2,
-            second.cell_ids, second.starts, np.int64(second.cell_ids.shape[0]),
-            problem.dense_starts if problem.dense_starts is not None else np.intp(0),
+        kernel(((hi - lo + threads - 1) // threads,), (threads,), (
+            first.pos, first.coords, problem.w1, second.pos, problem.w2, second.cell_ids, second.starts,
+            np.int64(second.cell_ids.shape[0]), problem.dense_starts if problem.dense_starts is not None else np.intp(0),
             np.int32(d0), np.int32(d1), np.int32(d2),
             *(np.float64(v) for v in second.frame.origin), np.float64(second.frame.cell), np.int32(problem.reach),
             problem.edges2, np.int32(nb), np.int32(problem.n_mu), np.float64(problem.mu_max), np.int32(problem.los),
-            np.int32(problem.autocorr), np.int32(weighted), np.int32(share), np.int64(lo), np.int64(hi),
-            cp.zeros(1, dtype=cp.uint64), counts, wsum),
+            np.int32(problem.autocorr), np.int32(weighted), np.int32(share), np.int64(lo), np.int64(hi), counts, wsum),
             shared_mem=shared)
     return counts.get().astype(np.int64), wsum.get()
