@@ -133,21 +133,19 @@ def main() -> None:
             pos = rng.uniform(0, box, (npts, 3))
             edges = np.geomspace(1.0, 60.0, 16)
             pos_d = cp.asarray(pos)
-            default, refine = dict(paircount_module.GPU_TUNING), paircount_module.REFINE
+            default = dict(paircount_module.GPU_TUNING)
             by_tuning = {}
-            for cells_per_rmax in (2, 3):  # cell width rmax / REFINE
+            for refine in (2, 3):  # cell width rmax / refine
                 for threads in (128, 256, 512):
-                    paircount_module.REFINE = cells_per_rmax
-                    paircount_module.GPU_TUNING.update(threads=threads)
-                    by_tuning[f"refine={cells_per_rmax},threads={threads}"] = median_time(
+                    paircount_module.GPU_TUNING.update(threads=threads, refine=refine)
+                    by_tuning[f"refine={refine},threads={threads}"] = median_time(
                         lambda: pair_counts(pos_d, edges, n_mu=n_mu), repeats, gpu=True)
             paircount_module.GPU_TUNING.update(default)
-            paircount_module.REFINE = refine
             gpu = median_time(lambda: pair_counts(pos_d, edges, n_mu=n_mu), repeats, gpu=True)
             ours_cpu = median_time(lambda: pair_counts(pos, edges, n_mu=n_mu), 1)
             got = pair_counts(pos_d, edges, n_mu=n_mu).npairs
             same_cpu = bool((got == pair_counts(pos, edges, n_mu=n_mu).npairs).all())
-            fields = dict(n=npts, box=box, rmax=60.0, n_mu=n_mu, gpu_s=gpu, tuning={**default, "refine": refine},
+            fields = dict(n=npts, box=box, rmax=60.0, n_mu=n_mu, gpu_s=gpu, tuning=default,
                           gpu_s_by_tuning=by_tuning, ours_cpu_s=ours_cpu, gpu_vs_ours_cpu=ours_cpu / gpu,
                           identical_to_ours_cpu=same_cpu, target_vs_corrfunc=20)
             if previous is not None:  # the kernel this one replaces, on the same machine

@@ -25,7 +25,7 @@ from .cellgrid import FIND_CELL_CUDA, CellGrid, build_grid, dense_starts, grid_f
 from .xp import namespace, to_host
 
 LOS = {"z": 0, "midpoint": 1}
-REFINE = 2
+REFINE = 2  # cells per largest separation on the CPU (the GPU's is in GPU_TUNING)
 DENSE_CELLS_MAX = 1 << 25
 
 
@@ -78,7 +78,8 @@ def prepare(pos1: Any, edges: Any, pos2: Any | None = None, weights1: Any | None
     pos2 = pos1 if autocorr else xp.asarray(pos2, dtype=xp.float64).reshape(-1, 3)
     # Cells half the largest separation, searched two deep and pruned by their distance to each point, cover
     # the sphere of pairs far more tightly than cells as wide as the separation searched one deep.
-    frame = grid_frame(*((pos1,) if autocorr else (pos1, pos2)), min_cell=float(edges[-1]) / REFINE)
+    refine = REFINE if xp is np else GPU_TUNING["refine"]
+    frame = grid_frame(*((pos1,) if autocorr else (pos1, pos2)), min_cell=float(edges[-1]) / refine)
     reach = int(np.ceil(edges[-1] / frame.cell))
     first = build_grid(pos1, frame)
     second = first if autocorr else build_grid(pos2, frame)
@@ -410,22 +411,22 @@ extern "C" __global__ void pair_hist(
 }
 """
 
-GPU_TUNING = {"threads": 256, "max_registers": 0}  # threads per block; a register cap (0: the compiler's choice)
+# Threads per block and cells per largest separation: the fastest of those bench/gpu_kernels.py timed on an H200.
+GPU_TUNING = {"threads": 128, "refine": 3}
 _SHARED_DEFAULT = 48 * 1024  # a block's dynamic shared memory without opting in
 
 
 @functools.cache
-def _gpu_kernel(max_registers: int) -> Any:
+def _gpu_kernel() -> Any:
     import cupy as cp
 
-    options = ("--fmad=false",) + ((f"--maxrregcount={max_registers}",) if max_registers else ())  # as the CPU rounds
-    return cp.RawKernel(_CUDA_SOURCE, "pair_hist", options=options)
+    return cp.RawKernel(_CUDA_SOURCE, "pair_hist", options=("--fmad=false",))  # as the CPU rounds
 
 
 def _count_gpu(problem: PairProblem, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
     import cupy as cp
 
-    kernel = _gpu_kernel(GPU_TUNING["max_registers"])
+    kernel = _gpu_kernel()
     threads = GPU_TUNING["threads"]
     nb = problem.edges.size - 1
     nbins = nb * max(problem.n_mu, 1)
