@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one prepared GPU run (the `device` tool's machine: one GPU, 16 cores, no network).
 #   bench/gpu.sh   kernel tests with cupy, bench/gpu_kernels.py (GPU vs CPU vs anchors), then bench/gpu_flows.py
-#                  (desi-clustering and desi-crossmatch as Prefect flow runs on a LocalCUDACluster, and on CPU)
+#                  (desi-clustering, desi-crossmatch, desi-agn: Prefect flow runs on a LocalCUDACluster and on CPU)
 # What the machine lacks travels in .whl/ (gitignored): base.tar.xz from bench/gpu_wheels.sh (dask, dask-cuda,
 # astropy, healpy; Corrfunc built for Python 3.12 with -march=x86-64-v4 and the GSL libraries it links),
 # flowenv.tar.xz and flowdata.tar.xz from bench/gpu_flowenv.sh (Prefect and its needs, duckdb; a small catalog),
@@ -43,6 +43,6 @@ echo "kernel figures in $((SECONDS - start)) s"
 
 [ "${GPU_FLOWS:-1}" = 0 ] && exit 0
 start=$SECONDS
-ASTROLAB_DASK_GPU=1 timeout 150 python3 bench/gpu_flows.py --out "$OUT" --compare-cpu 2>&1 | tee "$OUT/flows.txt" \
+ASTROLAB_DASK_GPU=1 timeout 200 python3 bench/gpu_flows.py --out "$OUT" --compare-cpu ${GPU_FLOWS_ARGS:-} 2>&1 | tee "$OUT/flows.txt" \
   | grep -E "^==|gpu_flows|Error|error" | cut -c1-600
 echo "flows in $((SECONDS - start)) s"

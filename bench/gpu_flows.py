@@ -1,4 +1,4 @@
-"""desi-clustering and desi-crossmatch as real Prefect flow runs on the GPU node (run by bench/gpu.sh).
+"""desi-clustering, desi-crossmatch and desi-agn as real Prefect flow runs on the GPU node (run by bench/gpu.sh).
 
     python bench/gpu_flows.py --out DIR [--data .whl/flowdata.tar.xz] [--tracer BGS] [--randoms-factor 2]
                               [--compare-cpu]
@@ -6,7 +6,7 @@
 The node cannot run desi-ingest (Great Expectations is too big to carry), so bench/gpu_flowenv.sh ingests a small
 synthetic sample here and packs its DuckDB catalog and HATS lake into .whl/flowdata.tar.xz; this script unpacks it
 at the absolute path it was built at (the catalog's lake_* views name absolute paths), points ASTROLAB_HOME at it and
-calls the two flows in-process, so Prefect records them as flow runs on its ephemeral server (sqlite, under a
+calls the flows in-process, so Prefect records them as flow runs on its ephemeral server (sqlite, under a
 temporary PREFECT_HOME). ASTROLAB_DASK_GPU is taken from the environment: set, the flows' Dask cluster is a
 dask_cuda.LocalCUDACluster; a first check starts that cluster alone and records its type and workers. One failing
 step does not hide the others: each records its error, and DIR/gpu_flows.json is rewritten after every step.
@@ -123,7 +123,8 @@ def main() -> int:
     parser.add_argument("--z-min", type=float, default=0.05)
     parser.add_argument("--z-max", type=float, default=0.4)
     parser.add_argument("--randoms-factor", type=float, default=2.0)
-    parser.add_argument("--compare-cpu", action="store_true", help="rerun both flows on a CPU cluster and compare")
+    parser.add_argument("--flows", default="clustering,crossmatch,agn", help="comma-separated, from the default")
+    parser.add_argument("--compare-cpu", action="store_true", help="rerun the flows on a CPU cluster and compare")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict = {"dask_gpu_env": os.environ.get("ASTROLAB_DASK_GPU"), "python": sys.version.split()[0],
@@ -142,28 +143,38 @@ def main() -> int:
 
         return flow_result(desi_crossmatch(left="redshifts", right="fastspec", radius_arcsec=1.0, return_state=True))
 
+    def agn() -> dict:
+        from flows.agn import desi_agn
+
+        return flow_result(desi_agn(return_state=True), ("counts",))
+
+    flows = {"desi_clustering": clustering, "desi_crossmatch": crossmatch, "desi_agn": agn}
+    chosen = [f"desi_{name}" for name in args.flows.split(",")]
     run_step(results, args.out, "dask_cluster", cluster_check)
-    run_step(results, args.out, "desi_clustering", clustering)
-    run_step(results, args.out, "desi_crossmatch", crossmatch)
-    ok = all(results[k]["ok"] for k in ("desi_clustering", "desi_crossmatch"))
+    for name in chosen:
+        run_step(results, args.out, name, flows[name])
+    ok = all(results[name]["ok"] for name in chosen)
     if args.compare_cpu and os.environ.get("ASTROLAB_DASK_GPU"):
-        # The same two flows on a CPU LocalCluster: the GPU runs must give the same pair counts and matches.
+        # The same flows on a CPU LocalCluster: the GPU runs must give the same pair counts, matches and classes.
         gpu_env = os.environ.pop("ASTROLAB_DASK_GPU")
-        run_step(results, args.out, "desi_clustering_cpu", clustering)
-        run_step(results, args.out, "desi_crossmatch_cpu", crossmatch)
+        for name in chosen:
+            run_step(results, args.out, f"{name}_cpu", flows[name])
         os.environ["ASTROLAB_DASK_GPU"] = gpu_env
-        gpu, cpu = results["desi_clustering"], results["desi_clustering_cpu"]
-        same = {k: bool(np.array_equal(np.asarray(gpu.get(k), float), np.asarray(cpu.get(k), float), equal_nan=True))
-                for k in ("xi0", "xi2")}
-        gpu, cpu = results["desi_crossmatch"], results["desi_crossmatch_cpu"]
-        same["matched"] = gpu.get("matched") == cpu.get("matched")
-        same["median_separation_arcsec"] = bool(np.isclose(gpu.get("median_separation_arcsec", np.nan),
-                                                           cpu.get("median_separation_arcsec", np.nan), rtol=1e-9))
-        results["gpu_equals_cpu"] = same
+        results["gpu_equals_cpu"] = {name: same_result(results[name], results[f"{name}_cpu"]) for name in chosen}
         (args.out / "gpu_flows.json").write_text(json.dumps(results, indent=2, default=str))
-        print(f"== gpu_equals_cpu: {same}", flush=True)
-    print(f"gpu_flows: {'both flows completed' if ok else 'FAILED'}; {args.out / 'gpu_flows.json'}", flush=True)
+        print(f"== gpu_equals_cpu: {results['gpu_equals_cpu']}", flush=True)
+    print(f"gpu_flows: {'all flows completed' if ok else 'FAILED'}; {args.out / 'gpu_flows.json'}", flush=True)
     return 0 if ok else 1
+
+
+def same_result(gpu: dict, cpu: dict) -> bool:
+    """The results a GPU and a CPU run of one flow must share: xi exactly (NaN where no pairs), match counts,
+    AGN class counts, and median separations to rounding."""
+    same = all(np.array_equal(np.asarray(gpu.get(k), float), np.asarray(cpu.get(k), float), equal_nan=True)
+               for k in ("xi0", "xi2") if k in gpu)
+    same &= all(gpu.get(k) == cpu.get(k) for k in ("matched", "counts", "n_data", "n_randoms"))
+    return bool(same and np.isclose(gpu.get("median_separation_arcsec", 0.0),
+                                    cpu.get("median_separation_arcsec", 0.0), rtol=1e-9, equal_nan=True))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from prefect import flow, task
 from prefect.artifacts import create_image_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
-from astrolab.resources import build_catalog, build_lake
+from astrolab.resources import build_catalog, build_lake, dask_client
 from astrolab.settings import Settings, load_settings
 from tasks import agn
 from tasks.agn_plot import bpt_diagram_png
@@ -17,7 +17,8 @@ AGN_FITS = "DESI_AGN_BPT_WISE.fits"
 
 @task(name="agn-table", retries=2, retry_delay_seconds=5)
 def classify_to_table(settings: Settings, chunk_rows: int, cuts: dict[str, float]) -> dict[str, int]:
-    """Classify the fastspec rows chunk by chunk into a new `agn` table (one transaction); returns summarize counts."""
+    """Classify the fastspec rows chunk by chunk on the configured Dask cluster into a new `agn` table (one
+    transaction); returns summarize counts."""
     counts = agn.summarize([])
 
     def counted(chunks):
@@ -26,18 +27,18 @@ def classify_to_table(settings: Settings, chunk_rows: int, cuts: dict[str, float
                 counts[key] += n
             yield chunk
 
-    with build_catalog(settings) as catalog:
-        agn.write_agn_table(catalog, counted(agn.iter_agn_catalog(catalog, chunk_rows, **cuts)))
+    with build_catalog(settings) as catalog, dask_client(settings) as client:
+        rows = agn.iter_agn_catalog(catalog, chunk_rows, **cuts, client=client, gpu=settings.dask.gpu)
+        agn.write_agn_table(catalog, counted(rows))
     return counts
 
 
 @task(name="agn-fits", retries=2, retry_delay_seconds=5)
 def write_fits(settings: Settings, chunk_rows: int, cuts: dict[str, float], run_id: str) -> str:
-    """Write the AGN catalog as FITS into the lake (classified again, streamed); returns its URL."""
-    with build_catalog(settings) as catalog:
-        return save_product(build_lake(settings), run_id, AGN_FITS,
-                            lambda path: agn.write_agn_fits(agn.iter_agn_catalog(catalog, chunk_rows, **cuts), path,
-                                                            **cuts))
+    """Write the AGN catalog as FITS into the lake (classified again on the cluster, streamed); returns its URL."""
+    with build_catalog(settings) as catalog, dask_client(settings) as client:
+        rows = agn.iter_agn_catalog(catalog, chunk_rows, **cuts, client=client, gpu=settings.dask.gpu)
+        return save_product(build_lake(settings), run_id, AGN_FITS, lambda path: agn.write_agn_fits(rows, path, **cuts))
 
 
 @task(name="bpt-diagram")

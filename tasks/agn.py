@@ -7,9 +7,10 @@ of the same (TARGETID, SURVEY, PROGRAM); a row without one has no WISE diagnosti
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -76,10 +77,18 @@ def _floats(column: pa.ChunkedArray) -> np.ndarray:
     return column.cast(pa.float64()).to_numpy(zero_copy_only=False)
 
 
-def classify_chunk(chunk: pa.Table, snr_min: float = 3.0, fwhm_min: float = 1200.0,
-                   wise_cut: float = 0.8) -> pa.Table:
-    """One chunk of `read_agn_inputs` as AGN catalog rows (`AGN_SCHEMA`; NaN results are SQL NULLs)."""
-    out = agn.classify({c: _floats(chunk[c]) for c in agn.INPUT_COLUMNS}, snr_min, fwhm_min, wise_cut)
+def classify_chunk(chunk: pa.Table, snr_min: float = 3.0, fwhm_min: float = 1200.0, wise_cut: float = 0.8,
+                   gpu: bool = False) -> pa.Table:
+    """One chunk of `read_agn_inputs` as AGN catalog rows (`AGN_SCHEMA`; NaN results are SQL NULLs); with `gpu`
+    classified on the GPU (cupy, imported only then)."""
+    cols = {c: _floats(chunk[c]) for c in agn.INPUT_COLUMNS}
+    if gpu:
+        import cupy
+
+        out = agn.classify({k: cupy.asarray(v) for k, v in cols.items()}, snr_min, fwhm_min, wise_cut)
+        out = {k: cupy.asnumpy(v) for k, v in out.items()}
+    else:
+        out = agn.classify(cols, snr_min, fwhm_min, wise_cut)
     out["BPT_NII_CLASS"] = _BPT_NAMES[out["BPT_NII"]]
     ids = {name: chunk[name].cast(dtype) for name, dtype in _IDS}
     derived = {f.name: pa.array(np.asarray(out[f.name]), type=f.type, from_pandas=True)
@@ -88,10 +97,23 @@ def classify_chunk(chunk: pa.Table, snr_min: float = 3.0, fwhm_min: float = 1200
 
 
 def iter_agn_catalog(catalog: SqlCatalog, chunk_rows: int = CHUNK_ROWS, snr_min: float = 3.0,
-                     fwhm_min: float = 1200.0, wise_cut: float = 0.8) -> Iterator[pa.Table]:
-    """The AGN catalog chunk by chunk (bounded memory)."""
-    for chunk in read_agn_inputs(catalog, chunk_rows):
-        yield classify_chunk(chunk, snr_min, fwhm_min, wise_cut)
+                     fwhm_min: float = 1200.0, wise_cut: float = 0.8, client: Any | None = None,
+                     gpu: bool = False) -> Iterator[pa.Table]:
+    """The AGN catalog chunk by chunk, in TARGETID order (bounded memory). With a Dask client the chunks are
+    classified on its workers (on their GPUs with `gpu`), a few in flight while the next are read."""
+    chunks = read_agn_inputs(catalog, chunk_rows)
+    if client is None:
+        for chunk in chunks:
+            yield classify_chunk(chunk, snr_min, fwhm_min, wise_cut, gpu)
+        return
+    in_flight: deque = deque()
+    ahead = 2 * max(1, sum(client.nthreads().values()))
+    for chunk in chunks:
+        in_flight.append(client.submit(classify_chunk, chunk, snr_min, fwhm_min, wise_cut, gpu, pure=False))
+        if len(in_flight) >= ahead:
+            yield in_flight.popleft().result()
+    while in_flight:
+        yield in_flight.popleft().result()
 
 
 def agn_catalog(catalog: SqlCatalog, chunk_rows: int = CHUNK_ROWS, snr_min: float = 3.0,

@@ -103,6 +103,15 @@ def test_chunk_size_does_not_change_the_result(catalog, result):
         next(agn_task.read_agn_inputs(catalog, chunk_rows=0))
 
 
+def test_chunks_classified_on_a_dask_cluster_equal_the_local_result(catalog, result):
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False) as cluster, Client(cluster) as client:
+        chunks = list(agn_task.iter_agn_catalog(catalog, chunk_rows=300, client=client))
+    assert len(chunks) > 4  # more chunks than are kept in flight: the order must hold
+    assert pa.concat_tables(chunks).equals(result)
+
+
 def test_table_written_in_one_transaction_and_replaced(catalog, result):
     assert agn_task.write_agn_table(catalog, result) == result.num_rows
     assert agn_task.write_agn_table(catalog, agn_task.iter_agn_catalog(catalog, 1000)) == result.num_rows
