@@ -6,7 +6,7 @@
 # astropy, healpy; Corrfunc built for Python 3.12 with -march=x86-64-v4 and the GSL libraries it links),
 # flowenv.tar.xz and flowdata.tar.xz from bench/gpu_flowenv.sh (Prefect and its needs, duckdb; a small catalog),
 # and, optionally, prev/paircount_prev.py (the pair-count module being replaced, timed beside the new one).
-# Results go to $OUT (the device tool brings that folder back) or bench/out/gpu. To rerun a part:
+# The phases' time limits add up to under the 600 s one device call may run. Results go to $OUT (the device tool brings that folder back) or bench/out/gpu. To rerun a part:
 #   GPU_TESTS="tests/kernels/test_paircount.py" GPU_BENCH_ARGS="--only paircount_s" GPU_FLOWS=0 bench/gpu.sh
 set -uo pipefail
 OUT=${OUT:-bench/out/gpu}
@@ -33,16 +33,16 @@ fi
 start=$SECONDS
 tests=${GPU_TESTS:-tests/kernels/test_xp.py tests/kernels/test_cosmology.py tests/kernels/test_healpix.py
   tests/kernels/test_paircount.py tests/kernels/test_crossmatch.py tests/kernels/test_agn.py}
-timeout 150 python3 -m pytest -q -p no:cacheprovider --confcutdir=tests/kernels -m "gpu or not gpu" $tests 2>&1 \
+timeout 120 python3 -m pytest -q -p no:cacheprovider --confcutdir=tests/kernels -m "gpu or not gpu" $tests 2>&1 \
   | tee "$OUT/pytest.txt" | tail -n 25
 echo "tests in $((SECONDS - start)) s"
 
 start=$SECONDS
-timeout 270 python3 bench/gpu_kernels.py --out "$OUT" ${GPU_BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.txt"
+timeout 250 python3 bench/gpu_kernels.py --out "$OUT" ${GPU_BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.txt"
 echo "kernel figures in $((SECONDS - start)) s"
 
 [ "${GPU_FLOWS:-1}" = 0 ] && exit 0
 start=$SECONDS
-ASTROLAB_DASK_GPU=1 timeout 200 python3 bench/gpu_flows.py --out "$OUT" --compare-cpu ${GPU_FLOWS_ARGS:-} 2>&1 | tee "$OUT/flows.txt" \
+ASTROLAB_DASK_GPU=1 timeout 180 python3 bench/gpu_flows.py --out "$OUT" --compare-cpu ${GPU_FLOWS_ARGS:-} 2>&1 | tee "$OUT/flows.txt" \
   | grep -E "^==|gpu_flows|Error|error" | cut -c1-600
 echo "flows in $((SECONDS - start)) s"

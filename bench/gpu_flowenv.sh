@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Pack, here, what bench/gpu_flows.py needs on the GPU machine (no network, CPython 3.12) into .whl/ (gitignored):
 #   .whl/flowenv.tar.xz   an installed site-packages tree: prefect 3.9.1 and the part of its dependency closure the
-#                         machine's image lacks, duckdb 2.0.1, minio; extract it onto the --target of .whl/*.whl.
+#                         machine's image lacks, duckdb 2.0.1, minio; bench/gpu.sh extracts it onto the site/
+#                         folder of .whl/base.tar.xz (bench/gpu_wheels.sh).
 #   .whl/flowdata.tar.xz  a small DuckDB catalog + HATS lake (a synthetic sample, then desi-ingest, with .venv),
 #                         stored under tmp/astrolab-gpuflows: the catalog's lake_* views name absolute paths, so
 #                         it is built at /tmp/astrolab-gpuflows here and unpacked at / there.

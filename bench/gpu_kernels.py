@@ -134,19 +134,23 @@ def main() -> None:
             edges = np.geomspace(1.0, 60.0, 16)
             pos_d = cp.asarray(pos)
             default = dict(paircount_module.GPU_TUNING)
-            by_tuning = {}
-            for refine in (2, 3):  # cell width rmax / refine
-                for threads in (128, 256, 512):
-                    paircount_module.GPU_TUNING.update(threads=threads, refine=refine)
-                    by_tuning[f"refine={refine},threads={threads}"] = median_time(
-                        lambda: pair_counts(pos_d, edges, n_mu=n_mu), repeats, gpu=True)
-            paircount_module.GPU_TUNING.update(default)
+            by_tuning, same_by_tuning = {}, {}
+            try:
+                for refine in (2, 3):  # cell width rmax / refine
+                    for threads in (128, 256, 512):
+                        paircount_module.GPU_TUNING.update(threads=threads, refine=refine)
+                        name = f"refine={refine},threads={threads}"
+                        by_tuning[name] = median_time(lambda: pair_counts(pos_d, edges, n_mu=n_mu), repeats, gpu=True)
+                        same_by_tuning[name] = pair_counts(pos_d, edges, n_mu=n_mu).npairs
+            finally:
+                paircount_module.GPU_TUNING.update(default)
             gpu = median_time(lambda: pair_counts(pos_d, edges, n_mu=n_mu), repeats, gpu=True)
             ours_cpu = median_time(lambda: pair_counts(pos, edges, n_mu=n_mu), 1)
             got = pair_counts(pos_d, edges, n_mu=n_mu).npairs
             same_cpu = bool((got == pair_counts(pos, edges, n_mu=n_mu).npairs).all())
+            same_by_tuning = {name: bool((counts == got).all()) for name, counts in same_by_tuning.items()}
             fields = dict(n=npts, box=box, rmax=60.0, n_mu=n_mu, gpu_s=gpu, tuning=default,
-                          gpu_s_by_tuning=by_tuning, ours_cpu_s=ours_cpu, gpu_vs_ours_cpu=ours_cpu / gpu,
+                          gpu_s_by_tuning=by_tuning, identical_by_tuning=same_by_tuning, ours_cpu_s=ours_cpu, gpu_vs_ours_cpu=ours_cpu / gpu,
                           identical_to_ours_cpu=same_cpu, target_vs_corrfunc=20)
             if previous is not None:  # the kernel this one replaces, on the same machine
                 prev_s = median_time(lambda: previous.pair_counts(pos_d, edges, n_mu=n_mu), repeats, gpu=True)

@@ -19,12 +19,14 @@ platforms=""
 for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_24_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 \
          manylinux1_x86_64 manylinux_2_31_x86_64 manylinux_2_34_x86_64; do platforms="$platforms --platform $p"; done
 python3 -m pip install -q --no-deps --no-compile --only-binary=:all: --python-version 3.12 --implementation cp \
-  $platforms --target "$build/pack/site" dask==2026.8.0 distributed==2026.8.0 dask-cuda astropy astropy-iers-data \
+  $platforms --target "$build/pack/site" dask==2026.8.0 distributed==2026.8.0 dask-cuda==26.10.0 astropy astropy-iers-data \
   pyerfa healpy partd locket tblib zict tornado wurlitzer future
 
 "$PY312" -m venv "$build/venv"
 "$build/venv/bin/pip" install -q --only-binary :all: numpy setuptools wheel
+# pip download of an sdist also prepares its metadata, which can fail here after the download: check the file.
 "$build/venv/bin/pip" download -q --no-deps --no-binary :all: --no-build-isolation Corrfunc==2.5.3 -d "$build" || true
+ls "$build"/[cC]orrfunc-2.5.3.tar.gz >/dev/null || { echo "Corrfunc 2.5.3 sdist not downloaded"; exit 1; }
 tar -xzf "$build"/[cC]orrfunc-2.5.3.tar.gz -C "$build"
 sed -i 's/^  opt := -march=native/  opt := -march=x86-64-v4/' "$build"/[cC]orrfunc-2.5.3/common.mk
 (cd "$build"/[cC]orrfunc-2.5.3 && "$build/venv/bin/pip" wheel -q --no-build-isolation --no-deps . -w "$build/wheel")

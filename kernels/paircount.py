@@ -15,6 +15,7 @@ how `dask_pair_counts` spreads it over a Dask cluster.
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,8 +77,8 @@ def prepare(pos1: Any, edges: Any, pos2: Any | None = None, weights1: Any | None
     autocorr = pos2 is None
     pos1 = xp.asarray(pos1, dtype=xp.float64).reshape(-1, 3)
     pos2 = pos1 if autocorr else xp.asarray(pos2, dtype=xp.float64).reshape(-1, 3)
-    # Cells half the largest separation, searched two deep and pruned by their distance to each point, cover
-    # the sphere of pairs far more tightly than cells as wide as the separation searched one deep.
+    # Cells a fraction (1 / refine) of the largest separation, searched refine deep and cut per point to the columns
+    # and z ranges the sphere of pairs reaches, cover it far more tightly than cells as wide as the separation.
     refine = REFINE if xp is np else GPU_TUNING["refine"]
     frame = grid_frame(*((pos1,) if autocorr else (pos1, pos2)), min_cell=float(edges[-1]) / refine)
     reach = int(np.ceil(edges[-1] / frame.cell))
@@ -414,6 +415,7 @@ extern "C" __global__ void pair_hist(
 # Threads per block and cells per largest separation: the fastest of those bench/gpu_kernels.py timed on an H200.
 GPU_TUNING = {"threads": 128, "refine": 3}
 _SHARED_DEFAULT = 48 * 1024  # a block's dynamic shared memory without opting in
+_KERNEL_LOCK = threading.Lock()
 
 
 @functools.cache
@@ -433,11 +435,14 @@ def _count_gpu(problem: PairProblem, lo: int, hi: int) -> tuple[np.ndarray, np.n
     weighted = problem.weighted
     shared = (nb + 1 + 2 * nbins) * 8
     per_copy = nbins * (4 + 8 * weighted)
-    # Private histograms per lane if they fit a block's default shared memory, else per warp, else none.
-    share = next((k for k in (1, 32) if shared + per_copy * threads // k <= _SHARED_DEFAULT), 0)
+    # Private histograms per thread if they fit a block's default shared memory, else per warp, else none. A
+    # private 32-bit count holds the pairs of `share` first points in one bin: at most share * len(second).
+    share = next((k for k in (1, 32) if shared + per_copy * threads // k <= _SHARED_DEFAULT
+                  and k * len(problem.second) < 2**32), 0)
     shared += per_copy * threads // share if share else 0
     if shared > _SHARED_DEFAULT:  # many (s, mu) bins: opt in to more shared memory per block
-        kernel.max_dynamic_shared_size_bytes = shared
+        with _KERNEL_LOCK:  # the kernel object is shared by the threads of a Dask worker: only ever raise it
+            kernel.max_dynamic_shared_size_bytes = max(kernel.max_dynamic_shared_size_bytes, shared)
     counts = cp.zeros(nbins, dtype=cp.uint64)
     wsum = cp.zeros(nbins, dtype=cp.float64)
     if hi > lo:

@@ -150,9 +150,10 @@ def test_cupy_counts_equal_numpy_counts(cupy, points, monkeypatch, sparse):
     data, other, weights = points
     if sparse:  # frames with too many cells for a dense table find their cells by binary search
         monkeypatch.setattr("kernels.paircount.DENSE_CELLS_MAX", 0)
+    # Private histograms per thread (few bins), per warp (weighted n_mu=8, n_mu=20) and none (3,500 bins: past a
+    # block's default shared memory).
     cases = ({}, {"pos2": other}, {"weights1": weights}, {"weights1": weights, "n_mu": 8},
-             {"n_mu": 5, "los": "midpoint"}, {"edges": np.r_[0.0, EDGES[1:]]},
-             {"n_mu": 700})  # 3,500 bins: past a block's default shared memory
+             {"n_mu": 5, "los": "midpoint"}, {"edges": np.r_[0.0, EDGES[1:]]}, {"n_mu": 20}, {"n_mu": 700})
     for kwargs in cases:
         edges = kwargs.pop("edges", EDGES)
         host = pair_counts(data, edges, **kwargs)
