@@ -22,6 +22,15 @@ def namespace(*arrays: Any) -> ModuleType:
     return np
 
 
+def to_device(a: Any, gpu: bool) -> Any:
+    """Return `a` on the GPU (a cupy array; cupy is imported only then) when `gpu`, else unchanged."""
+    if not gpu:
+        return a
+    import cupy
+
+    return cupy.asarray(a)
+
+
 def to_host(a: Any) -> np.ndarray:
     """Return `a` as a numpy array, copying from the device when it is a cupy array."""
     if _is_cupy(a):

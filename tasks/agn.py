@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from kernels import agn
+from kernels.xp import to_device, to_host
 from tasks.catalog.base import SqlCatalog
 from tasks.sample.columns import Col, pack
 from tasks.sample.fitsstream import FitsWriter
@@ -81,14 +82,8 @@ def classify_chunk(chunk: pa.Table, snr_min: float = 3.0, fwhm_min: float = 1200
                    gpu: bool = False) -> pa.Table:
     """One chunk of `read_agn_inputs` as AGN catalog rows (`AGN_SCHEMA`; NaN results are SQL NULLs); with `gpu`
     classified on the GPU (cupy, imported only then)."""
-    cols = {c: _floats(chunk[c]) for c in agn.INPUT_COLUMNS}
-    if gpu:
-        import cupy
-
-        out = agn.classify({k: cupy.asarray(v) for k, v in cols.items()}, snr_min, fwhm_min, wise_cut)
-        out = {k: cupy.asnumpy(v) for k, v in out.items()}
-    else:
-        out = agn.classify(cols, snr_min, fwhm_min, wise_cut)
+    cols = {c: to_device(_floats(chunk[c]), gpu) for c in agn.INPUT_COLUMNS}
+    out = {k: to_host(v) for k, v in agn.classify(cols, snr_min, fwhm_min, wise_cut).items()}
     out["BPT_NII_CLASS"] = _BPT_NAMES[out["BPT_NII"]]
     ids = {name: chunk[name].cast(dtype) for name, dtype in _IDS}
     derived = {f.name: pa.array(np.asarray(out[f.name]), type=f.type, from_pandas=True)

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from kernels.paircount import dask_pair_counts, landy_szalay, multipoles, pair_counts
+from kernels.xp import to_device
 from tasks.plots import figure, png
 from tasks.selection import angular_mask, occupied_pixels, positions, select_primary
 
@@ -105,10 +106,7 @@ def measure_xi(data: Points, randoms: Points, s_edges: np.ndarray, n_mu: int, cl
         raise ValueError("the first separation edge must be > 0 (no self-pairs in DD and RR)")
     if n_mu < 1:
         raise ValueError(f"need at least one mu bin for xi(s, mu) and its multipoles, got n_mu={n_mu}")
-    if gpu:
-        import cupy
-
-        data, randoms = (Points(p.ra, p.dec, p.z, cupy.asarray(p.xyz)) for p in (data, randoms))
+    data, randoms = (Points(p.ra, p.dec, p.z, to_device(p.xyz, gpu)) for p in (data, randoms))
 
     def count(a: np.ndarray, b: np.ndarray | None) -> Any:
         if client is not None:

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kernels.crossmatch import nearest_within_xyz, unit_vectors
+from kernels.xp import to_device, to_host
 from tasks.plots import figure, png
 
 Partition = tuple[int, int]  # (order, pixel), NESTED
@@ -100,14 +101,8 @@ def match_partition(left: HatsCatalog, part: Partition, right: HatsCatalog, righ
     centre, cone = bounding_cone(part)
     margin = v2 @ centre >= np.cos(np.radians(min(cone + radius_deg, 180.0)))
     cand, v2 = cand.filter(pa.array(margin)), v2[margin]
-    if gpu:
-        import cupy
-
-        found = nearest_within_xyz(cupy.asarray(v1), cupy.asarray(v2), radius_deg)
-        index, separation = cupy.asnumpy(found.index), cupy.asnumpy(found.separation_deg)
-    else:
-        found = nearest_within_xyz(v1, v2, radius_deg)
-        index, separation = found.index, found.separation_deg
+    found = nearest_within_xyz(to_device(v1, gpu), to_device(v2, gpu), radius_deg)
+    index, separation = to_host(found.index), to_host(found.separation_deg)
     hit = np.flatnonzero(index >= 0)
     left_rows, right_rows = rows.take(pa.array(hit)), cand.take(pa.array(index[hit]))
     return _result(left, right, left_rows, right_rows, left_columns, right_columns, separation[hit])

@@ -1,8 +1,9 @@
 import sys
 
 import numpy as np
+import pytest
 
-from kernels.xp import namespace, to_host
+from kernels.xp import namespace, to_device, to_host
 
 
 def test_numpy_inputs_give_numpy_without_importing_cupy():
@@ -17,3 +18,18 @@ def test_to_host_returns_numpy():
     assert isinstance(out, np.ndarray)
     a = np.arange(4.0)
     assert to_host(a) is a
+
+
+def test_to_device_leaves_host_arrays_alone_without_importing_cupy():
+    had_cupy = "cupy" in sys.modules
+    a = np.arange(4.0)
+    assert to_device(a, gpu=False) is a
+    assert ("cupy" in sys.modules) == had_cupy
+
+
+@pytest.mark.gpu
+def test_to_device_and_back(cupy):
+    a = np.arange(4.0)
+    on_gpu = to_device(a, gpu=True)
+    assert namespace(on_gpu) is cupy
+    np.testing.assert_array_equal(to_host(on_gpu), a)
