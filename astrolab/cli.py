@@ -18,7 +18,7 @@ from rich.table import Table
 from astrolab import progress
 from astrolab.settings import SettingsError, load_settings
 from tasks.catalog.base import CatalogError
-from tasks.s3 import ObjectStoreError
+from tasks.storage.s3 import ObjectStoreError
 
 console = Console(stderr=True)
 
@@ -121,7 +121,7 @@ def cmd_cone(args: argparse.Namespace) -> int:
 
 def cmd_lake(args: argparse.Namespace) -> int:
     from astrolab.resources import build_lake
-    from tasks.products import PRODUCTS
+    from tasks.ingest.products import PRODUCTS
 
     lake = build_lake(load_settings(args.config))
     rows = []

@@ -15,11 +15,11 @@ from fsspec import AbstractFileSystem
 from astrolab.settings import Settings, SettingsError
 from tasks.catalog.base import SqlCatalog
 from tasks.catalog.duckdb_store import DuckDBCatalog
-from tasks.desi_files import SourceStore
-from tasks.lake import Lake, LocalLake
-from tasks.lake_s3 import S3Lake
-from tasks.s3 import ObjectStore, S3Config, fsspec_filesystem
-from tasks.validate import BatchValidator
+from tasks.ingest.sources import SourceStore
+from tasks.ingest.validate import BatchValidator
+from tasks.storage.lake import Lake, LocalLake
+from tasks.storage.lake_s3 import S3Lake
+from tasks.storage.s3 import ObjectStore, S3Config, fsspec_filesystem
 
 
 def _secret(name: str, setting: str) -> Any:

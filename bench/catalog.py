@@ -32,9 +32,9 @@ from bench.ingest import OUT, make_sample  # noqa: E402
 from tasks.catalog.base import separation_sql  # noqa: E402
 from tasks.catalog.postgres_store import PostgresCatalog  # noqa: E402
 from tasks.catalog.schema import LineageRecord  # noqa: E402
-from tasks.desi_files import ProductReader, discover  # noqa: E402
-from tasks.enrich import enrich  # noqa: E402
-from tasks.products import REDSHIFTS  # noqa: E402
+from tasks.ingest.enrich import enrich  # noqa: E402
+from tasks.ingest.products import REDSHIFTS  # noqa: E402
+from tasks.ingest.sources import ProductReader, discover  # noqa: E402
 
 
 def fresh_database(admin_url: str) -> str:

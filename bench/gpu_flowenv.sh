@@ -81,7 +81,7 @@ export ASTROLAB_HOME=$HOME_DIR PREFECT_HOME=$work/prefect PREFECT_SERVER_ANALYTI
 unset ASTROLAB_CONFIG ASTROLAB_CATALOG_URL ASTROLAB_LAKE_URL PREFECT_API_URL
 # Bright time only (70% BGS: ROWS=4000 gives ~2400 BGS galaxies at 0.05 <= z < 0.4, desi-clustering's default
 # range), no zall/spectra/voids: the smallest sample that feeds both flows (desi-crossmatch: redshifts x fastspec).
-"$VENV/bin/python" -c "import sys; from tasks.sample import SampleConfig, generate_sample
+"$VENV/bin/python" -c "import sys; from tasks.synthetic import SampleConfig, generate_sample
 generate_sample(sys.argv[1], SampleConfig(n_rows=int(sys.argv[2]), programs=(('main', 'bright'),), n_voids=0,
                 write_zall=False, write_spectra=False))" "$work/sample" "$ROWS"
 "$VENV/bin/astrolab" ingest "$work/sample" >"$work/ingest.log" 2>&1 || { cat "$work/ingest.log"; exit 1; }

@@ -29,10 +29,10 @@ import numpy as np  # noqa: E402
 
 from bench.kernels import median_time as cpu_median_time  # noqa: E402
 from kernels import agn  # noqa: E402
+from kernels import paircount as paircount_module  # noqa: E402
 from kernels.cosmology import comoving_distance  # noqa: E402
 from kernels.crossmatch import nearest_within  # noqa: E402
 from kernels.healpix import ang2pix_nest  # noqa: E402
-from kernels import paircount as paircount_module  # noqa: E402
 from kernels.paircount import dask_pair_counts, pair_counts  # noqa: E402
 
 
@@ -150,7 +150,8 @@ def main() -> None:
             same_cpu = bool((got == pair_counts(pos, edges, n_mu=n_mu).npairs).all())
             same_by_tuning = {name: bool((counts == got).all()) for name, counts in same_by_tuning.items()}
             fields = dict(n=npts, box=box, rmax=60.0, n_mu=n_mu, gpu_s=gpu, tuning=default,
-                          gpu_s_by_tuning=by_tuning, identical_by_tuning=same_by_tuning, ours_cpu_s=ours_cpu, gpu_vs_ours_cpu=ours_cpu / gpu,
+                          gpu_s_by_tuning=by_tuning, identical_by_tuning=same_by_tuning, ours_cpu_s=ours_cpu,
+                          gpu_vs_ours_cpu=ours_cpu / gpu,
                           identical_to_ours_cpu=same_cpu, target_vs_corrfunc=20)
             if previous is not None:  # the kernel this one replaces, on the same machine
                 prev_s = median_time(lambda: previous.pair_counts(pos_d, edges, n_mu=n_mu), repeats, gpu=True)

@@ -68,9 +68,9 @@ def run_limit(path: Path, work: Path) -> dict:
 def run_astrolab(path: Path, work: Path) -> dict:
     from astrolab.resources import build_catalog, build_lake, build_validator
     from astrolab.settings import load_settings
-    from tasks.desi_files import discover
-    from tasks.ingest import ingest_file, publish
-    from tasks.products import REDSHIFTS
+    from tasks.ingest.pipeline import ingest_file, publish
+    from tasks.ingest.products import REDSHIFTS
+    from tasks.ingest.sources import discover
 
     settings = load_settings(env={"ASTROLAB_HOME": str(work / "home")})
     lake = build_lake(settings)
@@ -103,7 +103,7 @@ def child(method: str, path: Path) -> None:
 
 
 def make_sample(rows: int) -> Path:
-    from tasks.sample import SampleConfig, generate_sample
+    from tasks.synthetic import SampleConfig, generate_sample
 
     root = OUT / f"sample-{rows}"
     manifest = root / "sample-manifest.json"

@@ -127,10 +127,10 @@ def memory_check(n: int = 10_000_000) -> None:
     fresh process, against the size of the input arrays."""
     import subprocess
 
-    code = """
+    code = f"""
 import resource, sys, time
 import numpy as np
-sys.path.insert(0, {root!r})
+sys.path.insert(0, {str(ROOT)!r})
 from kernels.paircount import pair_counts
 from kernels.crossmatch import nearest_within
 rng = np.random.default_rng(1)
@@ -145,7 +145,7 @@ else:
     t = time.perf_counter(); total = int((nearest_within(ra, dec, ra2, dec, 1 / 3600).index >= 0).sum())
 print(sys.argv[1], n, round(time.perf_counter() - t, 1), total, nbytes >> 20,
       resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10)
-""".format(root=str(ROOT), n=n)
+"""
     results = {}
     for kind in ("paircount", "crossmatch"):
         out = subprocess.run([sys.executable, "-c", code, kind], capture_output=True, text=True, check=True)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 
 from kernels.voids import box_mask, find_voids
-from tasks.voids_io import score_voids
+from tasks.science.voids.desivast import score_voids
 
 OUT = ROOT / "bench" / "out"
 

@@ -8,9 +8,9 @@ from prefect.runtime import flow_run
 
 from astrolab.resources import build_catalog, build_lake, dask_client
 from astrolab.settings import Settings, load_settings
-from tasks import agn
-from tasks.agn_plot import bpt_diagram_png
-from tasks.lake import save_product
+from tasks.science.agn import classify as agn
+from tasks.science.agn.plots import bpt_diagram_png
+from tasks.storage.lake import save_product
 
 AGN_FITS = "DESI_AGN_BPT_WISE.fits"
 

@@ -10,7 +10,7 @@ from prefect.runtime import flow_run
 
 from astrolab.resources import build_catalog, build_lake, dask_client
 from astrolab.settings import Settings, load_settings
-from tasks.clustering import Points, XiResult, footprint_randoms, measure_xi, select_tracers, xi_plot_png
+from tasks.science.clustering import Points, XiResult, footprint_randoms, measure_xi, select_tracers, xi_plot_png
 
 
 @task(name="select-tracers", cache_policy=NO_CACHE)

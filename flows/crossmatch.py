@@ -12,14 +12,8 @@ from prefect.runtime import flow_run
 
 from astrolab.resources import build_lake, dask_client
 from astrolab.settings import Settings, load_settings
-from tasks.crossmatch import (
-    HatsCatalog,
-    catalog_rows,
-    crossmatch,
-    match_stats,
-    open_hats,
-    separation_histogram_png,
-)
+from tasks.hats.reader import HatsCatalog, catalog_rows, open_hats
+from tasks.science.crossmatch import crossmatch, match_stats, separation_histogram_png
 
 
 @task(name="open-catalogs")

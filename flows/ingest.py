@@ -16,10 +16,10 @@ from prefect.runtime import flow_run
 from astrolab import progress
 from astrolab.resources import build_catalog, build_lake, build_source_store, build_validator, dask_client
 from astrolab.settings import Settings, load_settings
-from tasks import report
-from tasks.desi_files import SourceFile, discover
-from tasks.ingest import FileResult, PublishResult, ingest_file, publish, reconcile
-from tasks.products import PRODUCTS
+from tasks.ingest import report
+from tasks.ingest.pipeline import FileResult, PublishResult, ingest_file, publish, reconcile
+from tasks.ingest.products import PRODUCTS
+from tasks.ingest.sources import SourceFile, discover
 
 
 @task(name="reconcile-lake")

@@ -8,7 +8,7 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 
 from astrolab import progress
-from tasks.sample import SampleConfig, SampleManifest, generate_sample
+from tasks.synthetic import SampleConfig, SampleManifest, generate_sample
 
 
 @task(name="generate-sample")

@@ -13,11 +13,11 @@ from prefect.runtime import flow_run
 from astrolab.resources import build_catalog, build_lake, dask_client
 from astrolab.settings import Settings, load_settings
 from kernels.voids import VoidCatalog, VoidFinderParams, find_voids
-from tasks import voids_select as vs
-from tasks.lake import save_product
-from tasks.selection import Galaxies, occupied_pixels, positions, select_primary
-from tasks.voids_io import VoidScore, read_spheres, score_voids, write_desivast
-from tasks.voids_plot import size_function_png, slice_map_png
+from tasks.science.selection import Galaxies, occupied_pixels, positions, select_primary
+from tasks.science.voids import select as vs
+from tasks.science.voids.desivast import VoidScore, read_spheres, score_voids, write_desivast
+from tasks.science.voids.plots import size_function_png, slice_map_png
+from tasks.storage.lake import save_product
 
 
 @task(name="select-galaxies", retries=2, retry_delay_seconds=5)

@@ -61,7 +61,7 @@ def _host_table() -> _Table:
     return _Table(rows, d, d_min, float(d[-1]))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _table_on(xp: Any, device: int | None) -> _Table:
     host = _host_table()
     return host._replace(rows=xp.asarray(host.rows), d_nodes=xp.asarray(host.d_nodes))
@@ -163,3 +163,13 @@ def radec_to_xyz(ra_deg: Any, dec_deg: Any, dist: Any) -> tuple[Any, Any, Any]:
     dist = xp.asarray(dist, dtype=xp.float64)
     rho = dist * xp.cos(dec)
     return rho * xp.cos(ra), rho * xp.sin(ra), dist * xp.sin(dec)
+
+
+def xyz_to_radec(x: Any, y: Any, z: Any) -> tuple[Any, Any, Any]:
+    """Inverse of `radec_to_xyz`: (RA in [0, 360) deg, Dec in deg, distance) of Cartesian positions."""
+    xp = namespace(x, y, z)
+    x, y, z = (xp.asarray(v, dtype=xp.float64) for v in (x, y, z))
+    dist = xp.sqrt(x * x + y * y + z * z)
+    ra = xp.degrees(xp.arctan2(y, x)) % 360.0
+    dec = xp.degrees(xp.arcsin(xp.clip(z / dist, -1.0, 1.0)))
+    return ra, dec, dist

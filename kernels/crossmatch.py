@@ -17,7 +17,6 @@ import numpy as np
 from .cellgrid import FIND_CELL_CUDA, build_grid, dense_starts, find_cell, grid_frame
 from .xp import namespace
 
-
 DENSE_CELLS_MAX = 1 << 24  # up to this many cells in the frame, a table gives each cell's points in one load
 
 
@@ -164,6 +163,7 @@ def _nearest_gpu(v1: Any, coords: Any, grid: Any, dense: Any, dims: np.ndarray, 
     if n:
         _GPU_KERNEL(((n + 255) // 256,), (256,), (
             v1, coords, np.int64(n), grid.pos, grid.order, grid.cell_ids, grid.starts,
-            np.int64(grid.cell_ids.shape[0]), dense if dense is not None else np.intp(0), np.int64(dims[0]), np.int64(dims[1]), np.int64(dims[2]),
+            np.int64(grid.cell_ids.shape[0]), dense if dense is not None else np.intp(0),
+            np.int64(dims[0]), np.int64(dims[1]), np.int64(dims[2]),
             np.float64(c2), best, best_d2))
     return best, best_d2

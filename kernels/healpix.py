@@ -73,10 +73,7 @@ def _ang2pix_cpu(order: int, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
         theta = _PI / 2.0 - dec[k] * _DEG2RAD
         phi = ra[k] * _DEG2RAD
         r = np.fmod(phi, _TWOPI)
-        if phi >= 0:
-            phi = r
-        else:
-            phi = 0.0 if r + _TWOPI == _TWOPI else r + _TWOPI
+        phi = r if phi >= 0 else 0.0 if r + _TWOPI == _TWOPI else r + _TWOPI
         tt = np.fmod(phi * _INV_HALFPI, 4.0)
         z = math.cos(theta)
         za = abs(z)

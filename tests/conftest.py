@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from tasks.sample import SampleConfig, generate_sample
+from tasks.synthetic import SampleConfig, generate_sample
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pyarrow.parquet as pq
 import pytest
+from astropy.io import fits
 
 from astrolab.resources import build_lake
 from astrolab.settings import load_settings
@@ -102,7 +103,8 @@ def test_deploy_all_and_run_against_postgres_and_s3(prefect_env, pg_database, s3
                                                            "randoms_factor": 2.0}),
                              ("desi-crossmatch/default", {}), ("desi-agn/default", {}),
                              ("desi-voids/default", {"z_min": 0.03, "z_max": 0.1, "mask_nside": 16})]:
-            args = [a for k, v in {**params, "config": str(config)}.items() for a in ("--param", f"{k}={json.dumps(v)}")]
+            values = {**params, "config": str(config)}
+            args = [a for k, v in values.items() for a in ("--param", f"{k}={json.dumps(v)}")]
             out = prefect(prefect_env, "deployment", "run", name, "--watch", "--watch-timeout", "240", *args)
             assert "Completed" in out, name
     finally:
@@ -120,8 +122,13 @@ def test_deploy_all_and_run_against_postgres_and_s3(prefect_env, pg_database, s3
         <= set(products)
     matches = tmp_path / "matches.parquet"
     lake.store.download(lake.bucket, products["crossmatch.parquet"], matches)
+    voids_file = tmp_path / "voids.fits"
+    lake.store.download(lake.bucket, products["DESIVAST_BGS_VOLLIM_VoidFinder.fits"], voids_file)
+    with fits.open(voids_file) as hdus:
+        n_maximals, n_holes = len(hdus["MAXIMALS"].data), len(hdus["HOLES"].data)
     with psycopg.connect(pg_database) as con:
         n_fastspec = con.execute("SELECT count(*) FROM fastspec").fetchone()[0]
         assert len(pq.read_table(matches)) == n_fastspec
         assert con.execute("SELECT count(*) FROM agn").fetchone()[0] == n_fastspec
-        assert con.execute("SELECT count(*) FROM voids_maximals").fetchone()[0] >= 0  # the table was written
+        assert con.execute("SELECT count(*) FROM voids_maximals").fetchone()[0] == n_maximals  # table = file
+        assert con.execute("SELECT count(*) FROM voids_holes").fetchone()[0] == n_holes >= n_maximals

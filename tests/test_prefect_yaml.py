@@ -22,12 +22,22 @@ def test_schema_is_valid_and_names_unique():
     assert not set(RAW) - set(PrefectYamlModel.model_fields) - {"prefect-version", "definitions"}
 
 
+POOL_KEYS = {"name", "work_queue_name", "job_variables"}
+SCHEDULE_KEYS = {"cron", "interval", "rrule", "timezone", "active", "parameters", "slug"}
+
+
+def unknown_keys(dep: dict) -> set[str]:
+    """Keys of a deployment, its work pool and its schedules that `prefect deploy` would silently drop."""
+    unknown = set(dep) - set(DeploymentConfig.model_fields)
+    unknown |= {f"work_pool.{k}" for k in set(dep.get("work_pool", {})) - POOL_KEYS}
+    for schedule in dep.get("schedules", []):
+        unknown |= {f"schedules.{k}" for k in set(schedule) - SCHEDULE_KEYS}
+    return unknown
+
+
 @pytest.mark.parametrize("dep", DEPLOYMENTS, ids=lambda d: d["name"])
 def test_no_unknown_keys(dep):
-    assert not set(dep) - set(DeploymentConfig.model_fields)
-    assert not set(dep["work_pool"]) - {"name", "work_queue_name", "job_variables"}
-    for schedule in dep.get("schedules", []):
-        assert not set(schedule) - {"cron", "interval", "rrule", "timezone", "active", "parameters", "slug"}
+    assert unknown_keys(dep) == set()
 
 
 @pytest.mark.parametrize("dep", DEPLOYMENTS, ids=lambda d: d["name"])
@@ -46,10 +56,12 @@ def test_every_flow_has_a_deployment():
             assert str(path.relative_to(ROOT)) in deployed, f"{path.name} has a flow but no deployment"
 
 
-def test_misspelt_key_is_caught():
-    bad = dict(DEPLOYMENTS[0])
-    bad["workpool"] = bad.pop("work_pool")
-    assert set(bad) - set(DeploymentConfig.model_fields) == {"workpool"}
+def test_misspelt_keys_are_caught_at_every_level():
+    bad = json.loads(json.dumps(next(d for d in DEPLOYMENTS if d.get("schedules"))))
+    bad["paramaters"] = bad.pop("parameters", {})
+    bad["work_pool"]["job_variable"] = bad["work_pool"].pop("job_variables", {})
+    bad["schedules"][0]["timezon"] = bad["schedules"][0].pop("timezone", "UTC")
+    assert unknown_keys(bad) == {"paramaters", "work_pool.job_variable", "schedules.timezon"}
 
 
 def test_kubernetes_job_variables_exist_in_the_pool_template():

@@ -22,7 +22,7 @@ from tasks.catalog.schema import (
     table_ddls,
     view_ddls,
 )
-from tasks.products import PRODUCTS, Product
+from tasks.ingest.products import PRODUCTS, Product
 
 
 class CatalogError(RuntimeError):
@@ -213,7 +213,8 @@ class SqlCatalog:
             for name, (schema, chunks) in tables.items():
                 self._lock(f"astrolab-load-{name}")
                 self._execute(f"DROP TABLE IF EXISTS {name}")
-                self._execute(f"CREATE TABLE {name} ({', '.join(f'{f.name.lower()} {sql_type(f.type)}' for f in schema)})")
+                columns = ", ".join(f"{f.name.lower()} {sql_type(f.type)}" for f in schema)
+                self._execute(f"CREATE TABLE {name} ({columns})")
                 # the new table is empty, so the backend merge's delete on `key` matches nothing
                 product = Product(name=name, kinds=(), hdus=(), suite="", columns=list(zip(schema.names, schema.types)),
                                   required={}, ra="", dec="", redshift=None, key=(schema.names[0],))

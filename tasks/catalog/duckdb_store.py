@@ -11,7 +11,7 @@ import pyarrow as pa
 from fsspec import AbstractFileSystem
 
 from tasks.catalog.base import CatalogError, SqlCatalog
-from tasks.products import Product
+from tasks.ingest.products import Product
 
 __all__ = ["CatalogError", "DuckDBCatalog"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import pyarrow.csv as pa_csv
 from psycopg.conninfo import conninfo_to_dict
 
 from tasks.catalog.base import CatalogError, SqlCatalog
-from tasks.products import PRODUCTS, Product
+from tasks.ingest.products import PRODUCTS, Product
 
 _PARAM = re.compile(r"\$(\w+)")
 
@@ -116,10 +117,8 @@ class PostgresCatalog(SqlCatalog):
             self._execute("SELECT pg_advisory_unlock(hashtext($n))", {"n": f"astrolab-publish-{product}"})
 
     def _rollback(self) -> None:
-        try:
+        with contextlib.suppress(psycopg.OperationalError):  # a lost connection: the server rolled it back
             self._execute("ROLLBACK")
-        except psycopg.OperationalError:
-            pass  # the connection is gone, and the server rolled the transaction back with it
 
     def _cone_filter(self, ra_col: str, dec_col: str) -> str:
         if self.has_q3c:  # index-backed; the exact separation test follows in the caller

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from tasks.products import PRODUCTS, Product
+from tasks.ingest.products import PRODUCTS, Product
 
 SCHEMA_VERSION = 2
 

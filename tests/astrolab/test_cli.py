@@ -5,7 +5,7 @@ import pyarrow as pa
 from astrolab.cli import main
 from tasks.catalog.duckdb_store import DuckDBCatalog
 from tasks.catalog.schema import LineageRecord
-from tasks.products import REDSHIFTS
+from tasks.ingest.products import REDSHIFTS
 
 
 def make_catalog(home):
@@ -48,8 +48,8 @@ def test_settings_and_errors(tmp_path, monkeypatch, capsys):
 def test_lake_resolves_the_published_versions_on_s3(sample, s3_lake_env, tmp_path, monkeypatch, capsys):
     from astrolab.resources import build_catalog, build_lake, build_validator
     from astrolab.settings import load_settings
-    from tasks.desi_files import discover
-    from tasks.ingest import ingest_file, publish
+    from tasks.ingest.pipeline import ingest_file, publish
+    from tasks.ingest.sources import discover
 
     for name, value in {"ASTROLAB_HOME": str(tmp_path), **s3_lake_env}.items():
         monkeypatch.setenv(name, value)

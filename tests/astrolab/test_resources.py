@@ -28,8 +28,8 @@ def test_gpu_without_cuda_is_a_clear_error():
     try:
         import dask_cuda  # noqa: F401
     except ImportError:
-        with pytest.raises(SettingsError, match="dask.gpu is set but dask_cuda cannot be imported"):
-            with dask_client(load_settings(env={"ASTROLAB_DASK_GPU": "true"})):
+        with pytest.raises(SettingsError, match="dask.gpu is set but dask_cuda cannot be imported"), \
+                dask_client(load_settings(env={"ASTROLAB_DASK_GPU": "true"})):
                 pass
     else:
         pytest.skip("dask_cuda is importable here")

@@ -14,8 +14,8 @@ from astrolab.settings import load_settings
 from flows.clustering import desi_clustering
 from flows.crossmatch import desi_crossmatch
 from flows.ingest import desi_ingest
-from tasks.sample import SampleConfig, generate_sample
-from tasks.selection import DESI_TARGET_BITS
+from tasks.science.selection import DESI_TARGET_BITS
+from tasks.synthetic import SampleConfig, generate_sample
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from prefect.artifacts import Artifact
 from astrolab.resources import build_catalog, build_lake, build_source_store
 from astrolab.settings import SettingsError, load_settings
 from flows.ingest import desi_ingest
-from tasks.s3 import ObjectStoreError, split_url
+from tasks.storage.s3 import ObjectStoreError, split_url
 
 PRODUCTS = ("redshifts", "fastspec", "spectra")
 

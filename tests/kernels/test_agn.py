@@ -135,7 +135,7 @@ def test_broad_line_fwhm_cut():
     flux = np.ones(5)
     ivar = np.array([100.0, 100.0, 100.0, 2.99**2, 100.0])
     assert agn.broad_line(flux, ivar, sigma).tolist() == [False, True, False, False, False]
-    assert agn.SIGMA_TO_FWHM == pytest.approx(2.354820045)
+    assert pytest.approx(2.354820045) == agn.SIGMA_TO_FWHM
     at_cut = agn.fwhm_from_sigma(sigma[1])
     assert agn.broad_line(flux[:2], ivar[:2], sigma[:2], fwhm_min=float(at_cut)).tolist() == [False, True]
 

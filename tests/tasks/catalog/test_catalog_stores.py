@@ -10,7 +10,7 @@ from astropy.coordinates import SkyCoord
 from astrolab.resources import open_catalog
 from tasks.catalog.base import CatalogError
 from tasks.catalog.schema import LineageRecord
-from tasks.products import REDSHIFTS
+from tasks.ingest.products import REDSHIFTS
 
 
 def redshift_rows(n, seed, survey="main", program="dark", ids=None):

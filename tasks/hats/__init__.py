@@ -1,0 +1,1 @@
+"""HATS: writing and reading HEALPix-partitioned Parquet catalogs."""

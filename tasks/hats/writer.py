@@ -1,0 +1,344 @@
+"""Write a HATS catalog (HEALPix-partitioned Parquet) from sorted parquet fragments.
+
+Partitioning follows HATS: every row carries ``_healpix_29`` (order-29 NESTED pixel); partitions are HEALPix
+pixels of mixed orders, each as coarse as possible while holding at most ``max_rows`` rows. Files are
+``dataset/Norder=K/Dir=D/Npix=N.parquet`` with ``D = N // 10000 * 10000``, plus ``partition_info.csv``,
+``hats.properties``, ``dataset/_metadata`` and ``dataset/_common_metadata``, which the ``hats`` and ``lsdb``
+packages open.
+
+A catalog is rebuilt from the previous version's partitions plus newly staged fragments; of the copies of one key
+only the newest (highest ``_seq``; old rows count as 0) is kept, wherever the copies sit on the sky. A partition
+that gains no rows, loses none and keeps its pixel is hard-linked from the previous version instead of rewritten.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+HEALPIX_COLUMN = "_healpix_29"
+SEQ_COLUMN = "_seq"  # staging-only: ingest order, newest wins on duplicate keys
+COUNTS_FILE = "_astrolab_counts.parquet"  # histogram at the highest order, reused by the next rebuild
+
+
+@dataclass(frozen=True)
+class HatsSummary:
+    """What a build wrote."""
+
+    path: Path
+    nrows: int
+    partitions: list[tuple[int, int]]
+    rewritten: int
+    linked: int
+
+
+def pixel_range(order: int, pixel: int) -> tuple[int, int]:
+    """Half-open range of ``_healpix_29`` values inside pixel ``pixel`` of ``order``."""
+    shift = 2 * (29 - order)
+    return pixel << shift, (pixel + 1) << shift
+
+
+def partition_pixels(counts: np.ndarray, highest_order: int, max_rows: int) -> list[tuple[int, int]]:
+    """Choose HATS partitions: the coarsest pixels holding at most ``max_rows`` rows (top-down split)."""
+    if counts.shape != (12 * 4**highest_order,):
+        raise ValueError(f"counts must have 12*4**{highest_order} entries, got {counts.shape}")
+    chosen: list[tuple[int, int]] = []
+    active = np.arange(12)
+    for order in range(highest_order + 1):
+        per_pixel = counts.reshape(12 * 4**order, -1).sum(axis=1)[active]
+        done = (per_pixel <= max_rows) | (order == highest_order)
+        chosen += [(order, int(p)) for p in active[done & (per_pixel > 0)]]
+        active = (active[~done][:, None] * 4 + np.arange(4)).ravel()
+        if active.size == 0:
+            break
+    return sorted(chosen)
+
+
+def histogram(paths: Sequence[Path], highest_order: int) -> np.ndarray:
+    """Count rows per pixel at ``highest_order`` over the ``_healpix_29`` column of parquet files."""
+    counts = np.zeros(12 * 4**highest_order, dtype=np.int64)
+    shift = 2 * (29 - highest_order)
+    for path in paths:
+        pf = pq.ParquetFile(path)
+        for batch in pf.iter_batches(columns=[HEALPIX_COLUMN], batch_size=1 << 20):
+            pix = batch.column(0).to_numpy() >> shift
+            counts += np.bincount(pix, minlength=counts.size)
+    return counts
+
+
+def _partition_file(root: Path, order: int, pixel: int) -> Path:
+    return root / "dataset" / f"Norder={order}" / f"Dir={pixel // 10_000 * 10_000}" / f"Npix={pixel}.parquet"
+
+
+def _read_counts(catalog: Path, highest_order: int) -> np.ndarray | None:
+    path = catalog / COUNTS_FILE
+    if not path.exists():
+        return None
+    table = pq.read_table(path)
+    if table.schema.metadata.get(b"order") != str(highest_order).encode():
+        return None
+    counts = np.zeros(12 * 4**highest_order, dtype=np.int64)
+    counts[table["pixel"].to_numpy()] = table["count"].to_numpy()
+    return counts
+
+
+def _write_counts(catalog: Path, counts: np.ndarray, highest_order: int) -> None:
+    nonzero = np.flatnonzero(counts)
+    table = pa.table({"pixel": nonzero, "count": counts[nonzero]}).replace_schema_metadata(
+        {"order": str(highest_order)}
+    )
+    pq.write_table(table, catalog / COUNTS_FILE)
+
+
+def _old_partitions(previous: Path | None) -> dict[tuple[int, int], Path]:
+    if previous is None:
+        return {}
+    with open(previous / "partition_info.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    return {(int(r["Norder"]), int(r["Npix"])): _partition_file(previous, int(r["Norder"]), int(r["Npix"]))
+            for r in rows}
+
+
+def write_staging_parquet(table: pa.Table, path: Path) -> None:
+    """Write a staged part: read back once and deleted, so written fast (no compression, no dictionaries)."""
+    pq.write_table(table, path, row_group_size=64_000, compression="none", use_dictionary=False)
+
+
+def superseded_rows(staged: Sequence[Path], old: Sequence[Path], key: Sequence[str]) -> pa.Table:
+    """Rows that a newer copy replaces: (key..., _seq, _healpix_29) of every older copy of a staged key.
+
+    Old catalog rows count as _seq 0. Only keys present in the staged files are looked at, so the cost is one
+    scan of the old key columns with a hash table of the new keys.
+    """
+    keys = ", ".join(f'"{k}"' for k in key)
+    con = duckdb.connect()
+    con.execute("SET preserve_insertion_order = false")
+    new = f"SELECT {keys}, {SEQ_COLUMN}, {HEALPIX_COLUMN} FROM read_parquet($staged)"
+    candidates = new
+    params: dict[str, list[str]] = {"staged": [str(p) for p in staged]}
+    if old:
+        params["old"] = [str(p) for p in old]
+        candidates += (f" UNION ALL SELECT {keys}, 0::BIGINT AS {SEQ_COLUMN}, {HEALPIX_COLUMN} "
+                       f"FROM read_parquet($old) AS o SEMI JOIN read_parquet($staged) AS s USING ({keys})")
+    out = con.sql(
+        f"SELECT * FROM ({candidates}) QUALIFY {SEQ_COLUMN} < max({SEQ_COLUMN}) OVER (PARTITION BY {keys})",
+        params=params,
+    ).to_arrow_table()
+    con.close()
+    return out
+
+
+def _drop_superseded(table: pa.Table, superseded: pa.Table | None, key: Sequence[str]) -> pa.Table:
+    """Remove the rows that a newer copy of their key replaces."""
+    if superseded is not None and superseded.num_rows:
+        # join on the key columns only (Arrow joins cannot carry vector columns such as COEFF), then filter
+        cols = [*key, SEQ_COLUMN]
+        probe = table.select(cols).append_column("_row", pa.array(np.arange(table.num_rows)))
+        hits = probe.join(superseded.select(cols), keys=cols, join_type="left semi")["_row"].to_numpy()
+        keep = np.ones(table.num_rows, dtype=bool)
+        keep[hits] = False
+        table = table.filter(keep)
+    return table
+
+
+def write_properties(out: Path, name: str, nrows: int, ra: str, dec: str, max_rows: int, highest_order: int,
+                     sky_fraction: float, est_kib: int) -> None:
+    """Write hats.properties (the keys the hats package reads)."""
+    props = {
+        "obs_collection": name,
+        "dataproduct_type": "object",
+        "hats_nrows": nrows,
+        "hats_col_ra": ra,
+        "hats_col_dec": dec,
+        "hats_col_healpix": HEALPIX_COLUMN,
+        "hats_col_healpix_order": 29,
+        "hats_npix_suffix": ".parquet",
+        "hats_max_rows": max_rows,
+        "hats_order": highest_order,
+        "moc_sky_fraction": f"{sky_fraction:.6f}",
+        "hats_builder": "astrolab",
+        "hats_creation_date": time.strftime("%Y-%m-%dT%H:%M%Z", time.gmtime()),
+        "hats_estsize": est_kib,
+        "hats_release_date": "2025-08-22",
+        "hats_version": "v1.0",
+        "obs_regime": "Optical",
+    }
+    (out / "hats.properties").write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+
+
+class _PartitionWriters:
+    """Open parquet writers, one per partition being written, fed with row slices in any order.
+
+    Slices are buffered per partition and written as row groups of about ``ROW_GROUP_ROWS`` rows; when all
+    buffers together pass ``buffer_bytes`` the largest is written early, so memory stays bounded. Row groups are
+    encoded in a small thread pool (Parquet encoding releases the GIL), at most ``IN_FLIGHT`` at a time, each
+    partition's in order.
+    """
+
+    ROW_GROUP_ROWS = 128_000
+    IN_FLIGHT = 2
+
+    def __init__(self, out: Path, schema: pa.Schema, highest_order: int, buffer_bytes: int = 128 << 20):
+        self.out, self.schema, self.buffer_bytes = out, schema, buffer_bytes
+        self.shift = 2 * (29 - highest_order)
+        self.counts = np.zeros(12 * 4**highest_order, dtype=np.int64)
+        self.writers: dict[tuple[int, int], pq.ParquetWriter] = {}
+        self.buffers: dict[tuple[int, int], list[pa.Table]] = {}
+        self.buffered = 0
+        self.pool = ThreadPoolExecutor(max_workers=self.IN_FLIGHT)
+        self.last_write: dict[tuple[int, int], Future] = {}
+        self.in_flight: deque[Future] = deque()
+
+    def add(self, partition: tuple[int, int], rows: pa.Table) -> None:
+        self.buffers.setdefault(partition, []).append(rows)
+        self.buffered += rows.nbytes
+        if sum(t.num_rows for t in self.buffers[partition]) >= self.ROW_GROUP_ROWS:
+            self._flush(partition)
+        while self.buffered > self.buffer_bytes:
+            self._flush(max(self.buffers, key=lambda p: sum(t.nbytes for t in self.buffers[p])))
+
+    def _flush(self, partition: tuple[int, int]) -> None:
+        tables = self.buffers.pop(partition, [])
+        if not tables:
+            return
+        self.buffered -= sum(t.nbytes for t in tables)
+        table = pa.concat_tables(tables)  # runs of rows sorted by _healpix_29, one per input batch
+        if partition not in self.writers:
+            path = _partition_file(self.out, *partition)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            strings = [f.name for f in self.schema if pa.types.is_string(f.type)]
+            self.writers[partition] = pq.ParquetWriter(path, self.schema, compression="snappy",
+                                                       use_dictionary=strings)
+        self.counts += np.bincount(table[HEALPIX_COLUMN].to_numpy() >> self.shift, minlength=self.counts.size)
+        future = self.pool.submit(self._write, self.last_write.get(partition), self.writers[partition], table)
+        self.last_write[partition] = future
+        self.in_flight.append(future)
+        while len(self.in_flight) > self.IN_FLIGHT:
+            self.in_flight.popleft().result()
+
+    def _write(self, after: Future | None, writer: pq.ParquetWriter, table: pa.Table) -> None:
+        if after is not None:  # the partition's previous row group first (FIFO pool: it already started)
+            after.result()
+        writer.write_table(table, row_group_size=self.ROW_GROUP_ROWS)
+
+    def close(self) -> list[tuple[int, int]]:
+        """Write what is buffered, close every file, and return the partitions written."""
+        try:
+            for partition in list(self.buffers):
+                self._flush(partition)
+            for future in self.in_flight:
+                future.result()
+        finally:
+            self.pool.shutdown(wait=True)
+            for writer in self.writers.values():
+                writer.close()
+        return list(self.writers)
+
+
+def _route(batch: pa.Table, starts: np.ndarray, partitions: list[tuple[int, int]],
+           writers: _PartitionWriters) -> None:
+    """Send each row of a batch to the partition whose _healpix_29 range holds it (slices, no copy if sorted)."""
+    if batch.num_rows == 0:
+        return
+    h = batch[HEALPIX_COLUMN].to_numpy()
+    index = np.searchsorted(starts, h, side="right") - 1
+    if np.any(np.diff(index) < 0):
+        order = np.argsort(index, kind="stable")
+        batch, index = batch.take(order), index[order]
+    cuts = np.flatnonzero(np.diff(index)) + 1
+    for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(index)], strict=True):
+        writers.add(partitions[index[lo]], batch.slice(lo, hi - lo))
+
+
+def _batches(path: Path, columns: list[str], old: bool) -> Iterator[pa.Table]:
+    """Batches of a parquet file; rows of the previous version get _seq 0."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=_PartitionWriters.ROW_GROUP_ROWS, columns=columns):
+        table = pa.Table.from_batches([batch])
+        yield table.append_column(SEQ_COLUMN, pa.array(np.zeros(len(table), dtype=np.int64))) if old else table
+
+
+def write_hats_catalog(
+    out: Path,
+    name: str,
+    schema: pa.Schema,
+    key: Sequence[str],
+    ra: str,
+    dec: str,
+    staged: Sequence[Path],
+    previous: Path | None = None,
+    max_rows: int = 1_000_000,
+    highest_order: int = 8,
+) -> HatsSummary:
+    """Build a HATS catalog in ``out`` from ``previous`` (a catalog dir, or None) plus ``staged`` parquet parts.
+
+    Every input file is read once in batches and its rows routed to the new partitions; memory is bounded by
+    the batch size and the writers' buffer, not by the partition or catalog size.
+    """
+    old = _old_partitions(previous)
+    new_counts = histogram(staged, highest_order)
+    old_counts = _read_counts(previous, highest_order) if previous is not None else None
+    if previous is not None and old_counts is None:
+        old_counts = histogram(list(old.values()), highest_order)
+    # Rows replaced by newer copies are counted twice here; partitions then come out slightly small, never large.
+    counts = new_counts + (old_counts if old_counts is not None else 0)
+    pixels = partition_pixels(counts, highest_order, max_rows)
+    superseded = superseded_rows(staged, list(old.values()), key) if staged else None
+    dropped_h = superseded[HEALPIX_COLUMN].to_numpy() if superseded is not None else np.empty(0, np.int64)
+
+    shift = 2 * (29 - highest_order)
+    linked: list[tuple[int, int]] = []
+    final_counts = np.zeros_like(counts)
+    for order, pixel in pixels:
+        lo, hi = pixel_range(order, pixel)
+        touched = new_counts[lo >> shift: hi >> shift].any() or ((dropped_h >= lo) & (dropped_h < hi)).any()
+        if not touched and (order, pixel) in old:
+            target = _partition_file(out, order, pixel)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(old[(order, pixel)], target)
+            linked.append((order, pixel))
+            final_counts[lo >> shift: hi >> shift] = old_counts[lo >> shift: hi >> shift]
+
+    by_start = sorted(pixels, key=lambda p: pixel_range(*p)[0])
+    starts = np.array([pixel_range(*p)[0] for p in by_start], dtype=np.int64)
+    out_schema = pa.schema([f for f in schema if f.name != SEQ_COLUMN])
+    writers = _PartitionWriters(out, out_schema, highest_order)
+    inputs = [(p, False) for p in staged] + [(p, True) for pix, p in old.items() if pix not in linked]
+    for path, is_old in inputs:
+        for batch in _batches(path, out_schema.names if is_old else out_schema.names + [SEQ_COLUMN], is_old):
+            batch = _drop_superseded(batch, superseded, key)
+            _route(batch.drop_columns([SEQ_COLUMN]).cast(out_schema), starts, by_start, writers)
+    rewritten = writers.close()
+    final_counts += writers.counts
+
+    written = sorted(linked + rewritten)
+    metadata = []
+    est_bytes = 0
+    for order, pixel in written:
+        target = _partition_file(out, order, pixel)
+        meta = pq.read_metadata(target)
+        meta.set_file_path(str(target.relative_to(out / "dataset")))
+        metadata.append(meta)
+        est_bytes += target.stat().st_size
+    nrows = sum(m.num_rows for m in metadata)
+    (out / "dataset").mkdir(parents=True, exist_ok=True)
+    pq.write_metadata(out_schema, out / "dataset" / "_common_metadata")
+    pq.write_metadata(out_schema, out / "dataset" / "_metadata", metadata_collector=metadata)
+    with open(out / "partition_info.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["Norder", "Npix"])
+        writer.writerows(written)
+    _write_counts(out, final_counts, highest_order)
+    sky_fraction = float(np.count_nonzero(final_counts)) / final_counts.size
+    write_properties(out, name, nrows, ra, dec, max_rows, highest_order, sky_fraction, est_bytes // 1024)
+    return HatsSummary(out, nrows, written, len(rewritten), len(linked))

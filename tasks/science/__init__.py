@@ -1,0 +1,1 @@
+"""Science: galaxy selection, clustering, crossmatch, voids and AGN over the catalog and the lake."""

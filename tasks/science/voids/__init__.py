@@ -1,0 +1,1 @@
+"""Cosmic voids: selection of the volume-limited sample, DESIVAST files, plots."""

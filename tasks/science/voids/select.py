@@ -1,0 +1,89 @@
+"""Inputs and outputs of the desi-voids flow: the survey volume, the volume-limited sample, the catalog tables.
+
+The sample (`tasks.science.selection`) is made volume-limited without absolute magnitudes: a redshift cut, then
+(optionally) random thinning in distance shells down to one constant number density.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import fields
+
+import numpy as np
+import pyarrow as pa
+
+from kernels.cosmology import comoving_distance
+from kernels.voids import Mask, VoidCatalog, VoidFinderParams, sky_mask
+from tasks.catalog.base import SqlCatalog
+from tasks.science.selection import angular_mask
+from tasks.science.voids.desivast import hole_columns, maximal_columns
+
+MAXIMALS_TABLE, HOLES_TABLE = "voids_maximals", "voids_holes"
+
+
+def _distance_range(z_min: float, z_max: float) -> tuple[float, float]:
+    """Comoving distances [h^-1 Mpc] of z_min and z_max."""
+    return float(comoving_distance(z_min, "Mpc/h")), float(comoving_distance(z_max, "Mpc/h"))
+
+
+def _solid_angle(pixels: np.ndarray, nside: int) -> float:
+    """Solid angle [sr] of the pixels."""
+    return len(pixels) * 4.0 * np.pi / (12 * nside**2)
+
+
+def survey_mask(pixels: np.ndarray, nside: int, z_min: float, z_max: float) -> Mask:
+    """The survey volume: occupied pixels between the comoving distances [h^-1 Mpc] of z_min and z_max."""
+    return sky_mask(angular_mask(pixels, nside), *_distance_range(z_min, z_max))
+
+
+def survey_volume(pixels: np.ndarray, nside: int, z_min: float, z_max: float) -> float:
+    """Comoving volume [h^-3 Mpc^3] of the survey mask."""
+    r_min, r_max = _distance_range(z_min, z_max)
+    return _solid_angle(pixels, nside) / 3.0 * (r_max**3 - r_min**3)
+
+
+def thin_to_density(xyz: np.ndarray, density: float, pixels: np.ndarray, nside: int, z_min: float, z_max: float,
+                    seed: int = 0, shell: float = 10.0) -> np.ndarray:
+    """Keep-mask thinning each distance shell (`shell` h^-1 Mpc thick) at random down to `density` [h^3 Mpc^-3].
+
+    Shells already below the density keep every galaxy (the sample is not volume-limited there).
+    """
+    r = np.linalg.norm(xyz, axis=1)
+    r_min, r_max = _distance_range(z_min, z_max)
+    edges = np.append(np.arange(r_min, r_max, shell), r_max)
+    counts, _ = np.histogram(r, edges)
+    shell_density = counts / (_solid_angle(pixels, nside) / 3.0 * np.diff(edges**3))
+    with np.errstate(divide="ignore"):
+        keep_fraction = np.minimum(1.0, density / shell_density)
+    index = np.clip(np.searchsorted(edges, r, side="right") - 1, 0, len(counts) - 1)
+    return np.random.default_rng(seed).random(len(r)) < keep_fraction[index]
+
+
+def finder_params(overrides: dict[str, float] | None) -> VoidFinderParams:
+    """VoidFinderParams with these overrides; a misspelt name is an error with a hint."""
+    known = [f.name for f in fields(VoidFinderParams)]
+    for key in overrides or {}:
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            raise ValueError(f"unknown VoidFinder parameter {key!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
+    return VoidFinderParams(**(overrides or {}))
+
+
+def interior(spheres: np.ndarray, mask: Mask, n_points: int = 200) -> np.ndarray:
+    """True for spheres (n, 4) whose centre and `n_points` surface points all lie inside the mask."""
+    k = np.arange(n_points) + 0.5  # Fibonacci sphere
+    cos_t, phi = 1.0 - 2.0 * k / n_points, np.pi * (1.0 + 5**0.5) * k
+    sin_t = np.sqrt(1.0 - cos_t**2)
+    unit = np.stack([sin_t * np.cos(phi), sin_t * np.sin(phi), cos_t], axis=1)
+    return np.array([bool(mask(np.vstack([s[:3], s[:3] + s[3] * unit])).all()) for s in np.reshape(spheres, (-1, 4))],
+                    dtype=bool)
+
+
+def _arrow(columns: dict[str, np.ndarray]) -> pa.Table:
+    return pa.table({k: pa.array(np.asarray(v)) for k, v in columns.items()})
+
+
+def write_void_tables(catalog: SqlCatalog, voids: VoidCatalog) -> dict[str, int]:
+    """Replace the `voids_maximals` and `voids_holes` tables with this catalog, in one transaction."""
+    tables = {MAXIMALS_TABLE: _arrow(maximal_columns(voids)), HOLES_TABLE: _arrow(hole_columns(voids))}
+    return catalog.replace_tables({name: (t.schema, t) for name, t in tables.items()})

@@ -1,0 +1,112 @@
+import healpy as hp
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from kernels.cosmology import comoving_distance, radec_to_xyz, redshift_at_distance
+from kernels.voids import VoidCatalog, box_mask, find_voids, sky_mask
+from tasks.science.voids.desivast import read_spheres, score_voids, write_desivast
+from tasks.synthetic.blocks import Context, generate_block
+from tasks.synthetic.config import SampleConfig
+from tasks.synthetic.footprint import in_footprint
+from tasks.synthetic.voids import write_truth
+
+MAXIMAL_COLUMNS = ["X", "Y", "Z", "RADIUS", "VOID", "EDGE", "R", "RA", "DEC", "R_EFF", "REDSHIFT"]
+
+
+@pytest.fixture(scope="module")
+def catalog() -> VoidCatalog:
+    rng = np.random.default_rng(5)
+    pts = rng.uniform(0.0, 120.0, size=(8000, 3)) + 200.0
+    centre = np.array([260.0, 260.0, 260.0])
+    pts = pts[np.linalg.norm(pts - centre, axis=1) > 18.0]
+    return find_voids(pts, box_mask([200.0] * 3, [320.0] * 3))
+
+
+def test_desivast_file_layout(tmp_path, catalog):
+    path = write_desivast(tmp_path / "out" / "voids.fits", catalog, header={"SURVEY": "test"})
+    assert [p.name for p in tmp_path.joinpath("out").iterdir()] == ["voids.fits"]  # no temp file left
+    with fits.open(path) as hdus:
+        assert [h.name for h in hdus] == ["PRIMARY", "MAXIMALS", "HOLES"]
+        assert hdus[0].header["SURVEY"] == "test" and hdus[0].header["DISTUNIT"] == "Mpc/h"
+        m, h = hdus["MAXIMALS"], hdus["HOLES"]
+        assert m.columns.names == MAXIMAL_COLUMNS
+        assert h.columns.names == ["X", "Y", "Z", "RADIUS", "VOID"]
+        assert m.columns["VOID"].format == "K" and m.columns["X"].format == "D"
+        assert m.columns["RADIUS"].unit == "Mpc/h"
+        assert len(m.data) == len(catalog.maximals) >= 1
+        np.testing.assert_array_equal(m.data["VOID"], np.arange(len(m.data)))
+        assert set(h.data["VOID"]) == set(m.data["VOID"])
+        xyz = np.stack(radec_to_xyz(m.data["RA"], m.data["DEC"], m.data["R"]), axis=1)
+        np.testing.assert_allclose(xyz, catalog.maximals[:, :3], atol=1e-9)
+        np.testing.assert_allclose(m.data["REDSHIFT"], redshift_at_distance(m.data["R"], "Mpc/h"))
+    np.testing.assert_array_equal(read_spheres(path, "MAXIMALS"), catalog.maximals)
+
+
+def test_score_voids():
+    truth = np.array([[0.0, 0, 0, 20], [100, 0, 0, 15], [0, 100, 0, 25]])
+    found = np.array([[1.0, 0, 0, 21], [100, 2, 0, 14], [50, 50, 50, 12]])
+    s = score_voids(found, truth)
+    assert (s.n_truth, s.n_found) == (3, 3)
+    assert s.completeness == pytest.approx(2 / 3) and s.purity == pytest.approx(2 / 3)
+    assert s.median_center_error == pytest.approx(1.5) and s.median_radius_error == pytest.approx(0.0)
+    empty = score_voids(np.empty((0, 4)), truth)
+    assert empty.completeness == 0.0 and np.isnan(empty.purity)
+
+
+# --- the synthetic DESI sample --------------------------------------------------------------------------------
+R_LO, R_HI, CONE_DEG = 100.0, 330.0, 18.0  # a nearby sky cone, where the synthetic BGS is densest
+
+
+@pytest.fixture(scope="module")
+def sample_region(tmp_path_factory):
+    """BGS galaxies (ZWARN == 0, SPECTYPE GALAXY) of a 2M-row sample in one sky cone, the mask, the truth file.
+
+    Only the sample blocks under the cone are generated (the full 2M rows take ~30 s); the cone points at the
+    densest group of planted voids, of which 300 are planted so that a few fall inside it.
+    """
+    ctx = Context.build(SampleConfig(n_rows=2_000_000, n_voids=300))
+    truth_path = tmp_path_factory.mktemp("truth") / "planted_voids.fits"
+    write_truth(truth_path, ctx.voids, ctx.config.seed)
+    truth = read_spheres(truth_path, "VOIDS")
+    dist = np.linalg.norm(truth[:, :3], axis=1)
+    near = (dist - truth[:, 3] > R_LO) & (dist + truth[:, 3] < R_HI)
+    unit = truth[near, :3] / dist[near, None]
+    axis = unit[((unit @ unit.T) > np.cos(np.radians(CONE_DEG - 5))).sum(axis=1).argmax()]
+
+    def angular(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+        inside_cone = np.stack(radec_to_xyz(ra, dec, 1.0), axis=1) @ axis > np.cos(np.radians(CONE_DEG))
+        return in_footprint(ra, dec) & inside_cone
+
+    nside = 1 << ctx.plan.order
+    centres = np.array(hp.pix2vec(nside, ctx.plan.blocks, nest=True)).T
+    blocks = np.flatnonzero(centres @ axis > np.cos(np.radians(CONE_DEG) + 1.1 * hp.max_pixrad(nside)))
+    rows = [generate_block(ctx, int(i)).rows for i in blocks]
+    col = {k: np.concatenate([r[k] for r in rows]) for k in ("TARGET_RA", "TARGET_DEC", "Z", "ZWARN", "SPECTYPE")}
+    good = (col["ZWARN"] == 0) & (np.char.strip(col["SPECTYPE"].astype(str)) == "GALAXY")
+    xyz = np.stack(radec_to_xyz(col["TARGET_RA"], col["TARGET_DEC"], comoving_distance(col["Z"], "Mpc/h")), axis=1)
+    mask = sky_mask(angular, R_LO, R_HI)
+    return xyz[good & mask(xyz)], mask, truth
+
+
+def test_planted_voids_recovered_from_the_synthetic_sample(sample_region):
+    xyz, mask, truth = sample_region
+    # Planted voids wholly inside the region (centre and 200 surface points in the mask).
+    phi, cos_t = np.meshgrid(np.linspace(0, 2 * np.pi, 20), np.linspace(-1, 1, 10))
+    sin_t = np.sqrt(1 - cos_t**2)
+    sphere = np.stack([sin_t * np.cos(phi), sin_t * np.sin(phi), cos_t], axis=-1).reshape(-1, 3)
+    inside = np.array([mask(np.vstack([t[:3], t[:3] + t[3] * sphere])).all() for t in truth])
+    truth = truth[inside]
+    assert len(truth) >= 4
+
+    cat = find_voids(xyz, mask)
+    found = cat.maximals
+    score = score_voids(found, truth)
+    assert score.completeness == 1.0
+    assert score.median_center_error < 2.0
+    assert 0.0 <= score.median_radius_error < 2.0  # holes are bounded by the nearest galaxies outside the void
+    # The sample is sparse (n ~ 1e-3 h^3 Mpc^-3), so Poisson voids reach ~15 h^-1 Mpc; above that, among interior
+    # voids, the planted ones (radii 15-35) must dominate.
+    big_interior = found[(found[:, 3] > 16.0) & (cat.edge == 0)]
+    assert score_voids(big_interior, truth).purity >= 0.5
+    assert score_voids(found[found[:, 3] > 10.0], truth).purity < 0.2  # VAST's own cut is far from pure here
