@@ -10,7 +10,6 @@ from pathlib import Path
 
 import lsdb
 import pytest
-from test_ingest import count, run, zpix_rows
 
 from astrolab.resources import build_catalog, build_lake, build_source_store, build_validator
 from astrolab.settings import load_settings
@@ -18,6 +17,7 @@ from tasks.ingest.pipeline import reconcile
 from tasks.ingest.sources import discover
 from tasks.storage.lake_s3 import S3Lake
 from tasks.storage.s3 import ObjectStoreError, split_url
+from tests.tasks.ingest.test_pipeline import count, run, zpix_rows
 
 
 def _setup(tmp_path, env, name="home"):
