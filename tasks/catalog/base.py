@@ -6,7 +6,7 @@ SQL here uses ``$name`` parameters and only what DuckDB and PostgreSQL both unde
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,6 +23,12 @@ from tasks.catalog.schema import (
     view_ddls,
 )
 from tasks.ingest.products import PRODUCTS, Product
+
+
+def _table_product(name: str, schema: pa.Schema, key: tuple[str, ...]) -> Product:
+    """A plain table seen as a product, so the backends' append and merge can fill it."""
+    return Product(name=name, kinds=(), hdus=(), suite="", columns=list(zip(schema.names, schema.types)),
+                   required={}, ra="", dec="", redshift=None, key=key)
 
 
 class CatalogError(RuntimeError):
@@ -216,8 +222,7 @@ class SqlCatalog:
                 columns = ", ".join(f"{f.name.lower()} {sql_type(f.type)}" for f in schema)
                 self._execute(f"CREATE TABLE {name} ({columns})")
                 # the new table is empty, so the backend merge's delete on `key` matches nothing
-                product = Product(name=name, kinds=(), hdus=(), suite="", columns=list(zip(schema.names, schema.types)),
-                                  required={}, ra="", dec="", redshift=None, key=(schema.names[0],))
+                product = _table_product(name, schema, (schema.names[0],))
                 counts[name] = 0
                 for chunk in [chunks] if isinstance(chunks, pa.Table) else chunks:
                     if chunk.num_rows:  # pyarrow 26's CSV writer (PostgreSQL COPY) pads empty batches with NULs
@@ -226,6 +231,23 @@ class SqlCatalog:
                 self._merge(product)
             self._execute("COMMIT")
             return counts
+        except BaseException:
+            self._rollback()
+            raise
+
+    def upsert(self, tables: Mapping[str, tuple[Sequence[str], pa.Table]]) -> dict[str, int]:
+        """Insert rows into existing tables (name -> (key columns, rows)), replacing rows with the same key, all
+        in one transaction: readers see every table's new rows or none of them. Returns the rows per table."""
+        self._execute("BEGIN")
+        try:
+            for name, (key, rows) in tables.items():
+                self._lock(f"astrolab-load-{name}")
+                product = _table_product(name, rows.schema, tuple(key))
+                if rows.num_rows:
+                    self._append(product, rows.combine_chunks(), True)
+                self._merge(product)
+            self._execute("COMMIT")
+            return {name: rows.num_rows for name, (_, rows) in tables.items()}
         except BaseException:
             self._rollback()
             raise

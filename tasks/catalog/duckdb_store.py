@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,8 @@ class DuckDBCatalog(SqlCatalog):
             cols = ", ".join(c.lower() for c in chunk.schema.names)
             self.con.execute(f"INSERT INTO {product.name} ({cols}) SELECT {cols} FROM chunk")
         finally:
-            self.con.unregister("chunk")
+            with contextlib.suppress(duckdb.Error):  # in an aborted transaction; keep the error that aborted it
+                self.con.unregister("chunk")
 
     def attach_lake_views(self, product: str, catalog_path: Path | str) -> None:
         """(Re)create ``lake_<product>``, a view over the published HATS parquet files (a path or an s3:// URL)."""

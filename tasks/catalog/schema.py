@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from tasks.ingest.products import PRODUCTS, Product
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 DONE_STATUSES = ("loaded", "published")  # lineage statuses of a file whose rows are in the catalog
 
@@ -26,6 +26,7 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE ingest_lineage ADD COLUMN IF NOT EXISTS file_mtime DOUBLE PRECISION",
         "ALTER TABLE ingest_lineage ADD COLUMN IF NOT EXISTS staging_key TEXT",
     ],
+    3: [],  # compliance scans: new tables only (COMPLIANCE_DDL), which table_ddls creates on every open
 }
 
 _SQL_TYPES = {
@@ -112,6 +113,66 @@ HATS_VERSIONS_DDL = """CREATE TABLE IF NOT EXISTS hats_versions (
 
 SCHEMA_VERSION_DDL = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
 
+# Compliance scans (tasks/compliance): one row per (host, policy) scan, one per check result, the drift of each
+# scan against the previous scan of the same host and policy, and the packages a host reported (CIS 2.1).
+COMPLIANCE_DDL = [
+    """CREATE TABLE IF NOT EXISTS compliance_scans (
+  scan_id TEXT PRIMARY KEY,
+  run_id TEXT,
+  host TEXT NOT NULL,
+  policy_id TEXT NOT NULL,
+  policy_name TEXT,
+  policy_file TEXT,
+  policy_hash TEXT,
+  source TEXT NOT NULL,
+  status TEXT NOT NULL,
+  reason TEXT,
+  passed INTEGER,
+  failed INTEGER,
+  not_applicable INTEGER,
+  score DOUBLE PRECISION,
+  started_at TIMESTAMP,
+  finished_at TIMESTAMP
+)""",
+    """CREATE TABLE IF NOT EXISTS compliance_results (
+  scan_id TEXT NOT NULL,
+  host TEXT NOT NULL,
+  policy_id TEXT NOT NULL,
+  check_id BIGINT NOT NULL,
+  title TEXT,
+  result TEXT NOT NULL,
+  reason TEXT,
+  evidence TEXT,
+  safeguards TEXT,
+  remediation TEXT,
+  PRIMARY KEY (scan_id, check_id)
+)""",
+    """CREATE TABLE IF NOT EXISTS compliance_drift (
+  scan_id TEXT NOT NULL,
+  previous_scan_id TEXT,
+  host TEXT NOT NULL,
+  policy_id TEXT NOT NULL,
+  check_id BIGINT NOT NULL,
+  change TEXT NOT NULL,
+  previous TEXT,
+  current TEXT,
+  PRIMARY KEY (scan_id, check_id)
+)""",
+    """CREATE TABLE IF NOT EXISTS compliance_safeguards (
+  scan_id TEXT NOT NULL,
+  check_id BIGINT NOT NULL,
+  safeguard TEXT NOT NULL,
+  PRIMARY KEY (scan_id, check_id, safeguard)
+)""",
+    """CREATE TABLE IF NOT EXISTS host_packages (
+  scan_id TEXT NOT NULL,
+  host TEXT NOT NULL,
+  package TEXT NOT NULL,
+  version TEXT,
+  PRIMARY KEY (scan_id, package)
+)""",
+]
+
 # DESI's ZCAT_PRIMARY rule (desispec.zcatalog.find_primary_spectra), recomputed over everything ingested:
 # per TARGETID prefer ZWARN == 0, then the highest TSNR2_LRG; ties broken by survey, program for determinism.
 _REDSHIFT_COLS = [n.lower() for n, _ in PRODUCTS["redshifts"].sql_columns if n not in ("ZCAT_NSPEC", "ZCAT_PRIMARY")]
@@ -137,7 +198,8 @@ PRIMARY_VIEW_DDL = f"CREATE OR REPLACE VIEW zcat_primary AS\n{primary_select('re
 
 def table_ddls() -> list[str]:
     """The statements that create every table (latest schema), in order."""
-    return [SCHEMA_VERSION_DDL, lineage_ddl(), HATS_VERSIONS_DDL, *[table_ddl(p) for p in PRODUCTS.values()]]
+    return [SCHEMA_VERSION_DDL, lineage_ddl(), HATS_VERSIONS_DDL, *[table_ddl(p) for p in PRODUCTS.values()],
+            *COMPLIANCE_DDL]
 
 
 def view_ddls() -> list[str]:

@@ -119,11 +119,15 @@ def test_older_schema_is_upgraded(catalog_url):
     with open_catalog(catalog_url) as cat:  # make it look like a version-1 catalog with a lineage row
         cat._execute("ALTER TABLE ingest_lineage DROP COLUMN file_size")
         cat._execute("ALTER TABLE ingest_lineage DROP COLUMN file_mtime")
+        for table in ("compliance_scans", "compliance_results", "compliance_drift", "compliance_safeguards",
+                      "host_packages"):
+            cat._execute(f"DROP TABLE {table}")
         cat._execute("UPDATE schema_version SET version = 1")
         cat._execute("INSERT INTO ingest_lineage (file_hash, path, kind, product, status) "
                      "VALUES ('old', 'zpix-main-dark.fits', 'zpix', 'redshifts', 'published')")
     with open_catalog(catalog_url) as cat:
-        assert cat._rows("SELECT max(version) FROM schema_version")[0][0] == 2
+        assert cat._rows("SELECT max(version) FROM schema_version")[0][0] == 3
+        assert cat._rows("SELECT count(*) FROM compliance_scans")[0][0] == 0  # version 3 made the tables
         row = cat.lineage("old")
         assert row["path"] == "zpix-main-dark.fits" and row["file_size"] is None and "file_mtime" in row
         assert cat.ensure_schema() == []  # nothing left to apply
@@ -159,3 +163,20 @@ def test_postgres_connection_errors_do_not_show_the_password():
     with pytest.raises(CatalogError) as err:
         open_catalog("postgresql://astrolab:hunter2@127.0.0.1:1/nowhere")
     assert "hunter2" not in str(err.value) and "postgresql://astrolab@127.0.0.1:1/nowhere" in str(err.value)
+
+
+def test_upsert_replaces_by_key_in_one_transaction(catalog):
+    def packages(*rows):
+        return pa.table({"scan_id": [r[0] for r in rows], "host": ["h1"] * len(rows),
+                         "package": [r[1] for r in rows], "version": [r[2] for r in rows]})
+
+    key = ("scan_id", "package")
+    assert catalog.upsert({"host_packages": (key, packages(("s1", "bash", "5.1"), ("s1", "sudo", "1.9")))}) == \
+        {"host_packages": 2}
+    catalog.upsert({"host_packages": (key, packages(("s1", "bash", "5.2"), ("s2", "bash", "5.2")))})
+    got = catalog.query("SELECT scan_id, package, version FROM host_packages ORDER BY 1, 2").to_pylist()
+    assert [tuple(r.values()) for r in got] == [("s1", "bash", "5.2"), ("s1", "sudo", "1.9"), ("s2", "bash", "5.2")]
+    with pytest.raises(Exception, match="no_such_table|does not exist"):
+        catalog.upsert({"host_packages": (key, packages(("s3", "vim", "9"))),
+                        "no_such_table": (key, packages(("s3", "x", "1")))})
+    assert catalog.query("SELECT count(*) AS n FROM host_packages WHERE scan_id = 's3'").to_pylist() == [{"n": 0}]
