@@ -152,7 +152,8 @@ def parse_operator(text: str, fail: _Fail) -> Operator:
             raise fail(f"n: operator {body!r} needs 'REGEX compare OP INTEGER'")
         op = parsed["op"]
         if op not in COMPARE_OPS:
-            raise fail(f"compare operator {op!r} is not one of {' '.join(COMPARE_OPS)}")
+            hint = " (Wazuh 4.x silently reads '=' as '==', 5.0 rejects it; write '==')" if op == "=" else ""
+            raise fail(f"compare operator {op!r} is not one of {' '.join(COMPARE_OPS)}{hint}")
         regex = _regex(parsed["regex"], fail)
         if "(" not in parsed["regex"].replace("\\(", ""):
             raise fail(f"n: regex {parsed['regex']!r} has no capture group for the number")
