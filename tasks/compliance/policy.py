@@ -141,8 +141,8 @@ def _compliance(value: Any, source: str, where: str) -> tuple[tuple[str, tuple[s
 
 
 def _check(raw: Any, index: int, variables: dict[str, str], source: str) -> Check:
-    data = _check_keys(raw, _CHECK_KEYS, source, f"checks[{index}]")
-    check_id = data.get("id")
+    check_id = raw.get("id") if isinstance(raw, dict) else None
+    data = _check_keys(raw, _CHECK_KEYS, source, f"check {check_id}" if check_id is not None else f"checks[{index}]")
     if not isinstance(check_id, int) or isinstance(check_id, bool):
         raise _fail(source, f"checks[{index}]", f"check id {check_id!r} must be an integer")
     where = f"check {check_id}"
