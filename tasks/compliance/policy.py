@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yaml
 
@@ -107,10 +107,11 @@ def _condition(data: dict[str, Any], source: str, where: str) -> Condition:
     value = data.get("condition")
     if value not in CONDITIONS:
         raise _fail(source, where, f"condition {value!r} must be one of all, any, none")
-    return value  # type: ignore[no-any-return]
+    return cast(Condition, value)
 
 
-def _rules(data: dict[str, Any], variables: dict[str, str], source: str, where: str, check_id: int | None) -> tuple[Rule, ...]:
+def _rules(data: dict[str, Any], variables: dict[str, str], source: str, where: str,
+           check_id: int | None) -> tuple[Rule, ...]:
     rules = data.get("rules")
     if not isinstance(rules, list) or not rules:
         raise _fail(source, where, "'rules' must be a non-empty list of rule strings")

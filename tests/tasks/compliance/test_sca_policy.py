@@ -71,7 +71,8 @@ def test_bad_condition(tmp_path):
 @pytest.mark.parametrize(
     ("before", "after", "message"),
     [
-        ("    rationale: r", "    rationale: r\n    remedation: x", r"check 1: unknown key 'remedation' \(did you mean 'remediation'\?\)"),
+        ("    rationale: r", "    rationale: r\n    remedation: x",
+         r"check 1: unknown key 'remedation' \(did you mean 'remediation'\?\)"),
         ("    condition: none", "    conditon: none", r"unknown key 'conditon' \(did you mean 'condition'\?\)"),
         ("  file: lab_linux.yml", "  fiel: lab_linux.yml", r"policy: unknown key 'fiel' \(did you mean 'file'\?\)"),
         ("checks:", "check:\n", r"top level: unknown key 'check' \(did you mean 'checks'\?\)"),
@@ -129,5 +130,6 @@ def test_load_policies_refuses_duplicates_across_files(tmp_path):
     second.write_text(POLICY.replace("{first_id}", "10").replace("{condition}", "all").replace("id: 2", "id: 3"))
     with pytest.raises(PolicyError, match=r"policy id 'lab_linux' already used"):
         load_policies([tmp_path / "a", tmp_path / "b"])
-    second.write_text(POLICY.replace("lab_linux", "other").replace("{first_id}", "10").replace("{condition}", "all").replace("id: 2", "id: 3"))
+    other = POLICY.replace("lab_linux", "other").replace("{first_id}", "10").replace("{condition}", "all")
+    second.write_text(other.replace("id: 2", "id: 3"))
     assert [p.info.id for p in load_policies([tmp_path / "a", tmp_path / "b"])] == ["lab_linux", "other"]

@@ -10,7 +10,8 @@ def test_file_rule_with_compound_content():
     assert rule.negated and rule.type is RuleType.FILE
     assert rule.targets == ("/etc/ssh_config",)
     assert rule.content is not None
-    assert [(op.negated, op.regex is not None) for op in rule.content.operators] == [(True, True), (False, True), (False, True)]
+    operators = [(op.negated, op.regex is not None) for op in rule.content.operators]
+    assert operators == [(True, True), (False, True), (False, True)]
     assert rule.content.matches("Protocol 2") and not rule.content.matches("# Protocol 2")
 
 

@@ -16,13 +16,13 @@ from astropy.io import fits
 from astropy.table import Table, vstack
 
 from astrolab.resources import build_catalog, build_lake, build_validator
-from astrolab.settings import load_settings
+from astrolab.settings import REPO_ROOT, load_settings
 from tasks.catalog.base import FileLoad
 from tasks.ingest.pipeline import ingest_file, publish, reconcile
 from tasks.ingest.products import PRODUCTS
 from tasks.ingest.sources import discover
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO_ROOT
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from astrolab.settings import REPO_ROOT
 from tasks.ingest.validate import BatchValidator, Failure, SuiteError, ValidationOutcome
 
-EXPECTATIONS = Path(__file__).resolve().parents[2] / "expectations"
+EXPECTATIONS = REPO_ROOT / "expectations"
 N = 20
 
 

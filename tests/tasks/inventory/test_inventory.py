@@ -1,13 +1,13 @@
 """tasks.inventory: the example inventory loads; every kind of mistake is one line naming file, place and value."""
 
-from pathlib import Path
 
 import pytest
 import yaml
 
+from astrolab.settings import REPO_ROOT
 from tasks.inventory.load import InventoryError, load_inventory, parse_inventory
 
-EXAMPLE = Path(__file__).resolve().parents[3] / "infra" / "inventory" / "lab.example.yaml"
+EXAMPLE = REPO_ROOT / "infra" / "inventory" / "lab.example.yaml"
 
 
 def test_the_example_is_the_labs_seven_node_target():
