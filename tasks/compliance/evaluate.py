@@ -111,7 +111,7 @@ def scan_lines(lines: Iterable[str], content: Content, where: str) -> _Outcome:
                 return _Outcome(_Found.FOUND, evidence=_trim(f"{where}: {line}"))
         except Undecidable as exc:
             return _Outcome(_Found.INVALID, reason=str(exc), evidence=_trim(f"{where}: {line}"))
-    return _Outcome(_Found.NOT_FOUND, evidence=_trim(f"{where}: no line matches {content.text!r}"))
+    return _Outcome(_Found.NOT_FOUND, evidence=_trim(f"{where}: no line matches '{content.text}'"))
 
 
 def _file_outcome(target: Target, path: str, content: Content | None) -> _Outcome:
@@ -149,7 +149,7 @@ def _walk(target: Target, directory: str, rule: Rule) -> _Outcome:
             checks.append(lambda p=path: _file_outcome(target, p, rule.content))  # type: ignore[misc]
     outcome = _merge(checks)
     if outcome.found is _Found.NOT_FOUND and not outcome.evidence:
-        outcome.evidence = _trim(f"{directory}: no entry named {rule.name_filter.text!r} matches")
+        outcome.evidence = _trim(f"{directory}: no entry named '{rule.name_filter.text}' matches")
     return outcome
 
 
@@ -176,7 +176,7 @@ def _process_outcome(target: Target, rule: Rule) -> _Outcome:
         return _Outcome(_Found.INVALID, reason=f"no process list available on {target.name}")
     outcome = scan_lines(processes, rule.content, "process")
     if outcome.found is _Found.NOT_FOUND:
-        outcome.evidence = _trim(f"no running process matches {rule.content.text!r}")
+        outcome.evidence = _trim(f"no running process matches '{rule.content.text}'")
     return outcome
 
 

@@ -215,21 +215,38 @@ def load_policy(path: Path) -> Policy:
     return parse_policy(document, str(path))
 
 
-def load_policies(directories: Iterable[Path]) -> list[Policy]:
-    """Load every *.yml / *.yaml under the directories; policy ids and check ids must be unique across files."""
+def load_policies(directories: Iterable[Path], errors: list[str] | None = None) -> list[Policy]:
+    """Load every *.yml / *.yaml under the directories (or policy files named directly); policy ids and check ids
+    must be unique across files. With ``errors``, a bad file is skipped and its one-line error appended there
+    (so one malformed policy does not stop a scan); without, the first bad file raises PolicyError."""
     policies: list[Policy] = []
     policy_ids: dict[str, str] = {}
     check_ids: dict[int, str] = {}
     for directory in directories:
-        files = sorted(p for p in Path(directory).rglob("*") if p.suffix in (".yml", ".yaml") and p.is_file())
+        directory = Path(directory)
+        if not directory.exists():
+            problem = PolicyError(f"{directory}: no such policy file or directory")
+            if errors is None:
+                raise problem
+            errors.append(str(problem))
+            continue
+        files = [directory] if directory.is_file() else sorted(
+            p for p in directory.rglob("*") if p.suffix in (".yml", ".yaml") and p.is_file())
         for path in files:
-            policy = load_policy(path)
-            if policy.info.id in policy_ids:
-                raise PolicyError(f"{path}: policy id {policy.info.id!r} already used by {policy_ids[policy.info.id]}")
+            try:
+                policy = load_policy(path)
+                if policy.info.id in policy_ids:
+                    raise PolicyError(f"{path}: policy id {policy.info.id!r} already used by "
+                                      f"{policy_ids[policy.info.id]}")
+                for check in policy.checks:
+                    if check.id in check_ids:
+                        raise PolicyError(f"{path}: check {check.id}: id already used by {check_ids[check.id]}")
+            except (PolicyError, OSError) as exc:
+                if errors is None:
+                    raise
+                errors.append(str(exc) if isinstance(exc, PolicyError) else f"{path}: cannot read ({exc.strerror})")
+                continue
             policy_ids[policy.info.id] = str(path)
-            for check in policy.checks:
-                if check.id in check_ids:
-                    raise PolicyError(f"{path}: check {check.id}: id already used by {check_ids[check.id]}")
-                check_ids[check.id] = str(path)
+            check_ids.update((check.id, str(path)) for check in policy.checks)
             policies.append(policy)
     return policies
