@@ -141,8 +141,8 @@ def save_scan(catalog: SqlCatalog, scan: HostScan, run_id: str, source: str = "a
     drift_rows: list[dict[str, Any]] = []
     safeguards: list[dict[str, Any]] = []
     drift: list[Drift] = []
-    base: dict[str, Any] = {"run_id": run_id, "host": scan.host, "source": source, "started_at": _naive(scan.started_at),
-            "finished_at": _naive(scan.finished_at)}
+    base: dict[str, Any] = {"run_id": run_id, "host": scan.host, "source": source,
+                            "started_at": _naive(scan.started_at), "finished_at": _naive(scan.finished_at)}
     if scan.status != "scanned":
         scans.append({**base, "scan_id": policy_scan_id(scan, "*"), "policy_id": "*", "status": scan.status,
                       "reason": scan.reason})
