@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,6 +80,34 @@ class IngestSettings(_Section):
                           "(a DuckDB file takes one writer process, so its files load in the flow's process)")
 
 
+class ComplianceSettings(_Section):
+    """The nightly compliance scans: which hosts, which SCA policies, how long to wait, where Wazuh is."""
+
+    inventory: Path = Field(REPO_ROOT / "infra" / "inventory" / "lab.example.yaml",
+                            description="Inventory YAML (hosts, roles, SSH); shared with backups and the cluster build")
+    policy_dirs: list[Path] = Field([REPO_ROOT / "infra" / "policies"],
+                                    description="Directories (or files) of Wazuh SCA policies, e.g. a manager's "
+                                                "ruleset/sca/ next to the lab's own infra/policies/")
+    max_parallel: int = Field(8, ge=1, description="Hosts scanned at once")
+
+    @field_validator("policy_dirs", mode="before")
+    @classmethod
+    def _path_list(cls, value: object) -> object:
+        """From the environment: directories separated by ':' as in PATH."""
+        return [p for p in value.split(os.pathsep) if p] if isinstance(value, str) else value
+
+    command_timeout: float = Field(30.0, gt=0, description="Seconds one c: rule's command may run (Wazuh: 30)")
+    connect_timeout: float = Field(10.0, gt=0, description="Seconds to wait for an SSH connection")
+    notify_block: str | None = Field(None, description="Name of a Prefect notification block that regression "
+                                                        "alerts are sent to")
+    wazuh_url: str | None = Field(None, description="Wazuh manager API, e.g. https://wazuh.lab:55000")
+    wazuh_user: str = Field("wazuh-wui", description="Wazuh API user")
+    wazuh_password: SecretStr | None = Field(None, description="Wazuh API password (or wazuh_password_secret)")
+    wazuh_password_secret: str | None = Field(None, description="Name of a Prefect Secret block with the Wazuh "
+                                                                "API password")
+    wazuh_verify: str = Field("true", description="TLS verification of the Wazuh API: true, false or a CA file")
+
+
 class Settings(_Section):
     """Everything astrolab reads from the environment and the settings YAML."""
 
@@ -88,6 +116,7 @@ class Settings(_Section):
     catalog: CatalogSettings = CatalogSettings()
     dask: DaskSettings = DaskSettings()
     ingest: IngestSettings = IngestSettings()
+    compliance: ComplianceSettings = ComplianceSettings()
 
     @property
     def lake_url(self) -> str:
@@ -106,7 +135,8 @@ class Settings(_Section):
 
 
 _SECTIONS: dict[str, type[_Section]] = {
-    "lake": LakeSettings, "catalog": CatalogSettings, "dask": DaskSettings, "ingest": IngestSettings
+    "lake": LakeSettings, "catalog": CatalogSettings, "dask": DaskSettings, "ingest": IngestSettings,
+    "compliance": ComplianceSettings,
 }
 _TOP_LEVEL = {"home"}
 _TEST_PREFIX = "ASTROLAB_TEST_"  # the test suite's own variables (e.g. ASTROLAB_TEST_PG_URL), not settings
