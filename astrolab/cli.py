@@ -134,6 +134,46 @@ def cmd_lake(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compliance_scan(args: argparse.Namespace) -> int:
+    from infra_flows.compliance import compliance_scan
+
+    out = compliance_scan(inventory=args.inventory, hosts=args.host or None, roles=args.role or None,
+                          policies=args.policies or None, config=args.config)
+    for problem in out["problems"]:
+        console.print(f"[yellow]policy skipped[/] {problem}")
+    for host in out["unreachable"]:
+        console.print(f"[yellow]unreachable[/] {host}")
+    console.print(f"scanned {out['hosts']} hosts: {len(out['unreachable'])} unreachable, "
+                  f"{out['regressions']} regressions; report: {out['files']['compliance.json']}")
+    return 0
+
+
+def cmd_compliance_report(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from tasks.compliance.store import drift_since, latest_scans, scan_results
+
+    since = datetime.fromisoformat(args.since) if args.since else datetime.now(UTC) - timedelta(days=7)
+    with _catalog(args) as catalog:
+        scans = latest_scans(catalog, args.host)
+        if not scans:
+            raise ValueError("no compliance scans stored" + (f" for host {args.host!r}" if args.host else "")
+                             + ": run `astrolab compliance scan` or the compliance-scan deployment first")
+        changes = drift_since(catalog, since, args.host)
+        failed = scan_results(catalog, [str(s["scan_id"]) for s in scans], "failed") if args.host else []
+    console.print(f"[bold]Changes since {since:%Y-%m-%d %H:%M}[/] ({len(changes)}; regressions first)")
+    changes.sort(key=lambda c: c["change"] != "regression")
+    _print_table(pa.Table.from_pylist(changes or [{"change": "none"}]), args.limit)
+    console.print("[bold]Latest scan per host and policy[/]")
+    columns = ["host", "policy_id", "source", "status", "score", "passed", "failed", "not_applicable", "finished_at"]
+    _print_table(pa.Table.from_pylist([{c: s[c] for c in columns} for s in scans]), args.limit)
+    if failed:
+        console.print(f"[bold]Failed checks on {args.host}[/] (evidence, then how to fix)")
+        _print_table(pa.Table.from_pylist(failed).select(["policy_id", "check_id", "title", "safeguards", "evidence",
+                                                          "remediation"]), args.limit)
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     Console().print_json(settings.model_dump_json())
@@ -176,6 +216,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("products", nargs="*", help="redshifts fastspec spectra (default: all)")
     p.add_argument("--download", action="store_true", help="print a local copy's path (downloaded from S3 once)")
     add("settings", cmd_settings, "print the effective settings")
+
+    comp = sub.add_parser("compliance", help="compliance scans (Wazuh SCA policies, CIS Controls v8)")
+    comp_sub = comp.add_subparsers(dest="action", required=True)
+    p = comp_sub.add_parser("scan", help="scan the inventory's hosts now (the compliance-scan flow)")
+    p.set_defaults(func=cmd_compliance_scan)
+    p.add_argument("--inventory", help="inventory YAML (default: compliance.inventory)")
+    p.add_argument("--host", action="append", help="only this host (repeatable)")
+    p.add_argument("--role", action="append", help="only hosts with this role (repeatable)")
+    p.add_argument("--policies", action="append", help="policy directory or file (repeatable; default: "
+                                                           "compliance.policy_dirs)")
+    p = comp_sub.add_parser("report", help="latest scores per host and policy, and what changed since a date")
+    p.set_defaults(func=cmd_compliance_report)
+    p.add_argument("--host", help="one host: also its failed checks with evidence and remediation")
+    p.add_argument("--since", help="changes since this date/time (ISO 8601, default: 7 days ago)")
+    p.add_argument("--limit", type=int, default=200, help="rows to print per table (default 200)")
     return parser
 
 

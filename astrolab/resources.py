@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fsspec import AbstractFileSystem
 
@@ -20,6 +20,9 @@ from tasks.ingest.validate import BatchValidator
 from tasks.storage.lake import Lake, LocalLake
 from tasks.storage.lake_s3 import S3Lake
 from tasks.storage.s3 import ObjectStore, S3Config, fsspec_filesystem
+
+if TYPE_CHECKING:
+    from tasks.compliance.wazuh_api import WazuhClient
 
 
 def _secret(name: str, setting: str) -> Any:
@@ -122,3 +125,22 @@ def dask_client(settings: Settings) -> Iterator[object]:
                                memory_limit=settings.dask.memory_limit, processes=True, dashboard_address=None)
     with cluster, Client(cluster) as client:
         yield client
+
+
+def build_wazuh_client(settings: Settings) -> WazuhClient | None:
+    """The Wazuh manager's API client when ``compliance.wazuh_url`` is set (password from the settings or a
+    Prefect Secret block); None without a manager."""
+    c = settings.compliance
+    if not c.wazuh_url:
+        return None
+    from tasks.compliance.wazuh_api import WazuhClient
+
+    if c.wazuh_password_secret:
+        password = str(_secret(c.wazuh_password_secret, "compliance.wazuh_password_secret"))
+    elif c.wazuh_password:
+        password = c.wazuh_password.get_secret_value()
+    else:
+        raise SettingsError("compliance.wazuh_url is set but neither compliance.wazuh_password nor "
+                            "compliance.wazuh_password_secret is")
+    verify: bool | str = {"true": True, "false": False}.get(c.wazuh_verify.lower(), c.wazuh_verify)
+    return WazuhClient(c.wazuh_url, c.wazuh_user, password, verify=verify)

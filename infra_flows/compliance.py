@@ -19,7 +19,7 @@ from prefect.events import emit_event
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 
-from astrolab.resources import build_catalog, build_lake
+from astrolab.resources import build_catalog, build_lake, build_wazuh_client
 from astrolab.settings import Settings, load_settings
 from tasks.compliance import evidence, report
 from tasks.compliance.policy import Policy, load_policies
@@ -55,12 +55,25 @@ def scan(host: Host, ssh: Ssh, policies: list[Policy], settings: Settings) -> Ho
     return result
 
 
+@task(name="wazuh-agents", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30])
+def wazuh_agents(settings: Settings, names: list[str]) -> tuple[list[HostScan], dict[str, Any] | None]:
+    """The Wazuh manager's own SCA results for the inventory's agents, and its agents' state (CIS 13.1)."""
+    from tasks.compliance.wazuh_api import agent_results, alerting_evidence, host_scan
+
+    client = build_wazuh_client(settings)
+    if client is None:
+        return [], None
+    wanted = set(names)
+    return [host_scan(a) for a in agent_results(client, wanted)], alerting_evidence(client, wanted)
+
+
 @task(name="store-scan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
       retry_condition_fn=lambda task, run, state: _transient(state))
-def store(result: HostScan, run_id: str, files: dict[str, tuple[str, str]], settings: Settings) -> list[Drift]:
+def store(result: HostScan, run_id: str, files: dict[str, tuple[str, str]], settings: Settings,
+          source: str = "astrolab") -> list[Drift]:
     """Write one host's scan with its drift (one transaction); emit an event per regression."""
     with build_catalog(settings) as catalog:
-        drift = save_scan(catalog, result, run_id, policy_files=files)
+        drift = save_scan(catalog, result, run_id, source=source, policy_files=files)
     for change in drift:
         if change.change == "regression":
             emit_event(REGRESSION_EVENT, resource=host_resource(change.host),
@@ -87,15 +100,17 @@ def _transient(state: Any) -> bool:
 
 @task(name="report", cache_policy=NO_CACHE)
 def publish_report(scans: list[HostScan], drift: list[Drift], inventory: Inventory, targets: list[Host],
-                   problems: list[str], run_id: str, settings: Settings) -> dict[str, Any]:
+                   problems: list[str], alerting: dict[str, Any] | None, run_id: str,
+                   settings: Settings) -> dict[str, Any]:
     """Artifacts (summary with regressions first and the heat map, scores table) and files in the lake
     (JSON in Wazuh's field names, JUnit XML, heat map PNG)."""
     with build_catalog(settings, read_only=True) as catalog:
         scores = run_scores(catalog, run_id)
         per_safeguard = safeguard_scores(catalog, run_id)
         failures = run_results(catalog, run_id, "failed")
-    proofs = [evidence.asset_inventory([h.name for h in targets], scans), evidence.software_inventory(scans),
-              evidence.event_alerting(None)]
+    agents = None if alerting is None else list(alerting["last_sca_scan"])
+    proofs = [evidence.asset_inventory([h.name for h in targets], scans, agents), evidence.software_inventory(scans),
+              evidence.event_alerting(alerting)]
     heat = report.heatmap(per_safeguard) if per_safeguard else None
     lake = build_lake(settings)
     run_dir = lake.run_report_dir(run_id)
@@ -137,7 +152,10 @@ def compliance_scan(inventory: str | None = None, hosts: list[str] | None = None
     scans = [f.result() for f in futures]
     drift = [d for s in scans for d in store.with_options(task_run_name=f"store-{s.host}")(s, run_id, files,
                                                                                             settings)]
-    out = publish_report(scans, drift, inv, targets, problems, run_id, settings)
+    agent_scans, alerting = wazuh_agents(settings, [h.name for h in targets])
+    drift += [d for s in agent_scans
+              for d in store.with_options(task_run_name=f"store-wazuh-{s.host}")(s, run_id, {}, settings, "wazuh")]
+    out = publish_report(scans, drift, inv, targets, problems, alerting, run_id, settings)
     regressions = sum(d.change == "regression" for d in drift)
     unreachable = [s.host for s in scans if s.status != "scanned"]
     emit_event(COMPLETED_EVENT, resource={"prefect.resource.id": f"astrolab.cluster.{inv.cluster}"},

@@ -46,11 +46,17 @@ def software_inventory(scans: Sequence[HostScan]) -> dict[str, str]:
 
 
 def event_alerting(alerting: Mapping[str, Any] | None) -> dict[str, str]:
-    """13.1: Wazuh agents report to the manager (all active), or that no manager is configured to show it."""
+    """13.1: every Wazuh agent reports to the manager (``wazuh_api.alerting_evidence``), or that no manager is
+    configured to show it."""
     if alerting is None:
         return {"safeguard": "13.1", "status": "not applicable",
                 "evidence": "no Wazuh manager configured (compliance.wazuh_url): nothing shows alerting"}
-    active, total = int(alerting.get("active", 0)), int(alerting.get("total", 0))
-    inactive = list(alerting.get("inactive", []))
-    text = f"{active} of {total} Wazuh agents active" + (f"; not active: {', '.join(inactive)}" if inactive else "")
-    return {"safeguard": "13.1", "status": "passed" if total and active == total else "failed", "evidence": text}
+    active, total = int(alerting["agents_active"]), int(alerting["agents_total"])
+    silent = [*alerting.get("disconnected", []), *alerting.get("never_connected", []), *alerting.get("pending", []),
+              *alerting.get("not_enrolled", [])]
+    text = f"{active} of {total} Wazuh agents active (manager {alerting.get('manager', '?')})"
+    if silent:
+        text += "; not reporting: " + ", ".join(sorted(silent))
+    if alerting.get("oldest_sca_scan"):
+        text += f"; oldest agent SCA scan {alerting['oldest_sca_scan']}"
+    return {"safeguard": "13.1", "status": "passed" if total and not silent else "failed", "evidence": text}

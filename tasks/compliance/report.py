@@ -51,9 +51,12 @@ def cluster_safeguards(per_host: Sequence[Mapping[str, Any]]) -> list[dict[str, 
             for g, (h, p, f) in sorted(totals.items(), key=lambda kv: safeguard_key(kv[0]))]
 
 
-def summary_markdown(title: str, scans: Sequence[Mapping[str, Any]], per_host_safeguards: Sequence[Mapping[str, Any]],
-                     drift: Sequence[Drift], failures: Sequence[Mapping[str, Any]], evidence: Sequence[Mapping[str, Any]],
-                     problems: Sequence[str] = (), heatmap_png: bytes | None = None, top: int = 15) -> str:
+Rows = Sequence[Mapping[str, Any]]
+
+
+def summary_markdown(title: str, scans: Rows, per_host_safeguards: Rows, drift: Sequence[Drift], failures: Rows,
+                     evidence: Rows, problems: Sequence[str] = (), heatmap_png: bytes | None = None,
+                     top: int = 15) -> str:
     """The run's report: regressions first, then scores per host and per safeguard, the top failures with their
     remediation, evidence from outside the hosts, and what could not be scanned or read."""
     out = [f"# {title}\n"]

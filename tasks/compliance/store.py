@@ -210,3 +210,38 @@ def run_results(catalog: SqlCatalog, run_id: str, status: str | None = None) -> 
         "SELECT r.host, r.policy_id, r.check_id, r.title, r.result, r.reason, r.evidence, r.safeguards, "
         f"r.remediation FROM compliance_results r JOIN compliance_scans s ON s.scan_id = r.scan_id WHERE {where} "
         "ORDER BY r.host, r.check_id", params).to_pylist()
+
+
+def latest_scans(catalog: SqlCatalog, host: str | None = None) -> list[dict[str, object]]:
+    """The newest scan of every (host, policy) (or of one host): status, score and counts."""
+    where = "WHERE host = $h" if host else ""
+    return catalog.query(
+        "SELECT scan_id, host, policy_id, source, status, reason, passed, failed, not_applicable, score, finished_at "
+        f"FROM (SELECT *, row_number() OVER (PARTITION BY host, policy_id ORDER BY finished_at DESC) AS newest "
+        f"FROM compliance_scans {where}) AS s WHERE newest = 1 ORDER BY host, policy_id",
+        {"h": host} if host else None).to_pylist()
+
+
+def scan_results(catalog: SqlCatalog, scan_ids: Sequence[str], status: str | None = None) -> list[dict[str, object]]:
+    """Check results of the given scans (optionally of one status)."""
+    if not scan_ids:
+        return []
+    marks = ", ".join(f"$s{i}" for i in range(len(scan_ids)))
+    params: dict[str, object] = {f"s{i}": s for i, s in enumerate(scan_ids)}
+    if status:
+        params["st"] = status
+    return catalog.query(
+        "SELECT host, policy_id, check_id, title, result, reason, evidence, safeguards, remediation "
+        f"FROM compliance_results WHERE scan_id IN ({marks})" + (" AND result = $st" if status else "")
+        + " ORDER BY host, check_id", params).to_pylist()
+
+
+def drift_since(catalog: SqlCatalog, since: datetime, host: str | None = None) -> list[dict[str, object]]:
+    """Every change recorded by scans that finished at or after ``since`` (optionally on one host), newest first."""
+    return catalog.query(
+        "SELECT s.finished_at, d.host, d.policy_id, d.check_id, r.title, d.change, d.previous, d.current "
+        "FROM compliance_drift d JOIN compliance_scans s ON s.scan_id = d.scan_id "
+        "LEFT JOIN compliance_results r ON r.scan_id = d.scan_id AND r.check_id = d.check_id "
+        "WHERE s.finished_at >= $t" + (" AND d.host = $h" if host else "")
+        + " ORDER BY s.finished_at DESC, d.host, d.check_id",
+        {"t": since.replace(tzinfo=None), **({"h": host} if host else {})}).to_pylist()

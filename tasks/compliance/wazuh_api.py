@@ -22,10 +22,11 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from tasks.compliance.evaluate import Status
+from tasks.compliance.evaluate import CheckResult, PolicyResult, Status
+from tasks.compliance.scan import HostScan
 
 DEFAULT_PORT = 55000
 PAGE_SIZE = 500  # the spec's recommended ceiling for ``limit``
@@ -413,3 +414,16 @@ def alerting_evidence(client: WazuhClient, agent_names: set[str] | None = None) 
     if agent_names is not None:
         evidence["not_enrolled"] = sorted(agent_names - {a.name for a in agents})
     return evidence
+
+
+def host_scan(agent: AgentScan) -> HostScan:
+    """An agent's SCA results as a host scan, so they join the same store, drift and report as astrolab's own."""
+    policies = []
+    for p in agent.policies:
+        checks = tuple(CheckResult(c.check_id, c.title, c.result, c.reason, (), (("cis_csc_v8", c.cis_csc_v8),),
+                                   c.remediation) for c in p.checks)
+        moment = p.end_scan or datetime.now(UTC)
+        policies.append(PolicyResult(p.policy_id, p.name, SOURCE, True, "", checks, p.passed, p.failed, p.invalid,
+                                     float(p.score), moment, moment))
+    status = "scanned" if agent.policies or agent.agent.status == "active" else "unreachable"
+    return HostScan(agent.agent.name, status, agent.note, policies, finished_at=datetime.now(UTC))
