@@ -76,6 +76,15 @@ def test_two_nightly_scans_give_scores_drift_and_reports(lab, capsys):
     suite = next(s for s in suites if s.get("name") == "node2.fixture_linux")
     assert (suite.get("tests"), suite.get("failures")) == ("4", "1")
 
+    capsys.readouterr()
+    assert main(["compliance", "report", "--host", "node2"]) == 0
+    out = capsys.readouterr().out
+    assert "node2,fixture_linux,1,root login off,regression,passed,failed" in out
+    assert "node2,fixture_linux,astrolab,scanned,75.0,3,1,0," in out
+    assert "fixture_linux,1,root login off,\"4.1,5.4\",/etc/ssh/sshd_config: no line matches" in out
+    assert main(["compliance", "report", "--host", "nobody"]) == 2
+    assert "no compliance scans stored for host 'nobody'" in capsys.readouterr().err
+
 
 def test_a_malformed_policy_is_reported_and_the_rest_still_runs(lab, tmp_path):
     bad = tmp_path / "policies" / "broken.yml"
@@ -85,11 +94,3 @@ def test_a_malformed_policy_is_reported_and_the_rest_still_runs(lab, tmp_path):
     assert out["problems"] == [f"{bad}: check 99: condition 'sometimes' must be one of all, any, none"]
     assert {s["policy_id"] for s in out["scores"]} >= {"fixture_linux", "astrolab_linux_baseline"}
 
-    capsys.readouterr()
-    assert main(["compliance", "report", "--host", "node2"]) == 0
-    out = capsys.readouterr().out
-    assert "node2,fixture_linux,1,root login off,regression,passed,failed" in out
-    assert "node2,fixture_linux,astrolab,scanned,75.0,3,1,0," in out
-    assert "fixture_linux,1,root login off,\"4.1,5.4\",/etc/ssh/sshd_config: no line matches" in out
-    assert main(["compliance", "report", "--host", "nobody"]) == 2
-    assert "no compliance scans stored for host 'nobody'" in capsys.readouterr().err
