@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from fsspec import AbstractFileSystem
 
@@ -21,13 +21,17 @@ from tasks.storage.lake import Lake, LocalLake
 from tasks.storage.lake_s3 import S3Lake
 from tasks.storage.s3 import ObjectStore, S3Config, fsspec_filesystem
 
+if TYPE_CHECKING:
+    from distributed import Client
+
 
 def _secret(name: str, setting: str) -> Any:
     """The value of the Prefect Secret block ``name`` (named by the setting ``setting``)."""
     from prefect.blocks.system import Secret
 
     try:
-        return Secret.load(name).get()
+        block = cast("Secret[Any]", Secret.load(name))  # called from sync code: the block, not a coroutine
+        return block.get()
     except ValueError as exc:
         raise SettingsError(f"{setting}: no Prefect Secret block named {name!r} ({exc})") from None
 
@@ -102,7 +106,7 @@ def build_validator(settings: Settings, lake: Lake, docs_subdir: str | None = No
 
 
 @contextmanager
-def dask_client(settings: Settings) -> Iterator[object]:
+def dask_client(settings: Settings) -> Iterator[Client]:
     """A Dask client: to ``dask.address`` if set, else to a LocalCluster (or LocalCUDACluster with ``dask.gpu``)."""
     from distributed import Client, LocalCluster
 
