@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from fsspec import AbstractFileSystem
 
@@ -22,6 +22,8 @@ from tasks.storage.lake_s3 import S3Lake
 from tasks.storage.s3 import ObjectStore, S3Config, fsspec_filesystem
 
 if TYPE_CHECKING:
+    from distributed import Client
+
     from tasks.compliance.wazuh_api import WazuhClient
 
 
@@ -30,7 +32,8 @@ def _secret(name: str, setting: str) -> Any:
     from prefect.blocks.system import Secret
 
     try:
-        return Secret.load(name).get()
+        block = cast("Secret[Any]", Secret.load(name))  # called from sync code: the block, not a coroutine
+        return block.get()
     except ValueError as exc:
         raise SettingsError(f"{setting}: no Prefect Secret block named {name!r} ({exc})") from None
 
@@ -105,7 +108,7 @@ def build_validator(settings: Settings, lake: Lake, docs_subdir: str | None = No
 
 
 @contextmanager
-def dask_client(settings: Settings) -> Iterator[object]:
+def dask_client(settings: Settings) -> Iterator[Client]:
     """A Dask client: to ``dask.address`` if set, else to a LocalCluster (or LocalCUDACluster with ``dask.gpu``)."""
     from distributed import Client, LocalCluster
 

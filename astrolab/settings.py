@@ -35,49 +35,60 @@ class LakeSettings(_Section):
     The ``s3_*`` settings also serve ``s3://`` ingest sources.
     """
 
-    url: str = Field("", description="Lake root: a directory path, file:// URL or s3://bucket/prefix; "
-                                     "default <home>/lake")
-    s3_endpoint: str = Field("https://s3.amazonaws.com", description="S3 endpoint URL (MinIO: http://host:9000)")
-    s3_region: str = Field("us-east-1", description="S3 region")
-    s3_path_style: bool = Field(True, description="Path-style addressing (endpoint/bucket/key), as MinIO uses")
-    s3_access_key: str | None = Field(None, description="S3 access key (default: $AWS_ACCESS_KEY_ID)")
-    s3_secret_key: SecretStr | None = Field(None, description="S3 secret key (default: $AWS_SECRET_ACCESS_KEY)")
-    s3_credentials_secret: str | None = Field(
-        None, description="Name of a Prefect Secret block holding {access_key, secret_key} for S3"
+    url: str = Field(default="", description="Lake root: a directory path, file:// URL or s3://bucket/prefix; "
+                                             "default <home>/lake")
+    s3_endpoint: str = Field(
+        default="https://s3.amazonaws.com", description="S3 endpoint URL (MinIO: http://host:9000)"
     )
-    s3_retries: int = Field(3, ge=0, description="Retries of an S3 request on network errors before failing")
-    work_dir: Path | None = Field(None, description="Local work directory of an S3 lake; default <home>/lake-work")
+    s3_region: str = Field(default="us-east-1", description="S3 region")
+    s3_path_style: bool = Field(default=True, description="Path-style addressing (endpoint/bucket/key), as MinIO uses")
+    s3_access_key: str | None = Field(default=None, description="S3 access key (default: $AWS_ACCESS_KEY_ID)")
+    s3_secret_key: SecretStr | None = Field(default=None, description="S3 secret key (default: $AWS_SECRET_ACCESS_KEY)")
+    s3_credentials_secret: str | None = Field(
+        default=None, description="Name of a Prefect Secret block holding {access_key, secret_key} for S3"
+    )
+    s3_retries: int = Field(default=3, ge=0, description="Retries of an S3 request on network errors before failing")
+    work_dir: Path | None = Field(
+        default=None, description="Local work directory of an S3 lake; default <home>/lake-work"
+    )
 
 
 class CatalogSettings(_Section):
     """The SQL catalog: a DuckDB file (embedded default) or a PostgreSQL URL."""
 
-    url: str = Field("", description="duckdb:///path/catalog.duckdb or postgresql://...; default <home>/catalog.duckdb")
+    url: str = Field(
+        default="", description="duckdb:///path/catalog.duckdb or postgresql://...; default <home>/catalog.duckdb"
+    )
     password_secret: str | None = Field(
-        None, description="Name of a Prefect Secret block holding the PostgreSQL password (kept out of the URL)"
+        default=None, description="Name of a Prefect Secret block holding the PostgreSQL password (kept out of the URL)"
     )
 
 
 class DaskSettings(_Section):
     """The compute cluster the heavy steps run on."""
 
-    address: str | None = Field(None, description="Scheduler address of an existing cluster (tcp://host:8786)")
-    n_workers: int = Field(2, ge=1, description="Workers of the LocalCluster started when no address is given")
-    threads_per_worker: int = Field(1, ge=1, description="Threads per LocalCluster worker")
-    memory_limit: str = Field("4GiB", description="Memory limit per LocalCluster worker")
-    gpu: bool = Field(False, description="Start a dask_cuda.LocalCUDACluster instead of a LocalCluster")
+    address: str | None = Field(default=None, description="Scheduler address of an existing cluster (tcp://host:8786)")
+    n_workers: int = Field(default=2, ge=1, description="Workers of the LocalCluster started when no address is given")
+    threads_per_worker: int = Field(default=1, ge=1, description="Threads per LocalCluster worker")
+    memory_limit: str = Field(default="4GiB", description="Memory limit per LocalCluster worker")
+    gpu: bool = Field(default=False, description="Start a dask_cuda.LocalCUDACluster instead of a LocalCluster")
 
 
 class IngestSettings(_Section):
     """How DESI files are read, checked and partitioned."""
 
-    chunk_rows: int = Field(120_000, ge=1, description="Rows read, validated and written per chunk")
-    hats_max_rows: int = Field(500_000, ge=1, description="Most rows in one HATS partition")
-    hats_highest_order: int = Field(8, ge=0, le=19, description="Finest HEALPix order a HATS partition may have")
-    expectations_dir: Path = Field(REPO_ROOT / "expectations", description="Great Expectations suites (JSON)")
+    chunk_rows: int = Field(default=120_000, ge=1, description="Rows read, validated and written per chunk")
+    hats_max_rows: int = Field(default=500_000, ge=1, description="Most rows in one HATS partition")
+    hats_highest_order: int = Field(
+        default=8, ge=0, le=19, description="Finest HEALPix order a HATS partition may have"
+    )
+    expectations_dir: Path = Field(
+        default=REPO_ROOT / "expectations", description="Great Expectations suites (JSON)"
+    )
     on_cluster: bool | None = Field(
-        None, description="Ingest files in parallel on the Dask cluster; default: when the catalog is PostgreSQL "
-                          "(a DuckDB file takes one writer process, so its files load in the flow's process)")
+        default=None,
+        description="Ingest files in parallel on the Dask cluster; default: when the catalog is PostgreSQL "
+                    "(a DuckDB file takes one writer process, so its files load in the flow's process)")
 
 
 class ComplianceSettings(_Section):
@@ -111,7 +122,7 @@ class ComplianceSettings(_Section):
 class Settings(_Section):
     """Everything astrolab reads from the environment and the settings YAML."""
 
-    home: Path = Field(Path("astrolab-data"), description="Directory of the embedded lake and catalog")
+    home: Path = Field(default=Path("astrolab-data"), description="Directory of the embedded lake and catalog")
     lake: LakeSettings = LakeSettings()
     catalog: CatalogSettings = CatalogSettings()
     dask: DaskSettings = DaskSettings()

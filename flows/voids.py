@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,7 @@ def report(voids: VoidCatalog, xyz: np.ndarray, volume: float, truth: np.ndarray
         "void_size_function.png": size_function_png(voids.r_eff, volume, None if truth is None else truth[:, 3]),
         "void_slice_map.png": slice_map_png(xyz, voids.holes, voids.hole_void),
     }
-    return [save_product(build_lake(settings), run_id, name, lambda path, png=png: path.write_bytes(png))
+    return [save_product(build_lake(settings), run_id, name, functools.partial(Path.write_bytes, data=png))
             for name, png in images.items()]
 
 

@@ -239,8 +239,9 @@ def classify(cols: Mapping[str, Any], snr_min: float = 3.0, fwhm_min: float = 12
     missing = [c for c in INPUT_COLUMNS if c not in cols]
     if missing:
         raise KeyError(f"AGN classification needs columns {missing}")
-    lines = [cols[f"{line}_{q}"] for line in BPT_LINES for q in ("FLUX", "FLUX_IVAR")]
-    bpt = nii_bpt(*lines, snr_min=snr_min)
+    hb, hb_ivar, oiii, oiii_ivar, ha, ha_ivar, nii, nii_ivar = (
+        cols[f"{line}_{q}"] for line in BPT_LINES for q in ("FLUX", "FLUX_IVAR"))
+    bpt = nii_bpt(hb, hb_ivar, oiii, oiii_ivar, ha, ha_ivar, nii, nii_ivar, snr_min=snr_min)
     broad = broad_line(cols["HALPHA_BROAD_FLUX"], cols["HALPHA_BROAD_FLUX_IVAR"], cols["HALPHA_BROAD_SIGMA"],
                        snr_min, fwhm_min)
     wise = wise_stern12(cols["FLUX_W1"], cols["FLUX_IVAR_W1"], cols["FLUX_W2"], cols["FLUX_IVAR_W2"], snr_min,

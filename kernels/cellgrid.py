@@ -106,7 +106,7 @@ def dense_starts(grid: CellGrid, max_cells: int) -> Any:
 
 
 @numba.njit(cache=True, inline="always")
-def find_cell(ids: np.ndarray, key: np.int64) -> int:
+def find_cell(ids: np.ndarray, key: np.int64) -> np.intp | int:
     """Index of cell id `key` in the sorted `ids`, or -1 (for the numba loops)."""
     k = np.searchsorted(ids, key)
     return k if k < ids.size and ids[k] == key else -1

@@ -87,15 +87,15 @@ def _ang2pix_cpu(order: int, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
             ix = jm & (nside - 1)
             iy = nside - (jp & (nside - 1)) - 1
         else:
-            ntt = min(np.int64(tt), 3)
+            ntt = min(np.int64(tt), np.int64(3))
             tp = tt - ntt
             have_sth = theta < 0.01 or theta > 3.14159 - 0.01
             if za < 0.99 or not have_sth:
                 tmp = fn * math.sqrt(3.0 * (1.0 - za))
             else:
                 tmp = fn * math.sin(theta) / math.sqrt((1.0 + za) / 3.0)
-            jp = min(np.int64(tp * tmp), nside - 1)
-            jm = min(np.int64((1.0 - tp) * tmp), nside - 1)
+            jp = min(np.int64(tp * tmp), np.int64(nside - 1))
+            jm = min(np.int64((1.0 - tp) * tmp), np.int64(nside - 1))
             if z >= 0:
                 face, ix, iy = ntt, nside - jm - 1, nside - jp - 1
             else:

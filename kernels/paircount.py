@@ -168,12 +168,12 @@ def landy_szalay(dd: PairCounts, dr: PairCounts, rr: PairCounts, data_weights: A
     DD and RR are auto-counts, DR the cross-count; the weights are the data's and the randoms' (ones if unweighted).
     Separation bins should start above 0, so that no self-pairs are counted.
     """
-    dd = dd.wpairs / pair_total(data_weights)
-    dr = dr.wpairs / pair_total(data_weights, random_weights)
-    rr = rr.wpairs / pair_total(random_weights)
+    dd_n = dd.wpairs / pair_total(data_weights)
+    dr_n = dr.wpairs / pair_total(data_weights, random_weights)
+    rr_n = rr.wpairs / pair_total(random_weights)
     with np.errstate(divide="ignore", invalid="ignore"):
-        xi = (dd - 2 * dr + rr) / rr
-    return np.where(rr > 0, xi, np.nan)
+        xi = (dd_n - 2 * dr_n + rr_n) / rr_n
+    return np.where(rr_n > 0, xi, np.nan)
 
 
 def multipoles(xi_smu: np.ndarray, mu_edges: np.ndarray, ells: tuple[int, ...] = (0, 2)) -> np.ndarray:

@@ -7,7 +7,7 @@ import io
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import psycopg
 import pyarrow as pa
@@ -18,6 +18,12 @@ from tasks.catalog.base import CatalogError, SqlCatalog
 from tasks.ingest.products import PRODUCTS, Product
 
 _PARAM = re.compile(r"\$(\w+)")
+
+
+class _ConnectExtra(TypedDict, total=False):
+    """Connection parameters passed to ``psycopg.connect`` only when set."""
+
+    password: str
 
 
 def redact(url: str) -> str:
@@ -38,12 +44,13 @@ class PostgresCatalog(SqlCatalog):
 
     def __init__(self, url: str, read_only: bool = False, password: str | None = None):
         self.name = redact(url)
-        extra = {"password": password} if password else {}
+        extra: _ConnectExtra = {"password": password} if password else {}
         try:
             self.con = psycopg.connect(url, autocommit=True, connect_timeout=10, **extra)
         except psycopg.OperationalError as exc:
             reason = str(exc).strip().splitlines()[-1]
-            for secret in filter(None, [password, conninfo_to_dict(url).get("password")]):
+            parsed = cast("str | None", conninfo_to_dict(url).get("password"))  # parsed conninfo values are str
+            for secret in filter(None, [password, parsed]):
                 reason = reason.replace(secret, "***")
             raise CatalogError(f"{self.name}: cannot connect ({reason})") from None
         self.has_q3c = bool(self._rows("SELECT 1 FROM pg_available_extensions WHERE name = 'q3c'"))

@@ -307,6 +307,7 @@ def write_hats_catalog(
             target.parent.mkdir(parents=True, exist_ok=True)
             os.link(old[(order, pixel)], target)
             linked.append((order, pixel))
+            assert old_counts is not None  # ``old`` has partitions only when there is a previous catalog
             final_counts[lo >> shift: hi >> shift] = old_counts[lo >> shift: hi >> shift]
 
     by_start = sorted(pixels, key=lambda p: pixel_range(*p)[0])

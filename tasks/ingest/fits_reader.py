@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pyarrow as pa
@@ -163,7 +164,8 @@ def _decode(col: FitsColumn, raw: np.ndarray) -> pa.Array:
     values = raw.astype(raw.dtype.newbyteorder("="), copy=False) if raw.dtype.byteorder == ">" else raw
     unsigned = _UNSIGNED.get(col.letter)
     if unsigned is not None and not col.tscal and col.tzero == 2 ** (8 * values.dtype.itemsize - 1):
-        values = values.view(unsigned) ^ unsigned(col.tzero)  # signed storage + 2**(n-1) == flip the top bit
+        tzero = cast(float, col.tzero)  # equal to 2**(n-1) here, so not None
+        values = values.view(unsigned) ^ unsigned(tzero)  # signed storage + 2**(n-1) == flip the top bit
     elif col.letter == "B" and not col.tscal and col.tzero == -128:
         values = (values ^ 0x80).view(np.int8)
     elif col.tscal or col.tzero:

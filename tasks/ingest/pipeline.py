@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TypedDict, TypeVar, cast
 
 import duckdb
 import numpy as np
@@ -70,6 +70,20 @@ class PublishResult:
     nrows: int
     partitions: int
     files: int
+
+
+class _LineageStart(TypedDict):
+    """The lineage fields of a file known before it is staged (the rest of a `LineageRecord` come after)."""
+
+    path: str
+    kind: str
+    product: str
+    survey: str | None
+    program: str | None
+    run_id: str
+    started_at: dt.datetime
+    file_size: int
+    file_mtime: float
 
 
 def _now() -> dt.datetime:
@@ -167,7 +181,7 @@ def prefetch(iterator: Iterator[T]) -> Iterator[T]:
         future = pool.submit(next, iterator, _END)
         while (item := future.result()) is not _END:
             future = pool.submit(next, iterator, _END)
-            yield item
+            yield cast(T, item)  # anything but the end marker is an item of ``iterator``
 
 
 def _timed(iterator, timings: dict[str, float], key: str):
@@ -186,11 +200,11 @@ def _timed(iterator, timings: dict[str, float], key: str):
 def _check_unique(src: SourceFile, product: Product, parts: list[Path]) -> None:
     """Raise IngestError if a key repeats within the file (negative TARGETIDs, DESI's sky/stuck fibres, may)."""
     keys = ", ".join(f'"{k}"' for k in product.key)
-    dups = duckdb.sql(
+    dups = cast(duckdb.DuckDBPyRelation, duckdb.sql(  # a SELECT always gives a relation, never None
         f"SELECT {keys}, count(*) AS n, count(*) OVER () AS total FROM read_parquet($files) WHERE TARGETID > 0 "
         "GROUP BY ALL HAVING n > 1 ORDER BY n DESC LIMIT 3",
         params={"files": [str(p) for p in parts]},
-    ).fetchall()
+    )).fetchall()
     if dups:
         shown = "; ".join(f"{dict(zip(product.key, d[:-2], strict=True))} x{d[-2]}" for d in dups)
         raise IngestError(f"{src.location}, HDU {product.hdus[0]}: {dups[0][-1]} keys ({', '.join(product.key)}) "
@@ -256,8 +270,8 @@ def _ingest_local_copy(src: SourceFile, lake: Lake, catalog: SqlCatalog, validat
         return result
 
     staging_key = f"incoming-{uuid.uuid4().hex}"
-    record = dict(path=src.location, kind=src.kind, product=product.name, survey=src.survey,
-                  program=src.program, run_id=run_id, started_at=started, file_size=size, file_mtime=mtime)
+    record = _LineageStart(path=src.location, kind=src.kind, product=product.name, survey=src.survey,
+                           program=src.program, run_id=run_id, started_at=started, file_size=size, file_mtime=mtime)
     with ThreadPoolExecutor(max_workers=1) as hasher:
         hashing = hasher.submit(file_sha256, src.path)  # sha256 releases the GIL: overlaps with staging
         load = catalog.begin_load(product)
@@ -267,14 +281,16 @@ def _ingest_local_copy(src: SourceFile, lake: Lake, catalog: SqlCatalog, validat
             result.file_hash = file_hash = hashing.result()
             committed = load.commit(LineageRecord(
                 file_hash=file_hash, **record, n_rows=rows, status="loaded", notes=notes, finished_at=_now(),
-                staging_key=staging_key,
-                **{k: result.timings.get(k) for k in ("read_s", "validate_s", "stage_s", "load_s")},
+                staging_key=staging_key, read_s=result.timings.get("read_s"),
+                validate_s=result.timings.get("validate_s"), stage_s=result.timings.get("stage_s"),
+                load_s=result.timings.get("load_s"),
             ))
             if not committed:  # the same bytes were ingested already, under another name or by another run
                 _discard_staging(lake, product.name, staging_key)
-                previous = catalog.lineage(file_hash)
-                result.rows = previous["n_rows"] or 0
-                result.notes = f"same content as {previous['path']}, already ingested (run {previous['run_id']})"
+                existing = catalog.lineage(file_hash)
+                assert existing is not None  # commit() is False only when this hash has a done lineage row
+                result.rows = existing["n_rows"] or 0
+                result.notes = f"same content as {existing['path']}, already ingested (run {existing['run_id']})"
                 return result
             result.status, result.rows, result.notes = "ingested", rows, notes
         except (IngestError, FitsFormatError) as exc:

@@ -40,7 +40,7 @@ import urllib.parse
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -50,6 +50,7 @@ if TYPE_CHECKING:  # GX takes ~3 s to import: only BatchValidator() pays for it
         ExpectationSuiteValidationResult,
         ExpectationValidationResult,
     )
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
 __all__ = ["BatchValidator", "Failure", "SuiteError", "ValidationOutcome"]
 
@@ -202,7 +203,8 @@ class BatchValidator:
                 result = self._run(name, frame, _FAST)
                 success, results = bool(result.success), []
                 if not success:  # rerun just the failed expectations for counts and example values
-                    failed = [r.expectation_config.id for r in result.results if not r.success]
+                    # expectations of a suite added to the context all have an id
+                    failed = [cast(str, _config(r).id) for r in result.results if not r.success]
                     results = self._explain(name, frame, failed)
             failures = () if success else _failures(results, batch, self._columns[name])
             outcome = ValidationOutcome(name, batch_label, len(batch), success, failures)
@@ -472,8 +474,14 @@ def _failures(
     return tuple(unique)
 
 
+def _config(er: ExpectationValidationResult) -> ExpectationConfiguration:
+    """The expectation a result is for: always set on the results of a suite or expectation run."""
+    assert er.expectation_config is not None
+    return er.expectation_config
+
+
 def _describe(er: ExpectationValidationResult, batch: pd.DataFrame) -> list[Failure]:
-    cfg = er.expectation_config
+    cfg = _config(er)
     kind, kw = cfg.type, dict(cfg.kwargs)
     res = er.result or {}
     columns = kw.get("column_list") if isinstance(kw.get("column_list"), list) else None

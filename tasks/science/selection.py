@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -34,7 +35,7 @@ def select_primary(catalog: SqlCatalog, target_class: str, z_min: float, z_max: 
         raise ValueError(f"unknown target class {target_class!r}; choose one of {sorted(DESI_TARGET_BITS)}")
     if not 0 <= z_min < z_max:
         raise ValueError(f"need 0 <= z_min < z_max, got z_min={z_min}, z_max={z_max}")
-    params = {"bit": 1 << DESI_TARGET_BITS[target_class], "lo": float(z_min), "hi": float(z_max)}
+    params: dict[str, Any] = {"bit": 1 << DESI_TARGET_BITS[target_class], "lo": float(z_min), "hi": float(z_max)}
     where = "zwarn = 0 AND (desi_target & $bit) <> 0 AND z >= $lo AND z < $hi"
     if spectype is not None:
         where, params["st"] = where + " AND trim(spectype) = $st", spectype

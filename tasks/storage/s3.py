@@ -7,6 +7,7 @@ server-side copy. Network failures are retried a bounded number of times (urllib
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import io
 import os
@@ -142,7 +143,7 @@ class ObjectStore:
         except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._fail(f"list s3://{bucket}/{prefix}", exc) from None
 
-    def list_dirs(self, bucket: str, prefix: str) -> list[str]:
+    def list_dirs(self, bucket: str, prefix: str) -> builtins.list[str]:  # ``list`` here is the method above
         """Names of the "directories" right under ``prefix`` (common prefixes)."""
         base = prefix.rstrip("/") + "/"
         try:

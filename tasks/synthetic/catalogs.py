@@ -188,7 +188,8 @@ class CatalogWriters:
 
     def abort(self) -> None:
         """Drop every partial file (after an error)."""
-        for writer in (*self.zpix.values(), *self.fastspec.values()):
+        writers: list[_Zpix | _Fastspec] = [*self.zpix.values(), *self.fastspec.values()]
+        for writer in writers:
             writer.out.abort()
 
     def close(self) -> list[SampleFile]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -124,15 +124,16 @@ def _chunks(table: pa.Table | Iterable[pa.Table]) -> Iterable[pa.Table]:
 
 def summarize(table: pa.Table | Iterable[pa.Table]) -> dict[str, int]:
     """Row counts: total, per BPT_NII class, and per AGN_MASKBITS bit."""
-    counts: Counter[str] = Counter({"rows": 0, **{c.name: 0 for c in agn.BPT}, **{b.name: 0 for b in agn.AgnMaskbits}})
+    bit_names = [cast(str, b.name) for b in agn.AgnMaskbits]  # iterating a Flag gives single bits, all named
+    counts: Counter[str] = Counter({"rows": 0, **{c.name: 0 for c in agn.BPT}, **{name: 0 for name in bit_names}})
     for chunk in _chunks(table):
         counts["rows"] += chunk.num_rows
         codes = chunk["BPT_NII"].to_numpy()
         bits = chunk["AGN_MASKBITS"].to_numpy()
         for c in agn.BPT:
             counts[c.name] += int((codes == c).sum())
-        for b in agn.AgnMaskbits:
-            counts[b.name] += int(((bits & int(b)) != 0).sum())
+        for b, name in zip(agn.AgnMaskbits, bit_names):
+            counts[name] += int(((bits & int(b)) != 0).sum())
     return dict(counts)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import fields
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -66,7 +67,8 @@ def finder_params(overrides: dict[str, float] | None) -> VoidFinderParams:
         if key not in known:
             hint = difflib.get_close_matches(key, known, n=1)
             raise ValueError(f"unknown VoidFinder parameter {key!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
-    return VoidFinderParams(**(overrides or {}))
+    # As before, values go in unconverted: floats (the flow's parameter schema) reach the int fields too.
+    return VoidFinderParams(**cast("dict[str, Any]", overrides or {}))
 
 
 def interior(spheres: np.ndarray, mask: Mask, n_points: int = 200) -> np.ndarray:
