@@ -94,12 +94,12 @@ class IngestSettings(_Section):
 class ComplianceSettings(_Section):
     """The nightly compliance scans: which hosts, which SCA policies, how long to wait, where Wazuh is."""
 
-    inventory: Path = Field(REPO_ROOT / "infra" / "inventory" / "lab.example.yaml",
+    inventory: Path = Field(default=REPO_ROOT / "infra" / "inventory" / "lab.example.yaml",
                             description="Inventory YAML (hosts, roles, SSH); shared with backups and the cluster build")
-    policy_dirs: list[Path] = Field([REPO_ROOT / "infra" / "policies"],
+    policy_dirs: list[Path] = Field(default=[REPO_ROOT / "infra" / "policies"],
                                     description="Directories (or files) of Wazuh SCA policies, e.g. a manager's "
                                                 "ruleset/sca/ next to the lab's own infra/policies/")
-    max_parallel: int = Field(8, ge=1, description="Hosts scanned at once")
+    max_parallel: int = Field(default=8, ge=1, description="Hosts scanned at once")
 
     @field_validator("policy_dirs", mode="before")
     @classmethod
@@ -107,16 +107,16 @@ class ComplianceSettings(_Section):
         """From the environment: directories separated by ':' as in PATH."""
         return [p for p in value.split(os.pathsep) if p] if isinstance(value, str) else value
 
-    command_timeout: float = Field(30.0, gt=0, description="Seconds one c: rule's command may run (Wazuh: 30)")
-    connect_timeout: float = Field(10.0, gt=0, description="Seconds to wait for an SSH connection")
-    notify_block: str | None = Field(None, description="Name of a Prefect notification block that regression "
+    command_timeout: float = Field(default=30.0, gt=0, description="Seconds one c: rule's command may run (Wazuh: 30)")
+    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for an SSH connection")
+    notify_block: str | None = Field(default=None, description="Name of a Prefect notification block that regression "
                                                         "alerts are sent to")
-    wazuh_url: str | None = Field(None, description="Wazuh manager API, e.g. https://wazuh.lab:55000")
-    wazuh_user: str = Field("wazuh-wui", description="Wazuh API user")
-    wazuh_password: SecretStr | None = Field(None, description="Wazuh API password (or wazuh_password_secret)")
-    wazuh_password_secret: str | None = Field(None, description="Name of a Prefect Secret block with the Wazuh "
+    wazuh_url: str | None = Field(default=None, description="Wazuh manager API, e.g. https://wazuh.lab:55000")
+    wazuh_user: str = Field(default="wazuh-wui", description="Wazuh API user")
+    wazuh_password: SecretStr | None = Field(default=None, description="Wazuh API password (or wazuh_password_secret)")
+    wazuh_password_secret: str | None = Field(default=None, description="Name of a Prefect Secret block with the Wazuh "
                                                                 "API password")
-    wazuh_verify: str = Field("true", description="TLS verification of the Wazuh API: true, false or a CA file")
+    wazuh_verify: str = Field(default="true", description="TLS verification of the Wazuh API: true, false or a CA file")
 
 
 class Settings(_Section):

@@ -44,9 +44,11 @@ def test_no_unknown_keys(dep):
 def test_entrypoint_loads_and_parameters_exist(dep):
     flow = load_flow_from_entrypoint(str(ROOT / dep["entrypoint"]))
     properties = parameter_schema(flow).properties
-    assert set(dep.get("parameters", {})) <= set(properties)
+    from_triggers = {name for trigger in dep.get("triggers", []) for name in trigger.get("parameters", {})}
+    assert set(dep.get("parameters", {})) | from_triggers <= set(properties)
     required = {name for name, p in properties.items() if "default" not in p}
-    assert required <= set(dep.get("parameters", {})), f"{dep['name']}: required parameters without a value"
+    assert required <= set(dep.get("parameters", {})) | from_triggers, \
+        f"{dep['name']}: required parameters without a value"
 
 
 def test_every_flow_has_a_deployment():
