@@ -12,7 +12,9 @@ The evaluator is synchronous; each SshTarget drives its connection from a privat
 - SCA commands: the SSH server runs the command string through the login shell of the remote user (``$SHELL -c``),
   so it is passed exactly as the policy gives it, with nothing quoted or wrapped. A command that the shell cannot
   find or run (exit status 127 or 126) yields None, as LocalTarget does; a program that itself exits 126 or 127 is
-  indistinguishable from that over SSH.
+  indistinguishable from that over SSH. A command past its timeout is sent a KILL signal request and its channel is
+  closed; OpenSSH honours signal requests only for non-root logins, so as root the command runs on until it ends.
+- asyncssh, unlike OpenSSH, also trusts a known_hosts entry for the bare host (port 22) on another port.
 """
 
 from __future__ import annotations

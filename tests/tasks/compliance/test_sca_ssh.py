@@ -302,3 +302,8 @@ def test_scan_writes_nothing(ssh_server, policy, tree):
         assert closed and all(line.endswith(" written 0") for line in closed), closed
         changing = ("mkdir", "rmdir", "remove", "rename", "posix-rename", "set ", "symlink", "hardlink", "fsync")
         assert [line for line in requests if line.startswith(changing)] == []
+
+
+def test_connect_host_needs_an_ssh_host(ssh_server):
+    with pytest.raises(ValueError, match="host here has connection 'local', not ssh"):
+        connect_host(Host(name="here", connection="local"), _ssh(ssh_server))
