@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Test services on loopback: PostgreSQL (with the q3c extension) and an S3 server (moto, from the venv).
+# Test services on loopback: PostgreSQL (with the q3c extension), an S3 server (moto, from the venv) and a throwaway
+# sshd (its own config, host key, client key and known_hosts under $STATE/ssh; key-only login as the running user).
 #   scripts/services.sh start   install if missing (Debian/Ubuntu, as root), start, write $STATE/env
 #   scripts/services.sh stop
 #   scripts/services.sh restart   restart PostgreSQL (fault tests)
-# The env file holds ASTROLAB_TEST_PG_URL and ASTROLAB_TEST_S3_ENDPOINT for the tests; `make test` sources it.
+# The env file holds ASTROLAB_TEST_PG_URL, ASTROLAB_TEST_S3_ENDPOINT and ASTROLAB_TEST_SSH_PORT / _KEY / _KNOWN_HOSTS
+# for the tests; `make test` sources it.
 set -euo pipefail
 STATE=${ASTROLAB_SERVICES_DIR:-/tmp/astrolab-services}
 PGPORT=${ASTROLAB_TEST_PGPORT:-55432}
 S3PORT=${ASTROLAB_TEST_S3PORT:-55900}
+SSHPORT=${ASTROLAB_TEST_SSHPORT:-55922}
 MOTO=${ASTROLAB_MOTO_SERVER:-$(dirname "$0")/../.venv/bin/moto_server}
 
 as_postgres() {  # initdb and the server refuse to run as root
@@ -44,9 +47,14 @@ start() {
     "SELECT 1 FROM pg_database WHERE datname = 'astrolab_test'" | grep -q 1 ||
     psql -h 127.0.0.1 -p "$PGPORT" -U astrolab -d postgres -qc "CREATE DATABASE astrolab_test"
   start_s3
+  start_sshd
   { echo "ASTROLAB_TEST_PG_URL=postgresql://astrolab@127.0.0.1:$PGPORT/astrolab_test"
-    echo "ASTROLAB_TEST_S3_ENDPOINT=http://127.0.0.1:$S3PORT"; } > "$STATE/env"
-  echo "PostgreSQL $(basename "$(dirname "$bin")") with q3c on 127.0.0.1:$PGPORT; S3 (moto) on 127.0.0.1:$S3PORT"
+    echo "ASTROLAB_TEST_S3_ENDPOINT=http://127.0.0.1:$S3PORT"
+    echo "ASTROLAB_TEST_SSH_PORT=$SSHPORT"
+    echo "ASTROLAB_TEST_SSH_KEY=$STATE/ssh/client_ed25519"
+    echo "ASTROLAB_TEST_SSH_KNOWN_HOSTS=$STATE/ssh/known_hosts"; } > "$STATE/env"
+  echo "PostgreSQL $(basename "$(dirname "$bin")") with q3c on 127.0.0.1:$PGPORT; S3 (moto) on 127.0.0.1:$S3PORT;" \
+    "sshd on 127.0.0.1:$SSHPORT"
 }
 
 s3_running() { [ -f "$STATE/s3.pid" ] && kill -0 "$(cat "$STATE/s3.pid")" 2>/dev/null; }
@@ -68,7 +76,57 @@ stop_s3() {
   rm -f "$STATE/s3.pid"
 }
 
+install_sshd() {
+  if [ -x /usr/sbin/sshd ]; then return; fi
+  if [ "$(id -u)" != 0 ]; then echo "sshd missing: sudo apt-get install openssh-server" >&2; exit 1; fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends openssh-server >/dev/null
+}
+
+sshd_running() { [ -f "$STATE/ssh/sshd.pid" ] && kill -0 "$(cat "$STATE/ssh/sshd.pid")" 2>/dev/null; }
+
+start_sshd() {  # a throwaway sshd on 127.0.0.1:$SSHPORT; everything it uses lives in $STATE/ssh
+  install_sshd
+  local dir=$STATE/ssh
+  mkdir -p "$dir"
+  chmod 700 "$dir"
+  [ -f "$dir/host_ed25519" ] || ssh-keygen -q -t ed25519 -N "" -C astrolab-test-host -f "$dir/host_ed25519"
+  [ -f "$dir/client_ed25519" ] || ssh-keygen -q -t ed25519 -N "" -C astrolab-test-client -f "$dir/client_ed25519"
+  cp "$dir/client_ed25519.pub" "$dir/authorized_keys"
+  echo "[127.0.0.1]:$SSHPORT $(cut -d' ' -f1,2 "$dir/host_ed25519.pub")" > "$dir/known_hosts"
+  # StrictModes no: $STATE belongs to postgres when run as root. sftp-server logs every request to sftp.log, so the
+  # tests can check that a scan never writes.
+  local sftp="internal-sftp"
+  if [ -x /usr/lib/openssh/sftp-server ]; then sftp="/usr/lib/openssh/sftp-server -e -l INFO 2>>$dir/sftp.log"; fi
+  printf '%s\n' "Port $SSHPORT" "ListenAddress 127.0.0.1" "HostKey $dir/host_ed25519" "PidFile $dir/sshd.pid" \
+    "AuthorizedKeysFile $dir/authorized_keys" "AuthenticationMethods publickey" "PasswordAuthentication no" \
+    "KbdInteractiveAuthentication no" "UsePAM no" "PermitRootLogin prohibit-password" "StrictModes no" \
+    "AllowAgentForwarding no" "AllowTcpForwarding no" "X11Forwarding no" "PrintMotd no" "LogLevel VERBOSE" \
+    "Subsystem sftp $sftp" > "$dir/sshd_config.new"
+  if cmp -s "$dir/sshd_config.new" "$dir/sshd_config"; then rm "$dir/sshd_config.new"
+  else
+    mv "$dir/sshd_config.new" "$dir/sshd_config"
+    if sshd_running; then /usr/sbin/sshd -t -f "$dir/sshd_config" && kill -HUP "$(cat "$dir/sshd.pid")"; fi
+  fi
+  if sshd_running; then return; fi
+  if [ "$(id -u)" = 0 ]; then mkdir -p /run/sshd; fi  # the privilege separation directory
+  /usr/sbin/sshd -t -f "$dir/sshd_config"
+  /usr/sbin/sshd -f "$dir/sshd_config" -E "$dir/sshd.log"
+  for _ in $(seq 100); do
+    if sshd_running && (exec 3<>"/dev/tcp/127.0.0.1/$SSHPORT") 2>/dev/null; then return; fi
+    sleep 0.1
+  done
+  echo "sshd did not start on 127.0.0.1:$SSHPORT (see $dir/sshd.log)" >&2; exit 1
+}
+
+stop_sshd() {
+  if sshd_running; then kill "$(cat "$STATE/ssh/sshd.pid")"; fi
+  rm -f "$STATE/ssh/sshd.pid"
+}
+
 stop() {
+  stop_sshd
   stop_s3
   local bin; bin=$(pg_bin)
   if [ -n "$bin" ] && [ -f "$STATE/pg/PG_VERSION" ]; then

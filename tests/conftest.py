@@ -1,4 +1,4 @@
-"""Fixtures for tests that need services: PostgreSQL and the S3 server (started by scripts/services.sh, see
+"""Fixtures for tests that need services: PostgreSQL, the S3 server and sshd (started by scripts/services.sh, see
 `make test`)."""
 
 import os
@@ -6,6 +6,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
@@ -63,6 +64,27 @@ def s3_endpoint():
     except OSError as exc:
         _missing("The S3 server", "ASTROLAB_TEST_S3_ENDPOINT", f"cannot connect to {url}: {exc}")
     return url
+
+
+@pytest.fixture(scope="session")
+def ssh_server():
+    """(port, client key, known_hosts) of the test sshd on 127.0.0.1, which lets the user running the tests log in
+    with that key; fails under CI=true when it is missing, skips elsewhere."""
+    names = ("ASTROLAB_TEST_SSH_PORT", "ASTROLAB_TEST_SSH_KEY", "ASTROLAB_TEST_SSH_KNOWN_HOSTS")
+    unset = [name for name in names if not os.environ.get(name)]
+    if unset:
+        _missing("The test sshd", "ASTROLAB_TEST_SSH_*", f"{', '.join(unset)} not set")
+    port = int(os.environ["ASTROLAB_TEST_SSH_PORT"])
+    key = Path(os.environ["ASTROLAB_TEST_SSH_KEY"])
+    known_hosts = Path(os.environ["ASTROLAB_TEST_SSH_KNOWN_HOSTS"])
+    for path in (key, known_hosts):
+        if not path.is_file():
+            _missing("The test sshd", "ASTROLAB_TEST_SSH_*", f"{path} does not exist")
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except OSError as exc:
+        _missing("The test sshd", "ASTROLAB_TEST_SSH_*", f"cannot connect to 127.0.0.1:{port}: {exc}")
+    return port, key, known_hosts
 
 
 @pytest.fixture
