@@ -133,3 +133,13 @@ def catalog_url(request, tmp_path):
     if request.param == "duckdb":
         return f"duckdb:///{tmp_path / 'catalog.duckdb'}"
     return request.getfixturevalue("pg_database")
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One temporary Prefect server (SQLite) for the flow tests of a session (tests/flows, tests/infra_flows)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    with prefect_test_harness(server_startup_timeout=60):
+        yield

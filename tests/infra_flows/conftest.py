@@ -1,12 +1,6 @@
-import os
-
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 
 @pytest.fixture(scope="session", autouse=True)
-def prefect_server():
-    """One temporary Prefect server (SQLite) for every infra flow test."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
+def _flows_talk_to_a_test_server(prefect_server):
+    """Every flow test here runs against the session's temporary Prefect server."""

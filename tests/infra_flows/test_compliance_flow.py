@@ -17,8 +17,10 @@ from tests.tasks.compliance.test_sca_store import POLICY, make_root
 
 
 @pytest.fixture
-def lab(tmp_path, monkeypatch):
-    """Two mounted hosts, this machine, and a host nobody answers for; the fixture policy and the lab's own."""
+def lab(tmp_path, monkeypatch, ssh_server):
+    """Two mounted hosts, this machine over SSH and directly, a host nobody answers for; the fixture policy and the
+    lab's own."""
+    port, key, known_hosts = ssh_server
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "fixture.yml").write_text(yaml.safe_dump(POLICY))
@@ -27,7 +29,9 @@ def lab(tmp_path, monkeypatch):
         "cluster": "testlab",
         "defaults": {"ssh": {"user": "root", "port": 1, "known_hosts": str(tmp_path / "known_hosts")}},
         "nodes": [{"name": n, "connection": "mounted", "root": str(r), "roles": ["proxmox"]} for n, r in roots.items()]
-        + [{"name": "self", "connection": "local"}, {"name": "ghost", "address": "127.0.0.1", "roles": ["db"]}],
+        + [{"name": "self", "connection": "local"}, {"name": "ghost", "address": "127.0.0.1", "roles": ["db"]},
+           {"name": "self-ssh", "address": "127.0.0.1",
+            "ssh": {"user": "root", "port": port, "key": str(key), "known_hosts": str(known_hosts)}}],
     }
     (tmp_path / "known_hosts").write_text("")
     (tmp_path / "inventory.yaml").write_text(yaml.safe_dump(inventory))
@@ -40,13 +44,16 @@ def lab(tmp_path, monkeypatch):
 
 def test_two_nightly_scans_give_scores_drift_and_reports(lab, capsys):
     first = compliance_scan()
-    assert first["hosts"] == 4 and first["unreachable"] == ["ghost"] and first["regressions"] == 0
+    assert first["hosts"] == 5 and first["unreachable"] == ["ghost"] and first["regressions"] == 0
     assert first["problems"] == []
     scores = {(s["host"], s["policy_id"]): s for s in first["scores"]}
     assert scores[("node1", "fixture_linux")]["score"] == 100.0
     assert scores[("ghost", "*")]["status"] == "unreachable"
     assert "127.0.0.1:1" in scores[("ghost", "*")]["reason"]
     assert scores[("self", "astrolab_linux_baseline")]["status"] == "scanned"  # this Debian machine
+    over_ssh, direct = scores[("self-ssh", "astrolab_linux_baseline")], scores[("self", "astrolab_linux_baseline")]
+    assert over_ssh["status"] == "scanned"
+    assert (over_ssh["passed"], over_ssh["failed"]) == (direct["passed"], direct["failed"])  # same machine, two ways
     assert scores[("node1", "astrolab_rke2_node")]["status"] == "not_applicable"
 
     make_root(lab["node2"], permit_root="yes")  # one regression on node2
@@ -59,7 +66,7 @@ def test_two_nightly_scans_give_scores_drift_and_reports(lab, capsys):
     assert summary.index("## Regressions") < summary.index("## Scores per host")
     assert "| node2 | 1 | root login off | fixture_linux | 4.1, 5.4 |" in summary
     assert "data:image/png;base64," in summary  # the heat map shows in the UI
-    assert "| 1.1 | passed | 2 of 2 inventory hosts answered |" in summary
+    assert "| 1.1 | passed | 2 of 2 inventory hosts answered |" in summary  # the second run scanned two hosts
 
     with build_catalog(load_settings(), read_only=True) as catalog:
         rows = catalog.query("SELECT host, change FROM compliance_drift").to_pylist()
@@ -79,9 +86,9 @@ def test_two_nightly_scans_give_scores_drift_and_reports(lab, capsys):
     capsys.readouterr()
     assert main(["compliance", "report", "--host", "node2"]) == 0
     out = capsys.readouterr().out
-    assert "node2,fixture_linux,1,root login off,regression,passed,failed" in out
-    assert "node2,fixture_linux,astrolab,scanned,75.0,3,1,0," in out
-    assert "fixture_linux,1,root login off,\"4.1,5.4\",/etc/ssh/sshd_config: no line matches" in out
+    assert '"node2","fixture_linux",1,"root login off","regression","passed","failed"' in out
+    assert '"node2","fixture_linux","astrolab","scanned",75,3,1,0,' in out
+    assert '"fixture_linux",1,"root login off","4.1,5.4","/etc/ssh/sshd_config: no line matches' in out
     assert main(["compliance", "report", "--host", "nobody"]) == 2
     assert "no compliance scans stored for host 'nobody'" in capsys.readouterr().err
 
