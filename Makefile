@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 ROWS ?= 100000
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test lint venv bench clean
 
 venv: $(VENV)/.installed
 
@@ -25,9 +25,15 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(BIN)/astrolab demo --rows $(ROWS)
 
-## test: the whole test suite, with its services (PostgreSQL + q3c, the moto S3 server; loopback) started and stopped around it
+## lint: ruff and mypy (settings in pyproject.toml)
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+## test: lint, then the whole test suite, with its services (PostgreSQL + q3c, the moto S3 server, sshd; loopback)
+## started and stopped around it
 SERVICES_DIR ?= /tmp/astrolab-services
-test: venv
+test: lint
 	ASTROLAB_SERVICES_DIR=$(SERVICES_DIR) scripts/services.sh start
 	set -a; . $(SERVICES_DIR)/env; set +a; \
 	  $(BIN)/pytest -q $(PYTEST_ARGS); status=$$?; \
