@@ -70,16 +70,22 @@ def prefect(env, *args, timeout=300):
     return done.stdout
 
 
+def deploy_all(env: dict[str, str]) -> str:
+    """The work pools prefect.yaml names, then `prefect deploy --all`, as the README says; returns deploy's output."""
+    prefect(env, "work-pool", "create", "astrolab-process", "--type", "process")
+    prefect(env, "work-pool", "create", "astrolab-gpu", "--type", "process")
+    prefect(env, "work-pool", "create", "astrolab-rke2", "--type", "kubernetes",
+            "--base-job-template", str(ROOT / "infra" / "k8s-job-template.json"))
+    return prefect(env, "deploy", "--all")
+
+
 @pytest.mark.slow
 def test_deploy_all_and_run_against_postgres_and_s3(prefect_env, pg_database, s3_lake_env, tmp_path):
-    prefect(prefect_env, "work-pool", "create", "astrolab-process", "--type", "process")
-    prefect(prefect_env, "work-pool", "create", "astrolab-gpu", "--type", "process")
-    prefect(prefect_env, "work-pool", "create", "astrolab-rke2", "--type", "kubernetes",
-            "--base-job-template", str(ROOT / "infra" / "k8s-job-template.json"))
-    out = prefect(prefect_env, "deploy", "--all")
+    out = deploy_all(prefect_env)
     for name in ("desi-ingest/daily", "desi-ingest/rke2", "desi-ingest/gpu-node", "desi-sample/synthetic",
                  "desi-clustering/default", "desi-clustering/gpu-node", "desi-crossmatch/default",
-                 "desi-agn/default", "desi-voids/default", "desi-voids/synthetic"):
+                 "desi-agn/default", "desi-voids/default", "desi-voids/synthetic", "compliance-scan/nightly",
+                 "compliance-alert/on-regression"):
         assert name in out
 
     worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "astrolab-process"], env=prefect_env,
@@ -132,3 +138,47 @@ def test_deploy_all_and_run_against_postgres_and_s3(prefect_env, pg_database, s3
         assert con.execute("SELECT count(*) FROM agn").fetchone()[0] == n_fastspec
         assert con.execute("SELECT count(*) FROM voids_maximals").fetchone()[0] == n_maximals  # table = file
         assert con.execute("SELECT count(*) FROM voids_holes").fetchone()[0] == n_holes >= n_maximals
+
+
+@pytest.mark.slow
+def test_nightly_compliance_scan_and_its_regression_alert(prefect_env, pg_database, tmp_path):
+    """compliance-scan/nightly run twice on the real server (PostgreSQL results); a regression between the runs
+    emits astrolab.compliance.regression, whose trigger runs compliance-alert/on-regression on the worker."""
+    deploy_all(prefect_env)
+    root = tmp_path / "node1"
+    for rel, text in {"etc/os-release": "ID=debian\n", "etc/ssh/sshd_config": "PermitRootLogin no\n"}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    policy = tmp_path / "policies" / "lab.yml"
+    policy.parent.mkdir()
+    policy.write_text(json.dumps({
+        "policy": {"id": "lab_ssh", "name": "SSH"},
+        "checks": [{"id": 7, "title": "root login off", "condition": "all", "compliance": [{"cis_csc_v8": ["5.4"]}],
+                    "rules": ["f:/etc/ssh/sshd_config -> r:^PermitRootLogin\\s+no"]}]}))
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(json.dumps({"nodes": [{"name": "node1", "connection": "mounted", "root": str(root)}]}))
+    config = tmp_path / "astrolab.yaml"
+    config.write_text(json.dumps({"home": str(tmp_path / "home"), "catalog": {"url": pg_database},
+                                  "compliance": {"inventory": str(inventory), "policy_dirs": [str(policy.parent)]}}))
+    worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "astrolab-process"], env=prefect_env,
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        run = ("deployment", "run", "compliance-scan/nightly", "--watch", "--watch-timeout", "240",
+               "--param", f"config={json.dumps(str(config))}")
+        assert "Completed" in prefect(prefect_env, *run)
+        (root / "etc/ssh/sshd_config").write_text("PermitRootLogin yes\n")
+        assert "Completed" in prefect(prefect_env, *run)
+        deadline = time.monotonic() + 120
+        runs = ""
+        while time.monotonic() < deadline and "COMPLETED" not in runs:
+            time.sleep(2)
+            runs = prefect(dict(prefect_env, COLUMNS="300"), "flow-run", "ls", "--flow-name", "compliance-alert",
+                           "--state", "COMPLETED")
+        assert "COMPLETED" in runs, "the regression event did not start compliance-alert/on-regression"
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    with psycopg.connect(pg_database) as con:
+        assert con.execute("SELECT host, check_id, change FROM compliance_drift").fetchall() == \
+            [("node1", 7, "regression")]
+        assert con.execute("SELECT count(*) FROM compliance_scans WHERE status = 'scanned'").fetchone()[0] == 2
