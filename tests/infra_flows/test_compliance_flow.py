@@ -14,6 +14,7 @@ from astrolab.resources import build_catalog
 from astrolab.settings import REPO_ROOT, load_settings
 from infra_flows.compliance import compliance_scan
 from tests.tasks.compliance.test_sca_store import POLICY, make_root
+from tests.tasks.compliance.wazuh_fake import PASSWORD, USER, FakeWazuh
 
 
 @pytest.fixture
@@ -101,3 +102,32 @@ def test_a_malformed_policy_is_reported_and_the_rest_still_runs(lab, tmp_path):
     assert out["problems"] == [f"{bad}: check 99: condition 'sometimes' must be one of all, any, none"]
     assert {s["policy_id"] for s in out["scores"]} >= {"fixture_linux", "astrolab_linux_baseline"}
 
+
+
+def test_a_wazuh_managers_agent_results_join_the_store_and_the_evidence(lab, monkeypatch, tmp_path):
+    fake = FakeWazuh()
+    try:
+        inventory = yaml.safe_load((tmp_path / "inventory.yaml").read_text())
+        inventory["nodes"] = [{**n, "name": name} for n, name in zip(inventory["nodes"][:2], ("gpu01", "gpu02"))]
+        (tmp_path / "inventory.yaml").write_text(yaml.safe_dump(inventory))
+        monkeypatch.setenv("ASTROLAB_COMPLIANCE_WAZUH_URL", fake.url)
+        monkeypatch.setenv("ASTROLAB_COMPLIANCE_WAZUH_USER", USER)
+        monkeypatch.setenv("ASTROLAB_COMPLIANCE_WAZUH_PASSWORD", PASSWORD)
+        out = compliance_scan()
+    finally:
+        fake.close()
+    wazuh = {(s["host"], s["policy_id"]): s for s in out["scores"] if s["source"] == "wazuh"}
+    assert set(wazuh) == {("gpu01", "cis_debian12"), ("gpu01", "sca_unix_audit"), ("gpu02", "cis_debian12")}
+    assert (wazuh[("gpu01", "cis_debian12")]["passed"], wazuh[("gpu01", "cis_debian12")]["failed"]) == (2, 2)
+    with build_catalog(load_settings(), read_only=True) as catalog:
+        rows = catalog.query("SELECT r.check_id, r.result, r.safeguards FROM compliance_results r "
+                             "JOIN compliance_scans s ON s.scan_id = r.scan_id WHERE s.source = 'wazuh' AND r.host = 'gpu01' "
+                             "AND r.policy_id = 'sca_unix_audit' ORDER BY 1").to_pylist()
+    assert [(r["check_id"], r["result"], r["safeguards"]) for r in rows] == [
+        (3000, "failed", "4.7"), (3001, "passed", "4.1"), (3002, "not applicable", ""), (3003, "passed", "3.3"),
+        (3004, "failed", "4.8,12.2")]
+    summary = out["summary"]
+    assert "| 13.1 | failed | 2 of 4 Wazuh agents active" in summary
+    assert "not reporting: gpu02, gpu03" in summary
+    assert "Wazuh agents not in the inventory: gpu03, wazuh-manager" in summary
+    assert PASSWORD not in summary and PASSWORD not in json.dumps(out, default=str)
