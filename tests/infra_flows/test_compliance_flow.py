@@ -121,8 +121,8 @@ def test_a_wazuh_managers_agent_results_join_the_store_and_the_evidence(lab, mon
     assert (wazuh[("gpu01", "cis_debian12")]["passed"], wazuh[("gpu01", "cis_debian12")]["failed"]) == (2, 2)
     with build_catalog(load_settings(), read_only=True) as catalog:
         rows = catalog.query("SELECT r.check_id, r.result, r.safeguards FROM compliance_results r "
-                             "JOIN compliance_scans s ON s.scan_id = r.scan_id WHERE s.source = 'wazuh' AND r.host = 'gpu01' "
-                             "AND r.policy_id = 'sca_unix_audit' ORDER BY 1").to_pylist()
+                             "JOIN compliance_scans s ON s.scan_id = r.scan_id WHERE s.source = 'wazuh' "
+                             "AND r.host = 'gpu01' AND r.policy_id = 'sca_unix_audit' ORDER BY 1").to_pylist()
     assert [(r["check_id"], r["result"], r["safeguards"]) for r in rows] == [
         (3000, "failed", "4.7"), (3001, "passed", "4.1"), (3002, "not applicable", ""), (3003, "passed", "3.3"),
         (3004, "failed", "4.8,12.2")]
