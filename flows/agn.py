@@ -7,6 +7,7 @@ from prefect.artifacts import create_image_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from astrolab.resources import build_catalog, build_lake, dask_client
+from astrolab.retries import retrying
 from astrolab.settings import Settings, load_settings
 from tasks.science.agn import classify as agn
 from tasks.science.agn.plots import bpt_diagram_png
@@ -15,7 +16,7 @@ from tasks.storage.lake import save_product
 AGN_FITS = "DESI_AGN_BPT_WISE.fits"
 
 
-@task(name="agn-table", retries=2, retry_delay_seconds=5)
+@task(name="agn-table", **retrying(2))
 def classify_to_table(settings: Settings, chunk_rows: int, cuts: dict[str, float]) -> dict[str, int]:
     """Classify the fastspec rows chunk by chunk on the configured Dask cluster into a new `agn` table (one
     transaction); returns summarize counts."""
@@ -33,7 +34,7 @@ def classify_to_table(settings: Settings, chunk_rows: int, cuts: dict[str, float
     return counts
 
 
-@task(name="agn-fits", retries=2, retry_delay_seconds=5)
+@task(name="agn-fits", **retrying(2))
 def write_fits(settings: Settings, chunk_rows: int, cuts: dict[str, float], run_id: str) -> str:
     """Write the AGN catalog as FITS into the lake (classified again on the cluster, streamed); returns its URL."""
     with build_catalog(settings) as catalog, dask_client(settings) as client:

@@ -15,6 +15,7 @@ from prefect.runtime import flow_run
 
 from astrolab import progress
 from astrolab.resources import build_catalog, build_lake, build_source_store, build_validator, dask_client
+from astrolab.retries import retrying
 from astrolab.settings import Settings, load_settings
 from tasks.ingest import report
 from tasks.ingest.pipeline import FileResult, PublishResult, ingest_file, publish, reconcile
@@ -29,7 +30,7 @@ def reconcile_lake(settings: Settings) -> list[str]:
         return reconcile(build_lake(settings), catalog)
 
 
-@task(name="discover-files", retries=2, retry_delay_seconds=5)
+@task(name="discover-files", **retrying(2))
 def discover_files(source: str, kinds: list[str] | None, settings: Settings) -> list[SourceFile]:
     """Find DESI DR1 files under ``source`` (a path or an s3:// prefix) by their file-name patterns."""
     sources = build_source_store(settings) if source.startswith("s3://") else None
@@ -62,7 +63,7 @@ def ingest_group(files: list[SourceFile], settings: Settings, run_id: str, docs_
     return results, docs.relative_to(lake.data_docs_dir()).as_posix()
 
 
-@task(name="ingest-files", retries=2, retry_delay_seconds=10)
+@task(name="ingest-files", **retrying(2))
 def ingest_files(files: list[SourceFile], settings: Settings, run_id: str) -> list[FileResult]:
     """Ingest each file (hash, read, validate, enrich, stage, load); bad files are quarantined, others go on.
 
@@ -100,7 +101,7 @@ def ingest_files(files: list[SourceFile], settings: Settings, run_id: str) -> li
     return results
 
 
-@task(name="publish-hats", retries=1)
+@task(name="publish-hats", **retrying(1))
 def publish_hats(settings: Settings) -> list[PublishResult]:
     """Rebuild and atomically publish the HATS catalog of every product with newly loaded files."""
     lake = build_lake(settings)

@@ -12,6 +12,7 @@ from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.runtime import flow_run
 
 from astrolab.resources import build_catalog, build_lake, dask_client
+from astrolab.retries import retrying
 from astrolab.settings import Settings, load_settings
 from kernels.voids import VoidCatalog, VoidFinderParams, find_voids
 from tasks.science.selection import Galaxies, occupied_pixels, positions, select_primary
@@ -21,7 +22,7 @@ from tasks.science.voids.plots import size_function_png, slice_map_png
 from tasks.storage.lake import save_product
 
 
-@task(name="select-galaxies", retries=2, retry_delay_seconds=5)
+@task(name="select-galaxies", **retrying(2))
 def select_galaxies(settings: Settings, z_min: float, z_max: float, target_class: str) -> Galaxies:
     """Primary ZWARN == 0 galaxies of the target class in the redshift range (RA, Dec, Z only)."""
     with build_catalog(settings) as catalog:
@@ -52,14 +53,14 @@ def run_void_finder(xyz: np.ndarray, pixels: np.ndarray, mask_nside: int, z_min:
         return find_voids(xyz, vs.survey_mask(pixels, mask_nside, z_min, z_max), params, client)
 
 
-@task(name="write-desivast", retries=2, retry_delay_seconds=5)
+@task(name="write-desivast", **retrying(2))
 def write_fits(voids: VoidCatalog, params: VoidFinderParams, header: dict[str, object], name: str,
                settings: Settings, run_id: str) -> str:
     """Write the DESIVAST-format FITS (MAXIMALS, HOLES) into the lake; returns its URL."""
     return save_product(build_lake(settings), run_id, name, lambda path: write_desivast(path, voids, params, header))
 
 
-@task(name="load-void-tables", retries=2, retry_delay_seconds=5)
+@task(name="load-void-tables", **retrying(2))
 def load_tables(voids: VoidCatalog, settings: Settings) -> dict[str, int]:
     """Replace the voids_maximals and voids_holes catalog tables, in one transaction."""
     with build_catalog(settings) as catalog:

@@ -20,6 +20,7 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 
 from astrolab.resources import build_catalog, build_lake, build_wazuh_client
+from astrolab.retries import retrying
 from astrolab.settings import Settings, load_settings
 from tasks.compliance import evidence, report
 from tasks.compliance.policy import Policy, load_policies
@@ -55,7 +56,7 @@ def scan(host: Host, ssh: Ssh, policies: list[Policy], settings: Settings) -> Ho
     return result
 
 
-@task(name="wazuh-agents", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30])
+@task(name="wazuh-agents", cache_policy=NO_CACHE, **retrying(2))
 def wazuh_agents(settings: Settings, names: list[str]) -> tuple[list[HostScan], dict[str, Any] | None]:
     """The Wazuh manager's own SCA results for the inventory's agents, and its agents' state (CIS 13.1)."""
     from tasks.compliance.wazuh_api import agent_results, alerting_evidence, host_scan
@@ -67,8 +68,7 @@ def wazuh_agents(settings: Settings, names: list[str]) -> tuple[list[HostScan], 
     return [host_scan(a) for a in agent_results(client, wanted)], alerting_evidence(client, wanted)
 
 
-@task(name="store-scan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
-      retry_condition_fn=lambda task, run, state: _transient(state))
+@task(name="store-scan", cache_policy=NO_CACHE, **retrying(2))
 def store(result: HostScan, run_id: str, files: dict[str, tuple[str, str]], settings: Settings,
           source: str = "astrolab") -> list[Drift]:
     """Write one host's scan with its drift (one transaction); emit an event per regression."""
@@ -85,17 +85,6 @@ def store(result: HostScan, run_id: str, files: dict[str, tuple[str, str]], sett
                                 "title": change.title, "previous": change.previous, "current": change.current,
                                 "safeguards": list(change.safeguards), "run_id": run_id})
     return drift
-
-
-def _transient(state: Any) -> bool:
-    """Retry a store only when the database connection failed (not for a bug or a schema problem)."""
-    try:
-        state.result()
-    except Exception as exc:  # noqa: BLE001 - classifying, not handling
-        import psycopg
-
-        return isinstance(exc, psycopg.OperationalError)
-    return False
 
 
 @task(name="report", cache_policy=NO_CACHE)

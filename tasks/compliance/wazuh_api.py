@@ -27,6 +27,7 @@ from typing import Any
 
 from tasks.compliance.evaluate import CheckResult, PolicyResult, Status
 from tasks.compliance.scan import HostScan
+from tasks.errors import TransientError
 
 DEFAULT_PORT = 55000
 PAGE_SIZE = 500  # the spec's recommended ceiling for ``limit``
@@ -38,6 +39,10 @@ _DETAIL_CHARS = 200
 
 class WazuhApiError(RuntimeError):
     """One line: ``Wazuh API <url>: <what> (HTTP <code>: <title> - <detail>)`` or ``... (<reason>)``."""
+
+
+class WazuhApiUnreachable(WazuhApiError, TransientError):
+    """The manager did not answer (network, refused connection, timeout)."""
 
 
 @dataclass(frozen=True)
@@ -185,7 +190,7 @@ class WazuhClient:
         message = f"Wazuh API {self.url}: {what} ({why})"
         if self.__password.value:
             message = message.replace(self.__password.value, "***")
-        return WazuhApiError(message)
+        return (WazuhApiUnreachable if why.startswith("unreachable") else WazuhApiError)(message)
 
     def _send(self, method: str, path: str, what: str, auth: str) -> tuple[int, dict[str, Any]]:
         """(HTTP status, JSON object) for 2xx and 401; any other failure raises WazuhApiError."""

@@ -26,11 +26,17 @@ from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 from urllib3.util import Retry
 
+from tasks.errors import TransientError
+
 AWS_ENDPOINT = "https://s3.amazonaws.com"
 
 
 class ObjectStoreError(RuntimeError):
     """The object store cannot be reached, or refused a request; the message names the endpoint and object."""
+
+
+class ObjectStoreUnreachable(ObjectStoreError, TransientError):
+    """The object store did not answer (after the client's own retries)."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,7 @@ class ObjectStore:
         if isinstance(exc, S3Error):
             return ObjectStoreError(f"S3 {self.endpoint}: {what}: {exc.code} ({exc.message})")
         reason = getattr(exc, "reason", None) or exc
-        return ObjectStoreError(f"S3 {self.endpoint} unreachable after {self.config.retries} retries: {what}: "
+        return ObjectStoreUnreachable(f"S3 {self.endpoint} unreachable after {self.config.retries} retries: {what}: "
                                 f"{type(reason).__name__}: {str(reason).split(': ', 1)[-1]}")
 
     def _call(self, what: str, func, *args, **kwargs):
