@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pyarrow as pa
 from prefect import flow, task
 from prefect.artifacts import create_image_artifact, create_table_artifact
 from prefect.runtime import flow_run
@@ -16,13 +20,14 @@ from tasks.storage.lake import save_product
 AGN_FITS = "DESI_AGN_BPT_WISE.fits"
 
 
-@task(name="agn-table", **retrying(2))
-def classify_to_table(settings: Settings, chunk_rows: int, cuts: dict[str, float]) -> dict[str, int]:
-    """Classify the fastspec rows chunk by chunk on the configured Dask cluster into a new `agn` table (one
-    transaction); returns summarize counts."""
+@task(name="classify-agn", **retrying(2))
+def classify(settings: Settings, chunk_rows: int, cuts: dict[str, float], run_id: str) -> tuple[dict[str, int], str]:
+    """Classify the fastspec rows once, chunk by chunk on the configured Dask cluster, streaming every chunk both
+    into a new `agn` table (one transaction) and into the AGN FITS file in the lake; returns the counts and the
+    FITS URL."""
     counts = agn.summarize([])
 
-    def counted(chunks):
+    def counted(chunks: Iterable[pa.Table]) -> Iterator[pa.Table]:
         for chunk in chunks:
             for key, n in agn.summarize(chunk).items():
                 counts[key] += n
@@ -30,16 +35,12 @@ def classify_to_table(settings: Settings, chunk_rows: int, cuts: dict[str, float
 
     with build_catalog(settings) as catalog, dask_client(settings) as client:
         rows = agn.iter_agn_catalog(catalog, chunk_rows, **cuts, client=client, gpu=settings.dask.gpu)
-        agn.write_agn_table(catalog, counted(rows))
-    return counts
 
+        def write(path: Path) -> None:
+            agn.write_agn_table(catalog, agn.fits_rows(counted(rows), path, **cuts))
 
-@task(name="agn-fits", **retrying(2))
-def write_fits(settings: Settings, chunk_rows: int, cuts: dict[str, float], run_id: str) -> str:
-    """Write the AGN catalog as FITS into the lake (classified again on the cluster, streamed); returns its URL."""
-    with build_catalog(settings) as catalog, dask_client(settings) as client:
-        rows = agn.iter_agn_catalog(catalog, chunk_rows, **cuts, client=client, gpu=settings.dask.gpu)
-        return save_product(build_lake(settings), run_id, AGN_FITS, lambda path: agn.write_agn_fits(rows, path, **cuts))
+        url = save_product(build_lake(settings), run_id, AGN_FITS, write)
+    return counts, url
 
 
 @task(name="bpt-diagram")
@@ -59,8 +60,7 @@ def desi_agn(config: str | None = None, snr_min: float = 3.0, fwhm_min: float = 
     settings = load_settings(config)
     run_id = str(flow_run.get_id() or "local")
     cuts = {"snr_min": snr_min, "fwhm_min": fwhm_min, "wise_cut": wise_cut}
-    counts = classify_to_table(settings, chunk_rows, cuts)
-    fits_url = write_fits(settings, chunk_rows, cuts, run_id)
+    counts, fits_url = classify(settings, chunk_rows, cuts, run_id)
     image = bpt_diagram(settings, run_id)
     create_table_artifact([{"count": k, "rows": v} for k, v in counts.items()], key="desi-agn-counts",
                           description=f"AGN classes and AGN_MASKBITS bits; FITS: {fits_url}")

@@ -144,11 +144,12 @@ def _bit_keywords() -> list[tuple[str, object, str]]:
             for flag in enum]
 
 
-def write_agn_fits(table: pa.Table | Iterable[pa.Table], path: Path, snr_min: float = 3.0,
-                   fwhm_min: float = 1200.0, wise_cut: float = 0.8) -> int:
-    """Write the catalog (a table or its chunks) as FITS HDU `AGN`, streamed, moved into place when complete.
+def fits_rows(table: pa.Table | Iterable[pa.Table], path: Path, snr_min: float = 3.0, fwhm_min: float = 1200.0,
+              wise_cut: float = 0.8) -> Iterator[pa.Table]:
+    """Pass the catalog's chunks through, writing each into the FITS HDU `AGN` at `path` on the way (streamed; the
+    file is moved into place when the last chunk has passed, never if the consumer stops early).
 
-    The cuts are recorded in the header with the bit names; returns the row count.
+    The cuts are recorded in the header with the bit names.
     """
     keywords = [("SNRMIN", snr_min, "S/N cut on every line and WISE band"),
                 ("FWHMMIN", fwhm_min, "[km/s] broad-line FWHM cut"),
@@ -161,7 +162,14 @@ def write_agn_fits(table: pa.Table | Iterable[pa.Table], path: Path, snr_min: fl
         for chunk in _chunks(table):
             values = {c.name: chunk[c.name].to_numpy(zero_copy_only=False) for c in _FITS_COLS}
             out.write_rows(pack(_FITS_COLS, values, chunk.num_rows))
-        return out.end_table()
+            yield chunk
+        out.end_table()
+
+
+def write_agn_fits(table: pa.Table | Iterable[pa.Table], path: Path, snr_min: float = 3.0,
+                   fwhm_min: float = 1200.0, wise_cut: float = 0.8) -> int:
+    """Write the catalog (a table or its chunks) as FITS HDU `AGN`; returns the row count."""
+    return sum(chunk.num_rows for chunk in fits_rows(table, path, snr_min, fwhm_min, wise_cut))
 
 
 def write_agn_table(catalog: SqlCatalog, table: pa.Table | Iterable[pa.Table]) -> int:
