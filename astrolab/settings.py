@@ -91,6 +91,13 @@ class IngestSettings(_Section):
                     "(a DuckDB file takes one writer process, so its files load in the flow's process)")
 
 
+class AlertSettings(_Section):
+    """Where astrolab's alerts (compliance regressions, quarantined files, ...) are sent."""
+
+    notify_block: str | None = Field(default=None, description="A Prefect notification block, 'type-slug/name' "
+                                                               "(e.g. slack-webhook/lab-alerts)")
+
+
 class ComplianceSettings(_Section):
     """The nightly compliance scans: which hosts, which SCA policies, how long to wait, where Wazuh is."""
 
@@ -109,8 +116,6 @@ class ComplianceSettings(_Section):
 
     command_timeout: float = Field(default=30.0, gt=0, description="Seconds one c: rule's command may run (Wazuh: 30)")
     connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for an SSH connection")
-    notify_block: str | None = Field(default=None, description="Name of a Prefect notification block that regression "
-                                                        "alerts are sent to")
     wazuh_url: str | None = Field(default=None, description="Wazuh manager API, e.g. https://wazuh.lab:55000")
     wazuh_user: str = Field(default="wazuh-wui", description="Wazuh API user")
     wazuh_password: SecretStr | None = Field(default=None, description="Wazuh API password (or wazuh_password_secret)")
@@ -128,6 +133,7 @@ class Settings(_Section):
     dask: DaskSettings = DaskSettings()
     ingest: IngestSettings = IngestSettings()
     compliance: ComplianceSettings = ComplianceSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @property
     def lake_url(self) -> str:
@@ -147,7 +153,7 @@ class Settings(_Section):
 
 _SECTIONS: dict[str, type[_Section]] = {
     "lake": LakeSettings, "catalog": CatalogSettings, "dask": DaskSettings, "ingest": IngestSettings,
-    "compliance": ComplianceSettings,
+    "compliance": ComplianceSettings, "alerts": AlertSettings,
 }
 _TOP_LEVEL = {"home"}
 _TEST_PREFIX = "ASTROLAB_TEST_"  # the test suite's own variables (e.g. ASTROLAB_TEST_PG_URL), not settings

@@ -11,6 +11,7 @@ from prefect.artifacts import (
     create_markdown_artifact,
     create_table_artifact,
 )
+from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from astrolab import progress
@@ -114,6 +115,34 @@ def publish_hats(settings: Settings) -> list[PublishResult]:
         return out
 
 
+PUBLISHED_EVENT = "astrolab.ingest.published"
+QUARANTINED_EVENT = "astrolab.ingest.quarantined"
+
+
+def product_resource(product: str) -> dict[str, str]:
+    """The Prefect event resource of a lake product (what the science deployments' triggers match)."""
+    return {"prefect.resource.id": f"astrolab.product.{product}", "prefect.resource.name": product}
+
+
+def emit_ingest_events(results: list[FileResult], published: list[PublishResult], config: str | None,
+                       run_id: str) -> None:
+    """One event per quarantined file and per newly published product version; ``config`` travels in the payload
+    so that the deployments they trigger read the same settings."""
+    for result in results:
+        if result.status == "quarantined":
+            emit_event(QUARANTINED_EVENT,
+                       resource={"prefect.resource.id": f"astrolab.desi-file.{result.file_hash or result.path}",
+                                 "prefect.resource.name": result.path},
+                       related=[{"prefect.resource.id": f"astrolab.product.{result.product}",
+                                 "prefect.resource.role": "product"}],
+                       payload={"path": result.path, "kind": result.kind, "reason": result.error,
+                                "config": config or "", "run_id": run_id})
+    for version in published:
+        emit_event(PUBLISHED_EVENT, resource=product_resource(version.product),
+                   payload={"product": version.product, "version": version.version, "rows": version.nrows,
+                            "catalog": version.path, "config": config or "", "run_id": run_id})
+
+
 @task(name="report")
 def write_report(results: list[FileResult], published: list[PublishResult], settings: Settings,
                  run_id: str) -> str:
@@ -149,6 +178,7 @@ def desi_ingest(source: str, kinds: list[str] | None = None, config: str | None 
     print(f"found {len(files)} DESI files under {source}")
     results = ingest_files(files, settings, run_id)
     published = publish_hats(settings)
+    emit_ingest_events(results, published, config, run_id)
     summary = write_report(results, published, settings, run_id)
     print(summary)
     return {

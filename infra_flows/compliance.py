@@ -1,9 +1,9 @@
 """compliance-scan: every inventory host against the Wazuh SCA policies, scored per host and per CIS v8 safeguard,
-with drift against the previous scan; compliance-alert: tells people about a regression.
+with drift against the previous scan.
 
 One task run per host (the UI shows each host's state); hosts are scanned in parallel up to
-``compliance.max_parallel``. A regression (passed -> failed) is a Prefect event that the compliance-alert
-deployment's trigger reacts to (prefect.yaml).
+``compliance.max_parallel``. A regression (passed -> failed) is a Prefect event that the notify/compliance-regression
+deployment of the notify flow reacts to (prefect.yaml).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def wazuh_agents(settings: Settings, names: list[str]) -> tuple[list[HostScan], 
 
 @task(name="store-scan", cache_policy=NO_CACHE, **retrying(2))
 def store(result: HostScan, run_id: str, files: dict[str, tuple[str, str]], settings: Settings,
-          source: str = "astrolab") -> list[Drift]:
+          source: str = "astrolab", config: str | None = None) -> list[Drift]:
     """Write one host's scan with its drift (one transaction); emit an event per regression."""
     with build_catalog(settings) as catalog:
         drift = save_scan(catalog, result, run_id, source=source, policy_files=files)
@@ -83,7 +83,8 @@ def store(result: HostScan, run_id: str, files: dict[str, tuple[str, str]], sett
                                   for g in change.safeguards]],
                        payload={"host": change.host, "policy_id": change.policy_id, "check_id": change.check_id,
                                 "title": change.title, "previous": change.previous, "current": change.current,
-                                "safeguards": list(change.safeguards), "run_id": run_id})
+                                "safeguards": ", ".join(change.safeguards), "run_id": run_id,
+                                "config": config or ""})
     return drift
 
 
@@ -140,7 +141,7 @@ def compliance_scan(inventory: str | None = None, hosts: list[str] | None = None
         futures.append(future)
     scans = [f.result() for f in futures]
     drift = [d for s in scans for d in store.with_options(task_run_name=f"store-{s.host}")(s, run_id, files,
-                                                                                            settings)]
+                                                                                            settings, config=config)]
     agent_scans, alerting = wazuh_agents(settings, [h.name for h in targets])
     drift += [d for s in agent_scans
               for d in store.with_options(task_run_name=f"store-wazuh-{s.host}")(s, run_id, {}, settings, "wazuh")]
@@ -154,28 +155,3 @@ def compliance_scan(inventory: str | None = None, hosts: list[str] | None = None
           f"{len(problems)} policy problems")
     return {"run_id": run_id, "hosts": len(targets), "unreachable": unreachable, "regressions": regressions,
             "drift": [d.__dict__ for d in drift], "problems": problems, **out}
-
-
-@flow(name="compliance-alert", log_prints=True)
-def compliance_alert(host: str, check_id: int, title: str = "", policy_id: str = "", previous: str = "passed",
-                     current: str = "failed", notify_block: str | None = None, config: str | None = None) -> str:
-    """A check regressed on a host: send it to the configured notification block and keep it as an artifact."""
-    settings = load_settings(config)
-    message = (f"Compliance regression on {host}: check {check_id} ({title}) of {policy_id} went from {previous} "
-               f"to {current}. Run `astrolab compliance report --host {host}` for the evidence and the fix.")
-    create_markdown_artifact(f"# Compliance regression on {host}\n\n{message}\n", key="compliance-alert",
-                             description=f"{host}: check {check_id} regressed")
-    block = notify_block or settings.compliance.notify_block
-    if block:  # "type-slug/name", e.g. slack-webhook/lab-alerts
-        from prefect.blocks.core import Block
-
-        notifier = Block.load(block)
-        if not hasattr(notifier, "notify"):
-            raise ValueError(f"compliance.notify_block {block!r} is a {type(notifier).__name__}, not a notification "
-                             "block (e.g. slack-webhook/NAME, email/NAME, custom-webhook/NAME)")
-        notifier.notify(message, subject=f"astrolab: compliance regression on {host}")
-    else:
-        get_run_logger().warning("no notification block configured (compliance.notify_block): alert kept as an "
-                                 "artifact only")
-    print(message)
-    return message

@@ -79,13 +79,24 @@ def deploy_all(env: dict[str, str]) -> str:
     return prefect(env, "deploy", "--all")
 
 
+def wait_for_run(env: dict[str, str], flow_name: str, timeout: float = 240) -> None:
+    """Wait until a run of ``flow_name`` has completed (one a trigger started: nobody ran it by hand)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = prefect(dict(env, COLUMNS="300"), "flow-run", "ls", "--flow-name", flow_name, "--state", "COMPLETED")
+        if "COMPLETED" in runs:
+            return
+        time.sleep(2)
+    raise AssertionError(f"no completed {flow_name} run within {timeout} s: its trigger did not fire")
+
+
 @pytest.mark.slow
 def test_deploy_all_and_run_against_postgres_and_s3(prefect_env, pg_database, s3_lake_env, tmp_path):
     out = deploy_all(prefect_env)
-    for name in ("desi-ingest/daily", "desi-ingest/rke2", "desi-ingest/gpu-node", "desi-sample/synthetic",
+    for name in ("desi-ingest/daily", "desi-ingest/rke2", "desi-sample/synthetic",
                  "desi-clustering/default", "desi-clustering/gpu-node", "desi-crossmatch/default",
                  "desi-agn/default", "desi-voids/default", "desi-voids/synthetic", "compliance-scan/nightly",
-                 "compliance-alert/on-regression"):
+                 "notify/compliance-regression", "notify/ingest-quarantine"):
         assert name in out
 
     worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "astrolab-process"], env=prefect_env,
@@ -104,6 +115,8 @@ def test_deploy_all_and_run_against_postgres_and_s3(prefect_env, pg_database, s3
         out = prefect(prefect_env, "deployment", "run", "desi-ingest/daily", "--watch", "--watch-timeout", "240",
                       "--param", f"source={json.dumps(str(sample))}", "--param", f"config={json.dumps(str(config))}")
         assert "Completed" in out
+        # the publish events start the science deployments (with the ingest's settings); wait for one to finish
+        wait_for_run(prefect_env, "desi-agn")
         # the science flows, over what the ingest deployment loaded
         for name, params in [("desi-clustering/default", {"z_min": 0.02, "z_max": 0.5, "n_s": 4, "n_mu": 4,
                                                            "randoms_factor": 2.0}),
@@ -143,7 +156,7 @@ def test_deploy_all_and_run_against_postgres_and_s3(prefect_env, pg_database, s3
 @pytest.mark.slow
 def test_nightly_compliance_scan_and_its_regression_alert(prefect_env, pg_database, tmp_path):
     """compliance-scan/nightly run twice on the real server (PostgreSQL results); a regression between the runs
-    emits astrolab.compliance.regression, whose trigger runs compliance-alert/on-regression on the worker."""
+    emits astrolab.compliance.regression, whose trigger runs notify/compliance-regression on the worker."""
     deploy_all(prefect_env)
     root = tmp_path / "node1"
     for rel, text in {"etc/os-release": "ID=debian\n", "etc/ssh/sshd_config": "PermitRootLogin no\n"}.items():
@@ -168,13 +181,7 @@ def test_nightly_compliance_scan_and_its_regression_alert(prefect_env, pg_databa
         assert "Completed" in prefect(prefect_env, *run)
         (root / "etc/ssh/sshd_config").write_text("PermitRootLogin yes\n")
         assert "Completed" in prefect(prefect_env, *run)
-        deadline = time.monotonic() + 120
-        runs = ""
-        while time.monotonic() < deadline and "COMPLETED" not in runs:
-            time.sleep(2)
-            runs = prefect(dict(prefect_env, COLUMNS="300"), "flow-run", "ls", "--flow-name", "compliance-alert",
-                           "--state", "COMPLETED")
-        assert "COMPLETED" in runs, "the regression event did not start compliance-alert/on-regression"
+        wait_for_run(prefect_env, "notify")  # notify/compliance-regression, started by the regression's event
     finally:
         worker.terminate()
         worker.wait(timeout=30)
