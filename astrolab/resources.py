@@ -5,6 +5,9 @@ Flows never branch on the backend: they call these builders and use the same met
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -108,8 +111,34 @@ def build_validator(settings: Settings, lake: Lake, docs_subdir: str | None = No
 
 
 @contextmanager
+def gpu_node_slot(node: str | None = None, timeout_seconds: float | None = None) -> Iterator[str]:
+    """Hold this node's GPU slot: the Prefect global concurrency limit ``gpu:<node>`` (created with limit 1 when
+    missing), so two GPU flows on one node queue one behind the other instead of sharing its GPUs."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    name = f"gpu:{node or socket.gethostname()}"
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with contextlib.suppress(ObjectAlreadyExists):  # another flow made it first
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+    with concurrency(name, occupy=1, timeout_seconds=timeout_seconds, strict=True):
+        yield name
+
+
+def worker_numba_threads(n_workers: int, cores: int | None = None) -> int:
+    """numba threads per Dask worker process so that workers x threads never exceed the machine's cores."""
+    return max(1, (cores or os.cpu_count() or 1) // max(1, n_workers))
+
+
+@contextmanager
 def dask_client(settings: Settings) -> Iterator[Client]:
-    """A Dask client: to ``dask.address`` if set, else to a LocalCluster (or LocalCUDACluster with ``dask.gpu``)."""
+    """A Dask client: to ``dask.address`` if set, else to a LocalCluster (or, with ``dask.gpu``, a LocalCUDACluster
+    held under this node's GPU slot, see `gpu_node_slot`)."""
     from distributed import Client, LocalCluster
 
     if settings.dask.address:
@@ -122,10 +151,14 @@ def dask_client(settings: Settings) -> Iterator[Client]:
         except ImportError as exc:
             raise SettingsError(f"dask.gpu is set but dask_cuda cannot be imported ({exc}); "
                                 "install the 'gpu' extra on a CUDA machine") from exc
-        cluster = LocalCUDACluster(threads_per_worker=settings.dask.threads_per_worker)
-    else:
-        cluster = LocalCluster(n_workers=settings.dask.n_workers, threads_per_worker=settings.dask.threads_per_worker,
-                               memory_limit=settings.dask.memory_limit, processes=True, dashboard_address=None)
+        with gpu_node_slot(), LocalCUDACluster(threads_per_worker=settings.dask.threads_per_worker) as cluster, \
+                Client(cluster) as client:
+            yield client
+        return
+    numba_threads = worker_numba_threads(settings.dask.n_workers)
+    cluster = LocalCluster(n_workers=settings.dask.n_workers, threads_per_worker=settings.dask.threads_per_worker,
+                           memory_limit=settings.dask.memory_limit, processes=True, dashboard_address=None,
+                           env={"NUMBA_NUM_THREADS": str(numba_threads)})
     with cluster, Client(cluster) as client:
         yield client
 

@@ -1,10 +1,13 @@
 """The Dask cluster the settings build: a LocalCluster, an existing scheduler, or a clear error for the GPU."""
 
+import threading
+import time
+
 import dask.array as da
 import pytest
 from distributed import LocalCluster
 
-from astrolab.resources import dask_client
+from astrolab.resources import dask_client, gpu_node_slot, worker_numba_threads
 from astrolab.settings import SettingsError, load_settings
 
 
@@ -13,6 +16,34 @@ def test_local_cluster_by_default():
     with dask_client(settings) as client:
         assert len(client.scheduler_info()["workers"]) == 1
         assert da.arange(1000, chunks=100).sum().compute() == 499500
+        numba_threads = client.run(lambda: __import__("numba").config.NUMBA_NUM_THREADS)
+        assert list(numba_threads.values()) == [worker_numba_threads(1)]
+
+
+def test_numba_threads_share_the_cores_out():
+    assert [worker_numba_threads(n, cores=16) for n in (1, 2, 3, 16, 32)] == [16, 8, 5, 1, 1]
+
+
+def test_two_gpu_flows_on_one_node_queue(prefect_server):
+    order: list[str] = []
+    held = threading.Event()
+
+    def first() -> None:
+        with gpu_node_slot("node-a"):
+            order.append("first in")
+            held.set()
+            time.sleep(1.5)
+            order.append("first out")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    held.wait(30)
+    with gpu_node_slot("node-a"):  # waits for the first to let go
+        order.append("second in")
+    with gpu_node_slot("node-b", timeout_seconds=10):  # another node's GPUs are free
+        order.append("other node")
+    thread.join()
+    assert order == ["first in", "first out", "second in", "other node"]
 
 
 def test_existing_scheduler_address():
