@@ -82,3 +82,20 @@ def test_synthetic_voids_score_the_synthetic_sample():
     sample = by_name[("desi_sample", "synthetic")]["parameters"]["out_dir"]
     truth = by_name[("desi_voids", "synthetic")]["parameters"]["truth_path"]
     assert truth == f"{sample}/truth/planted_voids.fits"
+
+
+def test_the_rke2_image_holds_every_package_where_the_pull_step_looks():
+    import re
+    import tomllib
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    workdir = re.search(r"^WORKDIR (\S+)$", dockerfile, re.M).group(1)
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    for package in (p.rstrip("*") for p in packages):
+        assert f"COPY {package} ./{package}" in dockerfile, f"the image lacks {package}/"
+    for needed in ("expectations", "infra", "prefect.yaml"):
+        assert f"COPY {needed} ./" in dockerfile
+    k8s = [d for d in DEPLOYMENTS if d["work_pool"]["name"] == "astrolab-rke2"]
+    for dep in k8s:
+        (step,) = dep["pull"]
+        assert step["prefect.deployments.steps.set_working_directory"]["directory"] == workdir
