@@ -6,6 +6,7 @@ Flows never branch on the backend: they call these builders and use the same met
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import socket
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from tasks.storage.s3 import ObjectStore, S3Config, fsspec_filesystem
 
 if TYPE_CHECKING:
     from distributed import Client
+    from prefect.filesystems import LocalFileSystem
 
     from tasks.compliance.wazuh_api import WazuhClient
 
@@ -180,3 +182,27 @@ def build_wazuh_client(settings: Settings) -> WazuhClient | None:
                             "compliance.wazuh_password_secret is")
     verify: bool | str = {"true": True, "false": False}.get(c.wazuh_verify.lower(), c.wazuh_verify)
     return WazuhClient(c.wazuh_url, c.wazuh_user, password, verify=verify)
+
+
+def build_result_storage(settings: Settings) -> LocalFileSystem:
+    """Where cached task results persist: ``<lake>/results`` of a local lake, ``<lake.work_dir>/results`` for an
+    S3 lake (a shared file system in production: Prefect's S3 storage would need s3fs)."""
+    from prefect.filesystems import LocalFileSystem
+
+    url = settings.lake_url
+    root = settings.lake_work_dir if url.startswith("s3://") else Path(url.removeprefix("file://"))
+    basepath = str((root / "results").resolve())
+    storage = LocalFileSystem(basepath=basepath)
+    # Prefect wants result storage saved server-side; one block per directory, named after it
+    storage.save(f"astrolab-results-{hashlib.sha256(basepath.encode()).hexdigest()[:12]}", overwrite=True)
+    return storage
+
+
+def catalog_state(settings: Settings) -> str:
+    """A token that changes whenever the catalog's rows change (files loaded or published): part of the cache key
+    of every task that reads the catalog, so a cached result never outlives the rows it came from."""
+    with build_catalog(settings, read_only=True) as catalog:
+        count, last = catalog.query("SELECT count(*) AS n, max(finished_at) AS last FROM ingest_lineage "
+                                    "WHERE status IN ('loaded', 'published')").to_pylist()[0].values()
+        versions = catalog.query("SELECT product, version FROM hats_versions ORDER BY product").to_pylist()
+    return f"{count}:{last}:" + ",".join(f"{v['product']}={v['version']}" for v in versions)

@@ -8,25 +8,29 @@ from prefect.artifacts import create_image_artifact, create_markdown_artifact, c
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from astrolab.resources import build_catalog, build_lake, dask_client
+from astrolab.caching import by_content
+from astrolab.resources import build_catalog, build_lake, build_result_storage, catalog_state, dask_client
 from astrolab.settings import Settings, load_settings
 from tasks.science.clustering import Points, XiResult, footprint_randoms, measure_xi, select_tracers, xi_plot_png
 
 
-@task(name="select-tracers", cache_policy=NO_CACHE)
-def select(settings: Settings, tracer: str, z_min: float, z_max: float) -> Points:
-    """Primary, secure redshifts of the tracer in the redshift range, from the catalog."""
+# Pure, expensive steps cache on the content of their inputs (the catalog's state among them) with results
+# persisted where build_result_storage says; steps that write (report) never cache.
+@task(name="select-tracers", cache_policy=by_content())
+def select(settings: Settings, tracer: str, z_min: float, z_max: float, catalog_version: str) -> Points:
+    """Primary, secure redshifts of the tracer in the redshift range, from the catalog (in state
+    ``catalog_version``)."""
     with build_catalog(settings, read_only=True) as catalog:
         return select_tracers(catalog, tracer, z_min, z_max)
 
 
-@task(name="footprint-randoms", cache_policy=NO_CACHE)
+@task(name="footprint-randoms", cache_policy=by_content())
 def randoms(data: Points, factor: float, order: int, seed: int) -> Points:
     """Randoms over the data's HEALPix footprint with the data's redshift distribution."""
     return footprint_randoms(data, factor, order, seed)
 
 
-@task(name="pair-counts", cache_policy=NO_CACHE)
+@task(name="pair-counts", cache_policy=by_content())
 def count_pairs(data: Points, rand: Points, s_edges: list[float], n_mu: int, settings: Settings) -> XiResult:
     """DD, DR and RR on the configured Dask cluster (GPU workers with dask.gpu), then xi(s, mu) and multipoles."""
     with dask_client(settings) as client:
@@ -63,12 +67,16 @@ def desi_clustering(tracer: str = "BGS", z_min: float = 0.05, z_max: float = 0.4
     """xi(s) of one tracer (BGS, LRG, ELG, QSO) from the catalog, counted on the configured Dask cluster."""
     settings = load_settings(config)
     run_id = str(flow_run.get_id() or "local")
-    data = select(settings, tracer, z_min, z_max)
+    storage = build_result_storage(settings)
+    data = select.with_options(persist_result=True, result_storage=storage)(settings, tracer, z_min, z_max,
+                                                                            catalog_state(settings))
     if len(data) < 2:
         raise ValueError(f"only {len(data)} {tracer} galaxies with {z_min} <= z < {z_max} in the catalog")
-    rand = randoms(data, randoms_factor, footprint_order, seed)
+    rand = randoms.with_options(persist_result=True, result_storage=storage)(data, randoms_factor,
+                                                                             footprint_order, seed)
     print(f"{len(data)} {tracer} galaxies, {len(rand)} randoms")
-    result = count_pairs(data, rand, list(np.linspace(s_min, s_max, n_s + 1)), n_mu, settings)
+    result = count_pairs.with_options(persist_result=True, result_storage=storage)(
+        data, rand, list(np.linspace(s_min, s_max, n_s + 1)), n_mu, settings)
     report(result, settings, tracer, run_id)
     return {"tracer": tracer, "n_data": result.n_data, "n_randoms": result.n_randoms,
             "s_mid": result.table()["S_MID"].to_pylist(), "xi0": result.xi0.tolist(), "xi2": result.xi2.tolist()}

@@ -64,3 +64,22 @@ def test_gpu_without_cuda_is_a_clear_error():
                 pass
     else:
         pytest.skip("dask_cuda is importable here")
+
+
+def test_catalog_state_changes_when_rows_are_loaded(tmp_path):
+    from astrolab.resources import build_catalog, catalog_state
+    from tasks.catalog.schema import LineageRecord
+
+    settings = load_settings(env={"ASTROLAB_HOME": str(tmp_path)})
+    build_catalog(settings).close()
+    before = catalog_state(settings)
+    assert before == catalog_state(settings)
+    with build_catalog(settings) as catalog:
+        catalog.quarantine(LineageRecord(file_hash="a", path="zpix-main-dark.fits", kind="zpix", product="redshifts",
+                                         survey="main", program="dark", n_rows=None, status="quarantined"))
+    assert catalog_state(settings) == before  # a refused file changes no rows
+    with build_catalog(settings) as catalog:
+        catalog.quarantine(LineageRecord(file_hash="b", path="zpix-main-bright.fits", kind="zpix",
+                                         product="redshifts", survey="main", program="bright", n_rows=10,
+                                         status="loaded"))
+    assert catalog_state(settings) != before

@@ -54,6 +54,21 @@ def test_clustering_flow(env):
     assert list((env / "lake" / "reports" / "runs").glob("*/xi_BGS.ecsv"))
 
 
+def test_clustering_reuses_its_cached_pair_counts(env, monkeypatch):
+    import flows.clustering as clustering
+
+    counted = []
+    real = clustering.measure_xi
+    monkeypatch.setattr(clustering, "measure_xi", lambda *a, **k: counted.append(1) or real(*a, **k))
+    args = {"tracer": "BGS", "z_min": 0.03, "z_max": 0.4, "s_min": 5.0, "s_max": 25.0, "n_s": 2, "n_mu": 2,
+            "randoms_factor": 1.0, "seed": 3}
+    first, second = desi_clustering(**args), desi_clustering(**args)
+    assert len(counted) == 1 and first == second  # the second run read the persisted result
+    assert list((env / "lake" / "results").iterdir())
+    desi_clustering(**{**args, "seed": 4})  # other randoms: counted again
+    assert len(counted) == 2
+
+
 def test_clustering_flow_refuses_an_unknown_tracer(env):
     with pytest.raises(ValueError, match="unknown tracer 'LAE'"):
         desi_clustering(tracer="LAE")
