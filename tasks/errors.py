@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class TransientError(Exception):
     """A failure that may pass if tried again later: a server that does not answer, a connection that dropped."""
@@ -16,3 +19,10 @@ def is_transient(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover - psycopg is a dependency
         return False
     return isinstance(exc, psycopg.OperationalError)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """The hint after an unknown name: " (did you mean 'x'?)" for a close choice, else " (known: a, b, c)"."""
+    known = sorted(str(c) for c in choices)
+    close = difflib.get_close_matches(str(word), known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any, Literal, cast
 import yaml
 
 from tasks.compliance.rules import PolicyError, Rule, parse_rule
+from tasks.errors import did_you_mean
 
 Condition = Literal["all", "any", "none"]
 CONDITIONS: tuple[str, ...] = ("all", "any", "none")
@@ -78,9 +78,7 @@ def _check_keys(data: Any, allowed: tuple[str, ...], source: str, where: str) ->
         raise _fail(source, where, f"expected a mapping, got {type(data).__name__}")
     for key in data:
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(allowed)})"
-            raise _fail(source, where, f"unknown key {key!r}{hint}")
+            raise _fail(source, where, f"unknown key {key!r}{did_you_mean(key, allowed)}")
     return data
 
 

@@ -9,7 +9,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from tasks.inventory.model import Inventory, did_you_mean
+from tasks.errors import did_you_mean
+from tasks.inventory.model import Inventory
 
 
 class InventoryError(ValueError):

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tasks.errors import did_you_mean
+
 ROLES = ("proxmox", "rke2-server", "rke2-agent", "gpu", "storage", "nfs", "db", "minio", "prefect", "dask",
          "wazuh")
-
-
-def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
-    """' (did you mean X?)' for the closest choice, else the list of choices."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(choices))})"
 
 
 class _Model(BaseModel):

@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from tasks.errors import did_you_mean
+
 SURVEYS = ("cmx", "main", "special", "sv1", "sv2", "sv3")
 PROGRAMS = ("backup", "bright", "dark", "other")
 FILE_KINDS = ("zpix", "zall", "fastspec", "coadd", "redrock")
@@ -53,10 +55,7 @@ class SampleConfig:
         known = {f.name for f in fields(cls)}
         for key in data:
             if key not in known:
-                import difflib
-
-                hint = difflib.get_close_matches(key, known, n=1)
-                raise ValueError(f"unknown SampleConfig key {key!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
+                raise ValueError(f"unknown SampleConfig key {key!r}{did_you_mean(key, known)}")
         values = dict(data)
         if "programs" in values:
             values["programs"] = tuple(tuple(p) for p in values["programs"])

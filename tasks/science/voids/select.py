@@ -6,7 +6,6 @@ The sample (`tasks.science.selection`) is made volume-limited without absolute m
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import fields
 from typing import Any, cast
 
@@ -16,6 +15,7 @@ import pyarrow as pa
 from kernels.cosmology import comoving_distance
 from kernels.voids import Mask, VoidCatalog, VoidFinderParams, sky_mask
 from tasks.catalog.base import SqlCatalog
+from tasks.errors import did_you_mean
 from tasks.science.selection import angular_mask
 from tasks.science.voids.desivast import hole_columns, maximal_columns
 
@@ -65,8 +65,7 @@ def finder_params(overrides: dict[str, float] | None) -> VoidFinderParams:
     known = [f.name for f in fields(VoidFinderParams)]
     for key in overrides or {}:
         if key not in known:
-            hint = difflib.get_close_matches(key, known, n=1)
-            raise ValueError(f"unknown VoidFinder parameter {key!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
+            raise ValueError(f"unknown VoidFinder parameter {key!r}{did_you_mean(key, known)}")
     # As before, values go in unconverted: floats (the flow's parameter schema) reach the int fields too.
     return VoidFinderParams(**cast("dict[str, Any]", overrides or {}))
 
