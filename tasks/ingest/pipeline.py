@@ -200,11 +200,14 @@ def _timed(iterator, timings: dict[str, float], key: str):
 def _check_unique(src: SourceFile, product: Product, parts: list[Path]) -> None:
     """Raise IngestError if a key repeats within the file (negative TARGETIDs, DESI's sky/stuck fibres, may)."""
     keys = ", ".join(f'"{k}"' for k in product.key)
-    dups = cast(duckdb.DuckDBPyRelation, duckdb.sql(  # a SELECT always gives a relation, never None
-        f"SELECT {keys}, count(*) AS n, count(*) OVER () AS total FROM read_parquet($files) WHERE TARGETID > 0 "
-        "GROUP BY ALL HAVING n > 1 ORDER BY n DESC LIMIT 3",
-        params={"files": [str(p) for p in parts]},
-    )).fetchall()
+    # its own connection: files are checked in several threads at once, and DuckDB 2 refuses concurrent calls on
+    # the shared default connection instead of waiting
+    with duckdb.connect() as con:
+        dups = con.execute(
+            f"SELECT {keys}, count(*) AS n, count(*) OVER () AS total FROM read_parquet($files) WHERE TARGETID > 0 "
+            "GROUP BY ALL HAVING n > 1 ORDER BY n DESC LIMIT 3",
+            {"files": [str(p) for p in parts]},
+        ).fetchall()
     if dups:
         shown = "; ".join(f"{dict(zip(product.key, d[:-2], strict=True))} x{d[-2]}" for d in dups)
         raise IngestError(f"{src.location}, HDU {product.hdus[0]}: {dups[0][-1]} keys ({', '.join(product.key)}) "
