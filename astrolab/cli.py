@@ -378,28 +378,34 @@ def build_parser() -> argparse.ArgumentParser:
 @contextmanager
 def _prefect(args: argparse.Namespace) -> Iterator[None]:
     """Around flow runs: give the ephemeral Prefect server ``prefect.ephemeral_timeout`` seconds to start, unless
-    the user set PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS."""
-    if os.environ.get(EPHEMERAL_TIMEOUT_VAR):
-        yield
-        return
-    timeout = load_settings(args.config).prefect.ephemeral_timeout
-    os.environ[EPHEMERAL_TIMEOUT_VAR] = f"{timeout:g}"  # for processes started from here
-    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
-
-    try:  # this process: Prefect read its settings when it was imported
-        with temporary_settings({PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: int(math.ceil(timeout))}):
+    the user set PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS; a Prefect API that is not there is a UserError."""
+    users = os.environ.get(EPHEMERAL_TIMEOUT_VAR)
+    timeout = users or f"{load_settings(args.config).prefect.ephemeral_timeout:g}"
+    try:
+        if users:
             yield
-    finally:
-        os.environ.pop(EPHEMERAL_TIMEOUT_VAR, None)
+        else:
+            from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+
+            os.environ[EPHEMERAL_TIMEOUT_VAR] = timeout  # for processes started from here
+            try:  # and for this process: Prefect read its settings when it was imported
+                with temporary_settings({PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: math.ceil(float(timeout))}):
+                    yield
+            finally:
+                os.environ.pop(EPHEMERAL_TIMEOUT_VAR, None)
+    except Exception as exc:
+        problem = _prefect_problem(exc, timeout)
+        if problem:
+            raise UserError(problem) from exc
+        raise
 
 
-def _prefect_problem(exc: BaseException) -> str | None:
+def _prefect_problem(exc: BaseException, timeout: str | None = None) -> str | None:
     """What to do when the Prefect API is not there (ephemeral server did not start, PREFECT_API_URL unreachable)."""
     text = str(exc)
     point = "point at a running server instead: PREFECT_API_URL=http://host:4200/api (start one with " \
             "`prefect server start`)"
     if "ephemeral Prefect API server" in text:
-        timeout = os.environ.get(EPHEMERAL_TIMEOUT_VAR, "")
         waited = f" within {timeout} s" if timeout else ""
         return (f"the ephemeral Prefect server did not start{waited}; raise ASTROLAB_PREFECT_EPHEMERAL_TIMEOUT "
                 f"(prefect.ephemeral_timeout) or {point}")

@@ -12,8 +12,9 @@ from typing import Any
 
 MASK = "***"
 
-# scheme://user:password@host...: the password runs to the last '@' before the path (a raw '@' may be in it)
-_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'\"<>]*):(?P<secret>[^\s/'\"<>]*)@")
+# scheme://user:password@host...: the password (which may hold '/' or a raw '@') runs to the '@' before the host
+_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'\"<>]*):(?P<secret>[^\s'\"<>]*?)"
+                       r"@(?=[^\s@/'\"<>]*(?:[/:?#\s'\"<>]|$))")
 # libpq conninfo (password=...), URL query parameters (?password=...&...), and their cousins
 _PAIR = re.compile(r"(?P<head>\b(?:password|passwd|pwd|secret_key|secret_access_key|aws_secret_access_key|"
                    r"api_key|access_token|token)=)(?P<q>['\"]?)(?P<secret>[^\s'\"&;,]+)", re.IGNORECASE)
