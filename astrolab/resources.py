@@ -21,6 +21,7 @@ from tasks.catalog.base import SqlCatalog
 from tasks.catalog.duckdb_store import DuckDBCatalog
 from tasks.ingest.sources import SourceStore
 from tasks.ingest.validate import BatchValidator
+from tasks.redact import redact
 from tasks.storage.lake import Lake, LocalLake
 from tasks.storage.lake_s3 import S3Lake
 from tasks.storage.s3 import ObjectStore, S3Config, fsspec_filesystem
@@ -73,24 +74,27 @@ def build_lake(settings: Settings) -> Lake:
     if url.startswith("s3://"):
         return S3Lake(url, build_object_store(settings), settings.lake_work_dir)
     if "://" in url and not url.startswith("file://"):
-        raise SettingsError(f"lake.url {url!r}: use a directory, file:///path or s3://bucket/prefix")
+        raise SettingsError(f"lake.url {redact(url)!r}: use a directory, file:///path or s3://bucket/prefix")
     return LocalLake(url)
 
 
 def open_catalog(url: str, read_only: bool = False, password: str | None = None,
-                 s3_filesystem: AbstractFileSystem | None = None) -> SqlCatalog:
+                 s3_filesystem: AbstractFileSystem | None = None, lock_timeout: float = 10.0) -> SqlCatalog:
     """The catalog at a URL: ``duckdb:///path`` or ``postgresql://user@host:port/db`` (password apart).
 
-    ``s3_filesystem`` (fsspec) lets a DuckDB catalog's ``lake_*`` views read an S3 lake.
+    ``s3_filesystem`` (fsspec) lets a DuckDB catalog's ``lake_*`` views read an S3 lake; ``lock_timeout``: seconds a
+    DuckDB file locked by another process is waited for.
     """
     if url.startswith("duckdb:///"):  # SQLAlchemy style: duckdb:///relative/path, duckdb:////absolute/path
-        return DuckDBCatalog(Path(url[len("duckdb:///"):]), read_only=read_only, s3_filesystem=s3_filesystem)
+        return DuckDBCatalog(Path(url[len("duckdb:///"):]), read_only=read_only, s3_filesystem=s3_filesystem,
+                             lock_timeout=lock_timeout)
     if url.startswith(("postgresql://", "postgres://")):
         from tasks.catalog.postgres_store import PostgresCatalog
 
         return PostgresCatalog(url, read_only=read_only, password=password)
     scheme = url.split("://", 1)[0] if "://" in url else url
-    raise SettingsError(f"catalog.url: unsupported scheme {scheme!r} (supported: duckdb:///path, postgresql://...)")
+    raise SettingsError(f"catalog.url: unsupported scheme {scheme!r} in {redact(url)!r} "
+                        "(supported: duckdb:///path, postgresql://...)")
 
 
 def build_catalog(settings: Settings, read_only: bool = False) -> SqlCatalog:
@@ -102,7 +106,8 @@ def build_catalog(settings: Settings, read_only: bool = False) -> SqlCatalog:
     s3 = None
     if settings.lake_url.startswith("s3://") and settings.catalog_url.startswith("duckdb:"):
         s3 = fsspec_filesystem(_s3_config(settings))
-    return open_catalog(settings.catalog_url, read_only=read_only, password=password, s3_filesystem=s3)
+    return open_catalog(settings.catalog_url, read_only=read_only, password=password, s3_filesystem=s3,
+                        lock_timeout=settings.catalog.lock_timeout)
 
 
 def build_validator(settings: Settings, lake: Lake, docs_subdir: str | None = None) -> BatchValidator:

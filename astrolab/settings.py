@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from tasks.redact import redact
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,6 +30,11 @@ class SettingsError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def __repr_args__(self) -> Any:
+        """repr() and str() without passwords in URLs (SecretStr fields already show ``**********``)."""
+        for name, value in super().__repr_args__():
+            yield name, redact(value) if isinstance(value, str) else value
 
 
 class LakeSettings(_Section):
@@ -62,6 +70,10 @@ class CatalogSettings(_Section):
     password_secret: str | None = Field(
         default=None, description="Name of a Prefect Secret block holding the PostgreSQL password (kept out of the URL)"
     )
+    lock_timeout: float = Field(
+        default=10.0, ge=0, description="Seconds to wait for a DuckDB catalog another process holds locked, then fail "
+                                        "naming that process"
+    )
 
 
 class DaskSettings(_Section):
@@ -96,6 +108,15 @@ class AlertSettings(_Section):
 
     notify_block: str | None = Field(default=None, description="A Prefect notification block, 'type-slug/name' "
                                                                "(e.g. slack-webhook/lab-alerts)")
+
+
+class PrefectSettings(_Section):
+    """How the command line talks to Prefect."""
+
+    ephemeral_timeout: float = Field(
+        default=90.0, gt=0, description="Seconds to wait for the ephemeral Prefect server to start (when "
+                                        "PREFECT_API_URL is unset); sets "
+                                        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS unless that is set")
 
 
 class ComplianceSettings(_Section):
@@ -134,6 +155,7 @@ class Settings(_Section):
     ingest: IngestSettings = IngestSettings()
     compliance: ComplianceSettings = ComplianceSettings()
     alerts: AlertSettings = AlertSettings()
+    prefect: PrefectSettings = PrefectSettings()
 
     @property
     def lake_url(self) -> str:
@@ -150,10 +172,39 @@ class Settings(_Section):
         """The catalog URL, defaulting to a DuckDB file under home."""
         return self.catalog.url or f"duckdb:///{(self.home / 'catalog.duckdb').as_posix()}"
 
+    def secret_values(self) -> list[str]:
+        """Every secret the settings hold (SecretStr values, URL passwords), to mask wherever text is shown."""
+        values = [s.get_secret_value() for s in (self.lake.s3_secret_key, self.compliance.wazuh_password) if s]
+        for url in (self.catalog.url, self.lake.url, self.lake.s3_endpoint, self.compliance.wazuh_url or ""):
+            found = _URL_PASSWORD.match(url)
+            if found:
+                values.append(found.group(1))
+        return values
+
+    def effective(self) -> dict[str, Any]:
+        """The settings in effect, for display: defaults resolved (lake and catalog URLs, the lake work dir),
+        passwords in URLs shown as ``***`` and secret fields as ``**********``."""
+        data = self.model_dump(mode="json")
+        data["lake"]["url"] = self.lake_url
+        data["lake"]["work_dir"] = str(self.lake_work_dir)
+        data["catalog"]["url"] = self.catalog_url
+
+        def clean(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {k: clean(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [clean(v) for v in value]
+            return redact(value, self.secret_values()) if isinstance(value, str) else value
+
+        return clean(data)
+
+
+_URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:([^\s/]*)@")
+
 
 _SECTIONS: dict[str, type[_Section]] = {
     "lake": LakeSettings, "catalog": CatalogSettings, "dask": DaskSettings, "ingest": IngestSettings,
-    "compliance": ComplianceSettings, "alerts": AlertSettings,
+    "compliance": ComplianceSettings, "alerts": AlertSettings, "prefect": PrefectSettings,
 }
 _TOP_LEVEL = {"home"}
 _TEST_PREFIX = "ASTROLAB_TEST_"  # the test suite's own variables (e.g. ASTROLAB_TEST_PG_URL), not settings
@@ -203,26 +254,67 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _origins(data: Mapping[str, Any], source: str) -> dict[tuple[str, ...], str]:
+    """Where each setting came from: (section, field) or (key,) -> the file or the variable."""
+    out: dict[tuple[str, ...], str] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            for field in value:
+                out[(key, field)] = source if source != "environment" else \
+                    f"environment variable ASTROLAB_{key.upper()}_{str(field).upper()}"
+        else:
+            out[(key,)] = source if source != "environment" else f"environment variable ASTROLAB_{key.upper()}"
+    return out
+
+
+def _is_secret(loc: tuple[Any, ...]) -> bool:
+    section = _SECTIONS.get(str(loc[0])) if loc else None
+    field = section.model_fields.get(str(loc[1])) if section is not None and len(loc) > 1 else None
+    return field is not None and "SecretStr" in repr(field.annotation)
+
+
+def _shown(value: Any, secret: bool) -> str:
+    """A bad value as the error message shows it: quoted, passwords masked, secrets not at all."""
+    if secret:
+        return "a value (not shown: a secret)"
+    text = redact(repr(value))
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def load_settings(config: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Build the settings from defaults, the YAML file (``config`` or ``$ASTROLAB_CONFIG``) and the environment."""
+    """Build the settings from defaults, the YAML file (``config`` or ``$ASTROLAB_CONFIG``) and the environment.
+
+    Every error (unreadable file, unknown key or variable, bad value) is a `SettingsError` naming the file or the
+    variable and, for a bad value, the value itself (passwords masked, secrets left out).
+    """
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
+    origins: dict[tuple[str, ...], str] = {}
+    named_by = "" if config else " (named by ASTROLAB_CONFIG)"
     config = config or env.get("ASTROLAB_CONFIG")
     if config:
         path = Path(config)
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise SettingsError(f"{path}: cannot read settings ({exc})") from exc
+            reason = " ".join(str(exc).split())
+            raise SettingsError(f"{path}{named_by}: cannot read settings ({reason})") from exc
         if not isinstance(loaded, Mapping):
-            raise SettingsError(f"{path}: settings must be a mapping at the top level")
+            raise SettingsError(f"{path}{named_by}: settings must be a mapping at the top level, "
+                                f"got {type(loaded).__name__}")
         _check_keys(loaded, str(path))
         data = dict(loaded)
+        origins = _origins(data, str(path))
     from_env = _from_env(env)
     _check_keys(from_env, "environment")
+    origins.update(_origins(from_env, "environment"))
     data = _merge(data, from_env)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise SettingsError(f"invalid settings: {problems}") from None
+        problems = []
+        for e in exc.errors():
+            loc = tuple(str(part) for part in e["loc"])
+            where = origins.get(loc[:2]) or origins.get(loc[:1]) or "settings"
+            problems.append(f"{where}: {'.'.join(loc)}: {e['msg']} (got {_shown(e['input'], _is_secret(loc))})")
+        raise SettingsError("; ".join(problems)) from None

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +15,23 @@ import pyarrow as pa
 from fsspec import AbstractFileSystem
 
 from tasks.catalog.base import CatalogError, SqlCatalog
+from tasks.catalog.schema import LineageRecord
 from tasks.ingest.products import Product
+from tasks.redact import redact
 
 __all__ = ["CatalogError", "DuckDBCatalog"]
 
 log = logging.getLogger(__name__)
+
+# DuckDB's message when another process holds the file: '... Conflicting lock is held in /usr/bin/python3 (PID 123)'
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
+
+
+def redact_lineage(record: LineageRecord) -> LineageRecord:
+    """The lineage row with passwords masked in its free-text fields (path, error, notes)."""
+    return dataclasses.replace(record, path=redact(record.path),
+                               error=None if record.error is None else redact(record.error),
+                               notes=None if record.notes is None else redact(record.notes))
 
 
 class DuckDBCatalog(SqlCatalog):
@@ -25,25 +40,47 @@ class DuckDBCatalog(SqlCatalog):
     backend = "duckdb"
 
     def __init__(self, path: str | Path, read_only: bool = False, memory_limit: str = "512MB",
-                 s3_filesystem: AbstractFileSystem | None = None):
+                 s3_filesystem: AbstractFileSystem | None = None, lock_timeout: float = 10.0):
+        """Open (or create) the catalog file; wait up to ``lock_timeout`` seconds while another process holds it."""
         self.path = Path(path)
         self.name = str(self.path)
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         elif not self.path.exists():
             raise CatalogError(f"{self.path}: no catalog yet; run an ingest first")
-        # bounded memory: DuckDB spills to disk rather than take most of the machine's RAM (its default)
-        self.con = duckdb.connect(str(self.path), read_only=read_only,
-                                  config={"memory_limit": memory_limit, "preserve_insertion_order": False})
+        self.con = self._connect(read_only, memory_limit, lock_timeout)
         self.reads_s3 = s3_filesystem is not None
         if s3_filesystem is not None:  # an fsspec filesystem: the lake_* views of an S3 lake read through it
             self.con.register_filesystem(s3_filesystem)
         if not read_only:
             self.ensure_schema()
 
+    def _connect(self, read_only: bool, memory_limit: str, lock_timeout: float) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + lock_timeout
+        while True:
+            try:
+                # bounded memory: DuckDB spills to disk rather than take most of the machine's RAM (its default)
+                return duckdb.connect(str(self.path), read_only=read_only,
+                                      config={"memory_limit": memory_limit, "preserve_insertion_order": False})
+            except duckdb.IOException as exc:
+                holder = _LOCK_HOLDER.search(str(exc))
+                if holder is None and "Could not set lock" not in str(exc):
+                    raise CatalogError(f"{self.path}: cannot open the catalog ({' '.join(str(exc).split())})") \
+                        from None
+                if time.monotonic() >= deadline:
+                    who = f"process {holder['pid']} ({holder['program']})" if holder else "another process"
+                    raise CatalogError(
+                        f"{self.path}: locked by {who}; waited {lock_timeout:g} s (catalog.lock_timeout). Wait for "
+                        f"it to finish (or stop it: kill {holder['pid'] if holder else '<pid>'}) and try again, or "
+                        "raise ASTROLAB_CATALOG_LOCK_TIMEOUT") from None
+                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
     def close(self) -> None:
         """Close the connection."""
         self.con.close()
+
+    def _put_lineage(self, record: LineageRecord) -> None:
+        super()._put_lineage(redact_lineage(record))
 
     def _execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
         self.con.execute(sql, params)
@@ -73,7 +110,7 @@ class DuckDBCatalog(SqlCatalog):
             self.con.execute(f"DROP VIEW IF EXISTS lake_{product}")
             log.warning("lake_%s view not created: the lake is on S3 (%s) and this catalog was opened without an "
                         "S3 filesystem; query the catalog tables, or open the HATS catalog with lsdb",
-                        product, catalog_path)
+                        product, redact(str(catalog_path)))
             return
         glob = f"{catalog_path}/dataset/**/*.parquet"
         self.con.execute(f"CREATE OR REPLACE VIEW lake_{product} AS SELECT * FROM read_parquet('{glob}')")

@@ -15,7 +15,11 @@ import pyarrow.csv as pa_csv
 from psycopg.conninfo import conninfo_to_dict
 
 from tasks.catalog.base import CatalogError, SqlCatalog
+from tasks.catalog.duckdb_store import redact_lineage
+from tasks.catalog.schema import LineageRecord
 from tasks.ingest.products import PRODUCTS, Product
+from tasks.redact import MASK
+from tasks.redact import redact as redact_text
 
 _PARAM = re.compile(r"\$(\w+)")
 
@@ -27,12 +31,13 @@ class _ConnectExtra(TypedDict, total=False):
 
 
 def redact(url: str) -> str:
-    """The connection URL without its password, for messages and logs."""
+    """The connection URL with its password masked (``postgresql://user:***@host:port/db``), for messages and logs."""
     try:
         info = conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         return "postgresql://<unparsable URL>"
-    user = f"{info['user']}@" if info.get("user") else ""
+    password = f":{MASK}" if info.get("password") else ""
+    user = f"{info.get('user', '')}{password}@" if info.get("user") or password else ""
     port = f":{info['port']}" if info.get("port") else ""
     return f"postgresql://{user}{info.get('host', '')}{port}/{info.get('dbname', '')}"
 
@@ -48,11 +53,11 @@ class PostgresCatalog(SqlCatalog):
         try:
             self.con = psycopg.connect(url, autocommit=True, connect_timeout=10, **extra)
         except psycopg.OperationalError as exc:
-            reason = str(exc).strip().splitlines()[-1]
+            reason = " ".join(str(exc).split()) or type(exc).__name__
             parsed = cast("str | None", conninfo_to_dict(url).get("password"))  # parsed conninfo values are str
-            for secret in filter(None, [password, parsed]):
-                reason = reason.replace(secret, "***")
-            raise CatalogError(f"{self.name}: cannot connect ({reason})") from None
+            reason = redact_text(reason, [password, parsed])
+            raise CatalogError(f"{self.name}: cannot connect ({reason}); is the server running and "
+                               "catalog.url (ASTROLAB_CATALOG_URL) right?") from None
         self.has_q3c = bool(self._rows("SELECT 1 FROM pg_available_extensions WHERE name = 'q3c'"))
         if read_only:
             self._execute("SET default_transaction_read_only = on")
@@ -110,6 +115,9 @@ class PostgresCatalog(SqlCatalog):
         on = " AND ".join(f"t.{k.lower()} = c.{k.lower()}" for k in product.key)
         self._execute(f"DELETE FROM {product.name} t USING {incoming} c WHERE {on}")
         self._execute(f"INSERT INTO {product.name} SELECT * FROM {incoming}")
+
+    def _put_lineage(self, record: LineageRecord) -> None:
+        super()._put_lineage(redact_lineage(record))
 
     def _lock(self, name: str) -> None:
         self._execute("SELECT pg_advisory_xact_lock(hashtext($n))", {"n": name})

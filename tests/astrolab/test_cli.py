@@ -1,11 +1,23 @@
-"""The astrolab command line: query, cone, settings, and errors as messages with exit code 2."""
+"""The astrolab command line: query, cone, settings, ingest exit codes, one-line errors (exit code 2), secrets."""
 
+import logging
+import os
+import subprocess
+import sys
+import time
+
+import duckdb
 import pyarrow as pa
+import pytest
 
+from astrolab import cli
 from astrolab.cli import main
+from astrolab.resources import build_catalog
+from astrolab.settings import load_settings
 from tasks.catalog.duckdb_store import DuckDBCatalog
 from tasks.catalog.schema import LineageRecord
 from tasks.ingest.products import REDSHIFTS
+from tasks.redact import install_log_redaction, redact
 
 
 def make_catalog(home):
@@ -72,3 +84,276 @@ def test_lake_resolves_the_published_versions_on_s3(sample, s3_lake_env, tmp_pat
     monkeypatch.setenv("ASTROLAB_LAKE_S3_ENDPOINT", "http://127.0.0.1:9")
     assert main(["lake"]) == 2
     assert "S3 http://127.0.0.1:9 unreachable" in capsys.readouterr().err
+
+
+# --- exit codes, one-line errors, secrets (issue #13 items 3 and 5) ------------------------------------------------
+
+PG_PASSWORD, S3_SECRET, WAZUH_PASSWORD = "pg-Hunter2-pw", "s3-S3cr3t-key", "wazuh-Pa55-word"
+SECRETS = (PG_PASSWORD, S3_SECRET, WAZUH_PASSWORD)
+
+
+def one_error_line(err: str) -> str:
+    """The stderr of a failed command: exactly one line, no traceback; returns it."""
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.fixture
+def secret_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path))
+    monkeypatch.setenv("ASTROLAB_CATALOG_URL", f"postgresql://astrolab:{PG_PASSWORD}@127.0.0.1:9/astrolab")
+    monkeypatch.setenv("ASTROLAB_LAKE_S3_SECRET_KEY", S3_SECRET)
+    monkeypatch.setenv("ASTROLAB_COMPLIANCE_WAZUH_PASSWORD", WAZUH_PASSWORD)
+    return tmp_path
+
+
+def test_settings_output_shows_values_in_effect_and_no_secret(secret_env, capsys):
+    assert main(["settings"]) == 0
+    out = capsys.readouterr().out
+    assert not any(secret in out for secret in SECRETS)
+    assert '"url": "postgresql://astrolab:***@127.0.0.1:9/astrolab"' in out
+    assert f'"url": "{secret_env / "lake"}"' in out and f'"work_dir": "{secret_env / "lake-work"}"' in out
+    assert out.count('"**********"') == 2  # lake.s3_secret_key, compliance.wazuh_password
+    assert not any(secret in repr(load_settings()) + str(load_settings()) for secret in SECRETS)
+
+
+def test_unreachable_postgres_error_has_no_password(secret_env, capsys):
+    assert main(["query", "SELECT 1"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith("error: postgresql://astrolab:***@127.0.0.1:9/astrolab: cannot connect (")
+    assert not any(secret in line for secret in SECRETS)
+    assert main(["--debug", "query", "SELECT 1"]) == 2  # the traceback, and still no password in it
+    err = capsys.readouterr().err
+    assert "Traceback" in err and not any(secret in err for secret in SECRETS)
+
+
+@pytest.mark.parametrize(("text", "clean"), [
+    ("postgresql://user:pw@db.lab:5432/astro", "postgresql://user:***@db.lab:5432/astro"),
+    ("s3://AKIA:abc/def@bucket/key", "s3://AKIA:***@bucket/key"),
+    ("see http://bob:p@ss@proxy:8080/x and more", "see http://bob:***@proxy:8080/x and more"),
+    ("host=db user=u password=secret1 dbname=a", "host=db user=u password=*** dbname=a"),
+    ("https://h/x?token=abc&y=1", "https://h/x?token=***&y=1"),
+    ("s3://a:b@bucket/x@y.fits", "s3://a:***@bucket/x@y.fits"),
+    ("postgresql://user@db/astro and /plain/path:with@colon", "postgresql://user@db/astro and /plain/path:with@colon"),
+])
+def test_redact(text, clean):
+    assert redact(text) == clean
+
+
+def test_log_records_and_lineage_are_redacted(tmp_path, caplog):
+    install_log_redaction(["extra-secret-value"])
+    logging.getLogger("astrolab.test").warning("cannot reach %s (%s)", "postgresql://u:topsecret@h/db",
+                                               "extra-secret-value")
+    assert caplog.messages[-1] == "cannot reach postgresql://u:***@h/db (***)"
+    with DuckDBCatalog(tmp_path / "c.duckdb") as catalog:
+        catalog.quarantine(LineageRecord(file_hash="q", path="s3://k:topsecret@bucket/zpix.fits", kind="zpix",
+                                         product="redshifts", survey=None, program=None, n_rows=None,
+                                         status="quarantined", error="postgresql://u:topsecret@h/db refused"))
+        assert catalog.lineage("q")["path"] == "s3://k:***@bucket/zpix.fits"
+        assert catalog.lineage("q")["error"] == "postgresql://u:***@h/db refused"
+
+
+def _summary(**kw):
+    return {"files": 2, "ingested": 2, "skipped": 0, "rows": 10, "quarantined": {}, **kw}
+
+
+@pytest.mark.parametrize(("summary", "code", "last_line"), [
+    (_summary(), 0, "ingested 2 files (10 rows), skipped 0, quarantined 0"),
+    (_summary(ingested=1, quarantined={"/d/zpix-bad.fits": "TARGETID: nulls"}), 3,
+     "error: 1 file(s) quarantined (reasons above and in the ingest_lineage table); fix or replace them and ingest "
+     "again"),
+    (_summary(files=0, ingested=0, rows=0), 4, None),
+])
+def test_ingest_exit_codes(tmp_path, monkeypatch, capsys, summary, code, last_line):
+    import flows.ingest
+
+    seen = {}
+
+    def fake_ingest(source, kinds=None, config=None):
+        from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+        seen.update(env=os.environ.get(cli.EPHEMERAL_TIMEOUT_VAR),
+                    setting=PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+        return summary
+
+    monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path))
+    monkeypatch.delenv(cli.EPHEMERAL_TIMEOUT_VAR, raising=False)
+    monkeypatch.setenv("ASTROLAB_PREFECT_EPHEMERAL_TIMEOUT", "75")
+    monkeypatch.setattr(flows.ingest, "desi_ingest", fake_ingest)
+    assert main(["ingest", str(tmp_path)]) == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (last_line or f"error: no DESI files found under {tmp_path}; check the path and "
+                                    "--kinds (file names as in DR1: zpix-*, zall-*, fastspec-*, coadd-*, redrock-*)")
+    assert seen == {"env": "75", "setting": 75}  # the ephemeral server's start-up timeout, from the settings
+    assert cli.EPHEMERAL_TIMEOUT_VAR not in os.environ
+    monkeypatch.setenv(cli.EPHEMERAL_TIMEOUT_VAR, "33")  # the user's own value wins
+    main(["ingest", str(tmp_path)])
+    assert seen["env"] == "33"
+
+
+def test_ingest_missing_path_and_prefect_unreachable(tmp_path, monkeypatch, capsys):
+    import flows.ingest
+
+    monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path))
+    assert main(["ingest", str(tmp_path / "nope")]) == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        f"error: {tmp_path / 'nope'}: no such file or directory; give a DESI FITS file, a directory of them or "
+        "s3://bucket/prefix")
+
+    def no_server(*args, **kwargs):
+        raise RuntimeError("Timed out while attempting to connect to ephemeral Prefect API server.")
+
+    monkeypatch.setattr(flows.ingest, "desi_ingest", no_server)
+    monkeypatch.delenv(cli.EPHEMERAL_TIMEOUT_VAR, raising=False)
+    assert main(["ingest", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: the ephemeral Prefect server did not start within 90 s; raise ASTROLAB_PREFECT_EPHEMERAL_TIMEOUT "
+        "(prefect.ephemeral_timeout) or point at a running server instead: PREFECT_API_URL=http://host:4200/api "
+        "(start one with `prefect server start`)")
+    assert cli._prefect_problem(RuntimeError("Failed to create flow run. Failed to reach API at "
+                                             "http://prefect.lab:4200/api/.")) == (
+        "cannot reach the Prefect server at http://prefect.lab:4200/api/; start it, or point at a running server "
+        "instead: PREFECT_API_URL=http://host:4200/api (start one with `prefect server start`)")
+
+
+def test_locked_catalog_waits_then_names_the_holder(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path))
+    make_catalog(tmp_path)
+    hold = ("import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('locked', flush=True); "
+            "time.sleep(float(sys.argv[2]))")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path / "catalog.duckdb"), "60"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        monkeypatch.setenv("ASTROLAB_CATALOG_LOCK_TIMEOUT", "0.5")
+        started = time.monotonic()
+        assert main(["query", "SELECT 1"]) == 2
+        assert time.monotonic() - started >= 0.5
+        line = one_error_line(capsys.readouterr().err)
+        assert line.startswith(f"error: {tmp_path / 'catalog.duckdb'}: locked by process {holder.pid} (")
+        assert line.endswith(f"waited 0.5 s (catalog.lock_timeout). Wait for it to finish (or stop it: kill "
+                             f"{holder.pid}) and try again, or raise ASTROLAB_CATALOG_LOCK_TIMEOUT")
+    finally:
+        holder.kill()
+        holder.wait()
+    short = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path / "catalog.duckdb"), "1"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert short.stdout.readline().strip() == "locked"
+        monkeypatch.setenv("ASTROLAB_CATALOG_LOCK_TIMEOUT", "30")
+        assert main(["query", "SELECT count(*) AS n FROM zcat_primary"]) == 0  # waited for the lock to go
+        assert capsys.readouterr().out.splitlines() == ['"n"', "3"]
+    finally:
+        short.wait()
+
+
+@pytest.mark.parametrize("sql", [
+    "COPY zcat_primary TO 'out.csv'", "ATTACH 'other.duckdb'", "INSTALL httpfs", "LOAD httpfs",
+    "EXPORT DATABASE 'dump'", "IMPORT DATABASE 'dump'", "CREATE TABLE t AS SELECT 1",
+    "INSERT INTO redshifts VALUES (1)",
+    "UPDATE redshifts SET z = 0", "DELETE FROM redshifts", "DROP TABLE redshifts", "ALTER TABLE redshifts ADD c INT",
+    "SET threads = 1", "PRAGMA show_tables", "CALL pragma_version()", "SELECT 1; DROP TABLE redshifts",
+    "EXPLAIN ANALYZE DELETE FROM redshifts", "SELECT * FROM read_csv('/etc/passwd')",
+    "SELECT * FROM read_parquet('/tmp/*.parquet')", "SELECT * FROM '/etc/hosts.csv'", "SELECT * FROM glob('/*')",
+    "SELECT getenv('HOME')", "SELECT * FROM zcat_primary WHERE z IN (SELECT 1 FROM read_text('/etc/passwd'))",
+    "SELECT pg_read_file('/etc/passwd')", "SELECT * FROM sqlite_scan('x.db', 't')", "DETACH x", "USE x",
+    "CHECKPOINT", "VACUUM",
+])
+def test_query_refuses_writes_and_files(tmp_path, monkeypatch, capsys, sql):
+    monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path))
+    make_catalog(tmp_path)
+    assert main(["query", sql]) == 2
+    assert one_error_line(capsys.readouterr().err).startswith(("error: query: refused ", "error: query: cannot"))
+
+
+def test_query_allows_reads_on_a_read_only_catalog(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path))
+    make_catalog(tmp_path)
+    for sql in ["SELECT count(*) FROM zcat_primary", "WITH a AS (SELECT z FROM redshifts) SELECT max(z) FROM a",
+                "EXPLAIN SELECT * FROM zcat_primary", "DESCRIBE zcat_primary", "SHOW TABLES", "FROM ingest_lineage",
+                "SELECT 'a.csv' AS name, range FROM range(3)"]:
+        assert main(["query", sql]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert cli.check_read_only_sql("SELECT * FROM zcat_primary") is None
+    with build_catalog(load_settings(), read_only=True) as catalog, pytest.raises(duckdb.Error, match="read-only"):
+        catalog.query("DELETE FROM redshifts")  # the catalog is opened read-only as well
+    assert main(["query", "SELECT nope FROM zcat_primary"]) == 2
+    assert one_error_line(capsys.readouterr().err).startswith(
+        'error: SQL: Binder Error: Referenced column "nope" not found in FROM clause!')
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["nan", "0", "1"], "error: cone: RA nan is outside 0 <= RA < 360 (degrees, finite)"),
+    (["360", "0", "1"], "error: cone: RA 360 is outside 0 <= RA < 360 (degrees, finite)"),
+    (["-0.5", "0", "1"], "error: cone: RA -0.5 is outside 0 <= RA < 360 (degrees, finite)"),
+    (["inf", "0", "1"], "error: cone: RA inf is outside 0 <= RA < 360 (degrees, finite)"),
+    (["10", "nan", "1"], "error: cone: DEC nan is outside -90 <= DEC <= 90 (degrees, finite)"),
+    (["10", "91", "1"], "error: cone: DEC 91 is outside -90 <= DEC <= 90 (degrees, finite)"),
+    (["10", "0", "0"], "error: cone: RADIUS 0 is outside 0 < RADIUS <= 180 (degrees, finite)"),
+])
+def test_cone_checks_the_position(tmp_path, monkeypatch, capsys, args, line):
+    monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path))
+    assert main(["cone", *args]) == 2
+    assert one_error_line(capsys.readouterr().err) == line
+
+
+def test_bad_settings_name_the_variable_or_file_and_value(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path))
+    monkeypatch.setenv("ASTROLAB_CATALOG_LOCK_TIMEOUT", "soon")
+    assert main(["settings"]) == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        "error: environment variable ASTROLAB_CATALOG_LOCK_TIMEOUT: catalog.lock_timeout: Input should be a valid "
+        "number, unable to parse string as a number (got 'soon')")
+    monkeypatch.delenv("ASTROLAB_CATALOG_LOCK_TIMEOUT")
+    cfg = tmp_path / "astrolab.yaml"
+    cfg.write_text("dask:\n  gpu: maybe\n")
+    assert main(["--config", str(cfg), "settings"]) == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        f"error: {cfg}: dask.gpu: Input should be a valid boolean, unable to interpret input (got 'maybe')")
+
+
+def test_debug_prints_the_traceback_and_a_bug_exits_1(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path))
+    assert main(["--debug", "cone", "400", "0", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err
+    assert err.splitlines()[-1] == "error: cone: RA 400 is outside 0 <= RA < 360 (degrees, finite)"
+
+    def broken(args):
+        raise KeyError("bug")
+
+    monkeypatch.setattr(cli, "cmd_settings", broken)
+    monkeypatch.setattr(cli, "build_parser", _parser_with(broken))
+    assert main(["settings"]) == 1
+    assert one_error_line(capsys.readouterr().err) == (
+        "error: unexpected KeyError: 'bug' (a bug? rerun with --debug for the traceback and report it)")
+
+
+def _parser_with(func):
+    build = cli.build_parser
+
+    def parser():
+        p = build()
+        p._subparsers._group_actions[0].choices["settings"].set_defaults(func=func)
+        return p
+
+    return parser
+
+
+def test_every_argument_help_says_its_default():
+    parser = cli.build_parser()
+
+    def check(p):
+        for action in p._actions:
+            if action.dest == "help":
+                continue
+            if action.choices and isinstance(action.choices, dict):
+                for sub in action.choices.values():
+                    check(sub)
+                continue
+            assert action.help and "default" in action.help, (p.prog, action.dest)
+
+    check(parser)

@@ -81,3 +81,26 @@ def test_example_config_is_valid():
 
 def test_test_suite_variables_are_not_settings():
     assert load_settings(env={"ASTROLAB_TEST_PG_URL": "postgresql://x/y"}).catalog_url.startswith("duckdb")
+
+
+def test_bad_values_name_their_source_and_value(tmp_path):
+    with pytest.raises(SettingsError, match=r"^environment variable ASTROLAB_DASK_N_WORKERS: dask.n_workers: Input "
+                                            r"should be a valid integer.* \(got 'two'\)$"):
+        load_settings(env={"ASTROLAB_DASK_N_WORKERS": "two"})
+    with pytest.raises(SettingsError, match=r"^nope.yaml \(named by ASTROLAB_CONFIG\): cannot read settings"):
+        load_settings(env={"ASTROLAB_CONFIG": "nope.yaml"})
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("catalog:\n  url: [postgresql://u:pw@h/db]\n")
+    with pytest.raises(SettingsError) as err:
+        load_settings(cfg, env={})
+    assert str(err.value).startswith(f"{cfg}: catalog.url: Input should be a valid string (got ['postgresql://u:***@")
+    cfg.write_text("ingest: {chunk_rows: 5\n")  # a YAML syntax error: one line naming the file
+    with pytest.raises(SettingsError, match=rf"^{cfg}: cannot read settings \(while parsing") as err:
+        load_settings(cfg, env={})
+    assert "\n" not in str(err.value)
+
+
+def test_new_settings_defaults():
+    s = load_settings(env={})
+    assert (s.catalog.lock_timeout, s.prefect.ephemeral_timeout) == (10.0, 90.0)
+    assert load_settings(env={"ASTROLAB_PREFECT_EPHEMERAL_TIMEOUT": "120"}).prefect.ephemeral_timeout == 120
