@@ -162,7 +162,7 @@ def test_postgres_cone_uses_q3c_and_fallback_agrees(pg_database, tmp_path):
 def test_postgres_connection_errors_do_not_show_the_password():
     with pytest.raises(CatalogError) as err:
         open_catalog("postgresql://astrolab:hunter2@127.0.0.1:1/nowhere")
-    assert "hunter2" not in str(err.value) and "postgresql://astrolab@127.0.0.1:1/nowhere" in str(err.value)
+    assert "hunter2" not in str(err.value) and "postgresql://astrolab:***@127.0.0.1:1/nowhere" in str(err.value)
 
 
 def test_upsert_replaces_by_key_in_one_transaction(catalog):
