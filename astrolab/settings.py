@@ -9,7 +9,6 @@ directory the embedded defaults live in. ``ASTROLAB_TEST_*`` variables belong to
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from tasks.errors import did_you_mean
 from tasks.redact import redact
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -210,23 +210,18 @@ _TOP_LEVEL = {"home"}
 _TEST_PREFIX = "ASTROLAB_TEST_"  # the test suite's own variables (e.g. ASTROLAB_TEST_PG_URL), not settings
 
 
-def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(choices))})"
-
-
 def _check_keys(data: Mapping[str, Any], source: str) -> None:
     for key, value in data.items():
         if key in _TOP_LEVEL:
             continue
         if key not in _SECTIONS:
-            raise SettingsError(f"{source}: unknown section {key!r}{_did_you_mean(key, [*_SECTIONS, *_TOP_LEVEL])}")
+            raise SettingsError(f"{source}: unknown section {key!r}{did_you_mean(key, [*_SECTIONS, *_TOP_LEVEL])}")
         if not isinstance(value, Mapping):
             raise SettingsError(f"{source}: section {key!r} must be a mapping, got {type(value).__name__}")
         fields = list(_SECTIONS[key].model_fields)
         for field in value:
             if field not in fields:
-                raise SettingsError(f"{source}: unknown key {key}.{field}{_did_you_mean(field, fields)}")
+                raise SettingsError(f"{source}: unknown key {key}.{field}{did_you_mean(field, fields)}")
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
@@ -241,7 +236,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
             data["home"] = value
             continue
         if name not in known:
-            raise SettingsError(f"environment: unknown variable {name}{_did_you_mean(name, known)}")
+            raise SettingsError(f"environment: unknown variable {name}{did_you_mean(name, known)}")
         section, field = name[len("ASTROLAB_"):].lower().split("_", 1)
         data.setdefault(section, {})[field] = value
     return data
