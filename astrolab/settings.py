@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from tasks.errors import did_you_mean
-from tasks.redact import redact
+from tasks.redact import install_log_redaction, redact
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -305,7 +305,7 @@ def load_settings(config: str | Path | None = None, env: Mapping[str, str] | Non
     origins.update(_origins(from_env, "environment"))
     data = _merge(data, from_env)
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         problems = []
         for e in exc.errors():
@@ -313,3 +313,6 @@ def load_settings(config: str | Path | None = None, env: Mapping[str, str] | Non
             where = origins.get(loc[:2]) or origins.get(loc[:1]) or "settings"
             problems.append(f"{where}: {'.'.join(loc)}: {e['msg']} (got {_shown(e['input'], _is_secret(loc))})")
         raise SettingsError("; ".join(problems)) from None
+    # every flow starts here: from now on this process's log lines (Prefect's run logs too) never show a secret
+    install_log_redaction(settings.secret_values())
+    return settings

@@ -104,3 +104,13 @@ def test_new_settings_defaults():
     s = load_settings(env={})
     assert (s.catalog.lock_timeout, s.prefect.ephemeral_timeout) == (10.0, 90.0)
     assert load_settings(env={"ASTROLAB_PREFECT_EPHEMERAL_TIMEOUT": "120"}).prefect.ephemeral_timeout == 120
+
+
+def test_a_flows_log_lines_never_show_the_settings_secrets(caplog):
+    import logging
+
+    load_settings(env={"ASTROLAB_CATALOG_URL": "postgresql://astrolab:pa55-Word-9@db.lab:5432/astrolab",
+                       "ASTROLAB_LAKE_S3_SECRET_KEY": "minio-Secret-42"})
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("astrolab.test").info("connecting with pa55-Word-9 and minio-Secret-42")
+    assert caplog.records[-1].getMessage() == "connecting with *** and ***"
