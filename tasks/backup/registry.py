@@ -349,6 +349,9 @@ class RepositorySpec(_Model):
 
     @model_validator(mode="after")
     def _url(self) -> RepositorySpec:
+        if self.url.startswith("s3://"):
+            raise ValueError(f"repository {self.name}: restic writes S3 urls as s3:http(s)://host:port/bucket/prefix, "
+                             f"not {self.url!r}")
         if self.url.startswith("s3:"):
             parts = urlsplit(self.url[3:])
             if parts.scheme not in ("http", "https") or not parts.hostname or not parts.path.strip("/"):
