@@ -34,7 +34,7 @@ from functools import cache
 from pathlib import Path
 from typing import IO, Any
 
-from tasks.backup.registry import Retention
+from tasks.backup.registry import RepositorySpec, Retention
 from tasks.errors import TransientError
 
 CHUNK = 1 << 20
@@ -62,10 +62,10 @@ _KINDS: list[tuple[str, re.Pattern[str]]] = [
                                r"connection reset|TLS handshake|context deadline exceeded|EOF$", re.I)),
     ("disk-full", re.compile(r"no space left on device|disk quota exceeded", re.I)),
     ("locked", re.compile(r"repository is already locked|unable to create lock", re.I)),
+    ("access-denied", re.compile(r"Access ?Denied|InvalidAccessKeyId|SignatureDoesNotMatch|permission denied", re.I)),
     ("already-initialised", re.compile(r"config file already exists|repository master key and config already", re.I)),
     ("repository-missing", re.compile(r"Is there a repository at the following location|repository does not exist|"
                                       r"unable to open config file|NoSuchBucket|bucket does not exist", re.I)),
-    ("access-denied", re.compile(r"AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|permission denied", re.I)),
     ("corrupt", re.compile(r"repository contains errors|ciphertext verification failed|Pack ID does not match|"
                            r"invalid data returned|unexpected pack", re.I)),
 ]
@@ -695,3 +695,39 @@ class _Producer:
         detail = last_line(self._stderr.text)
         name = Path(self.command[0]).name
         return f"{name} failed (exit code {returncode})" + (f": {detail}" if detail else "")
+
+
+def _secret_value(name: str, what: str) -> Any:
+    """The value of a Prefect Secret block (imported lazily: the drivers run without Prefect)."""
+    from prefect.blocks.system import Secret
+
+    try:
+        return Secret.load(name).get()  # type: ignore[union-attr]
+    except ValueError as exc:
+        raise ResticError("no-password", f"{what}: no Prefect Secret block named {name!r} ({exc})") from None
+
+
+def open_repository(spec: RepositorySpec, **kwargs: Any) -> Repository:
+    """The Repository of a registry entry: the password from its Prefect Secret block, else its environment variable;
+    for S3, the keys from its Secret block ({access_key, secret_key}), else AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY."""
+    what = f"repository {spec.name}"
+    if spec.password_secret:
+        password = str(_secret_value(spec.password_secret, f"{what}.password_secret"))
+    else:
+        password = os.environ.get(spec.password_env, "")
+    if not password:
+        raise ResticError("no-password", f"{what}: no password (set {spec.password_env} or password_secret)")
+    env: dict[str, str] = {}
+    if spec.is_s3:
+        if spec.s3_credentials_secret:
+            value = _secret_value(spec.s3_credentials_secret, f"{what}.s3_credentials_secret")
+            if not isinstance(value, dict) or not {"access_key", "secret_key"} <= set(value):
+                raise ResticError("no-credentials", f"{what}: the Secret block {spec.s3_credentials_secret!r} must "
+                                  "hold a JSON object with access_key and secret_key")
+            env = {"AWS_ACCESS_KEY_ID": value["access_key"], "AWS_SECRET_ACCESS_KEY": value["secret_key"]}
+        else:
+            env = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if k in os.environ}
+        if len(env) != 2:
+            raise ResticError("no-credentials", f"{what}: no S3 keys (set s3_credentials_secret or "
+                              "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
+    return Repository(spec.url, password, env, **kwargs)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.backup.registry import Retention
-from tasks.backup.restic import Repository, ResticError, ResticUnavailable, classify
+from tasks.backup.registry import RepositorySpec, Retention
+from tasks.backup.restic import Repository, ResticError, ResticUnavailable, classify, open_repository
 from tasks.errors import is_transient
 
 
@@ -154,7 +154,9 @@ def test_a_full_disk_is_a_clear_error(make_repo, tmp_path):
     (1, "Fatal: unable to open config file: Stat: Get \"http://h:9000/b/?location=\": dial tcp: lookup h: "
         "no such host\nIs there a repository at the following location?", "unreachable"),
     (1, "Fatal: unable to save snapshot: write /srv/r/data/ab/x: no space left on device", "disk-full"),
-    (1, "Fatal: unable to open config file: Stat: Access Denied.\n", "repository-missing"),
+    (1, "Fatal: unable to open config file: Stat: Access Denied.\n", "access-denied"),
+    (1, "Fatal: unable to open config file: stat /r/config: no such file or directory\nIs there a repository at the "
+        "following location?", "repository-missing"),
     (1, "something else went wrong", "failed"),
 ])
 def test_classify_old_and_new_restic(returncode, stderr, kind):
@@ -308,3 +310,20 @@ def test_restore_never_writes_over_the_live_source(repo, source, digest, tmp_pat
     with pytest.raises(ResticError, match="is not empty"):
         repo.restore(snap, busy)
     assert digest(source) == before
+
+
+def test_open_repository_takes_the_password_and_keys_from_the_environment(monkeypatch, restic_bin, s3_env,
+                                                                          s3_repo_url, tmp_path):
+    spec = RepositorySpec(name="minio", url=s3_repo_url, password_env="ASTROLAB_TEST_RESTIC_PW")
+    monkeypatch.delenv("ASTROLAB_TEST_RESTIC_PW", raising=False)
+    with pytest.raises(ResticError, match=r"repository minio: no password \(set ASTROLAB_TEST_RESTIC_PW"):
+        open_repository(spec)
+    monkeypatch.setenv("ASTROLAB_TEST_RESTIC_PW", "pw-from-env")
+    for key in s3_env:
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(ResticError, match="no S3 keys"):
+        open_repository(spec)
+    for key, value in s3_env.items():
+        monkeypatch.setenv(key, value)
+    repo = open_repository(spec, cache_dir=tmp_path / "cache")
+    assert repo.ensure_initialised() and repo.snapshots() == []
