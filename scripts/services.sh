@@ -31,8 +31,17 @@ install_postgres() {
   apt-get install -y -qq "postgresql-${version}-q3c" >/dev/null
 }
 
+install_restic() {  # the backup tests drive the real restic (Debian 12 ships 0.14)
+  if command -v restic >/dev/null 2>&1; then return; fi
+  if [ "$(id -u)" != 0 ]; then echo "restic missing: sudo apt-get install restic" >&2; exit 1; fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq restic >/dev/null
+}
+
 start() {
   install_postgres
+  install_restic
   local bin; bin=$(pg_bin)
   mkdir -p "$STATE"
   [ "$(id -u)" = 0 ] && chown postgres "$STATE"
