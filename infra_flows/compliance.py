@@ -43,6 +43,7 @@ def load_policy_set(paths: list[Path]) -> tuple[list[Policy], list[str], dict[st
     """The policies under the paths; a malformed file is left out with its one-line error."""
     problems: list[str] = []
     policies = load_policies(paths, errors=problems)
+    problems += [line for policy in policies for line in policy.problems]
     files = {p.info.id: (p.source, hashlib.sha256(Path(p.source).read_bytes()).hexdigest()) for p in policies}
     return policies, problems, files
 

@@ -198,6 +198,8 @@ def _command_outcome(target: Target, rule: Rule, timeout: float) -> _Outcome:
 
 def evaluate_rule(rule: Rule, target: Target, *, command_timeout: float = DEFAULT_COMMAND_TIMEOUT) -> RuleResult:
     """Evaluate one parsed rule on a target; ``not`` inverts passed/failed, not applicable stays."""
+    if rule.problem:
+        return RuleResult(rule.text, Status.NOT_APPLICABLE, f"malformed rule: {rule.problem}")
     if rule.type is RuleType.FILE:
         outcome = _merge(lambda p=p: _file_outcome(target, p, rule.content) for p in rule.targets)  # type: ignore[misc]
     elif rule.type is RuleType.DIRECTORY:

@@ -9,7 +9,7 @@ from typing import Any, Literal, cast
 
 import yaml
 
-from tasks.compliance.rules import PolicyError, Rule, parse_rule
+from tasks.compliance.rules import PolicyError, Rule, malformed_rule, parse_rule
 from tasks.errors import did_you_mean
 
 Condition = Literal["all", "any", "none"]
@@ -67,6 +67,12 @@ class Policy:
     variables: tuple[tuple[str, str], ...] = ()
     source: str = ""
 
+    @property
+    def problems(self) -> list[str]:
+        """One line per rule that cannot be evaluated as written (its check reports not applicable)."""
+        rules = [*(self.requirements.rules if self.requirements else ()), *(r for c in self.checks for r in c.rules)]
+        return [r.problem for r in rules if r.problem]
+
 
 def _fail(source: str, where: str, what: str) -> PolicyError:
     return PolicyError(f"{source}: {where}: {what}")
@@ -116,7 +122,13 @@ def _rules(data: dict[str, Any], variables: dict[str, str], source: str, where: 
     for rule in rules:
         if not isinstance(rule, str):
             raise _fail(source, where, f"rule {rule!r} must be a string")
-    return tuple(parse_rule(r, variables, source=source, check_id=check_id) for r in rules)
+    parsed = []
+    for text in rules:
+        try:
+            parsed.append(parse_rule(text, variables, source=source, check_id=check_id))
+        except PolicyError as problem:
+            parsed.append(malformed_rule(text, problem))
+    return tuple(parsed)
 
 
 def _regex_type(data: dict[str, Any], source: str, where: str) -> None:

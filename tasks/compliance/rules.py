@@ -16,7 +16,9 @@ from tasks.compliance.osregex import OSRegex, OSRegexError, compile_osregex, os_
 COMPARE_OPS = ("<", "<=", "==", "!=", ">=", ">")
 _ARROW = " -> "
 _AND = " && "
-_COMPARE = re.compile(r"^(?P<regex>.*) compare (?P<op>\S+) (?P<value>[+-]?\d+)\s*$")
+# after " compare ": an operator and an integer, spaces between them optional ("compare <=15" is in Wazuh's own
+# CIS files, and wm_sca.c reads it)
+_COMPARE = re.compile(r"^(?P<regex>.*) compare\s+(?P<op>==|!=|<=|>=|<|>|=)\s*(?P<value>[+-]?\d+)\s*$")
 
 
 class PolicyError(ValueError):
@@ -109,6 +111,13 @@ class Rule:
     targets: tuple[str, ...]
     name_filter: NameFilter | None = None
     content: Content | None = None
+    problem: str = ""  # why the rule cannot be evaluated as written (it then counts as not applicable)
+
+
+def malformed_rule(text: str, problem: PolicyError) -> Rule:
+    """A rule that could not be parsed, kept so its check reports not applicable with the reason (as wm_sca.c
+    treats a rule it cannot use at scan time) instead of one bad rule refusing a whole policy file."""
+    return Rule(text, False, RuleType.FILE, (), problem=str(problem))
 
 
 def _compare(actual: int, op: str | None, expected: int) -> bool:
@@ -150,10 +159,7 @@ def parse_operator(text: str, fail: _Fail) -> Operator:
         parsed = _COMPARE.match(body[2:])
         if not parsed:
             raise fail(f"n: operator {body!r} needs 'REGEX compare OP INTEGER'")
-        op = parsed["op"]
-        if op not in COMPARE_OPS:
-            hint = " (Wazuh 4.x silently reads '=' as '==', 5.0 rejects it; write '==')" if op == "=" else ""
-            raise fail(f"compare operator {op!r} is not one of {' '.join(COMPARE_OPS)}{hint}")
+        op = "==" if parsed["op"] == "=" else parsed["op"]  # wm_sca.c reads a leading '=' as '=='
         regex = _regex(parsed["regex"], fail)
         if "(" not in parsed["regex"].replace("\\(", ""):
             raise fail(f"n: regex {parsed['regex']!r} has no capture group for the number")

@@ -4,8 +4,10 @@ import textwrap
 
 import pytest
 
+from tasks.compliance.evaluate import Status, evaluate_policy
 from tasks.compliance.policy import load_policies, load_policy
 from tasks.compliance.rules import PolicyError, RuleType
+from tasks.compliance.target import LocalTarget
 
 POLICY = """\
 policy:
@@ -91,15 +93,19 @@ def test_duplicate_check_id_in_one_file(tmp_path):
         load_policy(write(tmp_path, first_id=2))
 
 
-def test_compare_equals_is_refused(tmp_path):
+def test_compare_forms_in_wazuhs_own_files_load_as_wm_sca_reads_them(tmp_path):
+    # cis_ubuntu22-04.yml 28723 has "compare = 0", cis_debian12.yml 33181 "compare <=15": wm_sca.c reads a leading
+    # '=' as '==' and needs no space before the number
     path = tmp_path / "eq.yml"
     path.write_text(
         POLICY.replace("{first_id}", "33191").replace("{condition}", "all").replace(
-            r"'f:$sshd_file -> r:^PermitRootLogin\s+no'", r"'f:/etc/login.defs -> n:^UMASK\s+(\d+) compare = 0'"
+            r"'f:$sshd_file -> r:^PermitRootLogin\s+no'",
+            "'f:/etc/login.defs -> n:^UMASK\\s+(\\d+) compare = 0'\n"
+            "      - 'f:/etc/sudoers -> n:timeout=(\\d+) compare <=15'"
         )
     )
-    with pytest.raises(PolicyError, match=r"eq.yml: check 33191: rule .*compare operator '='"):
-        load_policy(path)
+    rules = load_policy(path).checks[0].rules
+    assert [(op.compare_op, op.compare_value) for r in rules for op in r.content.operators] == [("==", 0), ("<=", 15)]
 
 
 def test_malformed_structure(tmp_path):
@@ -133,3 +139,22 @@ def test_load_policies_refuses_duplicates_across_files(tmp_path):
     other = POLICY.replace("lab_linux", "other").replace("{first_id}", "10").replace("{condition}", "all")
     second.write_text(other.replace("id: 2", "id: 3"))
     assert [p.info.id for p in load_policies([tmp_path / "a", tmp_path / "b"])] == ["lab_linux", "other"]
+
+
+def test_a_rule_that_cannot_be_parsed_makes_its_check_not_applicable_not_the_file_refused(tmp_path):
+    # cis_debian12.yml 33192 (v4.14.7) has "n:root_unlock_time >= 60", with no 'compare': wm_sca.c finds that at
+    # scan time and reports the rule invalid; the other checks of the file run
+    path = tmp_path / "lab.yml"
+    path.write_text(POLICY.replace("{first_id}", "33192").replace("{condition}", "all").replace(
+        r"'f:$sshd_file -> r:^PermitRootLogin\s+no'", "'f:/etc/security/faillock.conf -> n:root_unlock_time >= 60'"))
+    policy = load_policy(path)
+    assert policy.problems == [f"{path}: check 33192: rule 'f:/etc/security/faillock.conf -> n:root_unlock_time >= "
+                               "60': n: operator 'n:root_unlock_time >= 60' needs 'REGEX compare OP INTEGER'"]
+    root = tmp_path / "root"
+    (root / "etc/cron.d").mkdir(parents=True)
+    (root / "proc/sys/kernel").mkdir(parents=True)
+    (root / "proc/sys/kernel/ostype").write_text("Linux\n")
+    result = evaluate_policy(policy, LocalTarget(root))
+    first, second = result.checks
+    assert first.status is Status.NOT_APPLICABLE and first.reason.startswith("malformed rule: ")
+    assert second.status is Status.FAILED  # condition none over an existing directory: the rest still runs

@@ -87,7 +87,7 @@ def test_uppercase_not_is_accepted_as_in_wm_sca():
 @pytest.mark.parametrize(
     ("rule", "problem"),
     [
-        (r"f:/etc/security/pwquality.conf -> n:^minlen\s*=\s*(\d+) compare = 14", "compare operator '='"),
+        (r"f:/etc/security/pwquality.conf -> n:^minlen\s*=\s*(\d+) compare ~ 14", "needs 'REGEX compare OP INTEGER'"),
         (r"f:/x -> n:^minlen\s*=\s*(\d+) compare >= many", "needs 'REGEX compare OP INTEGER'"),
         (r"f:/x -> n:^minlen\s*=\s*\d+ compare >= 14", "no capture group"),
         ("x:/etc/passwd", "unknown rule type 'x'"),
