@@ -21,7 +21,7 @@ from astrolab.settings import Settings, load_settings
 from tasks.ingest import report
 from tasks.ingest.pipeline import FileResult, PublishResult, ingest_file, publish, reconcile
 from tasks.ingest.products import PRODUCTS
-from tasks.ingest.sources import SourceFile, discover
+from tasks.ingest.sources import Discovery, SourceFile, discover_all
 
 
 @task(name="reconcile-lake")
@@ -32,10 +32,11 @@ def reconcile_lake(settings: Settings) -> list[str]:
 
 
 @task(name="discover-files", **retrying(2))
-def discover_files(source: str, kinds: list[str] | None, settings: Settings) -> list[SourceFile]:
-    """Find DESI DR1 files under ``source`` (a path or an s3:// prefix) by their file-name patterns."""
+def discover_files(source: str, kinds: list[str] | None, settings: Settings) -> Discovery:
+    """Find DESI DR1 files under ``source`` (a path or an s3:// prefix) by their file-name patterns, and the FITS
+    files there that no product recognises."""
     sources = build_source_store(settings) if source.startswith("s3://") else None
-    return discover(source, set(kinds) if kinds else None, sources)
+    return discover_all(source, set(kinds) if kinds else None, sources)
 
 
 def ingest_group(files: list[SourceFile], settings: Settings, run_id: str, docs_subdir: str | None = None,
@@ -53,7 +54,8 @@ def ingest_group(files: list[SourceFile], settings: Settings, run_id: str, docs_
         for src in files:
             progress.start_file(src.path.name)
             result = ingest_file(src, lake, catalog, validator, settings.ingest.chunk_rows, run_id,
-                                 progress=progress.advance, sources=sources)
+                                 progress=progress.advance, sources=sources,
+                                 work_dir=settings.lake_work_dir / "decompress")
             results.append(result)
             if on_file:
                 on_file(result)
@@ -145,7 +147,7 @@ def emit_ingest_events(results: list[FileResult], published: list[PublishResult]
 
 @task(name="report")
 def write_report(results: list[FileResult], published: list[PublishResult], settings: Settings,
-                 run_id: str) -> str:
+                 run_id: str, not_recognised: list[str] | None = None) -> str:
     """Publish the run's Prefect artifacts: summary, file table, Data Docs link, n(z) and sky plots."""
     lake = build_lake(settings)
     docs = lake.data_docs_dir() / "index.html"
@@ -155,7 +157,7 @@ def write_report(results: list[FileResult], published: list[PublishResult], sett
         run_dir = lake.run_report_dir(run_id)
         images = report.plots(catalog, run_dir)
     lake.save_dir(run_dir)
-    markdown = report.summary_markdown(results, published, docs_url, primary)
+    markdown = report.summary_markdown(results, published, docs_url, primary, not_recognised or [])
     create_markdown_artifact(markdown, key="desi-ingest-summary", description="DESI ingest run summary")
     create_table_artifact(report.file_table(results), key="desi-ingest-files",
                           description="Files, rows and quarantine reasons")
@@ -174,12 +176,13 @@ def desi_ingest(source: str, kinds: list[str] | None = None, config: str | None 
     run_id = str(flow_run.get_id() or "local")
     for line in reconcile_lake(settings):
         print(f"recovered: {line}")
-    files = discover_files(source, kinds, settings)
-    print(f"found {len(files)} DESI files under {source}")
-    results = ingest_files(files, settings, run_id)
+    found = discover_files(source, kinds, settings)
+    print(f"found {len(found.files)} DESI files under {source}"
+          + (f"; {len(found.not_recognised)} FITS files not recognised" if found.not_recognised else ""))
+    results = ingest_files(found.files, settings, run_id)
     published = publish_hats(settings)
     emit_ingest_events(results, published, config, run_id)
-    summary = write_report(results, published, settings, run_id)
+    summary = write_report(results, published, settings, run_id, found.not_recognised)
     print(summary)
     return {
         "files": len(results),
@@ -188,4 +191,5 @@ def desi_ingest(source: str, kinds: list[str] | None = None, config: str | None 
         "quarantined": {r.path: r.error for r in results if r.status == "quarantined"},
         "rows": sum(r.rows for r in results if r.status == "ingested"),
         "published": {p.product: p.version for p in published},
+        "not_recognised": found.not_recognised,
     }

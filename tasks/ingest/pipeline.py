@@ -1,9 +1,11 @@
 """Ingest one DESI file into staging and the catalog, and publish staged files to the lake as HATS.
 
-A file goes: skip if lineage says its content is done -> read in chunks -> validate (Great Expectations) ->
-enrich and check HEALPIX -> stage sorted parquet parts and append the rows to the file's open catalog transaction ->
-check duplicate keys -> save the staged parts in the lake -> commit together with its lineage row (the sha256 is
-computed meanwhile). A file in an object store is downloaded to a local temporary copy first. Any failure
+A file goes: skip if lineage says its content is done -> (a .fits.gz: decompress to a temporary file) -> verify the
+FITS CHECKSUM/DATASUM of every HDU that has them, computing the sha256 in the same pass -> read in chunks ->
+validate (Great Expectations) -> enrich and check HEALPIX -> stage sorted parquet parts and append the rows to the
+file's open catalog transaction -> check duplicate keys -> save the staged parts in the lake -> commit together with
+its lineage row. A file in an object store is downloaded to a local temporary copy first. A file with zero rows is
+loaded with nothing staged, and published with the next version (or the current one). Any failure
 quarantines the file: its staged parts are deleted, the lineage row says why, and nothing of it reaches the
 catalog or the lake. Publishing rebuilds the product's HATS catalog from the previous version plus every
 loaded-but-unpublished file, saves it in the lake, records the version in the catalog, then points the lake at it
@@ -18,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict, TypeVar, cast
@@ -29,10 +32,19 @@ import pyarrow as pa
 from tasks.catalog.base import FileLoad, SqlCatalog
 from tasks.catalog.schema import DONE_STATUSES, LineageRecord
 from tasks.hats.writer import SEQ_COLUMN, write_hats_catalog, write_staging_parquet
+from tasks.ingest.checksum import verify_fits
 from tasks.ingest.enrich import enrich, healpix_mismatches
 from tasks.ingest.fits_reader import FitsFormatError
 from tasks.ingest.products import PRODUCTS, Product
-from tasks.ingest.sources import ProductReader, SourceFile, SourceStore, file_sha256, local_copy
+from tasks.ingest.sources import (
+    GzipError,
+    ProductReader,
+    SourceFile,
+    SourceStore,
+    decompressed,
+    file_sha256,
+    local_copy,
+)
 from tasks.ingest.validate import BatchValidator
 from tasks.storage.lake import Lake
 from tasks.storage.s3 import ObjectStoreError
@@ -132,6 +144,8 @@ def stage_file(
 ) -> tuple[int, str | None]:
     """Read, validate, enrich, stage, load and save one file's chunks; return (rows, notes). Raises IngestError.
 
+    A file with no rows stages nothing (no staging directory) and returns (0, notes).
+
     Four things overlap: the next chunk is read in one thread, this chunk is validated in a second and staged
     (enriched, written) here, and the previous chunk goes into the catalog's open transaction (``load``) in a
     third. Any failure fails the whole file; the caller rolls the load back.
@@ -142,7 +156,7 @@ def stage_file(
     timings["read_s"] = time.perf_counter() - t0
     notes = f"extra columns not kept in the lake: {', '.join(reader.extra_columns)}" if reader.extra_columns else None
     if reader.nrows == 0:
-        raise IngestError(f"{src.location}, HDU {product.hdus[0]}: table has no rows")
+        return 0, notes
     staging = lake.fresh_staging_dir(product.name, staging_key)
     parts: list[Path] = []
     rows = 0
@@ -244,17 +258,47 @@ def ingest_file(
     run_id: str,
     progress: Callable[[int], None] | None = None,
     sources: SourceStore | None = None,
+    work_dir: Path | None = None,
 ) -> FileResult:
     """Ingest one file unless its content was already ingested; quarantine it with a reason if it is bad.
 
-    A file in an object store (``src.url``) is read from a local copy downloaded through ``sources``.
+    A file in an object store (``src.url``) is read from a local copy downloaded through ``sources``; a ``.fits.gz``
+    file from a copy decompressed into ``work_dir`` (the download directory, or a system temporary directory, when
+    None). Both copies are deleted afterwards.
     """
+    if work_dir is None and sources is not None:
+        work_dir = sources.download_dir
     with local_copy(src, sources) as copy:
-        return _ingest_local_copy(copy, lake, catalog, validator, chunk_rows, run_id, progress)
+        return _ingest_local_copy(copy, lake, catalog, validator, chunk_rows, run_id, progress, work_dir)
+
+
+@contextmanager
+def readable_fits(src: SourceFile, work_dir: Path | None) -> Iterator[tuple[SourceFile, str | None]]:
+    """(the source as a plain FITS file, the sha256 of the stored bytes if reading it computed one already)."""
+    if not src.compressed:
+        yield src, None
+        return
+    with decompressed(src, work_dir) as (plain, stored_sha256):
+        yield plain, stored_sha256
+
+
+def verify_checksums(src: SourceFile, with_sha256: bool) -> tuple[str | None, str | None]:
+    """Verify the FITS checksums of every HDU of ``src.path``; return (sha256 of its bytes when asked, notes).
+
+    Raises FitsFormatError naming the file, the HDU and both sums (expected, computed) of a mismatch.
+    """
+    integrity = verify_fits(src.path, with_sha256=with_sha256)
+    integrity.raise_on_mismatch()
+    return integrity.sha256, integrity.notes
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _ingest_local_copy(src: SourceFile, lake: Lake, catalog: SqlCatalog, validator: BatchValidator,
-                       chunk_rows: int, run_id: str, progress: Callable[[int], None] | None) -> FileResult:
+                       chunk_rows: int, run_id: str, progress: Callable[[int], None] | None,
+                       work_dir: Path | None = None) -> FileResult:
     product = src.product
     result = FileResult(src.location, src.kind, product.name, "skipped")
     started = _now()
@@ -275,39 +319,50 @@ def _ingest_local_copy(src: SourceFile, lake: Lake, catalog: SqlCatalog, validat
     staging_key = f"incoming-{uuid.uuid4().hex}"
     record = _LineageStart(path=src.location, kind=src.kind, product=product.name, survey=src.survey,
                            program=src.program, run_id=run_id, started_at=started, file_size=size, file_mtime=mtime)
-    with ThreadPoolExecutor(max_workers=1) as hasher:
-        hashing = hasher.submit(file_sha256, src.path)  # sha256 releases the GIL: overlaps with staging
-        load = catalog.begin_load(product)
-        try:
-            rows, notes = stage_file(src, staging_key, lake, validator, chunk_rows, time.time_ns(),
+    load = catalog.begin_load(product)
+    names = [str(src.path)]  # local paths that messages should name by the file's location instead
+    try:
+        with readable_fits(src, work_dir) as (plain, stored_sha256):
+            names.insert(0, str(plain.path))
+            t0 = time.perf_counter()
+            # before any row is read: a corrupt file never reaches validation, staging or the catalog
+            sha256, integrity_notes = verify_checksums(plain, with_sha256=stored_sha256 is None)
+            result.timings["verify_s"] = time.perf_counter() - t0
+            file_hash = stored_sha256 or sha256
+            assert file_hash is not None  # one of the two passes hashed the stored bytes
+            result.file_hash = file_hash
+            rows, notes = stage_file(plain, staging_key, lake, validator, chunk_rows, time.time_ns(),
                                      result.timings, load, progress)
-            result.file_hash = file_hash = hashing.result()
-            committed = load.commit(LineageRecord(
-                file_hash=file_hash, **record, n_rows=rows, status="loaded", notes=notes, finished_at=_now(),
-                staging_key=staging_key, read_s=result.timings.get("read_s"),
-                validate_s=result.timings.get("validate_s"), stage_s=result.timings.get("stage_s"),
-                load_s=result.timings.get("load_s"),
-            ))
-            if not committed:  # the same bytes were ingested already, under another name or by another run
-                _discard_staging(lake, product.name, staging_key)
-                existing = catalog.lineage(file_hash)
-                assert existing is not None  # commit() is False only when this hash has a done lineage row
-                result.rows = existing["n_rows"] or 0
-                result.notes = f"same content as {existing['path']}, already ingested (run {existing['run_id']})"
-                return result
-            result.status, result.rows, result.notes = "ingested", rows, notes
-        except (IngestError, FitsFormatError) as exc:
-            load.rollback()
+        notes = "; ".join(n for n in (integrity_notes, notes) if n) or None
+        committed = load.commit(LineageRecord(
+            file_hash=file_hash, **record, n_rows=rows, status="loaded", notes=notes, finished_at=_now(),
+            staging_key=staging_key if rows else None, read_s=result.timings.get("read_s"),
+            validate_s=result.timings.get("validate_s"), stage_s=result.timings.get("stage_s"),
+            load_s=result.timings.get("load_s"),
+        ))
+        if not committed:  # the same bytes were ingested already, under another name or by another run
             _discard_staging(lake, product.name, staging_key)
-            result.file_hash = hashing.result()
-            error = str(exc).replace(str(src.path), src.location)  # a downloaded copy: name the original
-            result.status, result.error = "quarantined", error
-            catalog.quarantine(LineageRecord(file_hash=result.file_hash, **record, n_rows=None,
-                                             status="quarantined", error=error, finished_at=_now()))
-        except BaseException:
-            load.rollback()
-            _discard_staging(lake, product.name, staging_key)
-            raise
+            existing = catalog.lineage(file_hash)
+            assert existing is not None  # commit() is False only when this hash has a done lineage row
+            result.rows = existing["n_rows"] or 0
+            result.notes = f"same content as {existing['path']}, already ingested (run {existing['run_id']})"
+            return result
+        result.status, result.rows, result.notes = "ingested", rows, notes
+    except (IngestError, FitsFormatError, GzipError) as exc:
+        load.rollback()
+        _discard_staging(lake, product.name, staging_key)
+        if result.file_hash is None:
+            result.file_hash = file_sha256(src.path)
+        error = _one_line(str(exc))
+        for name in names:  # a downloaded or decompressed copy: name the original
+            error = error.replace(name, src.location)
+        result.status, result.error = "quarantined", error
+        catalog.quarantine(LineageRecord(file_hash=result.file_hash, **record, n_rows=None,
+                                         status="quarantined", error=error, finished_at=_now()))
+    except BaseException:
+        load.rollback()
+        _discard_staging(lake, product.name, staging_key)
+        raise
     return result
 
 
@@ -323,8 +378,15 @@ def publish(
         pending = catalog.pending(product.name)
         if not pending:
             return None
-        parts = sorted(p for key in pending.values() for p in lake.staged_parts(product.name, key))
+        keys = [key for key in pending.values() if key]  # files with zero rows staged nothing
         current = catalog.published_version(product.name)
+        if not keys:  # only files with zero rows: nothing to rebuild; they join the current version, if any
+            if current:
+                nrows = catalog.query("SELECT nrows FROM hats_versions WHERE product = $p",
+                                      {"p": product.name}).column(0)[0].as_py()
+                catalog.mark_published(product.name, current, nrows, list(pending))
+            return None
+        parts = sorted(p for key in keys for p in lake.staged_parts(product.name, key))
         previous = lake.version_dir(product.name, current) if current else None
         version, out = lake.new_version(product.name)
         summary = write_hats_catalog(
@@ -334,7 +396,7 @@ def publish(
         lake.save_version(product.name, version)
         catalog.mark_published(product.name, version, summary.nrows, list(pending))  # the commit point
         lake.publish(product.name, version)
-        finish_publish(product.name, lake, catalog, list(pending.values()))
+        finish_publish(product.name, lake, catalog, keys)
     return PublishResult(product.name, version, str(lake.catalog_path(product.name)), summary.nrows,
                          len(summary.partitions), len(pending))
 

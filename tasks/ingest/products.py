@@ -15,14 +15,16 @@ import pyarrow as pa
 # --- DESI DR1 file-name patterns (desidatamodel regexes, see reference/desi-dr1-data-model.md) -------------
 SURVEYS = "cmx|main|sv1|sv2|sv3|special"
 PROGRAMS = "backup|bright|dark|other"
+FITS_SUFFIXES = (".fits", ".fits.gz")  # DR1 ships some files gzip-compressed (e.g. per-healpix fastspec)
+_FITS = r"\.fits(?:\.gz)?$"
 FILE_PATTERNS: dict[str, re.Pattern[str]] = {
-    "zpix": re.compile(rf"^zpix-(?P<survey>{SURVEYS})-(?P<program>{PROGRAMS})\.fits$"),
-    "zall": re.compile(r"^zall-pix-(?P<specprod>[a-z0-9_-]+)\.fits$"),
+    "zpix": re.compile(rf"^zpix-(?P<survey>{SURVEYS})-(?P<program>{PROGRAMS}){_FITS}"),
+    "zall": re.compile(rf"^zall-pix-(?P<specprod>[a-z0-9_-]+?){_FITS}"),
     "fastspec": re.compile(
-        rf"^fastspec-(?P<specprod>[a-z0-9]+)-(?P<survey>{SURVEYS})-(?P<program>{PROGRAMS})(-nside1-hp\d\d)?\.fits$"
+        rf"^fastspec-(?P<specprod>[a-z0-9]+)-(?P<survey>{SURVEYS})-(?P<program>{PROGRAMS})(-nside1-hp\d\d)?{_FITS}"
     ),
-    "coadd": re.compile(rf"^coadd-(?P<survey>{SURVEYS})-(?P<program>{PROGRAMS})-(?P<healpix>\d+)\.fits$"),
-    "redrock": re.compile(rf"^redrock-(?P<survey>{SURVEYS})-(?P<program>{PROGRAMS})-(?P<healpix>\d+)\.fits$"),
+    "coadd": re.compile(rf"^coadd-(?P<survey>{SURVEYS})-(?P<program>{PROGRAMS})-(?P<healpix>\d+){_FITS}"),
+    "redrock": re.compile(rf"^redrock-(?P<survey>{SURVEYS})-(?P<program>{PROGRAMS})-(?P<healpix>\d+){_FITS}"),
 }
 
 # --- Column types ------------------------------------------------------------------------------------------

@@ -28,9 +28,12 @@ def file_table(results: Sequence[FileResult]) -> list[dict[str, object]]:
     ]
 
 
+NOT_RECOGNISED_SHOWN = 50
+
+
 def summary_markdown(results: Sequence[FileResult], published: Sequence[PublishResult], docs_index: str | None,
-                     primary_rows: int) -> str:
-    """Markdown summary of a run."""
+                     primary_rows: int, not_recognised: Sequence[str] = ()) -> str:
+    """Markdown summary of a run; ``not_recognised``: FITS files found whose names match no DESI DR1 product."""
     count = {s: sum(r.status == s for r in results) for s in ("ingested", "skipped", "quarantined")}
     rows = sum(r.rows for r in results if r.status == "ingested")
     lines = [
@@ -39,6 +42,8 @@ def summary_markdown(results: Sequence[FileResult], published: Sequence[PublishR
         f"{count['quarantined']} quarantined)",
         f"- rows ingested this run: **{rows:,}**",
         f"- unique targets in the primary view (`zcat_primary`): **{primary_rows:,}**",
+        f"- not recognised: **{len(not_recognised)}** FITS files whose names match no DESI DR1 product"
+        + (" (nothing matched)" if not results and not_recognised else ""),
     ]
     for p in published:
         lines.append(f"- HATS catalog `{p.product}`: {p.nrows:,} rows in {p.partitions} partitions, "
@@ -48,6 +53,10 @@ def summary_markdown(results: Sequence[FileResult], published: Sequence[PublishR
     bad = [r for r in results if r.status == "quarantined"]
     if bad:
         lines += ["", "## Quarantined files", ""] + [f"- `{r.path}`: {r.error}" for r in bad]
+    if not_recognised:
+        lines += ["", "## Not recognised", ""] + [f"- `{p}`" for p in not_recognised[:NOT_RECOGNISED_SHOWN]]
+        if len(not_recognised) > NOT_RECOGNISED_SHOWN:
+            lines.append(f"- ... and {len(not_recognised) - NOT_RECOGNISED_SHOWN} more")
     return "\n".join(lines) + "\n"
 
 

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
+import io
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 
 from tasks.ingest.fits_reader import FitsFormatError, TableLayout, iter_table, table_layout
-from tasks.ingest.products import PRODUCT_OF_KIND, Product, classify
+from tasks.ingest.products import FITS_SUFFIXES, PRODUCT_OF_KIND, Product, classify
 from tasks.storage.s3 import ObjectStore, split_url
 
 
@@ -30,6 +34,12 @@ class SourceFile:
     url: str | None = None        # s3://bucket/key of a file in an object store
     size: int | None = None       # of an object-store file, from its listing
     mtime: float | None = None
+    origin: str | None = None     # the stored file's name when ``path`` is a working copy (a decompressed .gz)
+
+    @property
+    def compressed(self) -> bool:
+        """Whether the file is gzip-compressed FITS (``*.fits.gz``)."""
+        return self.path.name.endswith(".gz")
 
     @property
     def product(self) -> Product:
@@ -39,7 +49,7 @@ class SourceFile:
     @property
     def location(self) -> str:
         """The file's name in lineage and messages: its local path or its s3:// URL."""
-        return self.url or str(self.path)
+        return self.origin or self.url or str(self.path)
 
     def stat(self) -> tuple[int, float]:
         """(size, mtime) of the file as it is now (an object-store file: as listed)."""
@@ -77,38 +87,111 @@ def local_copy(src: SourceFile, sources: SourceStore | None) -> Iterator[SourceF
 
 
 def _candidates(root: str, sources: SourceStore | None) -> list[SourceFile]:
-    """Every *.fits file under ``root`` as an unclassified SourceFile (kind left empty)."""
+    """Every *.fits and *.fits.gz file under ``root`` (a single file: whatever its name) as an unclassified
+    SourceFile (kind left empty)."""
     if root.startswith("s3://"):
         if sources is None:
             raise ValueError(f"{root}: an s3:// source needs the S3 settings (lake.s3_*)")
         bucket, prefix = split_url(root)
-        listing = sources.store.list(bucket, prefix if prefix.endswith(".fits") else f"{prefix}/" if prefix else "")
+        listing = sources.store.list(bucket, prefix if prefix.endswith(FITS_SUFFIXES) else f"{prefix}/" if prefix
+                                     else "")
         found = [SourceFile(Path(o.key), "", url=f"s3://{bucket}/{o.key}", size=o.size, mtime=o.mtime)
-                 for o in listing if o.key.endswith(".fits")]
+                 for o in listing if o.key.endswith(FITS_SUFFIXES)]
         if not found:
-            raise FileNotFoundError(f"{root}: no *.fits objects there")
+            raise FileNotFoundError(f"{root}: no *.fits objects there (nor *.fits.gz)")
         return sorted(found, key=lambda f: f.location)
     path = Path(root)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or directory")
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*.fits") if p.is_file())
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*.fits*")
+                                                  if p.name.endswith(FITS_SUFFIXES) and p.is_file())
     return [SourceFile(p, "") for p in files]
 
 
-def discover(root: str | Path, kinds: set[str] | None = None, sources: SourceStore | None = None) -> list[SourceFile]:
-    """All DESI files under ``root`` (a file, a directory, or an s3:// prefix with ``sources``), recognised by
-    their DR1 file-name patterns."""
-    found = []
+@dataclass(frozen=True)
+class Discovery:
+    """What discovery found: the DESI files to ingest, and the FITS files whose names no product recognises."""
+
+    files: list[SourceFile]
+    not_recognised: list[str]
+
+
+def discover_all(root: str | Path, kinds: set[str] | None = None,
+                 sources: SourceStore | None = None) -> Discovery:
+    """The DESI files under ``root`` (a file, a directory, or an s3:// prefix with ``sources``), recognised by
+    their DR1 file-name patterns (``.fits`` or ``.fits.gz``), and the FITS files that match no pattern (files of a
+    kind left out by ``kinds`` are neither)."""
+    found, unknown = [], []
     for candidate in _candidates(str(root), sources):
         match = classify(candidate.path.name)
-        if match is None or (kinds and match[0] not in kinds):
+        if match is None:
+            unknown.append(candidate.location)
+            continue
+        if kinds and match[0] not in kinds:
             continue
         kind, fields = match
         pix = fields.get("healpix")
         found.append(dataclasses.replace(candidate, kind=kind, survey=fields.get("survey"),
                                          program=fields.get("program"),
                                          healpix=int(pix) if pix is not None else None))
-    return found
+    return Discovery(found, unknown)
+
+
+def discover(root: str | Path, kinds: set[str] | None = None, sources: SourceStore | None = None) -> list[SourceFile]:
+    """All DESI files under ``root`` (see ``discover_all``, which also lists the files no product recognises)."""
+    return discover_all(root, kinds, sources).files
+
+
+class GzipError(ValueError):
+    """A ``.fits.gz`` file that is not a complete, valid gzip stream; the message names the file."""
+
+
+class _HashingReader:
+    """A binary file read through, feeding every byte read into a sha256."""
+
+    def __init__(self, fh: BinaryIO, digest: hashlib._Hash) -> None:
+        self.fh, self.digest = fh, digest
+
+    def read(self, n: int = -1, /) -> bytes:
+        buf = self.fh.read(n)
+        self.digest.update(buf)
+        return buf
+
+    def seek(self, n: int, /) -> int:
+        raise io.UnsupportedOperation("a hashed stream is read once, front to back")
+
+
+@contextmanager
+def decompressed(src: SourceFile, work_dir: Path | None = None,
+                 block: int = 1 << 24) -> Iterator[tuple[SourceFile, str]]:
+    """For a ``.fits.gz`` source: (the source with ``path`` at a decompressed temporary copy in ``work_dir`` (a
+    system temporary directory when None), the sha256 of the .gz bytes as stored), the copy deleted afterwards.
+
+    Streams in ``block``-sized pieces, so memory stays bounded whatever the file size. Raises GzipError naming the
+    file for a corrupt or truncated stream (the gzip CRC and length are checked at the end of each member).
+    """
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="gunzip-", dir=work_dir))
+    try:
+        out = tmp / src.path.name[: -len(".gz")]
+        digest = hashlib.sha256()
+        with open(src.path, "rb") as raw, open(out, "wb") as dst:
+            stream = gzip.GzipFile(fileobj=_HashingReader(raw, digest), mode="rb")
+            while True:
+                try:
+                    chunk = stream.read(block)
+                except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+                    raise GzipError(f"{src.location}: not a valid gzip stream: {exc}") from exc
+                if not chunk:
+                    break
+                dst.write(chunk)
+            if raw.tell() == 0:
+                raise GzipError(f"{src.location}: not a valid gzip stream: empty file")
+            digest.update(raw.read())  # bytes after the last member gzip did not need (none for a valid file)
+        yield dataclasses.replace(src, path=out, origin=src.location), digest.hexdigest()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def file_sha256(path: Path, block: int = 1 << 24) -> str:

@@ -1,14 +1,15 @@
 """Writing FITS files front to back in bounded memory: binary tables are streamed in row chunks.
 
 A table header is written with NAXIS2 = 0 and patched when the table ends (the fixed-format integer card keeps
-its length), then the data are padded to 2880 bytes. Rows of a table that cannot be streamed into its file yet
+its length), then the data are padded to 2880 bytes. Every HDU carries CHECKSUM and DATASUM as DESI's files do
+(FITS standard Appendix J): the data sum is kept while rows stream and both cards are patched in with NAXIS2.
+Rows of a table that cannot be streamed into its file yet
 (EXP_FIBERMAP behind ZCATALOG, zall behind every zpix) wait in a raw `Spool` and are copied in at assembly.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +22,69 @@ from .columns import Col, record_dtype
 
 BLOCK = 2880
 Keywords = Iterable[tuple[str, object, str]]
+_MASK32 = 0xFFFFFFFF
+_EXCLUDE = frozenset([*range(0x3A, 0x41), *range(0x5B, 0x61)])
+
+
+class DataSum:
+    """The 32-bit ones' complement sum of a byte stream written in pieces of any length (FITS DATASUM)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._carry = b""  # the last 1-3 bytes of an unfinished 4-byte word
+
+    def update(self, data: bytes | memoryview) -> None:
+        """Add the next bytes of the stream."""
+        view = memoryview(data).cast("B")
+        if self._carry:
+            take = min(4 - len(self._carry), len(view))
+            self._carry += bytes(view[:take])
+            view = view[take:]
+            if len(self._carry) < 4:
+                return
+            self.total += int.from_bytes(self._carry, "big")
+            self._carry = b""
+        whole = len(view) // 4 * 4
+        self.total += int(np.frombuffer(view[:whole], dtype=">u4").sum(dtype=np.uint64))
+        self._carry = bytes(view[whole:])
+        self.total = _fold(self.total)
+
+    @property
+    def value(self) -> int:
+        """The sum so far (a trailing partial word counts as if padded with zeros)."""
+        return _fold(self.total + int.from_bytes(self._carry.ljust(4, b"\0"), "big")) if self._carry else self.total
+
+
+def _fold(total: int) -> int:
+    while total >> 32:
+        total = (total & _MASK32) + (total >> 32)
+    return total
+
+
+def _encode_checksum(value: int) -> str:
+    """The 16-character ASCII encoding of a CHECKSUM value (FITS standard Appendix J)."""
+    asc = [0] * 16
+    for i in range(4):
+        byte = (value >> (24 - 8 * i)) & 0xFF
+        quotient, remainder = byte // 4 + ord("0"), byte % 4
+        ch = [quotient + remainder, quotient, quotient, quotient]
+        for j in (0, 2):
+            while ch[j] in _EXCLUDE or ch[j + 1] in _EXCLUDE:
+                ch[j] += 1
+                ch[j + 1] -= 1
+        for j in range(4):
+            asc[4 * j + i] = ch[j]
+    return bytes(asc[(i + 15) % 16] for i in range(16)).decode("ascii")
+
+
+def checksummed(header: fits.Header, datasum: int) -> bytes:
+    """The header's bytes with DATASUM and CHECKSUM set for a data unit that sums to ``datasum``."""
+    header["DATASUM"] = (str(datasum), "data unit checksum")
+    header["CHECKSUM"] = ("0" * 16, "HDU checksum")
+    summer = DataSum()
+    summer.update(header.tostring().encode("ascii"))
+    header["CHECKSUM"] = (_encode_checksum(~_fold(summer.value + datasum) & _MASK32), "HDU checksum")
+    return header.tostring().encode("ascii")
 
 
 def table_header(cols: list[Col], extname: str, nrows: int, keywords: Keywords = ()) -> fits.Header:
@@ -91,6 +155,7 @@ class FitsWriter:
         self._fh = open(self._part, "wb")
         self._open: tuple[fits.Header, int, np.dtype] | None = None  # header, header offset, record dtype
         self._rows = 0
+        self._datasum = DataSum()  # of the open table's rows
 
     def __enter__(self) -> FitsWriter:
         return self
@@ -106,7 +171,7 @@ class FitsWriter:
         header = fits.PrimaryHDU().header
         for key, value, comment in keywords:
             header[key] = (value, comment)
-        self._fh.write(header.tostring().encode("ascii"))
+        self._fh.write(checksummed(header, 0))
 
     def write_image(self, data: np.ndarray, extname: str, keywords: Keywords = ()) -> None:
         """An IMAGE extension written whole (numpy shape (..., naxis1), stored big-endian)."""
@@ -114,7 +179,9 @@ class FitsWriter:
         for key, value, comment in keywords:
             header[key] = (value, comment)
         raw = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder(">")).tobytes()
-        self._fh.write(header.tostring().encode("ascii"))
+        datasum = DataSum()
+        datasum.update(raw)
+        self._fh.write(checksummed(header, datasum.value))
         self._fh.write(raw + _padding(len(raw)))
 
     def begin_table(self, cols: list[Col], extname: str, keywords: Keywords = ()) -> None:
@@ -126,8 +193,9 @@ class FitsWriter:
         if header["NAXIS1"] != dtype.itemsize:
             raise AssertionError(f"{extname}: NAXIS1 {header['NAXIS1']} != record size {dtype.itemsize}")
         self._open = (header, self._fh.tell(), dtype)
-        self._fh.write(header.tostring().encode("ascii"))
+        self._fh.write(checksummed(header, 0))
         self._rows = 0
+        self._datasum = DataSum()
 
     def write_rows(self, records: np.ndarray) -> None:
         """Append records to the open table."""
@@ -135,7 +203,9 @@ class FitsWriter:
             raise RuntimeError(f"{self.path.name}: no table is open")
         if records.dtype != self._open[2]:
             raise TypeError(f"{self.path.name} {self._open[0]['EXTNAME']}: record layout differs from the header")
-        self._fh.write(records.tobytes())
+        raw = records.tobytes()
+        self._fh.write(raw)
+        self._datasum.update(raw)
         self._rows += len(records)
 
     def end_table(self) -> int:
@@ -144,17 +214,21 @@ class FitsWriter:
             raise RuntimeError(f"{self.path.name}: no table is open")
         header, offset, dtype = self._open
         self._fh.write(_padding(self._rows * dtype.itemsize))
-        old = header.tostring()
         header["NAXIS2"] = self._rows
-        new = header.tostring()
-        if len(new) != len(old):
+        self._patch_header(header, offset, self._datasum.value)
+        self._open = None
+        return self._rows
+
+    def _patch_header(self, header: fits.Header, offset: int, datasum: int) -> None:
+        """Rewrite a header already written at ``offset`` (same cards, new values) with its checksums."""
+        old = len(header.tostring())
+        new = checksummed(header, datasum)
+        if len(new) != old:
             raise AssertionError(f"{self.path.name}: patched header changed length")
         end = self._fh.tell()
         self._fh.seek(offset)
-        self._fh.write(new.encode("ascii"))
+        self._fh.write(new)
         self._fh.seek(end)
-        self._open = None
-        return self._rows
 
     def copy_table(self, cols: list[Col], extname: str, spools: Sequence[Spool], keywords: Keywords = ()) -> int:
         """A BINTABLE whose rows are the concatenated spools, in order; returns the row count."""
@@ -164,11 +238,17 @@ class FitsWriter:
                 raise TypeError(f"{extname}: spool {spool.path.name} has another record layout")
             spool.finish()
         nrows = sum(s.nrows for s in spools)
-        self._fh.write(table_header(cols, extname, nrows, keywords).tostring().encode("ascii"))
+        header = table_header(cols, extname, nrows, keywords)
+        offset = self._fh.tell()
+        self._fh.write(checksummed(header, 0))
+        datasum = DataSum()
         for spool in spools:
             with open(spool.path, "rb") as src:
-                shutil.copyfileobj(src, self._fh, 16 << 20)
+                while chunk := src.read(16 << 20):
+                    self._fh.write(chunk)
+                    datasum.update(chunk)
         self._fh.write(_padding(nrows * dtype.itemsize))
+        self._patch_header(header, offset, datasum.value)
         return nrows
 
     def close(self) -> None:

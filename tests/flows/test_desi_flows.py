@@ -18,12 +18,16 @@ def test_sample_then_ingest_flows(tmp_path, monkeypatch):
     # one broken file beside the sample: quarantined, the rest goes on
     broken = tmp_path / "desi" / "spectro" / "redux" / "iron" / "zcatalog" / "v1" / "zpix-special-other.fits"
     broken.write_bytes(b"SIMPLE  =                    T" + b" " * 100)
+    stranger = broken.with_name("zpix-main-unknown.fits")  # a FITS name no product recognises: listed, not read
+    stranger.write_bytes(b"")
 
     summary = desi_ingest(str(tmp_path / "desi"))
     assert summary["quarantined"] == {str(broken): summary["quarantined"][str(broken)]}
     assert "zpix-special-other.fits: not a readable FITS file" in summary["quarantined"][str(broken)]
     assert summary["ingested"] == summary["files"] - 1
     assert set(summary["published"]) == {"redshifts", "fastspec", "spectra"}
+    truth = tmp_path / "desi" / "truth" / "planted_voids.fits"  # the sample's truth table is no DESI product either
+    assert summary["not_recognised"] == [str(stranger), str(truth)]
 
     lake = tmp_path / "home" / "lake"
     assert len(lsdb.open_catalog(lake / "hats" / "redshifts").compute()) == 5000  # zall repeats zpix rows: once each
@@ -31,6 +35,7 @@ def test_sample_then_ingest_flows(tmp_path, monkeypatch):
 
     md = Artifact.get("desi-ingest-summary")
     assert "1 quarantined" in md.data and "zpix-special-other.fits" in md.data
+    assert "- not recognised: **2** FITS files" in md.data and f"- `{stranger}`" in md.data
     table = Artifact.get("desi-ingest-files")
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert {r["status"] for r in rows} == {"ingested", "quarantined"}

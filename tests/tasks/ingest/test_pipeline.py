@@ -118,7 +118,6 @@ BAD_INPUTS = {
     "out-of-range-dec": (lambda src, dst: _rewrite(src, dst, _set("TARGET_DEC", 5, 95.0)), r"TARGET_DEC.*95"),
     "duplicate-rows": (lambda src, dst: _rewrite(src, dst, lambda t: vstack([t, t[:3]])),
                        r"duplicate"),
-    "empty-table": (lambda src, dst: _rewrite(src, dst, lambda t: t[:0]), r"no rows"),
     "empty-file": (lambda src, dst: dst.write_bytes(b""), r"not a readable FITS file"),
     "not-fits": (lambda src, dst: dst.write_text("TARGETID,Z\n1,0.5\n"), r"not a readable FITS file"),
     "wrong-healpix": (lambda src, dst: _rewrite(src, dst, _set("HEALPIX", 7, 1)), r"column HEALPIX: 1 rows disagree"),
@@ -294,3 +293,200 @@ def test_two_runs_at_once_on_overlapping_files_ingest_each_file_once(sample, pg_
         df = lsdb.open_catalog(build_lake(settings).catalog_path("redshifts")).compute()
         assert len(df) == total and not df.duplicated(["TARGETID", "SURVEY", "PROGRAM"]).any()
         assert build_lake(settings).staged_files("redshifts") == []
+
+
+# --- integrity and every DR1 file form (issue #13) ------------------------------------------------------------
+def _flip_bit(path: Path, offset: int, bit: int = 0x10) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= bit
+    path.write_bytes(bytes(raw))
+
+
+def _zcatalog_sums(path: Path) -> tuple[int, str, str]:
+    """(offset of the ZCATALOG data, its DATASUM, its CHECKSUM)."""
+    with fits.open(path) as hdul:
+        return hdul.fileinfo(1)["datLoc"], hdul["ZCATALOG"].header["DATASUM"], hdul["ZCATALOG"].header["CHECKSUM"]
+
+
+def _data_bit(src: Path, dst: Path) -> str:
+    shutil.copy(src, dst)
+    offset, datasum, checksum = _zcatalog_sums(dst)
+    _flip_bit(dst, offset + 1000)  # inside row 1: the header's cards stay as they were
+    with fits.open(dst) as hdul:
+        computed = hdul["ZCATALOG"]._calculate_datasum()  # astropy's sum of the damaged data, to compare with
+    return (rf"FITS checksum mismatch in HDU ZCATALOG: DATASUM expected {datasum} \(header\), computed {computed} "
+            rf"\(data\); CHECKSUM expected '{checksum}' \(header\), computed '[^']{{16}}'$")
+
+
+def _header_bit(src: Path, dst: Path) -> str:
+    shutil.copy(src, dst)
+    _, datasum, checksum = _zcatalog_sums(dst)
+    raw = dst.read_bytes()
+    _flip_bit(dst, raw.index(b"binary table extension", raw.index(b"XTENSION= 'BINTABLE")), 0x01)
+    return rf"FITS checksum mismatch in HDU ZCATALOG: CHECKSUM expected '{checksum}' \(header\), computed '[^']{{16}}'$"
+
+
+def _datasum_removed(src: Path, dst: Path) -> str:
+    raw = bytearray(src.read_bytes())
+    card = raw.index(b"DATASUM =", raw.index(b"XTENSION= 'BINTABLE"))
+    raw[card:card + 80] = b" " * 80
+    dst.write_bytes(bytes(raw))
+    return r"FITS checksum mismatch in HDU ZCATALOG: CHECKSUM expected '[^']{16}' \(header\), computed '[^']{16}'$"
+
+
+def _gz(src: Path, dst: Path, damage=lambda raw: raw) -> None:
+    import gzip
+
+    dst.write_bytes(damage(gzip.compress(src.read_bytes())))
+
+
+def _copy(src: Path, dst: Path) -> str:
+    shutil.copy(src, dst)
+    return r"not a valid gzip stream: Not a gzipped file"
+
+
+def _empty(src: Path, dst: Path) -> str:
+    dst.write_bytes(b"")
+    return r"not a valid gzip stream: empty file"
+
+
+def _corrupt_gz(raw: bytes) -> bytes:
+    middle = bytearray(raw)
+    for k in range(len(raw) // 2, len(raw) // 2 + 64):
+        middle[k] ^= 0x5A
+    return bytes(middle)
+
+
+CORRUPT_INPUTS = {  # name of the bad file, how to make it, what the error says after "<file>: "
+    "data-bit": ("zpix-main-bright.fits", _data_bit),
+    "header-bit": ("zpix-main-bright.fits", _header_bit),
+    "datasum-removed": ("zpix-main-bright.fits", _datasum_removed),
+    "gzip-corrupt": ("zpix-main-bright.fits.gz", lambda s, d: _gz(s, d, _corrupt_gz) or
+                     r"not a valid gzip stream: (Error -3 while decompressing|CRC check failed)"),
+    "gzip-truncated": ("zpix-main-bright.fits.gz", lambda s, d: _gz(s, d, lambda raw: raw[: len(raw) // 2]) or
+                       r"not a valid gzip stream: Compressed file ended before the end-of-stream marker"),
+    "not-gzip": ("zpix-main-bright.fits.gz", _copy),  # plain FITS under a .gz name
+    "gzip-empty": ("zpix-main-bright.fits.gz", _empty),
+}
+
+
+def _lake_files(lake) -> set[str]:
+    return {str(p.relative_to(lake.root)) for p in lake.root.rglob("*") if "reports" not in p.parts}
+
+
+@pytest.mark.parametrize("case", list(CORRUPT_INPUTS))
+def test_corrupt_file_is_quarantined_and_catalog_and_lake_are_unchanged(sample, env, tmp_path, case):
+    import hashlib
+    import re
+
+    settings, lake, catalog, validator = env
+    run(next(sample.rglob("zpix-main-dark.fits")), *env)
+    before = (count(catalog, "SELECT count(*) FROM redshifts"), lake.published_version("redshifts"),
+              catalog.query("SELECT * FROM ingest_lineage ORDER BY path").to_pylist(), _lake_files(lake))
+
+    name, make = CORRUPT_INPUTS[case]
+    bad = tmp_path / "src" / name
+    bad.parent.mkdir()
+    message = make(next(sample.rglob("zpix-main-bright.fits")), bad)
+    results, published = run(bad, *env)
+    result = results[str(bad)]
+    assert result.status == "quarantined" and published == []
+    assert result.error.startswith(f"{bad}: ") and "\n" not in result.error
+    assert re.search(message, result.error[len(f"{bad}: "):]), result.error
+    assert result.file_hash == hashlib.sha256(bad.read_bytes()).hexdigest()  # the bytes as stored
+    lineage = catalog.query("SELECT * FROM ingest_lineage ORDER BY path").to_pylist()
+    assert [r for r in lineage if r["path"] != str(bad)] == before[2]
+    (row,) = [r for r in lineage if r["path"] == str(bad)]
+    assert row["status"] == "quarantined" and row["error"] == result.error
+    after = (count(catalog, "SELECT count(*) FROM redshifts"), lake.published_version("redshifts"),
+             _lake_files(lake))
+    assert after == (before[0], before[1], before[3])  # no row, no staged part, no new version
+
+
+def test_files_without_checksums_are_accepted_and_lineage_says_so(sample, env, tmp_path):
+    settings, lake, catalog, validator = env
+    plain = _rewrite(next(sample.rglob("zpix-main-bright.fits")), tmp_path / "zpix-main-bright.fits", lambda t: None)
+    with fits.open(plain) as hdul:
+        assert not any("CHECKSUM" in h.header or "DATASUM" in h.header for h in hdul)
+    results, _ = run(plain, *env)
+    assert results[str(plain)].status == "ingested"
+    assert results[str(plain)].notes.startswith("no FITS checksums")
+    assert catalog.lineage(results[str(plain)].file_hash)["notes"].startswith("no FITS checksums")
+    good = next(sample.rglob("zpix-main-dark.fits"))  # checksummed: verified, nothing to note
+    results, _ = run(good, *env)
+    assert results[str(good)].status == "ingested" and results[str(good)].notes is None
+
+
+def test_gzipped_files_are_found_hashed_as_stored_and_read_through_a_deleted_temporary_copy(sample, env, tmp_path):
+    import gzip
+    import hashlib
+
+    settings, lake, catalog, validator = env
+    source = tmp_path / "src"
+    source.mkdir()
+    for path in sample.rglob("zpix-*.fits"):
+        (source / f"{path.name}.gz").write_bytes(gzip.compress(path.read_bytes()))
+    work = tmp_path / "work"
+    found = discover(source)
+    assert {f.path.name for f in found} == {f"{p.name}.gz" for p in sample.rglob("zpix-*.fits")}
+    results = {f.location: ingest_file(f, lake, catalog, validator, settings.ingest.chunk_rows, "gz", work_dir=work)
+               for f in found}
+    assert {r.status for r in results.values()} == {"ingested"}, [r.error for r in results.values()]
+    assert not list(work.rglob("*"))  # decompressed copies are gone
+    for location, result in results.items():
+        assert result.file_hash == hashlib.sha256(Path(location).read_bytes()).hexdigest()
+        assert result.rows == zpix_rows(sample)[Path(location).name[:-3]]
+        assert catalog.lineage(result.file_hash)["path"] == location
+    publish(PRODUCTS["redshifts"], lake, catalog, settings.ingest.hats_max_rows, settings.ingest.hats_highest_order)
+    assert count(catalog, "SELECT count(*) FROM redshifts") == sum(zpix_rows(sample).values())
+    again, published = run(source, *env)
+    assert {r.status for r in again.values()} == {"skipped"} and published == []
+
+
+def test_a_zero_row_file_is_loaded_then_published_and_nothing_downstream_breaks(sample, env, tmp_path):
+    from tasks.ingest import report
+
+    settings, lake, catalog, validator = env
+    (tmp_path / "a").mkdir()
+    empty = _rewrite(next(sample.rglob("zpix-main-bright.fits")), tmp_path / "a" / "zpix-main-bright.fits",
+                     lambda t: t[:0])
+    results, published = run(empty, *env)  # first ever: nothing to publish yet, the file waits as loaded
+    result = results[str(empty)]
+    assert (result.status, result.rows, published) == ("ingested", 0, [])
+    assert catalog.lineage(result.file_hash)["status"] == "loaded" and catalog.lineage(result.file_hash)["n_rows"] == 0
+    assert lake.staged_files("redshifts") == [] and lake.published_version("redshifts") is None
+    assert "0 quarantined" in report.summary_markdown(list(results.values()), published, None, 0)
+
+    good = next(sample.rglob("zpix-main-dark.fits"))
+    results, published = run(good, *env)  # the next version takes the waiting zero-row file along
+    assert [p.product for p in published] == ["redshifts"] and published[0].files == 2
+    assert catalog.lineage(result.file_hash)["status"] == "published"
+    version = lake.published_version("redshifts")
+
+    other = _rewrite(next(sample.rglob("zpix-sv3-dark.fits")), tmp_path / "a" / "zpix-sv3-dark.fits", lambda t: t[:0])
+    results, published = run(other, *env)  # zero new rows on top of a version: published into it, no rebuild
+    assert results[str(other)].status == "ingested" and published == []
+    assert catalog.lineage(results[str(other)].file_hash)["status"] == "published"
+    assert catalog.lineage(results[str(other)].file_hash)["hats_version"] == version == lake.published_version(
+        "redshifts")
+    assert count(catalog, "SELECT count(*) FROM redshifts") == zpix_rows(sample)[good.name]
+    assert len(lsdb.open_catalog(lake.catalog_path("redshifts")).compute()) == zpix_rows(sample)[good.name]
+    assert report.file_table(list(results.values()))[0]["rows"] == 0
+
+
+def test_files_no_product_recognises_are_listed(sample, tmp_path):
+    from tasks.ingest import report
+    from tasks.ingest.sources import discover_all
+
+    source = tmp_path / "src"
+    source.mkdir()
+    shutil.copy(next(sample.rglob("zpix-main-dark.fits")), source)
+    for name in ("zpix-main-darker.fits", "notes.fits.gz", "zpix-main-dark.fits.bz2", "README.txt"):
+        (source / name).write_text("x")
+    found = discover_all(source)
+    assert [f.path.name for f in found.files] == ["zpix-main-dark.fits"]
+    assert found.not_recognised == [str(source / "notes.fits.gz"), str(source / "zpix-main-darker.fits")]
+    assert discover_all(source, {"fastspec"}).files == []  # a kind left out is not "not recognised"
+    md = report.summary_markdown([], [], None, 0, found.not_recognised)
+    assert "- not recognised: **2** FITS files whose names match no DESI DR1 product (nothing matched)" in md
+    assert f"- `{source / 'notes.fits.gz'}`" in md
