@@ -18,44 +18,12 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from kernels.fitssum import MASK32, encode_checksum, fold, ones_complement_sum
 from tasks.ingest.fits_reader import FitsFormatError
 
 BLOCK = 2880
 CARD = 80
 READ_BLOCKS = 2048                  # ~5.9 MB read and summed at a time
-MASK32 = 0xFFFFFFFF
-_EXCLUDE = frozenset([*range(0x3A, 0x41), *range(0x5B, 0x61)])  # punctuation the ASCII encoding avoids
-
-
-def fold(total: int) -> int:
-    """Fold the carries above 32 bits back in (end-around carry)."""
-    while total >> 32:
-        total = (total & MASK32) + (total >> 32)
-    return total
-
-
-def ones_complement_sum(buf: bytes | bytearray | memoryview, start: int = 0) -> int:
-    """32-bit ones' complement sum of ``buf`` (a whole number of 4-byte words) added to ``start``."""
-    words = np.frombuffer(buf, dtype=">u4")
-    return fold(start + int(words.sum(dtype=np.uint64)))  # < 2**53 for a few MB, exact
-
-
-def encode_checksum(value: int) -> str:
-    """The 16-character ASCII encoding of a 32-bit value for the ``CHECKSUM`` card (Appendix J)."""
-    asc = [0] * 16
-    for i in range(4):
-        byte = (value >> (24 - 8 * i)) & 0xFF
-        quotient, remainder = byte // 4 + ord("0"), byte % 4
-        ch = [quotient + remainder, quotient, quotient, quotient]
-        for j in (0, 2):
-            while ch[j] in _EXCLUDE or ch[j + 1] in _EXCLUDE:
-                ch[j] += 1
-                ch[j + 1] -= 1
-        for j in range(4):
-            asc[4 * j + i] = ch[j]
-    return bytes(asc[(i + 15) % 16] for i in range(16)).decode("ascii")
 
 
 @dataclass(frozen=True)

@@ -18,63 +18,12 @@ from types import TracebackType
 import numpy as np
 from astropy.io import fits
 
+from kernels.fitssum import MASK32, DataSum, encode_checksum, fold
+
 from .columns import Col, record_dtype
 
 BLOCK = 2880
 Keywords = Iterable[tuple[str, object, str]]
-_MASK32 = 0xFFFFFFFF
-_EXCLUDE = frozenset([*range(0x3A, 0x41), *range(0x5B, 0x61)])
-
-
-class DataSum:
-    """The 32-bit ones' complement sum of a byte stream written in pieces of any length (FITS DATASUM)."""
-
-    def __init__(self) -> None:
-        self.total = 0
-        self._carry = b""  # the last 1-3 bytes of an unfinished 4-byte word
-
-    def update(self, data: bytes | memoryview) -> None:
-        """Add the next bytes of the stream."""
-        view = memoryview(data).cast("B")
-        if self._carry:
-            take = min(4 - len(self._carry), len(view))
-            self._carry += bytes(view[:take])
-            view = view[take:]
-            if len(self._carry) < 4:
-                return
-            self.total += int.from_bytes(self._carry, "big")
-            self._carry = b""
-        whole = len(view) // 4 * 4
-        self.total += int(np.frombuffer(view[:whole], dtype=">u4").sum(dtype=np.uint64))
-        self._carry = bytes(view[whole:])
-        self.total = _fold(self.total)
-
-    @property
-    def value(self) -> int:
-        """The sum so far (a trailing partial word counts as if padded with zeros)."""
-        return _fold(self.total + int.from_bytes(self._carry.ljust(4, b"\0"), "big")) if self._carry else self.total
-
-
-def _fold(total: int) -> int:
-    while total >> 32:
-        total = (total & _MASK32) + (total >> 32)
-    return total
-
-
-def _encode_checksum(value: int) -> str:
-    """The 16-character ASCII encoding of a CHECKSUM value (FITS standard Appendix J)."""
-    asc = [0] * 16
-    for i in range(4):
-        byte = (value >> (24 - 8 * i)) & 0xFF
-        quotient, remainder = byte // 4 + ord("0"), byte % 4
-        ch = [quotient + remainder, quotient, quotient, quotient]
-        for j in (0, 2):
-            while ch[j] in _EXCLUDE or ch[j + 1] in _EXCLUDE:
-                ch[j] += 1
-                ch[j + 1] -= 1
-        for j in range(4):
-            asc[4 * j + i] = ch[j]
-    return bytes(asc[(i + 15) % 16] for i in range(16)).decode("ascii")
 
 
 def checksummed(header: fits.Header, datasum: int) -> bytes:
@@ -83,7 +32,7 @@ def checksummed(header: fits.Header, datasum: int) -> bytes:
     header["CHECKSUM"] = ("0" * 16, "HDU checksum")
     summer = DataSum()
     summer.update(header.tostring().encode("ascii"))
-    header["CHECKSUM"] = (_encode_checksum(~_fold(summer.value + datasum) & _MASK32), "HDU checksum")
+    header["CHECKSUM"] = (encode_checksum(~fold(summer.value + datasum) & MASK32), "HDU checksum")
     return header.tostring().encode("ascii")
 
 
