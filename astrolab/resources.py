@@ -22,7 +22,7 @@ from tasks.catalog.duckdb_store import DuckDBCatalog
 from tasks.ingest.sources import SourceStore
 from tasks.ingest.validate import BatchValidator
 from tasks.redact import redact
-from tasks.storage.lake import Lake, LocalLake
+from tasks.storage.lake import Lake, LocalLake, VersionRetention
 from tasks.storage.lake_s3 import S3Lake
 from tasks.storage.s3 import ObjectStore, S3Config, fsspec_filesystem
 
@@ -71,11 +71,12 @@ def build_source_store(settings: Settings) -> SourceStore:
 def build_lake(settings: Settings) -> Lake:
     """The lake at ``settings.lake_url``: a directory (or file://), or an S3 bucket (s3://bucket/prefix)."""
     url = settings.lake_url
+    retention = VersionRetention(settings.lake.keep_versions, settings.lake.keep_versions_hours)
     if url.startswith("s3://"):
-        return S3Lake(url, build_object_store(settings), settings.lake_work_dir)
+        return S3Lake(url, build_object_store(settings), settings.lake_work_dir, retention)
     if "://" in url and not url.startswith("file://"):
         raise SettingsError(f"lake.url {redact(url)!r}: use a directory, file:///path or s3://bucket/prefix")
-    return LocalLake(url)
+    return LocalLake(url, retention)
 
 
 def open_catalog(url: str, read_only: bool = False, password: str | None = None,

@@ -56,6 +56,10 @@ class LakeSettings(_Section):
         default=None, description="Name of a Prefect Secret block holding {access_key, secret_key} for S3"
     )
     s3_retries: int = Field(default=3, ge=0, description="Retries of an S3 request on network errors before failing")
+    keep_versions: int = Field(default=3, ge=1, description="Published HATS versions of a product kept readable "
+                                                           "after newer ones (the newest N)")
+    keep_versions_hours: float = Field(default=24.0, ge=0, description="...and every version younger than this "
+                                                                       "(hours), so running readers keep their files")
     work_dir: Path | None = Field(
         default=None, description="Local work directory of an S3 lake; default <home>/lake-work"
     )

@@ -46,7 +46,7 @@ from tasks.ingest.sources import (
     local_copy,
 )
 from tasks.ingest.validate import BatchValidator
-from tasks.storage.lake import Lake
+from tasks.storage.lake import Lake, prune_versions
 from tasks.storage.s3 import ObjectStoreError
 
 T = TypeVar("T")
@@ -408,7 +408,7 @@ def finish_publish(product: str, lake: Lake, catalog: SqlCatalog, staging_keys: 
     current = catalog.published_version(product)
     if current:  # before old versions go: an S3 lake's view names the version itself
         catalog.attach_lake_views(product, lake.catalog_path(product))
-    lake.remove_versions(product, {current} if current else set())
+    prune_versions(lake, product, current)
 
 
 def reconcile(lake: Lake, catalog: SqlCatalog, orphan_age_s: float = 3600) -> list[str]:

@@ -19,11 +19,13 @@ new one, never a mix.
 
 from __future__ import annotations
 
+import calendar
 import os
 import shutil
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -34,10 +36,48 @@ def require_complete(path: Path, url: str | None = None) -> None:
         raise FileNotFoundError(f"{url or path}: not a complete HATS catalog (no hats.properties)")
 
 
+@dataclass(frozen=True)
+class VersionRetention:
+    """How long superseded HATS versions stay readable after a publish: the ``keep_last`` newest of a product and
+    every version younger than ``keep_hours`` (a notebook or a science flow that resolved one keeps reading it)."""
+
+    keep_last: int = 3
+    keep_hours: float = 24.0
+
+
+DEFAULT_RETENTION = VersionRetention()
+VERSION_TIME = "%Y%m%dT%H%M%SZ"  # versions are named <UTC time>-<random>, so names sort by age
+
+
+def retained_versions(versions: list[str], current: str | None, retention: VersionRetention,
+                      now: float | None = None) -> set[str]:
+    """The versions a prune keeps: the current one, the newest ``keep_last``, those younger than ``keep_hours``,
+    and any whose name carries no time (nothing is deleted that is not understood)."""
+    now = time.time() if now is None else now
+    keep = {current} if current else set()
+    made: dict[str, float] = {}
+    for version in versions:
+        try:
+            made[version] = calendar.timegm(time.strptime(version.split("-", 1)[0], VERSION_TIME))
+        except ValueError:
+            keep.add(version)
+    if retention.keep_last > 0:
+        keep.update(sorted(made)[-retention.keep_last:])
+    keep.update(v for v, t in made.items() if now - t < retention.keep_hours * 3600)
+    return keep
+
+
+def prune_versions(lake: Lake, product: str, current: str | None, now: float | None = None) -> list[str]:
+    """Delete the product's versions its lake's retention no longer keeps; returns those deleted."""
+    keep = retained_versions(lake.versions(product), current, lake.retention, now)
+    return lake.remove_versions(product, keep)
+
+
 class Lake(Protocol):
     """What the ingest needs of a lake, whatever holds it."""
 
     url: str
+    retention: VersionRetention
 
     def fresh_staging_dir(self, product: str, key: str) -> Path:
         """An empty local directory to write one source file's staged parts into."""
@@ -78,6 +118,9 @@ class Lake(Protocol):
     def local_catalog(self, product: str) -> Path:
         """The published version as a local directory (downloaded once from S3), for file-system readers."""
 
+    def versions(self, product: str) -> list[str]:
+        """Names of the product's saved versions (published, superseded or left over)."""
+
     def remove_versions(self, product: str, keep: set[str]) -> list[str]:
         """Delete versions not in ``keep``."""
 
@@ -97,10 +140,11 @@ class Lake(Protocol):
 class LocalLake:
     """A lake in a local (or NFS-mounted) directory."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, retention: VersionRetention = DEFAULT_RETENTION):
         root = str(root)
         self.root = Path(root[len("file://"):] if root.startswith("file://") else root).resolve()
         self.url = str(self.root)
+        self.retention = retention
 
     def __repr__(self) -> str:
         return f"LocalLake({str(self.root)!r})"
@@ -184,6 +228,11 @@ class LocalLake:
         os.symlink(os.path.relpath(target, link.parent), tmp)
         os.replace(tmp, link)
         return link
+
+    def versions(self, product: str) -> list[str]:
+        """Names of the version directories."""
+        base = self.versions_dir(product)
+        return sorted(p.name for p in base.iterdir()) if base.exists() else []
 
     def remove_versions(self, product: str, keep: set[str]) -> list[str]:
         """Delete version directories not in ``keep`` (unpublished leftovers and superseded versions)."""

@@ -19,7 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
-from tasks.storage.lake import LocalLake, require_complete
+from tasks.storage.lake import DEFAULT_RETENTION, LocalLake, VersionRetention, require_complete
 from tasks.storage.s3 import ObjectStore, join, split_url
 
 POINTER = "_published.json"
@@ -29,11 +29,13 @@ COMPLETE_MARKER = "hats.properties"  # written last by the HATS build and upload
 class S3Lake:
     """A lake in an S3 bucket (created when missing), with a local work directory."""
 
-    def __init__(self, url: str, store: ObjectStore, work_dir: str | Path):
+    def __init__(self, url: str, store: ObjectStore, work_dir: str | Path,
+                 retention: VersionRetention = DEFAULT_RETENTION):
         self.bucket, self.prefix = split_url(url)
         self.url = f"s3://{join(self.bucket, self.prefix)}"
         self.store = store
         self.work = LocalLake(work_dir)
+        self.retention = retention
         store.ensure_bucket(self.bucket)
 
     def __repr__(self) -> str:
@@ -156,10 +158,13 @@ class S3Lake:
             raise FileNotFoundError(f"{self.url}: nothing published for {product} yet")
         return self.version_dir(product, version)
 
+    def versions(self, product: str) -> list[str]:
+        """Names of the versions in the bucket."""
+        return sorted(self.store.list_dirs(self.bucket, self._key("hats", ".versions", product)))
+
     def remove_versions(self, product: str, keep: set[str]) -> list[str]:
         """Delete versions not in ``keep``, in the bucket and in the work directory."""
-        removed = [v for v in self.store.list_dirs(self.bucket, self._key("hats", ".versions", product))
-                   if v not in keep]
+        removed = [v for v in self.versions(product) if v not in keep]
         for version in removed:
             self.store.delete_prefix(self.bucket, self._version_key(product, version) + "/")
         self.work.remove_versions(product, keep)

@@ -1,5 +1,6 @@
 """Ingest without Prefect: a generated sample end to end, reruns, bad inputs, interrupted runs."""
 
+import calendar
 import os
 import shutil
 import signal
@@ -11,6 +12,7 @@ from pathlib import Path
 import lsdb
 import numpy as np
 import psycopg
+import pyarrow.parquet as pq
 import pytest
 from astropy.io import fits
 from astropy.table import Table, vstack
@@ -21,6 +23,7 @@ from tasks.catalog.base import FileLoad
 from tasks.ingest.pipeline import ingest_file, publish, reconcile
 from tasks.ingest.products import PRODUCTS
 from tasks.ingest.sources import discover
+from tasks.storage.lake import LocalLake, VersionRetention, retained_versions
 
 ROOT = REPO_ROOT
 
@@ -490,3 +493,31 @@ def test_files_no_product_recognises_are_listed(sample, tmp_path):
     md = report.summary_markdown([], [], None, 0, found.not_recognised)
     assert "- not recognised: **2** FITS files whose names match no DESI DR1 product (nothing matched)" in md
     assert f"- `{source / 'notes.fits.gz'}`" in md
+
+
+def test_a_reader_of_a_version_keeps_its_files_through_two_more_publishes(sample, env, tmp_path):
+    settings, lake, catalog, validator = env
+    zpix = sorted(sample.rglob("zpix-*.fits"))
+    run(zpix[0], *env)
+    seen = lake.published_version("redshifts")
+    opened = Path(os.path.realpath(lake.catalog_path("redshifts")))  # what lsdb resolves when it opens the catalog
+    parts = sorted(opened.rglob("*.parquet"))
+    for source in zpix[1:3]:
+        run(source, *env)
+    assert lake.published_version("redshifts") not in (None, seen)
+    assert sum(pq.read_metadata(p).num_rows for p in parts if "Norder" in str(p)) == zpix_rows(sample)[zpix[0].name]
+    assert seen in lake.versions("redshifts")
+    # a lake told to keep only the newest version, and nothing for its age, lets the old ones go at the next publish
+    strict = LocalLake(lake.url, VersionRetention(keep_last=1, keep_hours=0))
+    run(zpix[3], settings, strict, catalog, validator)
+    assert strict.versions("redshifts") == [strict.published_version("redshifts")]
+
+
+def test_retention_keeps_the_current_the_newest_and_the_young():
+    now = calendar.timegm((2026, 11, 30, 12, 0, 0))
+    versions = ["20261101T000000Z-a", "20261120T000000Z-b", "20261129T000000Z-c", "20261130T110000Z-d",
+                "20261130T115900Z-e", "odd-name"]
+    keep = retained_versions(versions, "20261101T000000Z-a", VersionRetention(keep_last=2, keep_hours=6), now)
+    assert keep == {"20261101T000000Z-a", "odd-name", "20261130T110000Z-d", "20261130T115900Z-e"}
+    assert retained_versions(versions, None, VersionRetention(keep_last=1, keep_hours=0), now) == \
+        {"odd-name", "20261130T115900Z-e"}
