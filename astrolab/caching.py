@@ -9,10 +9,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy, CachePolicy
+from prefect.filesystems import WritableFileSystem
+
+T = TypeVar("T")
 
 
 def _feed(digest: Any, value: Any) -> None:
@@ -47,6 +50,12 @@ def content_digest(value: Any) -> str:
     digest = hashlib.sha256()
     _feed(digest, value)
     return digest.hexdigest()
+
+
+def persisted(task: T, storage: WritableFileSystem) -> T:
+    """The task with its results persisted in ``storage`` (see astrolab.resources.build_result_storage), so that a
+    later flow run with the same inputs reads them instead of computing again."""
+    return task.with_options(persist_result=True, result_storage=storage)  # type: ignore[attr-defined]
 
 
 def by_content(exclude: Iterable[str] = ("settings",)) -> CachePolicy:

@@ -8,7 +8,7 @@ from prefect.artifacts import create_image_artifact, create_markdown_artifact, c
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from astrolab.caching import by_content
+from astrolab.caching import by_content, persisted
 from astrolab.resources import build_catalog, build_lake, build_result_storage, catalog_state, dask_client
 from astrolab.settings import Settings, load_settings
 from tasks.science.clustering import Points, XiResult, footprint_randoms, measure_xi, select_tracers, xi_plot_png
@@ -68,15 +68,12 @@ def desi_clustering(tracer: str = "BGS", z_min: float = 0.05, z_max: float = 0.4
     settings = load_settings(config)
     run_id = str(flow_run.get_id() or "local")
     storage = build_result_storage(settings)
-    data = select.with_options(persist_result=True, result_storage=storage)(settings, tracer, z_min, z_max,
-                                                                            catalog_state(settings))
+    data = persisted(select, storage)(settings, tracer, z_min, z_max, catalog_state(settings))
     if len(data) < 2:
         raise ValueError(f"only {len(data)} {tracer} galaxies with {z_min} <= z < {z_max} in the catalog")
-    rand = randoms.with_options(persist_result=True, result_storage=storage)(data, randoms_factor,
-                                                                             footprint_order, seed)
+    rand = persisted(randoms, storage)(data, randoms_factor, footprint_order, seed)
     print(f"{len(data)} {tracer} galaxies, {len(rand)} randoms")
-    result = count_pairs.with_options(persist_result=True, result_storage=storage)(
-        data, rand, list(np.linspace(s_min, s_max, n_s + 1)), n_mu, settings)
+    result = persisted(count_pairs, storage)(data, rand, list(np.linspace(s_min, s_max, n_s + 1)), n_mu, settings)
     report(result, settings, tracer, run_id)
     return {"tracer": tracer, "n_data": result.n_data, "n_randoms": result.n_randoms,
             "s_mid": result.table()["S_MID"].to_pylist(), "xi0": result.xi0.tolist(), "xi2": result.xi2.tolist()}

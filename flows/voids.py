@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 from prefect import flow, task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from astrolab.resources import build_catalog, build_lake, dask_client
+from astrolab.caching import by_content, persisted
+from astrolab.resources import build_catalog, build_lake, build_result_storage, catalog_state, dask_client
 from astrolab.retries import retrying
 from astrolab.settings import Settings, load_settings
 from kernels.voids import VoidCatalog, VoidFinderParams, find_voids
@@ -22,20 +24,24 @@ from tasks.science.voids.plots import size_function_png, slice_map_png
 from tasks.storage.lake import save_product
 
 
-@task(name="select-galaxies", **retrying(2))
-def select_galaxies(settings: Settings, z_min: float, z_max: float, target_class: str) -> Galaxies:
-    """Primary ZWARN == 0 galaxies of the target class in the redshift range (RA, Dec, Z only)."""
+# The steps that compute cache on the content of their inputs (the catalog's state for the selection) and persist
+# their results, so a rerun with the same inputs skips the void finder; the steps that write never cache.
+@task(name="select-galaxies", cache_policy=by_content(), **retrying(2))
+def select_galaxies(settings: Settings, z_min: float, z_max: float, target_class: str,
+                    catalog_version: str) -> Galaxies:
+    """Primary ZWARN == 0 galaxies of the target class in the redshift range (RA, Dec, Z only), from the catalog
+    in state ``catalog_version``."""
     with build_catalog(settings) as catalog:
         return select_primary(catalog, target_class, z_min, z_max, spectype="GALAXY")
 
 
-@task(name="survey-mask")
+@task(name="survey-mask", cache_policy=by_content())
 def survey_pixels(gal: Galaxies, mask_nside: int) -> np.ndarray:
     """The angular mask: HEALPix NESTED pixels occupied by the selected galaxies."""
     return occupied_pixels(gal.ra, gal.dec, mask_nside)
 
 
-@task(name="volume-limited-positions")
+@task(name="volume-limited-positions", cache_policy=by_content())
 def void_positions(gal: Galaxies, pixels: np.ndarray, mask_nside: int, z_min: float, z_max: float,
                    density: float | None, seed: int) -> np.ndarray:
     """Comoving positions [h^-1 Mpc], thinned at random to a constant number density when one is given."""
@@ -45,7 +51,7 @@ def void_positions(gal: Galaxies, pixels: np.ndarray, mask_nside: int, z_min: fl
     return xyz[vs.thin_to_density(xyz, density, pixels, mask_nside, z_min, z_max, seed)]
 
 
-@task(name="find-voids")
+@task(name="find-voids", cache_policy=by_content())
 def run_void_finder(xyz: np.ndarray, pixels: np.ndarray, mask_nside: int, z_min: float, z_max: float,
                     params: VoidFinderParams, settings: Settings) -> VoidCatalog:
     """VoidFinder inside the survey mask, its holes grown on the configured Dask cluster."""
@@ -53,21 +59,21 @@ def run_void_finder(xyz: np.ndarray, pixels: np.ndarray, mask_nside: int, z_min:
         return find_voids(xyz, vs.survey_mask(pixels, mask_nside, z_min, z_max), params, client)
 
 
-@task(name="write-desivast", **retrying(2))
+@task(name="write-desivast", cache_policy=NO_CACHE, **retrying(2))
 def write_fits(voids: VoidCatalog, params: VoidFinderParams, header: dict[str, object], name: str,
                settings: Settings, run_id: str) -> str:
     """Write the DESIVAST-format FITS (MAXIMALS, HOLES) into the lake; returns its URL."""
     return save_product(build_lake(settings), run_id, name, lambda path: write_desivast(path, voids, params, header))
 
 
-@task(name="load-void-tables", **retrying(2))
+@task(name="load-void-tables", cache_policy=NO_CACHE, **retrying(2))
 def load_tables(voids: VoidCatalog, settings: Settings) -> dict[str, int]:
     """Replace the voids_maximals and voids_holes catalog tables, in one transaction."""
     with build_catalog(settings) as catalog:
         return vs.write_void_tables(catalog, voids)
 
 
-@task(name="score-voids")
+@task(name="score-voids", cache_policy=NO_CACHE)
 def score(voids: VoidCatalog, truth_path: str, pixels: np.ndarray, mask_nside: int, z_min: float,
           z_max: float) -> tuple[VoidScore, np.ndarray]:
     """Score the maximals against the planted voids lying wholly inside the survey; returns those voids too."""
@@ -76,7 +82,7 @@ def score(voids: VoidCatalog, truth_path: str, pixels: np.ndarray, mask_nside: i
     return score_voids(voids.maximals, truth), truth
 
 
-@task(name="report")
+@task(name="report", cache_policy=NO_CACHE)
 def report(voids: VoidCatalog, xyz: np.ndarray, volume: float, truth: np.ndarray | None, settings: Settings,
            run_id: str) -> list[str]:
     """Write the void size function and slice map PNGs into the run's report directory; returns their URLs."""
@@ -110,13 +116,14 @@ def desi_voids(config: str | None = None, z_min: float = 0.0, z_max: float = 0.2
     params = vs.finder_params(void_params)
     run_id = str(flow_run.get_id() or "local")
 
-    gal = select_galaxies(settings, z_min, z_max, target_class)
-    pixels = survey_pixels(gal, mask_nside)
-    xyz = void_positions(gal, pixels, mask_nside, z_min, z_max, density, seed)
+    storage = build_result_storage(settings)
+    gal = persisted(select_galaxies, storage)(settings, z_min, z_max, target_class, catalog_state(settings))
+    pixels = persisted(survey_pixels, storage)(gal, mask_nside)
+    xyz = persisted(void_positions, storage)(gal, pixels, mask_nside, z_min, z_max, density, seed)
     volume = vs.survey_volume(pixels, mask_nside, z_min, z_max)
     print(f"{len(gal.z)} {target_class} galaxies selected, {len(xyz)} kept; mask {len(pixels)} pixels "
           f"at nside {mask_nside}, {volume:.4g} h^-3 Mpc^3")
-    voids = run_void_finder(xyz, pixels, mask_nside, z_min, z_max, params, settings)
+    voids = persisted(run_void_finder, storage)(xyz, pixels, mask_nside, z_min, z_max, params, settings)
 
     name = f"DESIVAST_{target_class.split('_')[0]}_VOLLIM_VoidFinder.fits"
     header = {"TARGET": target_class, "ZMIN": z_min, "ZMAX": z_max, "NSIDE": mask_nside, "NGAL": len(xyz),

@@ -69,7 +69,7 @@ def _rows(table, columns: list[str]) -> np.ndarray:
     return a[np.lexsort(a.T[::-1])]
 
 
-def test_voids_flow(void_sample, env):
+def test_voids_flow(void_sample, env, monkeypatch):
     ingest(void_sample, {"zpix"})
     truth = void_sample / "truth" / "planted_voids.fits"
     assert truth.exists()
@@ -103,6 +103,13 @@ def test_voids_flow(void_sample, env):
         image = Artifact.get(key)
         assert image.type == "image" and image.data == url
         assert _path(url).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # the same run again reads the void finder's persisted result instead of finding the voids again
+    import flows.voids as voids_flow
+
+    monkeypatch.setattr(voids_flow, "find_voids", lambda *a, **k: pytest.fail("find_voids ran again"))
+    again = desi_voids(truth_path=str(truth), **VOID_RUN)
+    assert (again["voids"], again["holes"], again["score"]) == (out["voids"], out["holes"], out["score"])
 
 
 def test_voids_flow_rejects_a_misspelt_parameter(tmp_path, monkeypatch):
