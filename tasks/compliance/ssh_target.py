@@ -8,12 +8,20 @@ The evaluator is synchronous; each SshTarget drives its connection from a privat
 - Host keys: checked against known_hosts (default ~/.ssh/known_hosts) and never accepted or written: an unknown or
   changed key raises HostKeyError, which says how to add the key once its fingerprint is verified.
 - Files are read through SFTP (opened read-only), processes from /proc by one remote command, SCA commands run as
-  given. Nothing is ever written to the host: no SFTP writes, no temporary files.
-- SCA commands: the SSH server runs the command string through the login shell of the remote user (``$SHELL -c``),
-  so it is passed exactly as the policy gives it, with nothing quoted or wrapped. A command that the shell cannot
-  find or run (exit status 127 or 126) yields None, as LocalTarget does; a program that itself exits 126 or 127 is
-  indistinguishable from that over SSH. A command past its timeout is sent a KILL signal request and its channel is
-  closed; OpenSSH honours signal requests only for non-root logins, so as root the command runs on until it ends.
+  given. Nothing is ever written to the host: no SFTP writes, no temporary files, no fifos.
+- SCA commands (and the process listing) go to ONE long-lived ``/bin/sh`` per connection, started on first use as
+  the command of one SSH channel (so the remote user's login shell, and its ~/.bashrc, start once, not once per
+  command) and fed over stdin. Each command runs as ``timeout -k 1 SECS sh -c -- 'COMMAND' </dev/null``, the string
+  single-quoted exactly as the policy gives it, stdout and stderr on the channel's two streams; the shell then
+  prints, on both, an end marker with the exit status behind a random nonce (new for each shell), which command
+  output cannot know. A command that sh cannot find or run (exit status 127 or 126) yields None, as LocalTarget
+  does; a program that itself exits 126 or 127 is indistinguishable from that. Exit status 124 (or 137 after the
+  KILL) once the timeout has passed is a timeout: the command and its process group are really killed, as root
+  too. A command killed by a signal N reads as exit status 128+N. If the shell ends or its channel breaks, it is
+  started again and the command sent once more; a second failure raises TargetError (the next call starts afresh).
+- A host without a usable ``timeout`` (checked once when the shell starts) gets one SSH channel per command
+  instead, run by the login shell (``$SHELL -c``): past its timeout a command is sent a KILL signal request and its
+  channel is closed; OpenSSH honours signal requests only for non-root logins, so as root it runs on until it ends.
 - asyncssh, unlike OpenSSH, also trusts a known_hosts entry for the bare host (port 22) on another port.
 """
 
@@ -22,14 +30,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import posixpath
+import secrets
 import shlex
 import stat
 import threading
+import time
 from collections.abc import Coroutine
 from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import asyncssh
 
@@ -52,7 +62,127 @@ _PROCESSES = (
     "done'"
 )
 
+# The long-lived shell: how it is started, the `timeout` program it wraps each command in, how long after TERM that
+# sends KILL, and how long past a command's timeout (and the KILL) the end marker may still take before the shell is
+# deemed stuck (then it is closed and the command reported timed out).
+_SHELL = "exec /bin/sh"
+_TIMEOUT = "timeout"
+_KILL_AFTER = 1
+_GRACE = 5.0
+_TIMED_OUT = (124, 128 + 9)  # timeout's own status when it fired; KILL's status after -k
+
 T = TypeVar("T")
+
+
+def _quote(text: str) -> str:
+    """text as one single-quoted sh word (a quote inside becomes '\\'')."""
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+class _ShellBroken(Exception):
+    """The long-lived shell ended, or its channel broke, before it printed the end marker."""
+
+
+class _ShellStuck(Exception):
+    """The end marker did not come within the command's timeout plus the KILL and the grace period."""
+
+
+class _Done(NamedTuple):
+    stdout: str
+    stderr: str
+    exit_code: int
+    timed_out: bool = False
+
+
+class _Shell:
+    """One /bin/sh on the host, reading commands from its channel's stdin; every coroutine runs on the target's loop.
+
+    After each command the shell prints "\\n<nonce> <exit status>\\n" on stdout and on stderr: what comes before it on a
+    stream is the command's output (the leading newline is the marker's, so output without a final newline keeps its
+    last line)."""
+
+    def __init__(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
+        self.process = process
+        self.nonce = "astrolab-" + secrets.token_hex(16)
+        self.pid = 0  # the shell's process id on the host ($$)
+        self.has_timeout = False
+        self.closed = False
+
+    async def start(self, wait: float) -> None:
+        """Wait out the login shell's start, note the pid, and check that `timeout -k ... sh -c --` works there."""
+        probe = f"printf '%s\\n' \"$$\"; {_TIMEOUT} -k {_KILL_AFTER} 9.5 sh -c -- 'exit 3' </dev/null >/dev/null 2>&1"
+        stdout, _stderr, status = await self.send(probe, wait)
+        lines = stdout.splitlines()  # whatever the login shell printed first, then the pid
+        try:
+            self.pid = int(lines[-1])
+        except (IndexError, ValueError):
+            raise _ShellBroken(f"the shell started with unexpected output {stdout[-80:]!r}") from None
+        self.has_timeout = status == 3
+
+    async def send(self, body: str, wait: float) -> tuple[str, str, int]:
+        """Run shell code `body` and return its stdout, stderr and exit status."""
+        marker = f"\n{self.nonce} "
+        end = f"printf '\\n%s %d\\n' {self.nonce} \"$s\""
+        script = f"{body}\ns=$?; {end}; {end} >&2\n"
+        try:
+            self.process.stdin.write(script.encode("utf-8", "surrogateescape"))
+            await self.process.stdin.drain()
+            (stdout, out_status), (stderr, err_status) = await asyncio.wait_for(
+                asyncio.gather(
+                    self._read_to(self.process.stdout, marker.encode()),
+                    self._read_to(self.process.stderr, marker.encode()),
+                ),
+                wait,
+            )
+        except TimeoutError:
+            raise _ShellStuck() from None
+        except (asyncssh.Error, OSError, asyncio.IncompleteReadError) as exc:
+            raise _ShellBroken(str(getattr(exc, "reason", "") or exc or type(exc).__name__)) from None
+        if out_status != err_status:
+            raise _ShellBroken(f"end markers disagree ({out_status!r}, {err_status!r})")
+        try:
+            status = int(out_status)
+        except ValueError:
+            raise _ShellBroken(f"unreadable exit status {out_status[:40]!r}") from None
+        return stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"), status
+
+    @staticmethod
+    async def _read_to(reader: asyncssh.SSHReader[bytes], marker: bytes) -> tuple[bytes, bytes]:
+        """The stream's bytes up to the end marker, and the marker's exit status; _ShellBroken at end of stream."""
+        data = bytearray()
+        start = 0
+        while True:
+            at = data.find(marker, start)
+            if at >= 0:
+                end = data.find(b"\n", at + len(marker))
+                if end >= 0:  # anything after the marker is stray output of a background process: dropped
+                    return bytes(data[:at]), bytes(data[at + len(marker) : end])
+            else:
+                start = max(0, len(data) - len(marker) + 1)
+            chunk = await reader.read(_READ_CHUNK)
+            if not chunk:
+                raise _ShellBroken("the shell ended")
+            data += chunk
+
+    async def run(self, command: str, timeout: float) -> _Done:
+        """Run an SCA command under `timeout`; see the module docstring."""
+        seconds = max(timeout, 0.001)
+        body = f"{_TIMEOUT} -k {_KILL_AFTER} {seconds:.3f} sh -c -- {_quote(command)} </dev/null"
+        started = time.monotonic()
+        try:
+            stdout, stderr, status = await self.send(body, seconds + _KILL_AFTER + _GRACE)
+        except _ShellStuck:
+            self.close()
+            return _Done("", "", -1, timed_out=True)
+        if status in _TIMED_OUT and time.monotonic() - started >= seconds:
+            return _Done("", "", -1, timed_out=True)
+        return _Done(stdout, stderr, status)
+
+    def close(self) -> None:
+        """Close the channel: the shell reads end of input and exits."""
+        self.closed = True
+        with suppress(asyncssh.Error, OSError):
+            self.process.close()
 
 
 class HostKeyError(TargetError):
@@ -100,6 +230,9 @@ class SshTarget:
         self._closed = False
         self._sftp: asyncssh.SFTPClient | None = None
         self._sftp_problem = ""
+        self._shell: _Shell | None = None
+        self._per_command = False  # no usable `timeout` on the host: one SSH channel per command
+        self._shell_lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"ssh-{self.name}", daemon=True)
         self._thread.start()
@@ -150,6 +283,11 @@ class SshTarget:
         self._stop_loop()
 
     async def _aclose(self) -> None:
+        if self._shell is not None:
+            self._shell.close()
+            with suppress(asyncssh.Error, OSError):
+                await asyncio.wait_for(self._shell.process.wait_closed(), 2)
+            self._shell = None
         if self._sftp is not None:
             self._sftp.exit()
             with suppress(asyncssh.Error, OSError):
@@ -323,24 +461,71 @@ class SshTarget:
 
     # -- processes and commands ----------------------------------------------------------------------------------
 
-    async def _exec(self, command: str, timeout: float) -> asyncssh.SSHCompletedProcess | None:
-        """Run a command on the host; None when it ran past the timeout (then it is killed and its channel closed)."""
+    async def _exec(self, command: str, timeout: float) -> _Done:
+        """Run a command on its own channel (hosts without `timeout`); past the timeout it is killed and closed."""
         process = await self._conn.create_process(command, stdin=asyncssh.DEVNULL, encoding="utf-8", errors="replace")
         try:
-            return await process.wait(timeout=timeout)
+            done = await process.wait(timeout=timeout)
         except asyncssh.TimeoutError:
             with suppress(asyncssh.Error, OSError):
                 process.kill()  # a "signal" request; servers that ignore it see the channel close
             process.close()
-            return None
+            return _Done("", "", -1, timed_out=True)
+        code = done.returncode if done.returncode is not None else -1
+        return _Done(str(done.stdout or ""), str(done.stderr or ""), code)
+
+    async def _start_shell(self) -> _Shell:
+        process = await self._conn.create_process(_SHELL, encoding=None)
+        shell = _Shell(process)
+        try:
+            await shell.start(self.operation_timeout)
+        except _ShellStuck:
+            shell.close()
+            raise _ShellBroken(f"the shell did not start within {self.operation_timeout:g}s") from None
+        except BaseException:
+            shell.close()
+            raise
+        return shell
+
+    def _drop_shell(self) -> None:
+        shell, self._shell = self._shell, None
+        if shell is not None and not self._closed:
+            self._loop.call_soon_threadsafe(shell.close)
+
+    def _command(self, command: str, timeout: float) -> _Done:
+        """Run a command through the long-lived shell (started, or restarted once, as needed), or on its own channel
+        on hosts without `timeout`."""
+        with self._shell_lock:
+            problem = ""
+            for _attempt in range(2):
+                try:
+                    if self._shell is not None and self._shell.closed:
+                        self._shell = None
+                    if self._shell is None and not self._per_command:
+                        self._shell = self._call(self._start_shell(), self.operation_timeout + 5)
+                        if not self._shell.has_timeout:
+                            self._drop_shell()
+                            self._per_command = True
+                    if self._shell is None:
+                        return self._call(self._exec(command, timeout), timeout + self.operation_timeout)
+                    return self._call(self._shell.run(command, timeout), timeout + _KILL_AFTER + _GRACE + 5)
+                except _ShellBroken as exc:
+                    problem = str(exc).replace("\n", " ")
+                    self._drop_shell()
+                except TargetError:
+                    self._drop_shell()
+                    raise
+            raise TargetError(
+                f"the remote shell on {self.name} ({self.where}) broke twice running {command[:60]!r}: {problem}"
+            )
 
     def processes(self) -> list[str]:
         """See Target.processes (comm and cmdline of every process under the host's /proc, as LocalTarget)."""
-        done = self._call(self._exec(_PROCESSES, self.operation_timeout), self.operation_timeout + 5)
-        if done is None or done.returncode != 0:
-            why = "timed out" if done is None else f"exit {done.returncode}: {str(done.stderr or '').strip()[:200]}"
+        done = self._command(_PROCESSES, self.operation_timeout)
+        if done.timed_out or done.exit_code != 0:
+            why = "timed out" if done.timed_out else f"exit {done.exit_code}: {done.stderr.strip()[:200]}"
             raise TargetError(f"cannot list processes on {self.name} ({why})")
-        fields = str(done.stdout or "").split("\0")
+        fields = done.stdout.split("\0")
         rows = sorted(zip(fields[0::3], fields[1::3], fields[2::3]), key=lambda row: int(row[0]))  # /proc's order
         found: list[str] = []
         for _pid, comm, cmdline in rows:
@@ -348,20 +533,19 @@ class SshTarget:
         return found
 
     def run(self, command: str, timeout: float) -> CommandResult | None:
-        """See Target.run; the command string goes to the SSH server as is (it runs it with the user's shell)."""
+        """See Target.run and the module docstring (the string runs as is under sh -c, or the login shell)."""
         try:
             argv = shlex.split(command)
         except ValueError:
             return None  # unbalanced quotes: LocalTarget cannot run it either
-        if not argv:
+        if not argv or "\0" in command:
             return None
-        done = self._call(self._exec(command, timeout), timeout + self.operation_timeout)
-        if done is None:
+        done = self._command(command, timeout)
+        if done.timed_out:
             return CommandResult([], [], -1, timed_out=True)
-        code = done.returncode if done.returncode is not None else -1
-        if code in _NOT_RUNNABLE:
+        if done.exit_code in _NOT_RUNNABLE:
             return None
-        return CommandResult(str(done.stdout or "").splitlines(), str(done.stderr or "").splitlines(), code)
+        return CommandResult(done.stdout.splitlines(), done.stderr.splitlines(), done.exit_code)
 
 
 def connect_host(host: Host, ssh: Ssh, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> SshTarget:

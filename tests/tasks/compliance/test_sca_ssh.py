@@ -4,18 +4,22 @@ answer is compared with LocalTarget("/"). Host keys are refused when unknown or 
 import getpass
 import os
 import pwd
+import signal
 import socket
+import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import asyncssh
 import pytest
 import yaml
 
+from tasks.compliance import ssh_target
 from tasks.compliance.evaluate import PolicyResult, evaluate_policy
 from tasks.compliance.policy import Policy, load_policy
 from tasks.compliance.ssh_target import HostKeyError, SshTarget, UnreachableError, connect_host
-from tasks.compliance.target import LocalTarget, TargetError
+from tasks.compliance.target import CommandResult, LocalTarget, TargetError
 from tasks.inventory.model import Host, Ssh
 
 USER = getpass.getuser()  # services.sh authorizes the client key for the user that started sshd: the test user
@@ -125,9 +129,153 @@ def test_command_timeout(remote):
 
 
 def test_commands_go_through_the_login_shell(remote):
-    """Documented difference: the SSH server runs the string with the user's shell; LocalTarget splits it."""
+    """Documented difference: over SSH the string runs with a shell (sh -c); LocalTarget splits it."""
     assert LocalTarget().run("echo a && echo b", 5).stdout == ["a && echo b"]
     assert remote.run("echo a && echo b", 5).stdout == ["a", "b"]
+
+
+# -- the long-lived remote shell ---------------------------------------------------------------------------------
+
+SHELL_COMMANDS = [
+    "printf 'no final newline'",
+    "printf '%s\\n' \"it's\" 'a \"b\"' \"$(echo nested $((1 + 2)))\" `echo back` 'x\\y'",
+    "echo one\necho two >&2\necho three",
+    "echo \"x'; echo injected; '\"; echo 'y\"'\"'\"'z'",
+    "printf '\\nastrolab-0123456789abcdef0123456789abcdef 0\\n'; echo after",
+    "printf 'astrolab-0123 7\\n\\nastrolab-0123 7\\n' >&2; echo out",
+    "cat; read line; echo \"[$line]\"",
+    "printf '\\n\\n'; printf '\\n' >&2",
+    "printf 'a\\0b\\r\\ncaf\\303\\251 \\377\\n'",
+    "echo 'multi\nline argument'; exit 5",
+    "exit 42",
+    "false",
+    "exit 124",
+    "test -n \"$(echo ')')\"",
+]
+
+
+def _local_shell(command: str) -> CommandResult:
+    done = subprocess.run(
+        ["sh", "-c", "--", command], capture_output=True, text=True, errors="replace", timeout=10,
+        stdin=subprocess.DEVNULL, check=False,
+    )  # fmt: skip
+    return CommandResult(done.stdout.splitlines(), done.stderr.splitlines(), done.returncode)
+
+
+@pytest.mark.parametrize("command", SHELL_COMMANDS)
+def test_commands_run_as_a_local_shell_would(remote, command):
+    """Quotes, newlines, $(), marker-like output and stdin: the string runs exactly as `sh -c` runs it here."""
+    assert remote.run(command, 10) == _local_shell(command)
+    assert remote.run("echo next", 5) == CommandResult(["next"], [], 0)  # nothing left over, stdin untouched
+
+
+def test_exit_status_reported(remote):
+    assert remote.run("true", 5) == CommandResult([], [], 0)
+    assert remote.run("sh -c 'echo x; exit 42'", 5) == CommandResult(["x"], [], 42)
+    fast_124 = remote.run("sh -c 'exit 124'", 5)
+    assert fast_124 == CommandResult([], [], 124, timed_out=False)  # 124 before the timeout is the command's own
+
+
+@pytest.fixture
+def fresh(ssh_server):
+    with connect_host(_host(), _ssh(ssh_server), timeout=10) as target:
+        yield target
+
+
+def _shell_pid(target: SshTarget) -> int:
+    shell = target._shell
+    assert shell is not None and shell.pid > 0
+    return shell.pid
+
+
+def _gone(pid: int) -> bool:
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not Path(f"/proc/{pid}").exists()
+
+
+def test_one_shell_per_connection(fresh):
+    fresh.run("true", 5)
+    pid = _shell_pid(fresh)
+    for command in ("uname -s", "id -u", "sleep 5", "no-such-command-astrolab"):
+        fresh.run(command, 0.5)
+    fresh.processes()
+    assert _shell_pid(fresh) == pid
+    assert Path(f"/proc/{pid}/cmdline").read_bytes() == b"/bin/sh\0"  # the test sshd runs here
+    fresh.close()
+    assert _gone(pid)
+
+
+def test_shell_killed_between_commands_is_restarted(fresh):
+    assert fresh.run("echo one", 5).stdout == ["one"]
+    first = _shell_pid(fresh)
+    os.kill(first, signal.SIGKILL)  # from the server side
+    assert _gone(first)
+    assert fresh.run("echo two", 5) == CommandResult(["two"], [], 0)
+    assert _shell_pid(fresh) != first
+
+
+def test_shell_killed_during_a_command_is_restarted(fresh):
+    fresh.run("true", 5)
+    first = _shell_pid(fresh)
+    with ThreadPoolExecutor(1) as pool:
+        result = pool.submit(fresh.run, "sleep 1; echo done", 10)
+        time.sleep(0.3)
+        os.kill(first, signal.SIGKILL)
+        assert result.result() == CommandResult(["done"], [], 0)  # sent again to a new shell
+    assert _shell_pid(fresh) != first
+
+
+def test_shell_dying_mid_scan_is_recovered(fresh, policy, monkeypatch):
+    killed: list[int] = []
+    run = fresh.run
+
+    def run_then_kill(command: str, timeout: float):
+        result = run(command, timeout)
+        if not killed:
+            killed.append(_shell_pid(fresh))
+            os.kill(killed[0], signal.SIGKILL)
+        return result
+
+    monkeypatch.setattr(fresh, "run", run_then_kill)
+    over_ssh = evaluate_policy(policy, fresh, command_timeout=10)
+    assert killed and _shell_pid(fresh) != killed[0]
+    assert _comparable(over_ssh) == _comparable(evaluate_policy(policy, LocalTarget(), command_timeout=10))
+
+
+def test_closed_shell_channel_is_restarted(fresh):
+    fresh.run("true", 5)
+    first = _shell_pid(fresh)
+    shell = fresh._shell
+    assert shell is not None
+    fresh._loop.call_soon_threadsafe(shell.process.close)  # the channel breaks under the target
+    assert fresh.run("echo again", 5).stdout == ["again"]
+    assert _shell_pid(fresh) != first
+
+
+def test_shell_dying_twice_raises(fresh):
+    # $PPID is timeout, its parent the long-lived shell; anything else (the sshd!) is left alone
+    kill_my_shell = (
+        "p=$(cut -d' ' -f4 /proc/$PPID/stat); "
+        "[ \"$(tr '\\0' ' ' < /proc/$p/cmdline)\" = '/bin/sh ' ] && kill -KILL \"$p\""
+    )
+    with pytest.raises(TargetError, match="broke twice") as caught:
+        fresh.run(kill_my_shell, 5)
+    assert "\n" not in str(caught.value) and "loopback (127.0.0.1:" in str(caught.value)
+    assert fresh.run("echo back", 5).stdout == ["back"]  # the next command starts a shell afresh
+
+
+def test_without_timeout_one_channel_per_command(ssh_server, monkeypatch):
+    monkeypatch.setattr(ssh_target, "_TIMEOUT", "no-such-timeout-astrolab")
+    with connect_host(_host(), _ssh(ssh_server), timeout=10) as target:
+        for command in ("uname -s", "sh -c 'echo out; echo err >&2; exit 3'", "no-such-command-astrolab"):
+            assert target.run(command, 10) == LocalTarget().run(command, 10)
+        assert target._per_command and target._shell is None
+        assert "sshd" in target.processes()
+        started = time.monotonic()
+        assert target.run("sleep 5", 0.5) == CommandResult([], [], -1, timed_out=True)
+        assert time.monotonic() - started < 3
 
 
 POLICY = {
