@@ -27,6 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tasks.crashpoints import crash_point
+
 HEALPIX_COLUMN = "_healpix_29"
 SEQ_COLUMN = "_seq"  # staging-only: ingest order, newest wins on duplicate keys
 COUNTS_FILE = "_astrolab_counts.parquet"  # histogram at the highest order, reused by the next rebuild
@@ -320,6 +322,7 @@ def write_hats_catalog(
             batch = _drop_superseded(batch, superseded, key)
             _route(batch.drop_columns([SEQ_COLUMN]).cast(out_schema), starts, by_start, writers)
     rewritten = writers.close()
+    crash_point("during-hats-build")  # partitions written; no _metadata, partition_info.csv or hats.properties yet
     final_counts += writers.counts
 
     written = sorted(linked + rewritten)

@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from tasks.catalog.base import FileLoad, SqlCatalog
 from tasks.catalog.schema import DONE_STATUSES, LineageRecord
+from tasks.crashpoints import crash_point
 from tasks.hats.writer import SEQ_COLUMN, write_hats_catalog, write_staging_parquet
 from tasks.ingest.checksum import verify_fits
 from tasks.ingest.enrich import enrich, healpix_mismatches
@@ -334,12 +335,14 @@ def _ingest_local_copy(src: SourceFile, lake: Lake, catalog: SqlCatalog, validat
             rows, notes = stage_file(plain, staging_key, lake, validator, chunk_rows, time.time_ns(),
                                      result.timings, load, progress)
         notes = "; ".join(n for n in (integrity_notes, notes) if n) or None
+        crash_point("after-stage")
         committed = load.commit(LineageRecord(
             file_hash=file_hash, **record, n_rows=rows, status="loaded", notes=notes, finished_at=_now(),
             staging_key=staging_key if rows else None, read_s=result.timings.get("read_s"),
             validate_s=result.timings.get("validate_s"), stage_s=result.timings.get("stage_s"),
             load_s=result.timings.get("load_s"),
         ))
+        crash_point("after-commit")
         if not committed:  # the same bytes were ingested already, under another name or by another run
             _discard_staging(lake, product.name, staging_key)
             existing = catalog.lineage(file_hash)
@@ -395,7 +398,9 @@ def publish(
         )
         lake.save_version(product.name, version)
         catalog.mark_published(product.name, version, summary.nrows, list(pending))  # the commit point
+        crash_point("after-catalog-publish")
         lake.publish(product.name, version)
+        crash_point("after-pointer-swap")
         finish_publish(product.name, lake, catalog, keys)
     return PublishResult(product.name, version, str(lake.catalog_path(product.name)), summary.nrows,
                          len(summary.partitions), len(pending))

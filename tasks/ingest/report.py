@@ -12,6 +12,7 @@ import healpy as hp  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from tasks.crashpoints import crash_point  # noqa: E402
 from tasks.ingest.pipeline import FileResult, PublishResult  # noqa: E402
 
 NSIDE = 64
@@ -97,10 +98,10 @@ def plots(catalog, out_dir: Path) -> list[Path]:
     sky = catalog.query("SELECT healpix, count(*) AS n FROM zcat_primary GROUP BY healpix")
     if nz.num_rows == 0:
         return []
-    return [
-        plot_nz(nz["zbin"].to_numpy(), np.asarray(nz["spectype"].to_pylist()), nz["n"].to_numpy(), out_dir / "nz.png"),
-        plot_sky(sky["healpix"].to_numpy(), sky["n"].to_numpy(), out_dir / "sky_density.png"),
-    ]
+    nz_plot = plot_nz(nz["zbin"].to_numpy(), np.asarray(nz["spectype"].to_pylist()), nz["n"].to_numpy(),
+                      out_dir / "nz.png")
+    crash_point("during-report")
+    return [nz_plot, plot_sky(sky["healpix"].to_numpy(), sky["n"].to_numpy(), out_dir / "sky_density.png")]
 
 
 def join_data_docs(docs_dir: Path, indexes: Sequence[str]) -> Path:
