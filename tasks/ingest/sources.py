@@ -86,25 +86,30 @@ def local_copy(src: SourceFile, sources: SourceStore | None) -> Iterator[SourceF
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _is_fits_name(name: str) -> bool:
+    """Whether a file name ends in .fits or .fits.gz, in any case: ZPIX-MAIN-DARK.FITS is a FITS file that no
+    product recognises (reported as such), not something to pass over silently."""
+    return name.lower().endswith(FITS_SUFFIXES)
+
+
 def _candidates(root: str, sources: SourceStore | None) -> list[SourceFile]:
-    """Every *.fits and *.fits.gz file under ``root`` (a single file: whatever its name) as an unclassified
-    SourceFile (kind left empty)."""
+    """Every *.fits and *.fits.gz file (suffix in any case) under ``root`` (a single file: whatever its name) as an
+    unclassified SourceFile (kind left empty)."""
     if root.startswith("s3://"):
         if sources is None:
             raise ValueError(f"{root}: an s3:// source needs the S3 settings (lake.s3_*)")
         bucket, prefix = split_url(root)
-        listing = sources.store.list(bucket, prefix if prefix.endswith(FITS_SUFFIXES) else f"{prefix}/" if prefix
-                                     else "")
+        listing = sources.store.list(bucket, prefix if _is_fits_name(prefix) else f"{prefix}/" if prefix else "")
         found = [SourceFile(Path(o.key), "", url=f"s3://{bucket}/{o.key}", size=o.size, mtime=o.mtime)
-                 for o in listing if o.key.endswith(FITS_SUFFIXES)]
+                 for o in listing if _is_fits_name(o.key)]
         if not found:
             raise FileNotFoundError(f"{root}: no *.fits objects there (nor *.fits.gz)")
         return sorted(found, key=lambda f: f.location)
     path = Path(root)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or directory")
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*.fits*")
-                                                  if p.name.endswith(FITS_SUFFIXES) and p.is_file())
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*.[fF][iI][tT][sS]*")
+                                                  if _is_fits_name(p.name) and p.is_file())
     return [SourceFile(p, "") for p in files]
 
 

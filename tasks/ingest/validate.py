@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import re
+import sys
 import threading
 import urllib.parse
 from collections.abc import Iterable, Iterator
@@ -557,6 +558,8 @@ def _range_text(kw: dict) -> str:
         return f"in {left}{_num(lo)}, {_num(hi)}{right}"
     if lo is not None:
         return f"{'>' if kw.get('strict_min') else '≥'} {_num(lo)}"
+    if hi == sys.float_info.max and not kw.get("strict_max"):  # how a suite says "finite" (rejects +inf only)
+        return "finite"
     return f"{'<' if kw.get('strict_max') else '≤'} {_num(hi)}"
 
 
