@@ -46,7 +46,7 @@ from tasks.ingest.sources import (
     file_sha256,
     local_copy,
 )
-from tasks.ingest.validate import BatchValidator
+from tasks.ingest.validate import BatchValidator, Failure
 from tasks.storage.lake import Lake, prune_versions
 from tasks.storage.s3 import ObjectStoreError
 
@@ -103,8 +103,10 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def _validate_chunk(src: SourceFile, validator: BatchValidator, batch: pa.Table, start: int) -> None:
-    """Run the product's Great Expectations suite on one chunk; raise IngestError naming what failed."""
+def _validate_chunk(src: SourceFile, validator: BatchValidator, batch: pa.Table, start: int,
+                    hdu_of: Callable[[str], str]) -> None:
+    """Run the product's Great Expectations suite on one chunk; raise IngestError naming the HDU, rows and column
+    of what failed."""
     product = src.product
     rows = f"rows {start}-{start + batch.num_rows - 1}"
     used = validator.columns_used(product.suite)
@@ -113,7 +115,13 @@ def _validate_chunk(src: SourceFile, validator: BatchValidator, batch: pa.Table,
     if not outcome.success:
         if start != 0:  # keep failing chunks for the Data Docs too
             validator.validate(product.suite, frame, f"{src.path.name} {rows}", keep_for_docs=True)
-        raise IngestError(f"{src.location}, HDU {product.hdus[0]}, {rows}: {outcome.reason()}")
+        def hdu(failure: Failure) -> str:
+            return hdu_of(failure.column.split(",")[0].strip()) if failure.column else product.hdus[0]
+
+        where = {hdu(f) for f in outcome.failures} or {product.hdus[0]}
+        if len(where) == 1:
+            raise IngestError(f"{src.location}, HDU {where.pop()}, {rows}: {outcome.reason()}")
+        raise IngestError(f"{src.location}, {rows}: " + "; ".join(f"HDU {hdu(f)}, {f}" for f in outcome.failures))
 
 
 def _stage_chunk(src: SourceFile, batch: pa.Table, seq: int, part: Path) -> pa.Table:
@@ -164,7 +172,7 @@ def stage_file(
     loads = []
     with ThreadPoolExecutor(max_workers=1) as checker, ThreadPoolExecutor(max_workers=1) as loader:
         for start, batch in _timed(prefetch(reader.batches(chunk_rows)), timings, "read_s"):
-            checked = checker.submit(_validate_chunk, src, validator, batch, start)
+            checked = checker.submit(_validate_chunk, src, validator, batch, start, reader.hdu_of)
             t0 = time.perf_counter()
             parts.append(staging / f"part-{len(parts):05d}.parquet")
             try:

@@ -246,6 +246,10 @@ class ProductReader:
             values.update(FILE_KIND=self.src.kind, FILE=self.src.location, HEALPIX=self.src.healpix)
         return values
 
+    def hdu_of(self, column: str) -> str:
+        """EXTNAME of the HDU holding ``column`` (the first HDU for a column that comes from the file name)."""
+        return next((lay.extname for lay in self.layouts if column in lay.columns), self.layouts[0].extname)
+
     @property
     def nrows(self) -> int:
         """Rows in the file."""
