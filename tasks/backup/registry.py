@@ -18,10 +18,10 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 from pydantic_core import ErrorDetails
 
+from tasks.errors import read_yaml
 from tasks.inventory.load import load_inventory
 from tasks.inventory.model import Inventory, did_you_mean
 
@@ -469,10 +469,4 @@ def load_assets(path: str | Path, inventory: Inventory | str | Path | None = Non
     path = Path(path)
     if isinstance(inventory, str | Path):
         inventory = load_inventory(inventory)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise RegistryError(f"{path}: cannot read the asset registry ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise RegistryError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return parse_assets(data, str(path), inventory)
+    return parse_assets(read_yaml(path, "the asset registry", RegistryError), str(path), inventory)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from tasks.errors import did_you_mean
+from tasks.errors import did_you_mean, read_yaml
 from tasks.inventory.model import Inventory
 
 
@@ -70,10 +69,4 @@ def parse_inventory(data: Any, source: str) -> Inventory:
 def load_inventory(path: str | Path) -> Inventory:
     """Read and validate an inventory YAML file."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InventoryError(f"{path}: cannot read the inventory ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise InventoryError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return parse_inventory(data, str(path))
+    return parse_inventory(read_yaml(path, "the inventory", InventoryError), str(path))

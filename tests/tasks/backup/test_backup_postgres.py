@@ -8,6 +8,7 @@ import pytest
 
 from tasks.backup.postgres import PostgresBackupError, backup_database, compare_row_counts, restore_database
 from tasks.backup.restic import ResticError
+from tests.conftest import fresh_pg_database
 
 TABLES = ["objects", "science.redshifts"]
 
@@ -15,12 +16,8 @@ TABLES = ["objects", "science.redshifts"]
 @pytest.fixture
 def scratch_database(pg_url):
     """A second fresh database (the drill's target), dropped after."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_url, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    yield pg_url.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(pg_url, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    with fresh_pg_database(pg_url) as url:
+        yield url
 
 
 @pytest.fixture
