@@ -12,7 +12,7 @@ import pytest
 
 from astrolab import cli
 from astrolab.cli import main
-from astrolab.resources import build_catalog
+from astrolab.resources import build_catalog, build_lake
 from astrolab.settings import load_settings
 from tasks.catalog.duckdb_store import DuckDBCatalog
 from tasks.catalog.schema import LineageRecord
@@ -357,3 +357,29 @@ def test_every_argument_help_says_its_default():
             assert action.help and "default" in action.help, (p.prog, action.dest)
 
     check(parser)
+
+
+@pytest.mark.slow
+def test_no_secret_in_any_output_of_a_real_run(sample, pg_database, s3_lake_env, tmp_path):
+    """An ingest with a PostgreSQL password (the test server trusts, so any password works) and an S3 secret key:
+    its stdout and stderr, the Prefect server's database (logs, artifacts, parameters), every file the run left
+    locally and every object it wrote to the bucket hold neither secret."""
+    url = pg_database.replace("postgresql://astrolab@", f"postgresql://astrolab:{PG_PASSWORD}@")
+    env = {**os.environ, **s3_lake_env, "ASTROLAB_LAKE_S3_SECRET_KEY": S3_SECRET, "ASTROLAB_CATALOG_URL": url,
+           "ASTROLAB_HOME": str(tmp_path / "home"), "PREFECT_HOME": str(tmp_path / "prefect"),
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    done = subprocess.run([sys.executable, "-m", "astrolab.cli", "ingest", str(sample), "--kinds", "zpix"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    outputs = {"stdout": done.stdout.encode(), "stderr": done.stderr.encode()}
+    outputs.update({str(p): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()})
+    settings = load_settings(env=env)
+    lake = build_lake(settings)
+    keys = [obj.key for obj in lake.store.list(lake.bucket, lake.prefix)]
+    assert any(k.endswith("_published.json") for k in keys) and len(outputs) > 10
+    for key in keys:
+        outputs[f"s3://{lake.bucket}/{key}"] = lake.store.get_bytes(lake.bucket, key) or b""
+    with build_catalog(settings, read_only=True) as catalog:
+        outputs["lineage"] = str(catalog.query("SELECT * FROM ingest_lineage").to_pylist()).encode()
+    leaks = [where for where, data in outputs.items() if PG_PASSWORD.encode() in data or S3_SECRET.encode() in data]
+    assert leaks == []
