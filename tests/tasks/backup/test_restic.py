@@ -246,6 +246,12 @@ def _wait_for(condition, proc: subprocess.Popen, what: str) -> None:
         time.sleep(0.005)
 
 
+def _complete_lock(locks: Path) -> bool:
+    """A lock file restic has finished writing: its local backend makes a file read-only once written, so a file
+    seen earlier may still be empty (and ``restic list locks`` would not show it yet)."""
+    return any(p.stat().st_size > 0 and not p.stat().st_mode & 0o222 for p in locks.iterdir())
+
+
 def test_a_backup_waits_for_an_exclusive_lock_and_then_runs(make_repo, source, tmp_path):
     repo = make_repo(lock_wait=0)
     repo.init()
@@ -255,7 +261,7 @@ def test_a_backup_waits_for_an_exclusive_lock_and_then_runs(make_repo, source, t
     repo.backup_path([tmp_path / "bulk"])
     locks = Path(repo.url, "locks")
     with _raw_restic(repo, ["check", "--read-data"]) as holder:
-        _wait_for(lambda: any(locks.iterdir()), holder, "check took its lock")
+        _wait_for(lambda: _complete_lock(locks), holder, "check took its lock")
         holder.send_signal(signal.SIGSTOP)  # holds its exclusive lock until SIGCONT
         [lock] = repo.locks()
         assert lock.exclusive and lock.pid == holder.pid and repo.stale_locks() == []
