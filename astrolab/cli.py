@@ -27,6 +27,7 @@ from rich.table import Table
 from astrolab import progress
 from astrolab.settings import Settings, SettingsError, load_settings
 from tasks.catalog.base import CatalogError
+from tasks.errors import did_you_mean
 from tasks.redact import install_log_redaction, redact
 from tasks.storage.s3 import ObjectStoreError
 
@@ -54,20 +55,50 @@ def _bar(description: str, total: int | None):
             progress.install(None, None)
 
 
-def _print_table(table: pa.Table, max_rows: int) -> None:
-    """A rich table on a terminal; CSV when the output goes to a pipe or a file."""
-    if not sys.stdout.isatty():
-        pa_csv.write_csv(table.slice(0, max_rows), sys.stdout.buffer)
+TERMINAL_ROWS = 50  # rows a terminal shows when --limit is not given; a pipe or a file gets every row
+
+
+def _print_table(table: pa.Table, limit: int | None) -> None:
+    """A rich table on a terminal (one block per row when the columns do not fit its width, like psql's
+    ``\\x auto``); CSV when the output goes to a pipe or a file. ``limit`` None: 50 rows on a terminal, all in CSV."""
+    terminal = sys.stdout.isatty()
+    shown = limit if limit is not None else TERMINAL_ROWS if terminal else table.num_rows
+    rows = table.slice(0, shown)
+    if not terminal:
+        pa_csv.write_csv(rows, sys.stdout.buffer)
         sys.stdout.flush()
-        return
-    out = Table(show_lines=False)
-    for name in table.schema.names:
-        out.add_column(name)
-    for row in table.slice(0, max_rows).to_pylist():
-        out.add_row(*("" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v) for v in row.values()))
-    Console().print(out)
-    if table.num_rows > max_rows:
-        console.print(f"({table.num_rows} rows, first {max_rows} shown; use --limit)")
+    else:
+        out_console = Console()
+        cells = [["" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v) for v in row.values()]
+                 for row in rows.to_pylist()]
+        if _table_width(table.schema.names, cells) <= out_console.width:
+            out = Table(show_lines=False)
+            for name in table.schema.names:
+                out.add_column(name)
+            for row_cells in cells:
+                out.add_row(*row_cells)
+            out_console.print(out)
+        else:
+            out_console.print(_expanded(table.schema.names, cells), highlight=False, soft_wrap=True)
+    if table.num_rows > shown:
+        console.print(f"({table.num_rows} rows, first {shown} shown; use --limit)")
+
+
+def _table_width(names: Sequence[str], cells: Sequence[Sequence[str]]) -> int:
+    """Characters a rich table with these columns needs on one line (borders and padding included)."""
+    widths = [max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(names)]
+    return sum(widths) + 3 * len(widths) + 1
+
+
+def _expanded(names: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
+    """Rows as blocks of ``column | value`` lines, as psql prints in expanded mode."""
+    pad = max(len(name) for name in names)
+    blocks = []
+    for number, row_cells in enumerate(cells, start=1):
+        lines = [f"-[ RECORD {number} ]" + "-" * max(0, pad - 8)]
+        lines += [f"{name.ljust(pad)} | {value}" for name, value in zip(names, row_cells, strict=True)]
+        blocks.append("\n".join(lines))
+    return "\n".join(blocks)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -252,6 +283,9 @@ def cmd_lake(args: argparse.Namespace) -> int:
     from astrolab.resources import build_lake
     from tasks.ingest.products import PRODUCTS
 
+    for product in args.products:
+        if product not in PRODUCTS:
+            raise UserError(f"lake: unknown product {product!r}{did_you_mean(product, PRODUCTS)}")
     lake = build_lake(load_settings(args.config))
     rows = []
     for product in args.products or list(PRODUCTS):
@@ -342,14 +376,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="random seed (integer; default: 42)")
     p = add("query", cmd_query, f"run read-only SQL on the catalog ({ALLOWED_SQL}); CSV when piped")
     p.add_argument("sql", help="the SQL statement (quote it; no default)")
-    p.add_argument("--limit", type=int, default=50, help="rows to print (count; default: 50)")
+    p.add_argument("--limit", type=int, help="rows to print (count; default: 50 on a terminal, every row when "
+                                            "piped or redirected)")
     p = add("cone", cmd_cone, "rows within RADIUS degrees of RA DEC (nearest first)")
     p.add_argument("ra", type=float, help="right ascension (degrees, 0 <= RA < 360; no default)")
     p.add_argument("dec", type=float, help="declination (degrees, -90 <= DEC <= 90; no default)")
     p.add_argument("radius", type=float, help="search radius (degrees, 0 < RADIUS <= 180; no default)")
     p.add_argument("--table", default="zcat_primary",
                    help="zcat_primary or a product table: redshifts fastspec spectra (default: zcat_primary)")
-    p.add_argument("--limit", type=int, default=50, help="rows to print (count; default: 50)")
+    p.add_argument("--limit", type=int, help="rows to print (count; default: 50 on a terminal, every row when "
+                                            "piped or redirected)")
     p.add_argument("--all-columns", action="store_true", help="print every column (default: the usual few)")
     p = add("lake", cmd_lake, "the published HATS catalogs: version and where to open each (resolves S3 pointers)")
     p.add_argument("products", nargs="*", help="any of: redshifts fastspec spectra (default: all)")
@@ -371,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="one host: also its failed checks with evidence and remediation "
                                   "(default: every host)")
     p.add_argument("--since", help="changes since this date/time (ISO 8601; default: 7 days ago)")
-    p.add_argument("--limit", type=int, default=200, help="rows to print per table (count; default: 200)")
+    p.add_argument("--limit", type=int, help="rows to print per table (count; default: 50 on a terminal, every "
+                                            "row when piped or redirected)")
     return parser
 
 

@@ -383,3 +383,38 @@ def test_no_secret_in_any_output_of_a_real_run(sample, pg_database, s3_lake_env,
         outputs["lineage"] = str(catalog.query("SELECT * FROM ingest_lineage").to_pylist()).encode()
     leaks = [where for where, data in outputs.items() if PG_PASSWORD.encode() in data or S3_SECRET.encode() in data]
     assert leaks == []
+
+
+def test_piped_query_prints_every_row_unless_limited(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path))
+    make_catalog(tmp_path)
+    assert main(["query", "SELECT * FROM range(120) t(i)"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ['"i"', *map(str, range(120))] and err == ""
+    assert main(["query", "SELECT * FROM range(120) t(i)", "--limit", "7"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ['"i"', *map(str, range(7))]
+    assert "(120 rows, first 7 shown; use --limit)" in err
+
+
+def test_terminal_shows_50_rows_and_wide_rows_one_block_each(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "80")
+    make_catalog(tmp_path)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert main(["query", "SELECT i, i * 2 AS twice FROM range(60) t(i)"]) == 0
+    out, err = capsys.readouterr()
+    assert "│ 49 │ 98    │" in out and "│ 50 │ 100" not in out and "RECORD" not in out
+    assert "(60 rows, first 50 shown; use --limit)" in err
+    wide = ", ".join(f"'{'v' * 12}{c}' AS column_{c}" for c in range(8))
+    assert main(["query", f"SELECT {wide} FROM range(2)"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("-[ RECORD 1 ]") and lines[9].startswith("-[ RECORD 2 ]")
+    assert lines[1] == "column_0 | vvvvvvvvvvvv0" and lines[8] == "column_7 | vvvvvvvvvvvv7"
+    assert max(map(len, lines)) <= 80
+
+
+def test_lake_refuses_an_unknown_product(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path))
+    assert main(["lake", "redshift"]) == 2
+    assert capsys.readouterr().err.strip() == "error: lake: unknown product 'redshift' (did you mean 'redshifts'?)"
