@@ -5,7 +5,7 @@
 #                             copy-on-write view of it, start the hosts (seconds); a running host is left as it is
 #   scripts/fleet.sh stop     stop the hosts and remove what they wrote
 #   scripts/fleet.sh status   one line per host; exit 1 if one is down
-# The env file $FLEET/env holds ASTROLAB_FLEET=$FLEET/fleet.yaml, an astrolab inventory of the hosts (address, port,
+# The env file $FLEET/env holds ASTROLAB_TEST_FLEET=$FLEET/fleet.yaml, an astrolab inventory of the hosts (address, port,
 # user, key, known_hosts with their verified host keys); `make test` sources it.
 #
 # Isolation: each host is a chroot inside its own mount, PID, UTS and IPC namespaces (util-linux `unshare`), with its
@@ -16,11 +16,11 @@
 # 127.0.0.1 port), so the tests reach the hosts without a bridge or veth pairs.
 set -euo pipefail
 STATE=${ASTROLAB_SERVICES_DIR:-/tmp/astrolab-services}
-FLEET=${ASTROLAB_FLEET_DIR:-$STATE/fleet}
+FLEET=${ASTROLAB_TEST_FLEET_DIR:-$STATE/fleet}
 SIZE=${FLEET_SIZE:-3}
-BASEPORT=${ASTROLAB_FLEET_PORT:-56022}
-CACHE=${ASTROLAB_FLEET_CACHE:-/var/cache/astrolab/fleet}
-MIRROR=${ASTROLAB_FLEET_MIRROR:-http://deb.debian.org/debian}
+BASEPORT=${ASTROLAB_TEST_FLEET_PORT:-56022}
+CACHE=${ASTROLAB_TEST_FLEET_CACHE:-/var/cache/astrolab/fleet}
+MIRROR=${ASTROLAB_TEST_FLEET_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 # What Ansible (python3, python3-apt for its apt module, sudo) and the compliance scans (sshd -T, sysctl, ps, ip) need.
 PACKAGES=openssh-server,python3,python3-apt,sudo,procps,iproute2
@@ -191,8 +191,8 @@ write_inventory() {  # fleet.yaml (an astrolab inventory) and the env file, once
         "known_hosts: $FLEET/known_hosts}}"
     done; } > "$FLEET/fleet.yaml.new"
   mv "$FLEET/fleet.yaml.new" "$FLEET/fleet.yaml"
-  { echo "ASTROLAB_FLEET=$FLEET/fleet.yaml"
-    echo "ASTROLAB_FLEET_SUDO_USER=astrolab"; } > "$FLEET/env"
+  { echo "ASTROLAB_TEST_FLEET=$FLEET/fleet.yaml"
+    echo "ASTROLAB_TEST_FLEET_SUDO_USER=astrolab"; } > "$FLEET/env"
 }
 
 start() {

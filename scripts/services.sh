@@ -6,7 +6,7 @@
 #   scripts/services.sh stop
 #   scripts/services.sh restart   restart PostgreSQL (fault tests)
 # The env file holds ASTROLAB_TEST_PG_URL, ASTROLAB_TEST_S3_ENDPOINT, ASTROLAB_TEST_SSH_PORT / _KEY / _KNOWN_HOSTS
-# and the fleet's ASTROLAB_FLEET (its inventory file) for the tests; `make test` sources it.
+# and the fleet's ASTROLAB_TEST_FLEET (its inventory file) for the tests; `make test` sources it.
 set -euo pipefail
 STATE=${ASTROLAB_SERVICES_DIR:-/tmp/astrolab-services}
 PGPORT=${ASTROLAB_TEST_PGPORT:-55432}
@@ -14,7 +14,7 @@ S3PORT=${ASTROLAB_TEST_S3PORT:-55900}
 SSHPORT=${ASTROLAB_TEST_SSHPORT:-55922}
 MOTO=${ASTROLAB_MOTO_SERVER:-$(dirname "$0")/../.venv/bin/moto_server}
 FLEET_SH=$(dirname "$0")/fleet.sh
-export ASTROLAB_FLEET_DIR=${ASTROLAB_FLEET_DIR:-$STATE/fleet}
+export ASTROLAB_TEST_FLEET_DIR=${ASTROLAB_TEST_FLEET_DIR:-$STATE/fleet}
 
 as_postgres() {  # initdb and the server refuse to run as root
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
@@ -66,7 +66,7 @@ start() {
     echo "ASTROLAB_TEST_SSH_PORT=$SSHPORT"
     echo "ASTROLAB_TEST_SSH_KEY=$STATE/ssh/client_ed25519"
     echo "ASTROLAB_TEST_SSH_KNOWN_HOSTS=$STATE/ssh/known_hosts"
-    if [ -f "$ASTROLAB_FLEET_DIR/env" ]; then cat "$ASTROLAB_FLEET_DIR/env"; fi; } > "$STATE/env"
+    if [ -f "$ASTROLAB_TEST_FLEET_DIR/env" ]; then cat "$ASTROLAB_TEST_FLEET_DIR/env"; fi; } > "$STATE/env"
   echo "PostgreSQL $(basename "$(dirname "$bin")") with q3c on 127.0.0.1:$PGPORT; S3 (moto) on 127.0.0.1:$S3PORT;" \
     "sshd on 127.0.0.1:$SSHPORT"
 }

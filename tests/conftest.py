@@ -93,18 +93,18 @@ def ssh_server():
 def fleet() -> Inventory:
     """The test fleet (scripts/fleet.sh) as the inventory it writes: Debian 12 hosts on this machine, each with its
     own sshd on 127.0.0.1; fails under CI=true when it is not running, skips elsewhere."""
-    path = os.environ.get("ASTROLAB_FLEET")
+    path = os.environ.get("ASTROLAB_TEST_FLEET")
     if not path:
-        _missing("The test fleet", "ASTROLAB_FLEET", "ASTROLAB_FLEET is not set")
+        _missing("The test fleet", "ASTROLAB_TEST_FLEET", "ASTROLAB_TEST_FLEET is not set")
     if not Path(path).is_file():
-        _missing("The test fleet", "ASTROLAB_FLEET", f"{path} does not exist")
+        _missing("The test fleet", "ASTROLAB_TEST_FLEET", f"{path} does not exist")
     inventory = load_inventory(path)
     for host in inventory.hosts:
         port = inventory.ssh_for(host).port
         try:
             socket.create_connection((host.address, port), timeout=5).close()
         except OSError as exc:
-            _missing("The test fleet", "ASTROLAB_FLEET",
+            _missing("The test fleet", "ASTROLAB_TEST_FLEET",
                      f"cannot connect to {host.name} ({host.address}:{port}): {exc}")
     return inventory
 

@@ -87,7 +87,7 @@ def test_a_host_sees_only_its_own_processes_and_mounts(fleet):
 
 
 def test_astrolab_logs_in_with_the_key_and_has_passwordless_sudo(fleet):
-    user = os.environ.get("ASTROLAB_FLEET_SUDO_USER", "astrolab")
+    user = os.environ.get("ASTROLAB_TEST_FLEET_SUDO_USER", "astrolab")
     for host in fleet.hosts:
         assert out(fleet, host, "id -un", user=user) == user
         assert out(fleet, host, "sudo -n id -u", user=user) == "0"
