@@ -30,8 +30,8 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-## test: lint, then the whole test suite, with its services (PostgreSQL + q3c, the moto S3 server, sshd; loopback)
-## started and stopped around it
+## test: lint, then the whole test suite, with its services (PostgreSQL + q3c, the moto S3 server, sshd, the test
+## fleet of Debian 12 hosts, scripts/fleet.sh; loopback) started and stopped around it
 SERVICES_DIR ?= /tmp/astrolab-services
 test: lint
 	ASTROLAB_SERVICES_DIR=$(SERVICES_DIR) scripts/services.sh start

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Test services on loopback: PostgreSQL (with the q3c extension), an S3 server (moto, from the venv) and a throwaway
-# sshd (its own config, host key, client key and known_hosts under $STATE/ssh; key-only login as the running user).
+# Test services on loopback: PostgreSQL (with the q3c extension), an S3 server (moto, from the venv), a throwaway
+# sshd (its own config, host key, client key and known_hosts under $STATE/ssh; key-only login as the running user)
+# and, as root, the test fleet of Debian 12 hosts (scripts/fleet.sh, under $STATE/fleet).
 #   scripts/services.sh start   install if missing (Debian/Ubuntu, as root), start, write $STATE/env
 #   scripts/services.sh stop
 #   scripts/services.sh restart   restart PostgreSQL (fault tests)
-# The env file holds ASTROLAB_TEST_PG_URL, ASTROLAB_TEST_S3_ENDPOINT and ASTROLAB_TEST_SSH_PORT / _KEY / _KNOWN_HOSTS
-# for the tests; `make test` sources it.
+# The env file holds ASTROLAB_TEST_PG_URL, ASTROLAB_TEST_S3_ENDPOINT, ASTROLAB_TEST_SSH_PORT / _KEY / _KNOWN_HOSTS
+# and the fleet's ASTROLAB_TEST_FLEET (its inventory file) for the tests; `make test` sources it.
 set -euo pipefail
 STATE=${ASTROLAB_SERVICES_DIR:-/tmp/astrolab-services}
 PGPORT=${ASTROLAB_TEST_PGPORT:-55432}
 S3PORT=${ASTROLAB_TEST_S3PORT:-55900}
 SSHPORT=${ASTROLAB_TEST_SSHPORT:-55922}
 MOTO=${ASTROLAB_MOTO_SERVER:-$(dirname "$0")/../.venv/bin/moto_server}
+FLEET_SH=$(dirname "$0")/fleet.sh
+export ASTROLAB_TEST_FLEET_DIR=${ASTROLAB_TEST_FLEET_DIR:-$STATE/fleet}
 
 as_postgres() {  # initdb and the server refuse to run as root
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
@@ -57,11 +60,13 @@ start() {
     psql -h 127.0.0.1 -p "$PGPORT" -U astrolab -d postgres -qc "CREATE DATABASE astrolab_test"
   start_s3
   start_sshd
+  start_fleet
   { echo "ASTROLAB_TEST_PG_URL=postgresql://astrolab@127.0.0.1:$PGPORT/astrolab_test"
     echo "ASTROLAB_TEST_S3_ENDPOINT=http://127.0.0.1:$S3PORT"
     echo "ASTROLAB_TEST_SSH_PORT=$SSHPORT"
     echo "ASTROLAB_TEST_SSH_KEY=$STATE/ssh/client_ed25519"
-    echo "ASTROLAB_TEST_SSH_KNOWN_HOSTS=$STATE/ssh/known_hosts"; } > "$STATE/env"
+    echo "ASTROLAB_TEST_SSH_KNOWN_HOSTS=$STATE/ssh/known_hosts"
+    if [ -f "$ASTROLAB_TEST_FLEET_DIR/env" ]; then cat "$ASTROLAB_TEST_FLEET_DIR/env"; fi; } > "$STATE/env"
   echo "PostgreSQL $(basename "$(dirname "$bin")") with q3c on 127.0.0.1:$PGPORT; S3 (moto) on 127.0.0.1:$S3PORT;" \
     "sshd on 127.0.0.1:$SSHPORT"
 }
@@ -134,7 +139,13 @@ stop_sshd() {
   rm -f "$STATE/ssh/sshd.pid"
 }
 
+start_fleet() {  # hosts in their own namespaces need root; without it the fleet's tests skip (fail under CI=true)
+  if [ "$(id -u)" = 0 ]; then "$FLEET_SH" start
+  else echo "test fleet not started: scripts/fleet.sh needs root (sudo scripts/fleet.sh start)" >&2; fi
+}
+
 stop() {
+  if [ "$(id -u)" = 0 ]; then "$FLEET_SH" stop; fi
   stop_sshd
   stop_s3
   local bin; bin=$(pg_bin)

@@ -1,5 +1,5 @@
-"""Fixtures for tests that need services: PostgreSQL, the S3 server and sshd (started by scripts/services.sh, see
-`make test`)."""
+"""Fixtures for tests that need services: PostgreSQL, the S3 server, sshd and the test fleet (started by
+scripts/services.sh, see `make test`)."""
 
 import os
 import socket
@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
+from tasks.inventory.load import load_inventory
+from tasks.inventory.model import Inventory
 from tasks.synthetic import SampleConfig, generate_sample
 
 
@@ -85,6 +87,26 @@ def ssh_server():
     except OSError as exc:
         _missing("The test sshd", "ASTROLAB_TEST_SSH_*", f"cannot connect to 127.0.0.1:{port}: {exc}")
     return port, key, known_hosts
+
+
+@pytest.fixture(scope="session")
+def fleet() -> Inventory:
+    """The test fleet (scripts/fleet.sh) as the inventory it writes: Debian 12 hosts on this machine, each with its
+    own sshd on 127.0.0.1; fails under CI=true when it is not running, skips elsewhere."""
+    path = os.environ.get("ASTROLAB_TEST_FLEET")
+    if not path:
+        _missing("The test fleet", "ASTROLAB_TEST_FLEET", "ASTROLAB_TEST_FLEET is not set")
+    if not Path(path).is_file():
+        _missing("The test fleet", "ASTROLAB_TEST_FLEET", f"{path} does not exist")
+    inventory = load_inventory(path)
+    for host in inventory.hosts:
+        port = inventory.ssh_for(host).port
+        try:
+            socket.create_connection((host.address, port), timeout=5).close()
+        except OSError as exc:
+            _missing("The test fleet", "ASTROLAB_TEST_FLEET",
+                     f"cannot connect to {host.name} ({host.address}:{port}): {exc}")
+    return inventory
 
 
 @pytest.fixture
