@@ -301,7 +301,8 @@ def test_cupy_counts_equal_numpy_counts(cupy, points, monkeypatch, sparse):
     # Private histograms per thread (few bins), per warp (weighted n_mu=8, n_mu=20) and none (3,500 bins: past a
     # block's default shared memory).
     cases = ({}, {"pos2": other}, {"weights1": weights}, {"weights1": weights, "n_mu": 8},
-             {"n_mu": 5, "los": "midpoint"}, {"edges": np.r_[0.0, EDGES[1:]]}, {"n_mu": 20}, {"n_mu": 700})
+             {"n_mu": 5, "los": "midpoint"}, {"edges": np.r_[0.0, EDGES[1:]]}, {"n_mu": 20}, {"n_mu": 700},
+             {"edges": np.r_[0.0, EDGES[1:]], "weights1": weights, "n_mu": 4, "mu_max": 0.5, "conventions": "corrfunc"})
     for kwargs in cases:
         edges = kwargs.pop("edges", EDGES)
         host = pair_counts(data, edges, **kwargs)
