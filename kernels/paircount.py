@@ -302,14 +302,20 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edg
                 j0, j1 = table[q, za - z_first], table[q, zb + 1 - z_first]
                 if autocorr and j0 <= i:
                     j0 = i + 1
+                start = n
                 for j in range(j0, j1):
                     dx = x1 - p2[j, 0]
                     dy = y1 - p2[j, 1]
                     dz = z1 - p2[j, 2]
                     r2s[n] = dx * dx + dy * dy + dz * dz
-                    w2s[n] = w2[j]
-                    js[n] = j
+                    if n_mu:
+                        w2s[n] = w2[j]
+                        js[n] = j
                     n += 1
+                # Separation-only bins read no indices, and weights only if given: that loop stays one store wide.
+                if weighted and not n_mu:
+                    for k in range(start, n):
+                        w2s[k] = w2[j0 + k - start]
             if n_mu == 0:
                 for k in range(nb + 1):
                     cumulative[t, k] += _count_at_least(r2s, n, edges2[k])
