@@ -1,11 +1,27 @@
 """Pair counts in separation bins and in (s, mu) bins, auto and cross, with weights; Landy-Szalay xi(s) and
 its multipoles.
 
-Counting follows Corrfunc's conventions, so integer counts are identical to Corrfunc's on the same input:
-ordered pairs (an auto-count counts (i, j) and (j, i)); a pair is in bin k when edges[k]^2 <= s^2 < edges[k+1]^2;
-in an auto-count the self-pairs (s = 0) fall in the first bin when it starts at 0; mu = |s . l| / (|s| |l|) with
-the line of sight l either the z axis (``los="z"``, Corrfunc.theory.DDsmu) or the pair's midpoint
-(``los="midpoint"``, Corrfunc.mocks.DDsmu_mocks); weights multiply (``pair_product``).
+Conventions. Pairs are ordered (an auto-count counts (i, j) and (j, i)); a pair is in separation bin k when
+edges[k]^2 <= s^2 < edges[k+1]^2; mu = |s . l| / (|s| |l|) with the line of sight l either the z axis
+(``los="z"``, as Corrfunc.theory.DDsmu) or the pair's midpoint (``los="midpoint"``, as Corrfunc.mocks.DDsmu_mocks),
+and mu bin m holds mu_edges[m] <= mu < mu_edges[m+1]; weights multiply (Corrfunc's ``pair_product``). Two cases
+differ between Corrfunc's DD and its DDsmu, and ``conventions`` picks how (s, mu) counts treat them:
+
+- ``"astrolab"`` (default): the last mu bin is closed, so a pair with mu = mu_max (e.g. along the line of sight
+  with mu_max = 1) is in it, and coincident points (s = 0, mu taken as 0) are pairs like any other: in the first
+  bin when edges[0] = 0, with their weights. With mu_max = 1 the (s, mu) counts and weights summed over mu are
+  then exactly the separation-only ones.
+- ``"corrfunc"``: Corrfunc's DDsmu and DDsmu_mocks (checked by experiment in the tests): pairs with mu >= mu_max
+  are dropped, pairs of distinct coincident points are dropped, and an auto-count's self-pairs add one count each
+  to bin (0, 0) when edges[0] = 0 but no weight.
+
+Separation-only counts are the same under both, and equal Corrfunc's DD: coincident points are pairs in the first
+bin when edges[0] = 0, and so are an auto-count's self-pairs (one per point, weight w^2). Integer counts are exact
+and equal Corrfunc's on the same input (with the same convention). On the CPU, weight sums are accurate to 1e-12
+relative (about 1e-15 in practice) in every bin, a sparse one next to a dense one included: each first point's
+pair weights are summed per bin, not as differences of cumulative sums, and added up with compensation; with
+weights of both signs the error is relative to the sum of |w_i w_j| instead. The GPU adds them in double-precision
+atomics (checked against the CPU within 1e-10).
 
 The grid and the bookkeeping are written once over numpy or cupy (`xp`); the pair loop is compiled with numba on
 the CPU and with CUDA (cupy.RawKernel) on the GPU. Work splits into ranges of the sorted first points, which is
@@ -26,8 +42,10 @@ from .cellgrid import FIND_CELL_CUDA, CellGrid, build_grid, dense_starts, grid_f
 from .xp import namespace, to_host
 
 LOS = {"z": 0, "midpoint": 1}
+CONVENTIONS = ("astrolab", "corrfunc")
 REFINE = 2  # cells per largest separation on the CPU (the GPU's is in GPU_TUNING)
 DENSE_CELLS_MAX = 1 << 25
+FLUSH_PAIRS = 1 << 12  # CPU (s, mu) loop: candidate pairs summed plainly before a compensated addition
 
 
 @dataclass(frozen=True)
@@ -60,11 +78,13 @@ class PairProblem:
     mu_edges: np.ndarray | None
     reach: int  # neighbour cells searched on each side
     weighted: bool
+    corrfunc: bool  # conventions="corrfunc"
     dense_starts: Any  # GPU only: first point of every cell of the frame (None when the frame has too many cells)
 
 
 def prepare(pos1: Any, edges: Any, pos2: Any | None = None, weights1: Any | None = None,
-            weights2: Any | None = None, n_mu: int = 0, mu_max: float = 1.0, los: str = "z") -> PairProblem:
+            weights2: Any | None = None, n_mu: int = 0, mu_max: float = 1.0, los: str = "z",
+            conventions: str = "astrolab") -> PairProblem:
     """Validate the input and sort both point sets into one cell grid as wide as the largest separation."""
     xp = namespace(pos1, pos2)
     edges = np.asarray(to_host(edges), dtype=np.float64)
@@ -72,6 +92,8 @@ def prepare(pos1: Any, edges: Any, pos2: Any | None = None, weights1: Any | None
         raise ValueError("separation edges must be at least two increasing values >= 0")
     if los not in LOS:
         raise ValueError(f"los must be one of {sorted(LOS)}, got {los!r}")
+    if conventions not in CONVENTIONS:
+        raise ValueError(f"conventions must be one of {CONVENTIONS}, got {conventions!r}")
     if n_mu < 0 or not 0 < mu_max <= 1:
         raise ValueError("n_mu must be >= 0 and 0 < mu_max <= 1")
     autocorr = pos2 is None
@@ -90,7 +112,7 @@ def prepare(pos1: Any, edges: Any, pos2: Any | None = None, weights1: Any | None
         raise ValueError("give weights for both point sets or for neither")
     mu_edges = np.linspace(0.0, mu_max, n_mu + 1) if n_mu else None
     return PairProblem(first, second, w1, w2, xp.asarray(edges**2), n_mu, float(mu_max), LOS[los], autocorr,
-                       edges, mu_edges, reach, weights1 is not None,
+                       edges, mu_edges, reach, weights1 is not None, conventions == "corrfunc",
                        None if xp is np else dense_starts(second, DENSE_CELLS_MAX))
 
 
@@ -113,7 +135,7 @@ def count_range(problem: PairProblem, lo: int, hi: int) -> PairCounts:
                                   second.starts, np.asarray(frame.dims, dtype=np.int64),
                                   np.asarray(frame.origin), frame.cell, problem.reach, problem.edges2,
                                   problem.n_mu, problem.mu_max, problem.los, problem.autocorr, problem.weighted,
-                                  lo, hi, min(max(hi - lo, 1), 8 * numba.get_num_threads()))
+                                  problem.corrfunc, lo, hi, min(max(hi - lo, 1), 8 * numba.get_num_threads()))
     else:
         counts, wsum = _count_gpu(problem, lo, hi)
     if not problem.weighted:
@@ -121,26 +143,28 @@ def count_range(problem: PairProblem, lo: int, hi: int) -> PairCounts:
     counts, wsum = counts.reshape(shape), wsum.reshape(shape)
     if problem.autocorr:
         counts, wsum = 2 * counts, 2 * wsum  # each unordered pair was visited once
-        if problem.edges[0] == 0.0:  # self-pairs, as Corrfunc counts them
+        if problem.edges[0] == 0.0:  # self-pairs (see the module's docstring)
             counts[0, 0] += hi - lo
-            wsum[0, 0] += float((to_host(problem.w1[lo:hi]) ** 2).sum())
+            if not (problem.corrfunc and problem.n_mu):
+                wsum[0, 0] += float((to_host(problem.w1[lo:hi]) ** 2).sum())
     if not problem.n_mu:
         counts, wsum = counts[:, 0], wsum[:, 0]
     return PairCounts(problem.edges, problem.mu_edges, counts, wsum)
 
 
 def pair_counts(pos1: Any, edges: Any, pos2: Any | None = None, weights1: Any | None = None,
-                weights2: Any | None = None, n_mu: int = 0, mu_max: float = 1.0, los: str = "z") -> PairCounts:
+                weights2: Any | None = None, n_mu: int = 0, mu_max: float = 1.0, los: str = "z",
+                conventions: str = "astrolab") -> PairCounts:
     """Pair counts of `pos1` with itself (pos2 None) or with `pos2`, positions (n, 3) in the same units as edges."""
-    problem = prepare(pos1, edges, pos2, weights1, weights2, n_mu, mu_max, los)
+    problem = prepare(pos1, edges, pos2, weights1, weights2, n_mu, mu_max, los, conventions)
     return count_range(problem, 0, len(problem.first))
 
 
 def dask_pair_counts(client: Any, pos1: Any, edges: Any, pos2: Any | None = None, weights1: Any | None = None,
                      weights2: Any | None = None, n_mu: int = 0, mu_max: float = 1.0, los: str = "z",
-                     chunks: int | None = None) -> PairCounts:
+                     conventions: str = "astrolab", chunks: int | None = None) -> PairCounts:
     """`pair_counts` spread over a Dask cluster: the grid is built once, scattered, and counted in row ranges."""
-    problem = prepare(pos1, edges, pos2, weights1, weights2, n_mu, mu_max, los)
+    problem = prepare(pos1, edges, pos2, weights1, weights2, n_mu, mu_max, los, conventions)
     n = len(problem.first)
     chunks = chunks or max(1, 4 * sum(client.nthreads().values()))
     bounds = np.linspace(0, n, min(chunks, max(n, 1)) + 1).astype(np.int64)
@@ -203,16 +227,23 @@ def _gap(v, origin, cell, c):
 
 @numba.njit(parallel=True, cache=True)
 def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edges2, n_mu, mu_max, los, autocorr,
-               weighted, lo, hi, nchunks):
+               weighted, corrfunc, lo, hi, nchunks):
     nb = edges2.size - 1
     nm = max(n_mu, 1)
-    # Without mu bins, pairs are binned by counting, per edge, the separations at or above it: branch-free loops
-    # the compiler vectorises. cumulative[k] - cumulative[k + 1] is then the count of bin k.
+    nbins = nb * nm
+    # Without mu bins, pairs are counted per edge (the separations at or above it: branch-free loops the compiler
+    # vectorises); cumulative[k] - cumulative[k + 1] is then the count of bin k, exact in integers. Weights are
+    # summed per bin directly: a difference of cumulative float sums would lose a sparse bin next to a dense one.
     cumulative = np.zeros((nchunks, nb + 1), dtype=np.int64)
-    wcumulative = np.zeros((nchunks, nb + 1), dtype=np.float64)
-    counts = np.zeros((nchunks, nb * nm), dtype=np.int64)
-    wsum = np.zeros((nchunks, nb * nm), dtype=np.float64)
+    counts = np.zeros((nchunks, nbins), dtype=np.int64)
+    # Each first point's weight sums go into per-bin compensated (Neumaier) sums: value + error term.
+    whi = np.zeros((nchunks, nbins), dtype=np.float64)
+    wlo = np.zeros((nchunks, nbins), dtype=np.float64)
     e_lo, e_hi = edges2[0], edges2[nb]
+    # Corrfunc's (s, mu) conventions, without a test per pair: r2 >= the smallest double drops s = 0, and
+    # mu > the double below mu_max is mu >= mu_max.
+    s2_min = max(e_lo, np.nextafter(0.0, 1.0)) if corrfunc else e_lo
+    mu_cut = np.nextafter(mu_max, 0.0) if corrfunc else mu_max
     prune = e_hi * (1.0 + 1e-9)  # a hair wide, so rounding in the cell assignment never drops a pair
     width = 2 * reach + 1
     for t in numba.prange(nchunks):
@@ -226,6 +257,10 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edg
         r2s = np.empty(0)
         w2s = np.empty(0)
         js = np.empty(0, dtype=np.int64)
+        # (s, mu) pair weights are summed plainly over a block of first points (one cell, at most FLUSH_PAIRS
+        # pairs), then added to the compensated sums: the rounding error of a plain sum grows with its length.
+        block = np.zeros(nbins, dtype=np.float64)
+        pending = 0
         n_col = 0
         z_first = z_last = 0
         current = (-1, -1, -1)
@@ -233,6 +268,9 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edg
             here = (c1[i, 0], c1[i, 1], c1[i, 2])
             if here != current:
                 current = here
+                if pending:
+                    _flush(block, whi, wlo, t)
+                    pending = 0
                 z_first, z_last = max(here[2] - reach, 0), min(here[2] + reach, dims[2] - 1)
                 n_col = 0
                 capacity = 0
@@ -264,30 +302,32 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edg
                 j0, j1 = table[q, za - z_first], table[q, zb + 1 - z_first]
                 if autocorr and j0 <= i:
                     j0 = i + 1
+                start = n
                 for j in range(j0, j1):
                     dx = x1 - p2[j, 0]
                     dy = y1 - p2[j, 1]
                     dz = z1 - p2[j, 2]
                     r2s[n] = dx * dx + dy * dy + dz * dz
-                    w2s[n] = w2[j]
-                    js[n] = j
+                    if n_mu:
+                        w2s[n] = w2[j]
+                        js[n] = j
                     n += 1
+                # Separation-only bins read no indices, and weights only if given: that loop stays one store wide.
+                if weighted and not n_mu:
+                    for k in range(start, n):
+                        w2s[k] = w2[j0 + k - start]
             if n_mu == 0:
                 for k in range(nb + 1):
-                    e = edges2[k]
-                    c = 0
-                    for q in range(n):
-                        c += r2s[q] >= e
-                    cumulative[t, k] += c
-                    if weighted:
-                        ws = 0.0
-                        for q in range(n):
-                            ws += w2s[q] if r2s[q] >= e else 0.0
-                        wcumulative[t, k] += wi * ws
+                    cumulative[t, k] += _count_at_least(r2s, n, edges2[k])
+                if weighted:
+                    for k in range(nb):
+                        ws = _weight_within(r2s, w2s, n, edges2[k], edges2[k + 1])
+                        if ws != 0.0:
+                            _add_compensated(whi, wlo, t, k, wi * ws)
                 continue
             for q in range(n):
                 r2 = r2s[q]
-                if r2 < e_lo or r2 >= e_hi:
+                if r2 < s2_min or r2 >= e_hi:
                     continue
                 s = nb - 1
                 while r2 < edges2[s]:
@@ -295,15 +335,72 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edg
                 j = js[q]
                 mu = _mu(x1 - p2[j, 0], y1 - p2[j, 1], z1 - p2[j, 2], r2, x1, y1, z1, p2[j, 0], p2[j, 1], p2[j, 2],
                          los)
-                if mu > mu_max:
+                if mu > mu_cut:
                     continue
                 m = min(int(mu * n_mu / mu_max), n_mu - 1)
                 counts[t, s * nm + m] += 1
-                wsum[t, s * nm + m] += wi * w2s[q]
+                if weighted:
+                    block[s * nm + m] += wi * w2s[q]
+            if weighted:
+                pending += n
+                if pending >= FLUSH_PAIRS:
+                    _flush(block, whi, wlo, t)
+                    pending = 0
+        if pending:
+            _flush(block, whi, wlo, t)
     if n_mu == 0:
-        cum, wcum = cumulative.sum(axis=0), wcumulative.sum(axis=0)
-        return cum[:-1] - cum[1:], wcum[:-1] - wcum[1:]
-    return counts.sum(axis=0), wsum.sum(axis=0)
+        cum = cumulative.sum(axis=0)
+        total = cum[:-1] - cum[1:]
+    else:
+        total = counts.sum(axis=0)
+    wtotal = np.zeros((1, nbins))
+    werr = np.zeros((1, nbins))
+    for t in range(nchunks):
+        for k in range(nbins):
+            _add_compensated(wtotal, werr, 0, k, whi[t, k])
+            _add_compensated(wtotal, werr, 0, k, wlo[t, k])
+    return total, wtotal[0] + werr[0]
+
+
+@numba.njit(cache=True, inline="always")
+def _count_at_least(r2s, n, e2):
+    """How many of the first n squared separations are >= e2."""
+    c = 0
+    for q in range(n):
+        c += r2s[q] >= e2
+    return c
+
+
+# Reassociation lets this sum run in vector lanes (partial sums, as accurate as one sum); the flag covers only
+# this function's additions, not the separations nor the compensated sums.
+@numba.njit(cache=True, fastmath={"reassoc", "nsz"})
+def _weight_within(r2s, w2s, n, lo2, hi2):
+    """Sum of the weights of the first n pairs whose squared separation is in [lo2, hi2)."""
+    ws = 0.0
+    for q in range(n):
+        ws += w2s[q] if lo2 <= r2s[q] < hi2 else 0.0
+    return ws
+
+
+@numba.njit(cache=True)
+def _flush(block, hi, lo, t):
+    """Add a block's plain sums to the compensated sums of chunk t, and zero them."""
+    for k in range(block.size):
+        if block[k] != 0.0:
+            _add_compensated(hi, lo, t, k, block[k])
+            block[k] = 0.0
+
+
+@numba.njit(cache=True, inline="always")
+def _add_compensated(hi, lo, t, k, x):
+    """Add x to the compensated sum hi[t, k] + lo[t, k] (Neumaier: lo collects what rounding hi drops)."""
+    s = hi[t, k]
+    total = s + x
+    if abs(s) >= abs(x):
+        lo[t, k] += (s - total) + x
+    else:
+        lo[t, k] += (x - total) + s
+    hi[t, k] = total
 
 
 @numba.njit(cache=True, inline="always")
@@ -316,7 +413,7 @@ def _mu(dx, dy, dz, r2, x1, y1, z1, x2, y2, z2, los):
     l2 = lx * lx + ly * ly + lz * lz
     if l2 == 0.0:
         return 0.0
-    return abs(dx * lx + dy * ly + dz * lz) / np.sqrt(r2 * l2)
+    return min(abs(dx * lx + dy * ly + dz * lz) / np.sqrt(r2 * l2), 1.0)  # rounding can pass 1 along the LOS
 
 
 # --- the pair loop on the GPU ----------------------------------------------------------------------------------
@@ -334,7 +431,8 @@ extern "C" __global__ void pair_hist(
     const double* p1, const long long* c1, const double* w1, const double* p2, const double* w2,
     const long long* ids2, const long long* starts2, long long m2, const long long* dense,
     int d0, int d1, int d2, double ox, double oy, double oz, double cell, int reach,
-    const double* edges2_in, int nb, int n_mu, double mu_max, int los, int autocorr, int weighted, int share,
+    const double* edges2_in, int nb, int n_mu, double mu_max, int los, int autocorr, int weighted, int corrfunc,
+    int share,
     long long lo, long long hi, unsigned long long* counts, double* wsum)
 {
     extern __shared__ double smem[];
@@ -384,10 +482,10 @@ extern "C" __global__ void pair_hist(
                             else {
                                 double lx = 0.5*(x1+x2), ly = 0.5*(y1+y2), lz = 0.5*(z1+z2);
                                 double l2 = lx*lx + ly*ly + lz*lz;
-                                mu = l2 > 0.0 ? fabs(dx*lx + dy*ly + dz*lz) / sqrt(r2 * l2) : 0.0;
+                                mu = l2 > 0.0 ? fmin(fabs(dx*lx + dy*ly + dz*lz) / sqrt(r2 * l2), 1.0) : 0.0;
                             }
                         }
-                        if (mu > mu_max) continue;
+                        if (mu > mu_max || (corrfunc && (mu == mu_max || r2 == 0.0))) continue;
                         m = min((int)(mu * n_mu / mu_max), n_mu - 1);
                     }
                     int bin = s * nm + m, at = bin * copies + mine;
@@ -454,6 +552,7 @@ def _count_gpu(problem: PairProblem, lo: int, hi: int) -> tuple[np.ndarray, np.n
             np.int32(d0), np.int32(d1), np.int32(d2),
             *(np.float64(v) for v in second.frame.origin), np.float64(second.frame.cell), np.int32(problem.reach),
             problem.edges2, np.int32(nb), np.int32(problem.n_mu), np.float64(problem.mu_max), np.int32(problem.los),
-            np.int32(problem.autocorr), np.int32(weighted), np.int32(share), np.int64(lo), np.int64(hi), counts, wsum),
+            np.int32(problem.autocorr), np.int32(weighted), np.int32(problem.corrfunc), np.int32(share),
+            np.int64(lo), np.int64(hi), counts, wsum),
             shared_mem=shared)
     return counts.get().astype(np.int64), wsum.get()

@@ -1,6 +1,8 @@
-"""kernels.paircount against Corrfunc (integer counts identical) and against exact small cases."""
+"""kernels.paircount against Corrfunc (integer counts identical), against exact sums and small exact cases."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -92,10 +94,155 @@ def test_non_finite_positions_are_refused():
 
 
 @pytest.mark.parametrize("kwargs", [{"edges": [5.0, 1.0]}, {"edges": [-1.0, 1.0]}, {"edges": [1.0]},
-                                    {"edges": [1.0, 2.0], "los": "sky"}, {"edges": [1.0, 2.0], "n_mu": -1}])
+                                    {"edges": [1.0, 2.0], "los": "sky"}, {"edges": [1.0, 2.0], "n_mu": -1},
+                                    {"edges": [1.0, 2.0], "conventions": "halotools"}])
 def test_bad_arguments_are_refused(kwargs):
     with pytest.raises(ValueError):
         pair_counts(np.zeros((2, 3)), **kwargs)
+
+
+def brute_force(pos1, edges, pos2=None, weights1=None, weights2=None, n_mu=0, mu_max=1.0):
+    """Exact reference (z line of sight, astrolab conventions, no self-pairs): integer counts and math.fsum of
+    the pair weights per bin, from separations and mu computed with the same floating-point operations as the
+    kernel."""
+    auto = pos2 is None
+    pos2 = pos1 if auto else pos2
+    w1 = np.ones(len(pos1)) if weights1 is None else weights1
+    w2 = w1 if auto else (np.ones(len(pos2)) if weights2 is None else weights2)
+    edges2 = np.asarray(edges, dtype=np.float64) ** 2
+    nb, nm = len(edges) - 1, max(n_mu, 1)
+    terms: list[list[float]] = [[] for _ in range(nb * nm)]
+    for i in range(len(pos1)):
+        d = pos1[i] - pos2
+        r2 = d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2]
+        s = np.searchsorted(edges2, r2, side="right") - 1
+        keep = (s >= 0) & (s < nb)
+        m = np.zeros(len(pos2), dtype=np.int64)
+        if n_mu:
+            with np.errstate(invalid="ignore"):
+                mu = np.where(r2 > 0, np.abs(d[:, 2]) / np.sqrt(r2), 0.0)
+            keep &= mu <= mu_max
+            m = np.minimum((mu * n_mu / mu_max).astype(np.int64), n_mu - 1)
+        if auto:
+            keep[i] = False  # self-pairs: the tests add them where they belong
+        for b in np.unique(s[keep] * nm + m[keep]):
+            terms[b].extend((w1[i] * w2[keep & (s * nm + m == b)]).tolist())
+    counts = np.array([len(t) for t in terms]).reshape(nb, nm)
+    wsums = np.array([math.fsum(t) for t in terms]).reshape(nb, nm)
+    return (counts, wsums) if n_mu else (counts[:, 0], wsums[:, 0])
+
+
+@pytest.fixture(scope="module")
+def sparse_next_to_dense() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A dense clump (its pairs below 1), a second clump 6 away (cross pairs 4 to 8 apart) and six lone pairs
+    1.0003 apart, far from both: a bin [1, 1.001) of a dozen pairs between two of millions, where a difference
+    of cumulative sums keeps only a few digits. Weights span eight decades."""
+    rng = np.random.default_rng(21)
+    lone = rng.uniform(50, 150, (6, 3))
+    pos = np.concatenate([rng.normal(0, 0.15, (900, 3)), rng.normal(0, 0.15, (500, 3)) + [6.0, 0, 0],
+                          lone, lone + [1.0003, 0, 0]])
+    return pos, np.array([0.01, 1.0, 1.001, 10.0]), 10 ** rng.uniform(-4, 4, len(pos))
+
+
+@pytest.mark.parametrize("n_mu", [0, 3], ids=["s", "s-mu"])
+def test_weighted_sums_exact_in_a_sparse_bin_next_to_dense_ones(sparse_next_to_dense, n_mu):
+    pos, edges, weights = sparse_next_to_dense
+    counts, wsums = brute_force(pos, edges, weights1=weights, n_mu=n_mu)
+    assert counts[1].sum() == 12 and counts[0].sum() > 100_000 and counts[2].sum() > 100_000
+    got = pair_counts(pos, edges, weights1=weights, n_mu=n_mu)
+    np.testing.assert_array_equal(got.npairs, counts)
+    np.testing.assert_allclose(got.wpairs, wsums, rtol=1e-12, atol=0)
+    unweighted = pair_counts(pos, edges, n_mu=n_mu)
+    np.testing.assert_array_equal(unweighted.npairs, counts)
+    np.testing.assert_array_equal(unweighted.wpairs, counts)
+
+
+def test_weighted_cross_sums_exact_in_a_sparse_bin_next_to_dense_ones(sparse_next_to_dense):
+    pos, edges, weights = sparse_next_to_dense
+    half = len(pos) // 2
+    order = np.random.default_rng(4).permutation(len(pos))
+    a, b = order[:half], order[half:]
+    counts, wsums = brute_force(pos[a], edges, pos[b], weights[a], weights[b])
+    got = pair_counts(pos[a], edges, pos[b], weights[a], weights[b])
+    np.testing.assert_array_equal(got.npairs, counts)
+    np.testing.assert_allclose(got.wpairs, wsums, rtol=1e-12, atol=0)
+
+
+@pytest.fixture(scope="module")
+def edge_cases() -> tuple[np.ndarray, np.ndarray]:
+    """Random points on a coarse lattice (many pairs exactly along z, so mu = 1, and at mu = 0.6 = 3/5), three
+    copies of one point and two of another (coincident pairs, s = 0), with weights."""
+    rng = np.random.default_rng(5)
+    pos = rng.integers(0, 12, (400, 3)).astype(np.float64)
+    pos = np.concatenate([pos, [[3.0, 3.0, 3.0]] * 3, [[7.5, 1.5, 9.5]] * 2])
+    return pos, rng.uniform(0.5, 2.0, len(pos))
+
+
+def corrfunc_ddsmu(pos, edges, mu_max, n_mu, weights):
+    ref = DDsmu(1, 1, edges, mu_max, n_mu, *pos.T, weights1=weights, weight_type="pair_product", periodic=False,
+                verbose=False)
+    return ref["npairs"].reshape(len(edges) - 1, n_mu), (ref["npairs"] * ref["weightavg"]).reshape(len(edges) - 1,
+                                                                                                   n_mu)
+
+
+@pytest.mark.parametrize("mu_max", [1.0, 0.6])
+def test_corrfunc_conventions_equal_ddsmu_at_mu_max_and_at_zero_separation(edge_cases, mu_max):
+    pos, weights = edge_cases
+    edges = np.array([0.0, 2.0, 3.5, 5.5])
+    ref_counts, ref_wsums = corrfunc_ddsmu(pos, edges, mu_max, 5, weights)
+    got = pair_counts(pos, edges, weights1=weights, n_mu=5, mu_max=mu_max, conventions="corrfunc")
+    np.testing.assert_array_equal(got.npairs, ref_counts)
+    np.testing.assert_allclose(got.wpairs, ref_wsums, rtol=1e-12)
+    # Corrfunc's choices, seen here: pairs at mu = mu_max dropped, distinct coincident points dropped, self-pairs
+    # counted without their weight; the astrolab conventions keep all three.
+    ours = pair_counts(pos, edges, weights1=weights, n_mu=5, mu_max=mu_max)
+    assert ours.npairs[:, -1].sum() > ref_counts[:, -1].sum()
+    _, copies = np.unique(pos, axis=0, return_counts=True)
+    coincident = int((copies * (copies - 1)).sum())  # ordered pairs of distinct points at s = 0
+    assert coincident >= 2 * (3 + 1) and ours.npairs[0, 0] == ref_counts[0, 0] + coincident
+    assert ref_counts[0, 0] >= len(pos) and ref_wsums[0, 0] < ours.wpairs[0, 0]
+
+
+def test_astrolab_conventions_equal_brute_force_and_the_separation_only_counts(edge_cases):
+    pos, weights = edge_cases
+    edges = np.array([0.0, 2.0, 3.5, 5.5])
+    counts, wsums = brute_force(pos, edges, weights1=weights, n_mu=5)
+    counts[0, 0] += len(pos)  # self-pairs, in the first bin as it starts at 0
+    wsums[0, 0] = math.fsum([wsums[0, 0], *(weights**2).tolist()])
+    got = pair_counts(pos, edges, weights1=weights, n_mu=5)
+    np.testing.assert_array_equal(got.npairs, counts)
+    np.testing.assert_allclose(got.wpairs, wsums, rtol=1e-12)
+    flat = pair_counts(pos, edges, weights1=weights)
+    np.testing.assert_array_equal(got.npairs.sum(axis=1), flat.npairs)
+    np.testing.assert_allclose(got.wpairs.sum(axis=1), flat.wpairs, rtol=1e-12)
+    capped = pair_counts(pos, edges, n_mu=5, mu_max=0.6)  # mu = 0.6 exactly: in the last bin
+    ref, _ = brute_force(pos, edges, n_mu=5, mu_max=0.6)
+    ref[0, 0] += len(pos)
+    np.testing.assert_array_equal(capped.npairs, ref)
+
+
+@pytest.mark.parametrize("conventions", ["astrolab", "corrfunc"])
+def test_separation_only_counts_equal_dd_under_both_conventions(edge_cases, conventions):
+    pos, weights = edge_cases
+    edges = np.array([0.0, 2.0, 3.5, 5.5])
+    ref = DD(1, 1, edges, *pos.T, weights1=weights, weight_type="pair_product", periodic=False, verbose=False)
+    got = pair_counts(pos, edges, weights1=weights, conventions=conventions)
+    np.testing.assert_array_equal(got.npairs, ref["npairs"])
+    np.testing.assert_allclose(got.wpairs, ref["npairs"] * ref["weightavg"], rtol=1e-12)
+
+
+def test_corrfunc_conventions_equal_ddsmu_mocks_along_the_line_of_sight():
+    rng = np.random.default_rng(9)
+    ra, dec, dist = rng.uniform(150, 165, 1500), rng.uniform(-5, 10, 1500), rng.uniform(400, 440, 1500)
+    # Points on the x axis (ra = dec = 0, so exact in both codes' Cartesian coordinates): pairs along the LOS.
+    ra, dec, dist = np.r_[ra, 0, 0, 0], np.r_[dec, 0, 0, 0], np.r_[dist, 400.0, 403.0, 404.5]
+    ra_r, dec_r = np.radians(ra), np.radians(dec)
+    xyz = np.c_[dist * np.cos(dec_r) * np.cos(ra_r), dist * np.cos(dec_r) * np.sin(ra_r), dist * np.sin(dec_r)]
+    ref = DDsmu_mocks(1, 1, 1, 1.0, 6, EDGES, ra, dec, dist, is_comoving_dist=True, verbose=False)
+    got = pair_counts(xyz, EDGES, n_mu=6, los="midpoint", conventions="corrfunc")
+    np.testing.assert_array_equal(got.npairs.ravel(), ref["npairs"])
+    ours = pair_counts(xyz, EDGES, n_mu=6, los="midpoint")
+    assert ours.npairs[:, -1].sum() == got.npairs[:, -1].sum() + 6  # three pairs along the LOS, in the last bin
 
 
 def test_dask_split_equals_one_call(points):
@@ -103,7 +250,8 @@ def test_dask_split_equals_one_call(points):
 
     data, other, weights = points
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False) as cluster, Client(cluster) as client:
-        for kwargs in ({}, {"pos2": other}, {"weights1": weights, "n_mu": 4}):
+        for kwargs in ({}, {"pos2": other}, {"weights1": weights, "n_mu": 4},
+                       {"weights1": weights, "n_mu": 4, "conventions": "corrfunc"}):
             split = dask_pair_counts(client, data, EDGES, chunks=7, **kwargs)
             whole = pair_counts(data, EDGES, **kwargs)
             np.testing.assert_array_equal(split.npairs, whole.npairs)
@@ -153,7 +301,8 @@ def test_cupy_counts_equal_numpy_counts(cupy, points, monkeypatch, sparse):
     # Private histograms per thread (few bins), per warp (weighted n_mu=8, n_mu=20) and none (3,500 bins: past a
     # block's default shared memory).
     cases = ({}, {"pos2": other}, {"weights1": weights}, {"weights1": weights, "n_mu": 8},
-             {"n_mu": 5, "los": "midpoint"}, {"edges": np.r_[0.0, EDGES[1:]]}, {"n_mu": 20}, {"n_mu": 700})
+             {"n_mu": 5, "los": "midpoint"}, {"edges": np.r_[0.0, EDGES[1:]]}, {"n_mu": 20}, {"n_mu": 700},
+             {"edges": np.r_[0.0, EDGES[1:]], "weights1": weights, "n_mu": 4, "mu_max": 0.5, "conventions": "corrfunc"})
     for kwargs in cases:
         edges = kwargs.pop("edges", EDGES)
         host = pair_counts(data, edges, **kwargs)
