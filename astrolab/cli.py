@@ -1,4 +1,4 @@
-"""The ``astrolab`` command: sample, ingest, demo, query, cone, lake, settings.
+"""The ``astrolab`` command: sample, ingest, demo, query, cone, lake, docs, settings, compliance.
 
 Exit codes: 0 done; 2 a user error (one line on stderr saying what to do; --debug adds the traceback); 3 ingest
 quarantined a file; 4 ingest found nothing; 1 an unexpected error (a bug: rerun with --debug and report it).
@@ -15,6 +15,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -161,14 +162,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
             desi_sample(str(sample_dir), n_rows=args.rows, seed=args.seed)
         with _bar("ingest rows", None):
             summary = desi_ingest(str(sample_dir), config=args.config)
-    from astrolab.resources import build_lake
+    from astrolab.resources import build_lake, report_url
 
     lake = build_lake(settings)
     console.print(f"\n[bold green]done[/]: {summary['rows']:,} rows ingested from {summary['ingested']} files "
                   f"({len(summary['quarantined'])} quarantined)")
     console.print(f"  HATS lake:  {lake.url}/hats")
     console.print(f"  catalog:    {redact(settings.catalog_url, settings.secret_values())}")
-    console.print(f"  Data Docs:  {lake.url_of(lake.data_docs_dir() / 'index.html')}")
+    console.print(f"  Data Docs:  {report_url(settings, lake, lake.data_docs_dir() / 'index.html')} "
+                  "(`astrolab docs` serves it)")
     console.print("  try:       astrolab query \"SELECT spectype, count(*) FROM zcat_primary GROUP BY 1\"")
     return ingest_exit_code(summary)
 
@@ -337,6 +339,41 @@ def cmd_compliance_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve_reports(directory: Path, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """An HTTP server (not yet serving) for the lake's reports directory: Data Docs, plots, run files."""
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+            pass
+
+    return ThreadingHTTPServer((host, port), partial(Quiet, directory=str(directory)))
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    from astrolab.resources import build_lake
+
+    settings = load_settings(args.config)
+    if settings.lake_url.startswith("s3://"):
+        console.print(f"the lake is on S3; its reports are served at {settings.reports_url}/data_docs/index.html "
+                      "(reports.base_url)", highlight=False, soft_wrap=True)
+        return 0
+    reports = build_lake(settings).data_docs_dir().parent
+    if not (reports / "data_docs" / "index.html").exists():
+        raise UserError(f"no Data Docs yet under {reports}; run an ingest first")
+    port = args.port if args.port is not None else settings.reports.port
+    try:
+        server = serve_reports(reports, port, args.bind)
+    except OSError as exc:
+        raise UserError(f"docs: cannot listen on {args.bind}:{port} ({exc.strerror}); choose another --port") from None
+    console.print(f"serving {reports} at http://{args.bind}:{port}/data_docs/index.html (Ctrl-C stops)",
+                  highlight=False, soft_wrap=True)
+    with server:
+        server.serve_forever()
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     text = json.dumps(settings.effective(), indent=2)
@@ -392,6 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true",
                    help="print a local copy's path, downloaded from S3 once (default: print the lake path)")
     add("settings", cmd_settings, "print the settings in effect (defaults resolved, secrets masked)")
+    p = add("docs", cmd_docs, "serve the lake's reports (Data Docs, plots) over HTTP, where the Prefect UI's links "
+                              "point (reports.base_url)")
+    p.add_argument("--port", type=int, help="TCP port (default: the reports.port setting, 8765)")
+    p.add_argument("--bind", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
 
     comp = sub.add_parser("compliance", help="compliance scans (Wazuh SCA policies, CIS Controls v8)")
     comp_sub = comp.add_subparsers(dest="action", required=True)

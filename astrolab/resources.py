@@ -79,6 +79,17 @@ def build_lake(settings: Settings) -> Lake:
     return LocalLake(url, retention)
 
 
+def report_url(settings: Settings, lake: Lake, path: Path) -> str:
+    """The address a browser opens a report file of the lake at (Data Docs, plots, run files): ``path`` relative
+    to the lake's reports directory, under ``settings.reports_url``."""
+    reports = lake.data_docs_dir().parent.resolve()
+    try:
+        rel = Path(path).resolve().relative_to(reports)
+    except ValueError:
+        raise ValueError(f"{path}: not under the lake's reports directory {reports}") from None
+    return f"{settings.reports_url}/{rel.as_posix()}"
+
+
 def open_catalog(url: str, read_only: bool = False, password: str | None = None,
                  s3_filesystem: AbstractFileSystem | None = None, lock_timeout: float = 10.0) -> SqlCatalog:
     """The catalog at a URL: ``duckdb:///path`` or ``postgresql://user@host:port/db`` (password apart).

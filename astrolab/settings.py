@@ -123,6 +123,16 @@ class PrefectSettings(_Section):
                                         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS unless that is set")
 
 
+class ReportSettings(_Section):
+    """Where a browser opens the lake's reports (Data Docs, plots, run files) from links in the Prefect UI."""
+
+    base_url: str = Field(default="", description="HTTP address of the lake's reports/ directory; default "
+                                                  "http://localhost:<port> (served by `astrolab docs`) for a local "
+                                                  "lake, <s3_endpoint>/<bucket>/<prefix>/reports for an S3 lake "
+                                                  "(give that prefix an anonymous read-only policy in MinIO)")
+    port: int = Field(default=8765, ge=1, le=65535, description="Port `astrolab docs` serves the reports on")
+
+
 class ComplianceSettings(_Section):
     """The nightly compliance scans: which hosts, which SCA policies, how long to wait, where Wazuh is."""
 
@@ -160,6 +170,7 @@ class Settings(_Section):
     compliance: ComplianceSettings = ComplianceSettings()
     alerts: AlertSettings = AlertSettings()
     prefect: PrefectSettings = PrefectSettings()
+    reports: ReportSettings = ReportSettings()
 
     @property
     def lake_url(self) -> str:
@@ -170,6 +181,15 @@ class Settings(_Section):
     def lake_work_dir(self) -> Path:
         """Where an S3 lake stages, builds and caches locally, defaulting to ``<home>/lake-work``."""
         return self.lake.work_dir or self.home / "lake-work"
+
+    @property
+    def reports_url(self) -> str:
+        """The browser address of the lake's reports/ directory (no trailing slash); see ReportSettings."""
+        if self.reports.base_url:
+            return self.reports.base_url.rstrip("/")
+        if self.lake_url.startswith("s3://"):
+            return f"{self.lake.s3_endpoint.rstrip('/')}/{self.lake_url[len('s3://'):].strip('/')}/reports"
+        return f"http://localhost:{self.reports.port}"
 
     @property
     def catalog_url(self) -> str:
@@ -209,6 +229,7 @@ _URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:([^\s/]*)@")
 _SECTIONS: dict[str, type[_Section]] = {
     "lake": LakeSettings, "catalog": CatalogSettings, "dask": DaskSettings, "ingest": IngestSettings,
     "compliance": ComplianceSettings, "alerts": AlertSettings, "prefect": PrefectSettings,
+    "reports": ReportSettings,
 }
 _TOP_LEVEL = {"home"}
 _TEST_PREFIX = "ASTROLAB_TEST_"  # the test suite's own variables (e.g. ASTROLAB_TEST_PG_URL), not settings

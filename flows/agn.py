@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pyarrow as pa
 from prefect import flow, task
-from prefect.artifacts import create_image_artifact, create_table_artifact
+from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
 from astrolab.resources import build_catalog, build_lake, dask_client
 from astrolab.retries import retrying
 from astrolab.settings import Settings, load_settings
+from flows.artifacts import publish_image
 from tasks.science.agn import classify as agn
 from tasks.science.agn.plots import bpt_diagram_png
 from tasks.storage.lake import save_product
@@ -44,12 +45,14 @@ def classify(settings: Settings, chunk_rows: int, cuts: dict[str, float], run_id
 
 
 @task(name="bpt-diagram")
-def bpt_diagram(settings: Settings, run_id: str) -> str:
-    """The [NII]-BPT diagram of the `agn` table's classified rows as a PNG in the lake; returns its URL."""
+def bpt_diagram(settings: Settings, run_id: str) -> Path:
+    """The [NII]-BPT diagram of the `agn` table's classified rows as a PNG in the lake; returns its path."""
     with build_catalog(settings) as catalog:
         rows = catalog.query("SELECT bpt_nii, log_nii_ha, log_oiii_hb FROM agn WHERE bpt_nii <> 0 ORDER BY targetid")
     png = bpt_diagram_png(rows.rename_columns([n.upper() for n in rows.column_names]))
-    return save_product(build_lake(settings), run_id, "agn_bpt.png", lambda path: path.write_bytes(png))
+    lake = build_lake(settings)
+    save_product(lake, run_id, "agn_bpt.png", lambda path: path.write_bytes(png))
+    return lake.run_report_dir(run_id) / "agn_bpt.png"
 
 
 @flow(name="desi-agn", log_prints=True)
@@ -64,6 +67,7 @@ def desi_agn(config: str | None = None, snr_min: float = 3.0, fwhm_min: float = 
     image = bpt_diagram(settings, run_id)
     create_table_artifact([{"count": k, "rows": v} for k, v in counts.items()], key="desi-agn-counts",
                           description=f"AGN classes and AGN_MASKBITS bits; FITS: {fits_url}")
-    create_image_artifact(image, key="desi-agn-bpt", description=image)
+    lake = build_lake(settings)
+    publish_image(image, "desi-agn-bpt", "[NII]-BPT diagram", settings, lake)
     print(f"{counts['rows']} fastspec rows classified; FITS {fits_url}")
-    return {"counts": counts, "fits": fits_url, "image": image}
+    return {"counts": counts, "fits": fits_url, "image": lake.url_of(image)}

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 from prefect import flow, task
-from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from astrolab.caching import by_content, persisted
-from astrolab.resources import build_catalog, build_lake, build_result_storage, catalog_state, dask_client
+from astrolab.resources import (
+    build_catalog,
+    build_lake,
+    build_result_storage,
+    catalog_state,
+    dask_client,
+    report_url,
+)
 from astrolab.settings import Settings, load_settings
+from flows.artifacts import publish_image
 from tasks.science.clustering import Points, XiResult, footprint_randoms, measure_xi, select_tracers, xi_plot_png
 
 
@@ -51,11 +59,12 @@ def report(result: XiResult, settings: Settings, tracer: str, run_id: str) -> st
     lake.save_dir(run_dir)
     rows = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()} for row in table.to_pylist()]
     create_table_artifact(rows, key=f"desi-xi-{tracer.lower()}", description=f"xi_0 and xi_2 of {tracer}")
-    create_image_artifact(lake.url_of(plot), key=f"desi-xi-plot-{tracer.lower()}", description="s^2 xi_l(s)")
+    publish_image(plot, f"desi-xi-plot-{tracer.lower()}", f"s^2 xi_l(s) of {tracer}", settings, lake)
+    table_url = report_url(settings, lake, run_dir / f"xi_{tracer}.ecsv")
     summary = (f"# desi-clustering: {tracer}\n\n{result.n_data} galaxies, {result.n_randoms} randoms, "
                f"{len(result.s_edges) - 1} separation bins from {result.s_edges[0]:g} to {result.s_edges[-1]:g} "
                f"Mpc/h, {result.mu_edges.size - 1} mu bins (pair-midpoint line of sight).\n\n"
-               f"xi_0 in the first bin: {result.xi0[0]:.4f}. Table: {lake.url_of(run_dir / f'xi_{tracer}.ecsv')}")
+               f"xi_0 in the first bin: {result.xi0[0]:.4f}. Table: {table_url}")
     create_markdown_artifact(summary, key=f"desi-clustering-{tracer.lower()}", description="desi-clustering summary")
     return summary
 

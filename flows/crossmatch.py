@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 from prefect import flow, task
-from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from astrolab.resources import build_lake, dask_client
 from astrolab.settings import Settings, load_settings
+from flows.artifacts import publish_image
 from tasks.hats.reader import HatsCatalog, catalog_rows, open_hats
 from tasks.science.crossmatch import crossmatch, match_stats, separation_histogram_png
 
@@ -46,7 +47,7 @@ def match(left: HatsCatalog, right: HatsCatalog, radius_arcsec: float, left_colu
     plot = run_dir / "crossmatch_separations.png"
     plot.write_bytes(separation_histogram_png(matches, radius_arcsec))
     lake.save_dir(run_dir)
-    create_image_artifact(lake.url_of(plot), key="desi-crossmatch-separations", description="match separations")
+    publish_image(plot, "desi-crossmatch-separations", "match separations", settings, lake)
     return lake.url_of(out), stats
 
 

@@ -6,8 +6,6 @@ from collections.abc import Callable
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
-    create_image_artifact,
-    create_link_artifact,
     create_markdown_artifact,
     create_table_artifact,
 )
@@ -15,9 +13,17 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from astrolab import progress
-from astrolab.resources import build_catalog, build_lake, build_source_store, build_validator, dask_client
+from astrolab.resources import (
+    build_catalog,
+    build_lake,
+    build_source_store,
+    build_validator,
+    dask_client,
+    report_url,
+)
 from astrolab.retries import retrying
 from astrolab.settings import Settings, load_settings
+from flows.artifacts import publish_image, publish_link
 from tasks.ingest import report
 from tasks.ingest.pipeline import FileResult, PublishResult, ingest_file, publish, reconcile
 from tasks.ingest.products import PRODUCTS
@@ -151,7 +157,7 @@ def write_report(results: list[FileResult], published: list[PublishResult], sett
     """Publish the run's Prefect artifacts: summary, file table, Data Docs link, n(z) and sky plots."""
     lake = build_lake(settings)
     docs = lake.data_docs_dir() / "index.html"
-    docs_url = lake.url_of(docs) if docs.exists() else None
+    docs_url = report_url(settings, lake, docs) if docs.exists() else None
     with build_catalog(settings) as catalog:
         primary = catalog.query("SELECT count(*) AS n FROM zcat_primary")["n"][0].as_py()
         run_dir = lake.run_report_dir(run_id)
@@ -162,10 +168,9 @@ def write_report(results: list[FileResult], published: list[PublishResult], sett
     create_table_artifact(report.file_table(results), key="desi-ingest-files",
                           description="Files, rows and quarantine reasons")
     if docs_url:
-        create_link_artifact(docs_url, link_text="Great Expectations Data Docs", key="desi-data-docs")
+        publish_link(docs, "desi-data-docs", "Great Expectations Data Docs", settings, lake)
     for image in images:
-        url = lake.url_of(image)
-        create_image_artifact(url, key=f"desi-{image.stem.replace('_', '-')}", description=f"{image.stem} ({url})")
+        publish_image(image, f"desi-{image.stem.replace('_', '-')}", image.stem.replace("_", " "), settings, lake)
     return markdown
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from prefect import flow, task
-from prefect.artifacts import create_image_artifact, create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
@@ -16,6 +16,7 @@ from astrolab.caching import by_content, persisted
 from astrolab.resources import build_catalog, build_lake, build_result_storage, catalog_state, dask_client
 from astrolab.retries import retrying
 from astrolab.settings import Settings, load_settings
+from flows.artifacts import publish_image
 from kernels.voids import VoidCatalog, VoidFinderParams, find_voids
 from tasks.science.selection import Galaxies, occupied_pixels, positions, select_primary
 from tasks.science.voids import select as vs
@@ -84,14 +85,16 @@ def score(voids: VoidCatalog, truth_path: str, pixels: np.ndarray, mask_nside: i
 
 @task(name="report", cache_policy=NO_CACHE)
 def report(voids: VoidCatalog, xyz: np.ndarray, volume: float, truth: np.ndarray | None, settings: Settings,
-           run_id: str) -> list[str]:
-    """Write the void size function and slice map PNGs into the run's report directory; returns their URLs."""
+           run_id: str) -> list[Path]:
+    """Write the void size function and slice map PNGs into the run's report directory; returns their paths."""
     images = {
         "void_size_function.png": size_function_png(voids.r_eff, volume, None if truth is None else truth[:, 3]),
         "void_slice_map.png": slice_map_png(xyz, voids.holes, voids.hole_void),
     }
-    return [save_product(build_lake(settings), run_id, name, functools.partial(Path.write_bytes, data=png))
-            for name, png in images.items()]
+    lake = build_lake(settings)
+    for name, png in images.items():
+        save_product(lake, run_id, name, functools.partial(Path.write_bytes, data=png))
+    return [lake.run_report_dir(run_id) / name for name in images]
 
 
 def _summary(counts: dict[str, object], settings: dict[str, object], fits_url: str,
@@ -140,8 +143,11 @@ def desi_voids(config: str | None = None, z_min: float = 0.0, z_max: float = 0.2
                       "mask_nside": mask_nside, **dataclasses.asdict(params)}
     markdown = _summary(counts, settings_table, fits_url, result)
     create_markdown_artifact(markdown, key="desi-voids-summary", description="desi-voids run summary")
-    for url, key in zip(images, ("desi-voids-size-function", "desi-voids-slice-map")):
-        create_image_artifact(url, key=key, description=url)
+    lake = build_lake(settings)
+    for path, key, title in zip(images, ("desi-voids-size-function", "desi-voids-slice-map"),
+                                ("void size function", "void slice map"), strict=True):
+        publish_image(path, key, title, settings, lake)
     print(markdown)
     return {"fits": fits_url, "tables": rows, "galaxies": len(xyz), "voids": len(voids.maximals),
-            "holes": len(voids.holes), "score": dataclasses.asdict(result) if result else None, "images": images}
+            "holes": len(voids.holes), "score": dataclasses.asdict(result) if result else None,
+            "images": [lake.url_of(path) for path in images]}

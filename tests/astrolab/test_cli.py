@@ -418,3 +418,31 @@ def test_lake_refuses_an_unknown_product(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path))
     assert main(["lake", "redshift"]) == 2
     assert capsys.readouterr().err.strip() == "error: lake: unknown product 'redshift' (did you mean 'redshifts'?)"
+
+
+def test_docs_serves_the_reports_where_the_ui_links_point(tmp_path, monkeypatch, capsys):
+    import threading
+    import urllib.request
+
+    monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path))
+    assert main(["docs"]) == 2
+    assert "no Data Docs yet under" in capsys.readouterr().err
+    settings = load_settings()
+    lake = build_lake(settings)
+    index = lake.data_docs_dir() / "index.html"
+    index.parent.mkdir(parents=True)
+    index.write_text("<html>expectations</html>")
+    server = cli.serve_reports(lake.data_docs_dir().parent, 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/data_docs/index.html"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            assert response.read() == b"<html>expectations</html>"
+    finally:
+        server.shutdown()
+        server.server_close()
+    monkeypatch.setenv("ASTROLAB_LAKE_URL", "s3://lab-lake/desi")
+    monkeypatch.setenv("ASTROLAB_LAKE_S3_ENDPOINT", "http://minio1:9000")
+    assert main(["docs"]) == 0
+    assert "served at http://minio1:9000/lab-lake/desi/reports/data_docs/index.html" in capsys.readouterr().err

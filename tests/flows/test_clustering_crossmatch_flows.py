@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -16,6 +17,7 @@ from flows.crossmatch import desi_crossmatch
 from flows.ingest import desi_ingest
 from tasks.science.selection import DESI_TARGET_BITS
 from tasks.synthetic import SampleConfig, generate_sample
+from tests.flows.test_artifacts import embedded_png
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,9 @@ def test_clustering_flow(env):
     rows = Artifact.get("desi-xi-bgs").data
     rows = json.loads(rows) if isinstance(rows, str) else rows
     assert [r["S_MID"] for r in rows] == out["s_mid"] and sum(r["DD"] for r in rows) > 0
-    assert Artifact.get("desi-xi-plot-bgs").type == "image"
+    plot = Artifact.get("desi-xi-plot-bgs").data
+    [run] = re.findall(r"File: \[http://localhost:8765/runs/([^/]+)/xi_BGS.png\]", plot)
+    assert embedded_png(plot) == (env / "lake" / "reports" / "runs" / run / "xi_BGS.png").read_bytes()
     assert f"{n_bgs} galaxies" in Artifact.get("desi-clustering-bgs").data
     assert list((env / "lake" / "reports" / "runs").glob("*/xi_BGS.ecsv"))
 

@@ -8,6 +8,7 @@ from prefect.artifacts import Artifact
 
 from flows.ingest import desi_ingest
 from flows.sample import desi_sample
+from tests.flows.test_artifacts import embedded_png
 
 
 def test_sample_then_ingest_flows(tmp_path, monkeypatch):
@@ -39,8 +40,10 @@ def test_sample_then_ingest_flows(tmp_path, monkeypatch):
     table = Artifact.get("desi-ingest-files")
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert {r["status"] for r in rows} == {"ingested", "quarantined"}
-    assert "data_docs/index.html" in Artifact.get("desi-data-docs").data
-    assert Artifact.get("desi-nz").type == "image" and Artifact.get("desi-sky-density").type == "image"
+    assert "(http://localhost:8765/data_docs/index.html)" in Artifact.get("desi-data-docs").data
+    for key, name in (("desi-nz", "nz.png"), ("desi-sky-density", "sky_density.png")):
+        [plot] = (lake / "reports" / "runs").glob(f"*/{name}")  # one run so far
+        assert embedded_png(Artifact.get(key).data) == plot.read_bytes()
 
     again = desi_ingest(str(tmp_path / "desi"))
     assert again["ingested"] == 0 and again["skipped"] == summary["ingested"] and again["published"] == {}

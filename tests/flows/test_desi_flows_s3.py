@@ -1,5 +1,7 @@
 """desi-ingest as a Prefect flow with the lake and the sources on the test S3 server, on DuckDB and PostgreSQL."""
 
+import re
+
 import lsdb
 import pytest
 from prefect.artifacts import Artifact
@@ -8,6 +10,7 @@ from astrolab.resources import build_catalog, build_lake, build_source_store
 from astrolab.settings import SettingsError, load_settings
 from flows.ingest import desi_ingest
 from tasks.storage.s3 import ObjectStoreError, split_url
+from tests.flows.test_artifacts import embedded_png
 
 PRODUCTS = ("redshifts", "fastspec", "spectra")
 
@@ -53,10 +56,14 @@ def test_ingest_flow_on_an_s3_lake_gives_the_local_rows(sample, local_baseline, 
     assert set(summary["published"]) == set(local_summary["published"]) == {"redshifts", "spectra"}
     assert {p: lake.published_version(p) for p in summary["published"]} == summary["published"]
 
-    docs = Artifact.get("desi-data-docs").data
-    assert f"({lake.url}/reports/data_docs/index.html)" in docs
+    docs = Artifact.get("desi-data-docs").data  # where MinIO serves the lake's reports over HTTP
+    endpoint = settings.lake.s3_endpoint.rstrip("/")
+    assert f"({endpoint}/{bucket}/lake/reports/data_docs/index.html)" in docs
     assert lake.store.exists(bucket, "lake/reports/data_docs/index.html")
-    assert Artifact.get("desi-nz").data.startswith(f"{lake.url}/reports/runs/")
+    nz = Artifact.get("desi-nz").data
+    # the link's text and its target: one file
+    [key] = set(re.findall(rf"{endpoint}/{bucket}/(lake/reports/runs/[^/)\]]+/nz.png)", nz))
+    assert embedded_png(nz) == lake.store.get_bytes(bucket, key)
     assert lake.url + "/hats/.versions/redshifts/" in Artifact.get("desi-ingest-summary").data
 
     again = desi_ingest(source)

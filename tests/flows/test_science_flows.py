@@ -19,6 +19,7 @@ from tasks.ingest.pipeline import ingest_file
 from tasks.ingest.sources import discover
 from tasks.science.agn import classify as agn
 from tasks.synthetic import SampleConfig, generate_sample
+from tests.flows.test_artifacts import embedded_png
 
 # Bright time only, so BGS is dense enough (n ~ 4e-4 h^3 Mpc^-3 at 0.03 < z < 0.1) for the planted voids
 # (radii 15-35 h^-1 Mpc) to stand out; 150 planted voids put about 15 wholly inside that shell.
@@ -99,10 +100,8 @@ def test_voids_flow(void_sample, env, monkeypatch):
     summary = Artifact.get("desi-voids-summary")
     assert out["fits"] in summary.data and f"| completeness | {score['completeness']:.4g} |" in summary.data
     assert f"| voids | {out['voids']} |" in summary.data
-    for key, url in zip(("desi-voids-size-function", "desi-voids-slice-map"), out["images"]):
-        image = Artifact.get(key)
-        assert image.type == "image" and image.data == url
-        assert _path(url).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for key, url in zip(("desi-voids-size-function", "desi-voids-slice-map"), out["images"], strict=True):
+        assert embedded_png(Artifact.get(key).data) == _path(url).read_bytes()
 
     # the same run again reads the void finder's persisted result instead of finding the voids again
     import flows.voids as voids_flow
@@ -141,6 +140,4 @@ def test_agn_flow(agn_sample, env):
     counts = Artifact.get("desi-agn-counts")
     rows = json.loads(counts.data) if isinstance(counts.data, str) else counts.data
     assert {r["count"]: r["rows"] for r in rows} == expected
-    bpt = Artifact.get("desi-agn-bpt")
-    assert bpt.type == "image" and bpt.data == out["image"]
-    assert _path(out["image"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert embedded_png(Artifact.get("desi-agn-bpt").data) == _path(out["image"]).read_bytes()
