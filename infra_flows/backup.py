@@ -9,20 +9,46 @@ the notify/backup-rpo-breach deployment turns into a message.
 
 from __future__ import annotations
 
+import random
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.runtime import flow_run
+from psycopg import sql
 
+from astrolab.resources import build_catalog
 from astrolab.retries import retrying
 from astrolab.settings import Settings, load_settings
-from tasks.backup.drivers import BackupResult, backup_asset, supported
-from tasks.backup.registry import Asset, Registry, RepositorySpec, format_duration, load_assets
-from tasks.backup.restic import ForgetResult, Repository, open_repository
+from tasks.backup.drill import DrillResult, drill_path, drill_postgres
+from tasks.backup.drivers import BackupResult, backup_asset, postgres_password, supported
+from tasks.backup.records import (
+    BackupRun,
+    Verification,
+    backup_of_snapshot,
+    latest_drills,
+    record_backup,
+    record_drill,
+    record_verification,
+)
+from tasks.backup.registry import (
+    Asset,
+    PathAsset,
+    PostgresAsset,
+    Registry,
+    RepositorySpec,
+    format_duration,
+    load_assets,
+)
+from tasks.backup.restic import CheckResult, ForgetResult, Repository, open_repository
 from tasks.backup.rpo import RpoStatus, check_rpo, last_backups
 from tasks.backup.schedule import is_due
 from tasks.backup.verify import DumpCheck, list_dump, rolling_subset
@@ -93,12 +119,14 @@ def backup_one(asset: Asset, spec: RepositorySpec, settings: Settings) -> Backup
     if reason:
         raise ValueError(reason)  # before opening the repository: no password needed to say so
     result = backup_asset(asset, repository(spec, settings))
+    summary = result.summary
     _emit(COMPLETED_EVENT, asset_resource(asset),
-          {"asset": asset.name, "class": asset.asset_class, "kind": asset.kind, "snapshot_id": result.snapshot_id,
-           "bytes_added": result.bytes_added, "bytes_processed": result.bytes_processed, "files": result.files,
-           "duration_s": round(result.duration, 3), "sha256": result.sha256 or "", "repository": spec.name})
-    get_run_logger().info("%s: snapshot %s, %d bytes added in %.1fs", asset.name, result.snapshot_id[:8],
-                          result.bytes_added, result.duration)
+          {"asset": asset.name, "class": asset.asset_class, "kind": asset.kind, "snapshot_id": summary.snapshot_id,
+           "bytes_added": summary.bytes_added, "bytes_processed": summary.total_bytes_processed,
+           "files": summary.total_files_processed, "duration_s": round(result.duration, 3),
+           "sha256": result.sha256 or "", "repository": spec.name})
+    get_run_logger().info("%s: snapshot %s, %d bytes added in %.1fs", asset.name, summary.snapshot_id[:8],
+                          summary.bytes_added, result.duration)
     return result
 
 
@@ -111,7 +139,7 @@ def due_assets(registry: Registry, targets: list[Asset], now: datetime, settings
             if is_due(a.schedule, v if isinstance(v := last.get(a.name), datetime) else None, now)]
 
 
-@flow(name="backup", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4))
+@flow(name="backup", log_prints=True)
 def backup(assets_file: str | None = None, asset: str | None = None, asset_class: str | None = None,
            due_only: bool = False, config: str | None = None) -> dict[str, Any]:
     """Back up one asset, a class, or every enabled asset; with ``due_only`` only those whose schedule has fired
@@ -121,31 +149,37 @@ def backup(assets_file: str | None = None, asset: str | None = None, asset_class
     targets = select_assets(registry, asset, asset_class)
     if due_only:
         targets = due_assets(registry, targets, datetime.now(UTC), settings)
+    dispatched = datetime.now(UTC)
     futures: list[tuple[Asset, PrefectFuture[BackupResult]]] = [
         (a, backup_one.with_options(task_run_name=f"backup-{a.name}").submit(a, registry.repository(a.repository),
                                                                             settings))
         for a in targets]
+    run_id = str(flow_run.id or "local")
     rows, done, problems = [], [], []
-    for a, future in futures:
-        future.wait()
-        if future.state.is_completed():
-            r = future.result()
-            done.append(r)
-            rows.append({"asset": a.name, "class": a.asset_class, "kind": a.kind, "state": "completed",
-                         "snapshot": r.snapshot_id[:8], "bytes added": r.bytes_added,
-                         "duration": f"{r.duration:.1f}s", "error": ""})
-            continue
-        message = _state_message(future)
-        problems.append(f"{a.name}: {message}")
-        _emit(FAILED_EVENT, asset_resource(a), {"asset": a.name, "class": a.asset_class, "kind": a.kind,
-                                                "error": message, "repository": a.repository})
-        rows.append({"asset": a.name, "class": a.asset_class, "kind": a.kind, "state": "failed", "snapshot": "",
-                     "bytes added": 0, "duration": "", "error": message})
+    with build_catalog(settings) as catalog:
+        for a, future in futures:
+            future.wait()
+            if future.state.is_completed():
+                r = future.result()
+                record_backup(catalog, r.record(run_id))
+                done.append(r)
+                rows.append({"asset": a.name, "class": a.asset_class, "kind": a.kind, "state": "completed",
+                             "snapshot": r.summary.snapshot_id[:8], "bytes added": r.summary.bytes_added,
+                             "duration": f"{r.duration:.1f}s", "error": ""})
+                continue
+            message = _state_message(future)
+            problems.append(f"{a.name}: {message}")
+            record_backup(catalog, BackupRun.failure(run_id, a, message, dispatched, datetime.now(UTC)))
+            _emit(FAILED_EVENT, asset_resource(a), {"asset": a.name, "class": a.asset_class, "kind": a.kind,
+                                                    "error": message, "repository": a.repository})
+            rows.append({"asset": a.name, "class": a.asset_class, "kind": a.kind, "state": "failed",
+                         "snapshot": "", "bytes added": 0, "duration": "", "error": message})
     create_markdown_artifact(_markdown("backup", rows, f"{len(done)} of {len(targets)} asset(s) backed up"),
                              key="backup-run", description="Backups of this run")
     print(f"backup: {len(done)} of {len(targets)} asset(s) backed up, {len(problems)} failed")
     _fail_if(problems, "backup")
-    return {"backed_up": [r.__dict__ for r in done], "assets": [a.name for a in targets]}
+    return {"run_id": run_id, "assets": [a.name for a in targets],
+            "snapshots": {r.asset.name: r.summary.snapshot_id for r in done}}
 
 
 def _state_message(future: PrefectFuture[Any]) -> str:
@@ -227,13 +261,10 @@ def _safeguards(statuses: list[RpoStatus]) -> str:
 # -- backup-verify --------------------------------------------------------------------------------------------------
 
 @task(name="check-repository", cache_policy=NO_CACHE, **retrying(2))
-def check_repository(spec: RepositorySpec, subset: str | None, settings: Settings) -> dict[str, Any]:
-    """``restic check`` of one repository (structure, plus the day's part of the data)."""
+def check_repository(spec: RepositorySpec, subset: str, settings: Settings) -> CheckResult:
+    """``restic check`` of one repository (structure, plus the day's part of the data, or ``all`` of it)."""
     read_all = subset == "all"
-    result = repository(spec, settings).check(read_data_subset=None if read_all else subset, read_data=read_all)
-    return {"repository": spec.name, "ok": result.ok, "read": result.read_data or "structure only",
-            "errors": list(result.errors), "broken_packs": list(result.broken_packs),
-            "duration_s": round(result.duration, 2)}
+    return repository(spec, settings).check(read_data_subset=None if read_all else subset, read_data=read_all)
 
 
 @task(name="check-dump", cache_policy=NO_CACHE, **retrying(2))
@@ -263,20 +294,25 @@ def backup_verify(assets_file: str | None = None, day: date | None = None, parts
     dumps = {a.name: check_dump.with_options(task_run_name=f"pg-restore-list-{a.name}").submit(
         a, registry.repository(a.repository), settings) for a in assets if a.kind == "postgres"}
     problems, rows = [], []
+    run_id = str(flow_run.id or "local")
     for name, future in checks.items():
+        checked_at = datetime.now(UTC)
         future.wait()
-        if not future.state.is_completed():
-            problems.append(f"repository {name}: {_state_message(future)}")
-            rows.append({"what": f"repository {name}", "check": "restic check", "result": "FAILED",
-                         "detail": _state_message(future)})
-            continue
-        c = future.result()
-        if not c["ok"]:
-            problems.append(f"repository {name}: " + "; ".join(c["errors"][:3]))
-        _emit(VERIFIED_EVENT if c["ok"] else VERIFY_FAILED_EVENT,
-              {"prefect.resource.id": f"astrolab.backup.repository.{name}", "prefect.resource.name": name}, c)
-        rows.append({"what": f"repository {name}", "check": f"restic check, data {c['read']}",
-                     "result": "ok" if c["ok"] else "FAILED", "detail": "; ".join(c["errors"][:3])})
+        if future.state.is_completed():
+            result = future.result()
+        else:  # the repository could not be opened or read: a failed check, never an ok
+            result = CheckResult(ok=False, errors=(_state_message(future),), read_data=subset)
+        v = Verification.of_check(name, result, checked_at, run_id)
+        with build_catalog(settings) as catalog:
+            record_verification(catalog, v)
+        if not v.ok:
+            problems.append(f"repository {name}: " + "; ".join(v.errors[:3]))
+        _emit(VERIFIED_EVENT if v.ok else VERIFY_FAILED_EVENT,
+              {"prefect.resource.id": f"astrolab.backup.repository.{name}", "prefect.resource.name": name},
+              {"repository": name, "ok": v.ok, "read_data_subset": subset, "errors": list(v.errors[:10]),
+               "broken_packs": list(result.broken_packs), "duration_s": round(result.duration, 2)})
+        rows.append({"what": f"repository {name}", "check": f"restic check, data {subset}",
+                     "result": "ok" if v.ok else "FAILED", "detail": "; ".join(v.errors[:3])})
     for name, dump_future in dumps.items():
         dump_future.wait()
         if not dump_future.state.is_completed():
@@ -333,3 +369,96 @@ def prune(assets_file: str | None = None, asset: str | None = None, dry_run: boo
                              key="backup-prune", description="Snapshots kept and removed per asset")
     _fail_if(problems, "prune")
     return {"kept": kept, "removed": {r["asset"]: r["removed"] for r in rows}}
+
+
+# -- restore-drill --------------------------------------------------------------------------------------------------
+
+DRILL_EVENT = "astrolab.backup.drill"
+
+
+@contextmanager
+def scratch_database(asset: PostgresAsset, settings: Settings) -> Iterator[str]:
+    """A fresh empty database for a drill (on ``backup.scratch_database_url``'s server, else the asset's own),
+    dropped afterwards; yields its URL (no password: PGPASSWORD / the asset's Secret)."""
+    server = settings.backup.scratch_database_url or asset.database_url
+    password = None if settings.backup.scratch_database_url else postgres_password(asset)
+    name = f"astrolab_drill_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, password=password, autocommit=True, connect_timeout=10) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(server, password=password, autocommit=True, connect_timeout=10) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@task(name="restore-drill", cache_policy=NO_CACHE)
+def drill_one(asset: Asset, spec: RepositorySpec, settings: Settings) -> DrillResult:
+    """Restore the asset's newest snapshot into scratch and compare it with the backup's record; time it."""
+    repo = repository(spec, settings)
+    snapshots = repo.snapshots(tags=[asset.tag])
+    if not snapshots:
+        raise ValueError(f"asset {asset.name}: no snapshot in repository {spec.name} to drill")
+    snap = max(snapshots, key=lambda s: s.time)
+    with build_catalog(settings, read_only=True) as catalog:
+        record = backup_of_snapshot(catalog, asset.name, snap.id) or {}
+    if isinstance(asset, PathAsset):
+        scratch = settings.backup.scratch_dir or settings.home / "backup-scratch"
+        scratch.mkdir(parents=True, exist_ok=True)
+        return drill_path(repo, asset, snap, scratch, record.get("total_files"), record.get("total_bytes"))
+    if isinstance(asset, PostgresAsset):
+        counts = record.get("row_counts") or {}
+        with scratch_database(asset, settings) as url:
+            password = None if settings.backup.scratch_database_url else postgres_password(asset)
+            return drill_postgres(repo, asset, snap, url, counts, record.get("sha256"), password=password)
+    raise ValueError(supported(asset) or f"asset {asset.name}: no restore drill for kind {asset.kind}")
+
+
+def sample_asset(candidates: list[Asset], drills: dict[str, dict[str, Any]], rng: random.Random) -> Asset:
+    """The asset to drill: one never drilled, else the one whose last drill is oldest (ties drawn at random)."""
+    never = [a for a in candidates if a.name not in drills]
+    if never:
+        return rng.choice(never)
+    oldest = min(drills[a.name]["started_at"] for a in candidates)
+    return rng.choice([a for a in candidates if drills[a.name]["started_at"] == oldest])
+
+
+@flow(name="restore-drill", log_prints=True)
+def restore_drill(assets_file: str | None = None, asset: str | None = None, seed: int | None = None,
+                  config: str | None = None) -> dict[str, Any]:
+    """Restore one asset (named, or sampled: never drilled first, then the longest since its last drill) into
+    scratch, compare with what its backup recorded and measure the restore time against its RTO (CIS 11.5)."""
+    settings = load_settings(config)
+    registry = registry_of(assets_file, settings)
+    if asset:
+        chosen = registry.asset(asset)
+    else:
+        candidates = [a for a in registry.select() if supported(a) is None]
+        if not candidates:
+            raise ValueError("restore-drill: no enabled asset of a kind that can be drilled (path, postgres)")
+        with build_catalog(settings, read_only=True) as catalog:
+            drills = latest_drills(catalog)
+        chosen = sample_asset(candidates, drills, random.Random(seed))
+    future = drill_one.with_options(task_run_name=f"drill-{chosen.name}").submit(
+        chosen, registry.repository(chosen.repository), settings)
+    result = future.result()
+    run_id = str(flow_run.id or "local")
+    with build_catalog(settings) as catalog:
+        record_drill(catalog, result, run_id)
+    payload = {"asset": result.asset, "class": chosen.asset_class, "snapshot_id": result.snapshot_id,
+               "result": result.result, "restore_s": round(result.restore_s, 3), "rto_s": result.rto.total_seconds(),
+               "within_rto": result.within_rto, "detail": result.detail}
+    _emit(DRILL_EVENT, asset_resource(chosen), payload)
+    row = {"asset": result.asset, "class": chosen.asset_class, "snapshot": result.snapshot_id[:8],
+           "restore vs RTO": f"{result.restore_s:.1f}s of {format_duration(result.rto)}", "result": result.result,
+           "detail": result.detail}
+    evidence = ("\n## CIS Controls v8\n\n| safeguard | evidence |\n|---|---|\n"
+                f"| 11.5 {SAFEGUARDS['11.5']} | {result.asset} restored from snapshot {result.snapshot_id[:8]} and "
+                f"compared: {result.result}, restore {result.restore_s:.1f}s against an RTO of "
+                f"{format_duration(result.rto)} |\n")
+    create_markdown_artifact(_markdown("restore-drill", [row], f"{result.asset}: {result.result}", evidence),
+                             key="backup-drill", description="Restore drill: restored, compared, timed")
+    print(f"restore-drill: {result.asset} {result.result} ({result.detail})")
+    if not result.passed:
+        raise BackupFailed(f"restore-drill: {result.asset} failed: {result.detail}")
+    return {"run_id": run_id, **payload, "mismatches": list(result.mismatches)}

@@ -5,14 +5,13 @@ line saying so; a path asset on another host does too (restic would have to run 
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from tasks.backup.postgres import backup_database
+from tasks.backup.records import BackupRun
 from tasks.backup.registry import Asset, PathAsset, PostgresAsset
-from tasks.backup.restic import Repository
+from tasks.backup.restic import BackupSummary, Repository
 
 
 class UnsupportedAsset(ValueError):
@@ -21,19 +20,23 @@ class UnsupportedAsset(ValueError):
 
 @dataclass(frozen=True)
 class BackupResult:
-    """What one completed backup produced (what the event, the artifact and the catalog record carry)."""
+    """One completed backup: restic's summary, when it ran, and for a dump its sha256 and row counts."""
 
-    asset: str
-    asset_class: str
-    kind: str
-    snapshot_id: str
-    bytes_added: int
-    bytes_processed: int
-    files: int
-    duration: float
-    sha256: str | None = None  # of the dump (postgres)
-    row_counts: dict[str, int] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
+    asset: Asset
+    summary: BackupSummary
+    started: datetime
+    finished: datetime
+    sha256: str | None = None
+    row_counts: dict[str, int] | None = None
+
+    @property
+    def duration(self) -> float:
+        return (self.finished - self.started).total_seconds()
+
+    def record(self, run_id: str) -> BackupRun:
+        """The catalog record of this backup."""
+        return BackupRun.of_summary(run_id, self.asset, self.summary, self.started, self.finished, self.sha256,
+                                    self.row_counts)
 
 
 def secret_value(name: str, what: str) -> str:
@@ -63,21 +66,15 @@ def supported(asset: Asset) -> str | None:
     return f"asset {asset.name}: kind {asset.kind} is not supported yet"
 
 
-def backup_asset(asset: Asset, repo: Repository, at: datetime | None = None) -> BackupResult:
+def backup_asset(asset: Asset, repo: Repository) -> BackupResult:
     """Back up one asset into its repository (snapshots tagged ``asset=<name>``); a failure raises with one line."""
     reason = supported(asset)
     if reason:
         raise UnsupportedAsset(reason)
-    started = time.monotonic()
-    common: dict[str, Any] = {"asset": asset.name, "asset_class": asset.asset_class, "kind": asset.kind}
+    started = datetime.now(UTC)
     if isinstance(asset, PathAsset):
-        summary = repo.backup_path(asset.paths, tags=[asset.tag], excludes=asset.excludes, at=at)
-        return BackupResult(**common, snapshot_id=summary.snapshot_id, bytes_added=summary.bytes_added,
-                            bytes_processed=summary.total_bytes_processed, files=summary.total_files_processed,
-                            duration=time.monotonic() - started, warnings=summary.warnings)
+        summary = repo.backup_path(asset.paths, tags=[asset.tag], excludes=asset.excludes)
+        return BackupResult(asset, summary, started, datetime.now(UTC))
     assert isinstance(asset, PostgresAsset)
     dump = backup_database(repo, asset.database_url, asset.tables, postgres_password(asset), tags=[asset.tag])
-    return BackupResult(**common, snapshot_id=dump.snapshot_id, bytes_added=dump.summary.bytes_added,
-                        bytes_processed=dump.size, files=1, duration=time.monotonic() - started, sha256=dump.sha256,
-                        row_counts=dump.row_counts)
-
+    return BackupResult(asset, dump.summary, started, datetime.now(UTC), dump.sha256, dump.row_counts)

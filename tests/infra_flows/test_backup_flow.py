@@ -14,7 +14,7 @@ import pytest
 import yaml
 from prefect.artifacts import Artifact
 
-from infra_flows.backup import backup, backup_verify, prune, rpo_check
+from infra_flows.backup import backup, backup_verify, prune, restore_drill, rpo_check
 from tasks.backup.restic import Repository
 from tests.tasks.backup.conftest import make_tree
 
@@ -189,3 +189,42 @@ def test_prune_keeps_exactly_the_retention_policy(lab):
     assert sorted(i[:8] for i in result["kept"]["docs"]) == kept and result["removed"] == {"docs": 3}
     assert sorted(s.short_id for s in lab.repo.snapshots()) == sorted([*kept, other])
     assert lab.repo.check(read_data=True).ok
+
+
+def test_restore_drills_give_identical_bytes_and_rows_and_catch_a_damaged_pack(lab, catalog_db):
+    docs = docs_asset(lab.root)
+    files = sum(1 for p in Path(docs["paths"][0]).rglob("*") if p.is_file() and not p.is_symlink())
+    assets = lab.registry(docs, {"name": "catalog", "class": "research-data", "kind": "postgres",
+                                 "database_url": catalog_db, "tables": TABLES})
+    backup(assets_file=assets)
+
+    first = restore_drill(assets_file=assets, seed=1)  # sampled: neither was drilled yet
+    second = restore_drill(assets_file=assets, seed=1)  # then the one not drilled
+    assert {first["asset"], second["asset"]} == {"docs", "catalog"}
+    by_asset = {d["asset"]: d for d in (first, second)}
+    path, pg = by_asset["docs"], by_asset["catalog"]
+    assert path["result"] == "passed" and path["mismatches"] == [] and path["within_rto"]
+    assert f"{files} files" in path["detail"] and f"{files} compared with the live source by sha256" in path["detail"]
+    assert pg["result"] == "passed" and "sha256 and row counts of 2 tables compared" in pg["detail"]
+    assert pg["rto_s"] == 7200 and path["rto_s"] == 3600
+    assert "11.5 Test data recovery" in Artifact.get("backup-drill").data
+    with psycopg.connect(catalog_db) as conn:  # the drill's scratch database is gone
+        left = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'astrolab_drill_%'").fetchone()[0]
+    assert left == 0
+
+    for pack in (lab.repo_path / "data").rglob("*"):  # damage every pack: the restore cannot give the bytes back
+        if pack.is_file():
+            raw = bytearray(pack.read_bytes())
+            raw[len(raw) // 2] ^= 0xFF
+            pack.chmod(0o644)
+            pack.write_bytes(bytes(raw))
+    state = restore_drill(assets_file=assets, asset="docs", return_state=True)
+    assert state.is_failed() and "restore-drill: docs failed: " in state.message
+
+    from astrolab.resources import build_catalog
+    from astrolab.settings import load_settings
+    from tasks.backup.records import latest_drills
+
+    with build_catalog(load_settings(), read_only=True) as catalog:
+        drills = latest_drills(catalog)
+    assert drills["docs"]["result"] == "failed" and drills["catalog"]["result"] == "passed"
