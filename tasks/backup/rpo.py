@@ -4,9 +4,9 @@ Freshness comes from the repositories themselves, not from astrolab's own record
 per repository (whatever the number of assets in it), grouped by the ``asset=<name>`` tag, the newest snapshot per
 asset. restic writes a snapshot only once a backup has completed, so a killed or failed backup never counts.
 Kinds whose backups live elsewhere have their own reader (``FreshnessReader``, by kind in ``readers``): a Proxmox VM's
-vzdump archives are on a Proxmox storage, read from its content list. Kinds without one
-(``path``, ``postgres``, ``s3``, and ``rke2-etcd``, whose snapshot the backup flow copies into the repository under the
-asset's tag) are read from restic.
+vzdump archives are on a Proxmox storage, read from its content list (:func:`tasks.backup.proxmox.proxmox_reader`).
+The RESTIC_KINDS without a reader (``path``, ``postgres``, ``s3``, and ``rke2-etcd``, whose snapshot the backup flow
+copies into the repository under the asset's tag) are read from restic; any other kind without a reader is unknown.
 
 States: ``never`` (no backup), ``ok``, ``warning`` (older than 75% of the RPO), ``breach`` (older than the RPO), and
 ``unknown``: the freshness could not be read (wrong password, missing repository, unreachable S3, Proxmox API down).
@@ -26,6 +26,7 @@ from tasks.backup.restic import Repository, ResticError, open_repository
 RpoState = Literal["ok", "warning", "breach", "never", "unknown"]
 WARNING_FRACTION = 0.75
 PROBLEM_STATES: tuple[RpoState, ...] = ("warning", "breach", "never", "unknown")
+RESTIC_KINDS = ("path", "postgres", "s3", "rke2-etcd")  # kinds whose backups are restic snapshots in the repository
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def restic_freshness(spec: RepositorySpec, assets: Sequence[Asset], open_repo: R
 def last_backups(registry: Registry, open_repo: RepoOpener = open_repository,
                  readers: Mapping[str, FreshnessReader] | None = None) -> dict[str, Freshness]:
     """Each enabled asset's last completed backup (None: never; Unreadable: could not be read, with the reason):
-    ``readers`` by kind where the kind has one, else one ``restic snapshots`` per repository."""
+    ``readers`` by kind where the kind has one, else one ``restic snapshots`` per repository (RESTIC_KINDS)."""
     readers = readers or {}
     assets = registry.select()
     out: dict[str, Freshness] = {}
@@ -121,8 +122,12 @@ def last_backups(registry: Registry, open_repo: RepoOpener = open_repository,
             out.update(reader(mine))
     by_repo: dict[str, list[Asset]] = {}
     for a in assets:
-        if a.kind not in readers:
+        if a.kind in readers:
+            continue
+        if a.kind in RESTIC_KINDS:
             by_repo.setdefault(a.repository, []).append(a)
+        else:
+            out[a.name] = Unreadable(f"no freshness reader for kind {a.kind} (its backups are not in restic)")
     for repo_name, members in by_repo.items():
         out.update(restic_freshness(registry.repository(repo_name), members, open_repo))
     return {a.name: out.get(a.name) for a in assets}

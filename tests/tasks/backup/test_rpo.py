@@ -140,3 +140,5 @@ def test_a_kind_with_its_own_reader_is_not_read_from_restic(restic_bin, monkeypa
         return {"vm1": NOW - 20 * H}
     [status] = check_rpo(reg, NOW, refuse, readers={"proxmox-vm": reader})
     assert seen == ["vm1"] and status.state == "warning" and status.kind == "proxmox-vm"
+    [status] = check_rpo(reg, NOW, refuse)  # no reader: unknown, not "never" from an unrelated restic repository
+    assert status.state == "unknown" and "no freshness reader for kind proxmox-vm" in status.reason
