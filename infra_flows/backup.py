@@ -35,6 +35,7 @@ from tasks.backup.records import (
     Verification,
     backup_of_snapshot,
     latest_drills,
+    latest_verifications,
     record_backup,
     record_drill,
     record_verification,
@@ -51,6 +52,7 @@ from tasks.backup.registry import (
 from tasks.backup.restic import CheckResult, ForgetResult, Repository, open_repository
 from tasks.backup.rpo import RpoStatus, check_rpo, last_backups
 from tasks.backup.schedule import is_due
+from tasks.backup.status import problems, status_rows
 from tasks.backup.verify import DumpCheck, list_dump, rolling_subset
 
 COMPLETED_EVENT = "astrolab.backup.completed"
@@ -234,28 +236,36 @@ def rpo_check(assets_file: str | None = None, now: datetime | None = None,
               {"asset": s.asset, "class": s.asset_class, "state": s.state, "last_backup": _when(s.last_backup),
                "age_s": None if s.age is None else int(s.age.total_seconds()), "rpo_s": int(s.rpo.total_seconds()),
                "age": _age(s), "reason": s.reason, "repository": s.repository, "checked_at": now.isoformat()})
-    rows = [{"asset": s.asset, "class": s.asset_class, "last backup": _when(s.last_backup), "age vs RPO": _age(s),
-             "state": s.state} for s in statuses]
+    with build_catalog(settings) as catalog:
+        verifications, drills = latest_verifications(catalog), latest_drills(catalog)
+    rows = status_rows(statuses, verifications, drills)
     counts = {state: sum(s.state == state for s in statuses) for state in ("ok", "warning", "breach", "never",
                                                                             "unknown")}
     summary = f"{len(statuses)} asset(s) at {_when(now)}: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-    create_markdown_artifact(_markdown("rpo-check", rows, summary, _safeguards(statuses)), key="backup-rpo",
+    found = problems(statuses, verifications, drills)
+    listed = "".join(f"- {line}\n" for line in found)
+    extra = (f"\n## Problems\n\n{listed}" if found else "") + _safeguards(statuses, drills)
+    create_markdown_artifact(_markdown("rpo-check", rows, summary, extra), key="backup-rpo",
                              description="Every asset's last backup against its RPO")
     create_table_artifact(rows, key="backup-rpo-table", description="RPO state per asset")
     print(f"rpo-check: {summary}")
-    return {"now": now.isoformat(), "states": {s.asset: s.state for s in statuses}, "counts": counts}
+    return {"now": now.isoformat(), "states": {s.asset: s.state for s in statuses}, "counts": counts,
+            "problems": found}
 
 
-def _safeguards(statuses: list[RpoStatus]) -> str:
-    """What this check evidences for CIS Controls v8 (11.2 automated backups, 11.3 protected recovery data; 11.5 is
-    the restore drill's)."""
+def _safeguards(statuses: list[RpoStatus], drills: dict[str, dict[str, Any]]) -> str:
+    """What this check evidences for CIS Controls v8: 11.2 automated backups, 11.3 protected recovery data, 11.5
+    tested recovery (from the drills' records)."""
     fresh = sum(s.state in ("ok", "warning") for s in statuses)
+    drilled = [drills[s.asset] for s in statuses if s.asset in drills]
+    passed = sum(d["result"] == "passed" for d in drilled)
     return ("\n## CIS Controls v8\n\n| safeguard | evidence |\n|---|---|\n"
             f"| 11.2 {SAFEGUARDS['11.2']} | {fresh} of {len(statuses)} asset(s) have an automated backup inside "
             "their RPO (read from the repositories) |\n"
             f"| 11.3 {SAFEGUARDS['11.3']} | every repository is restic-encrypted; passwords come from Secret "
             "blocks or the environment, never the registry |\n"
-            f"| 11.5 {SAFEGUARDS['11.5']} | see the restore-drill flow's artifact (RTO measured by real restores) |\n")
+            f"| 11.5 {SAFEGUARDS['11.5']} | {len(drilled)} of {len(statuses)} asset(s) restore-drilled, the last "
+            f"drill passed for {passed} (restore-drill flow: restored, compared, timed against the RTO) |\n")
 
 
 # -- backup-verify --------------------------------------------------------------------------------------------------

@@ -137,8 +137,10 @@ def test_rpo_check_states_on_a_controlled_clock(lab):
     assert result["states"]["docs"] == "breach" and result["counts"]["breach"] == 1
 
     summary = Artifact.get("backup-rpo").data
-    assert "| docs | documentation | 2026-03-02 12:00 UTC | 2h of 1h (200%) | breach |" in summary
-    assert "| never | documentation | never | no backup | never |" in summary
+    row = "| docs | documentation | path | 2026-03-02 12:00 UTC | 2h of 1h (200%) | breach | never | never |"
+    assert row in summary
+    assert "| never | documentation | path | never | - | never | never | never |" in summary
+    assert "- docs: breach, last backup 2h ago, RPO 1h\n- never: never backed up (RPO 1h)" in summary
     assert "11.2 Perform automated backups" in summary and "11.3 Protect recovery data" in summary
     assert "11.5 Test data recovery" in summary
 
