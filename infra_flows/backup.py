@@ -157,25 +157,27 @@ def backup(assets_file: str | None = None, asset: str | None = None, asset_class
                                                                             settings))
         for a in targets]
     run_id = str(flow_run.id or "local")
-    rows, done, problems = [], [], []
-    with build_catalog(settings) as catalog:
-        for a, future in futures:
-            future.wait()
-            if future.state.is_completed():
-                r = future.result()
-                record_backup(catalog, r.record(run_id))
-                done.append(r)
-                rows.append({"asset": a.name, "class": a.asset_class, "kind": a.kind, "state": "completed",
-                             "snapshot": r.summary.snapshot_id[:8], "bytes added": r.summary.bytes_added,
-                             "duration": f"{r.duration:.1f}s", "error": ""})
-                continue
-            message = _state_message(future)
-            problems.append(f"{a.name}: {message}")
-            record_backup(catalog, BackupRun.failure(run_id, a, message, dispatched, datetime.now(UTC)))
-            _emit(FAILED_EVENT, asset_resource(a), {"asset": a.name, "class": a.asset_class, "kind": a.kind,
-                                                    "error": message, "repository": a.repository})
-            rows.append({"asset": a.name, "class": a.asset_class, "kind": a.kind, "state": "failed",
-                         "snapshot": "", "bytes added": 0, "duration": "", "error": message})
+    rows, done, problems, records = [], [], [], []
+    for a, future in futures:
+        future.wait()
+        if future.state.is_completed():
+            r = future.result()
+            records.append(r.record(run_id))
+            done.append(r)
+            rows.append({"asset": a.name, "class": a.asset_class, "kind": a.kind, "state": "completed",
+                         "snapshot": r.summary.snapshot_id[:8], "bytes added": r.summary.bytes_added,
+                         "duration": f"{r.duration:.1f}s", "error": ""})
+            continue
+        message = _state_message(future)
+        problems.append(f"{a.name}: {message}")
+        records.append(BackupRun.failure(run_id, a, message, dispatched, datetime.now(UTC)))
+        _emit(FAILED_EVENT, asset_resource(a), {"asset": a.name, "class": a.asset_class, "kind": a.kind,
+                                                "error": message, "repository": a.repository})
+        rows.append({"asset": a.name, "class": a.asset_class, "kind": a.kind, "state": "failed",
+                     "snapshot": "", "bytes added": 0, "duration": "", "error": message})
+    with build_catalog(settings) as catalog:  # once the backups are done: a DuckDB catalog has one writer at a time
+        for record in records:
+            record_backup(catalog, record)
     create_markdown_artifact(_markdown("backup", rows, f"{len(done)} of {len(targets)} asset(s) backed up"),
                              key="backup-run", description="Backups of this run")
     print(f"backup: {len(done)} of {len(targets)} asset(s) backed up, {len(problems)} failed")

@@ -14,7 +14,10 @@ import pytest
 import yaml
 from prefect.artifacts import Artifact
 
+from astrolab.resources import build_catalog
+from astrolab.settings import load_settings
 from infra_flows.backup import backup, backup_verify, prune, restore_drill, rpo_check
+from tasks.backup.records import latest_backups, latest_drills
 from tasks.backup.restic import Repository
 from tests.tasks.backup.conftest import make_tree
 
@@ -111,6 +114,13 @@ def test_backup_of_a_path_and_a_postgres_asset_and_an_unsupported_kind(lab, cata
     assert catalog[0].id.startswith(pg.payload["snapshot_id"]) and len(pg.payload["sha256"]) == 64
     (failed,) = events_named("astrolab.backup.failed", "astrolab.backup.asset.lake")
     assert failed.payload["error"] == "asset lake: kind s3 is not supported yet"
+
+    with build_catalog(load_settings(), read_only=True) as store:
+        runs = latest_backups(store)
+    assert runs["docs"]["status"] == "ok" and docs[0].id.startswith(runs["docs"]["snapshot_id"])
+    assert runs["catalog"]["row_counts"] == {"objects": 3000, "science.redshifts": 1000}
+    assert runs["catalog"]["sha256"] == pg.payload["sha256"]
+    assert runs["lake"]["status"] == "failed" and runs["lake"]["error"] == "asset lake: kind s3 is not supported yet"
 
 
 def test_due_only_backs_up_what_its_schedule_says(lab):
@@ -222,10 +232,6 @@ def test_restore_drills_give_identical_bytes_and_rows_and_catch_a_damaged_pack(l
             pack.write_bytes(bytes(raw))
     state = restore_drill(assets_file=assets, asset="docs", return_state=True)
     assert state.is_failed() and "restore-drill: docs failed: " in state.message
-
-    from astrolab.resources import build_catalog
-    from astrolab.settings import load_settings
-    from tasks.backup.records import latest_drills
 
     with build_catalog(load_settings(), read_only=True) as catalog:
         drills = latest_drills(catalog)
