@@ -195,7 +195,8 @@ def main() -> None:
     parser.add_argument("--flow-repeats", type=int, default=3, help="timed backups of each kind (default: 3)")
     args = parser.parse_args()
     version = ".".join(map(str, restic_version()))
-    out: dict[str, object] = {}
+    previous = OUT / "backups.json"
+    out: dict[str, object] = json.loads(previous.read_text()) if previous.exists() else {}  # keep the other part's
     if args.only in (None, "rpo-check"):
         with tempfile.TemporaryDirectory(prefix="astrolab-bench-backups-") as tmp:
             result = rpo_check(Path(tmp), args.assets, args.per_asset, args.repeats)
