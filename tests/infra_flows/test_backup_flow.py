@@ -163,6 +163,23 @@ def test_rpo_check_states_on_a_controlled_clock(lab):
     assert [e.payload["state"] for e in never] == ["never"] * 3
 
 
+def test_an_unreadable_repository_is_unknown_and_alerts_never_ok(lab, monkeypatch):
+    monkeypatch.setenv("WRONG_RESTIC_PASSWORD", "not-the-password")
+    path = lab.root / "assets.yaml"
+    path.write_text(yaml.safe_dump({
+        "repositories": [{"name": "local", "url": str(lab.repo_path), "password_env": "WRONG_RESTIC_PASSWORD"}],
+        "assets": [{**docs_asset(lab.root), "name": "locked-out", "repository": "local"}]}))
+    lab.repo.backup_path([lab.root / "live" / "docs"], tags=["asset=locked-out"])  # fresh, but unreadable to us
+    result = rpo_check(assets_file=str(path))
+    assert result["states"] == {"locked-out": "unknown"}
+    assert result["problems"][0].startswith("locked-out: unknown, repository local: ")
+    assert "wrong password" in result["problems"][0] and "not-the-password" not in result["problems"][0]
+    (event,) = events_named("astrolab.backup.rpo-breach", "astrolab.backup.asset.locked-out")
+    assert event.payload["state"] == "unknown" and "wrong password" in event.payload["reason"]
+    state = backup(assets_file=str(path), return_state=True)
+    assert state.is_failed() and "locked-out: restic backup " in state.message and "wrong password" in state.message
+
+
 def test_verify_passes_a_sound_repository_and_fails_a_damaged_pack(lab, catalog_db):
     assets = lab.registry(docs_asset(lab.root), {"name": "catalog", "class": "research-data", "kind": "postgres",
                                                  "database_url": catalog_db, "tables": TABLES})
