@@ -59,16 +59,26 @@ def deployed():
     return {d.name: d.id for d in found}
 
 
-def runs_of(deployment_id, count: int = 1, timeout: float = 120.0) -> list:
-    """The flow runs of a deployment, once ``count`` exist (polled; the automation acts within seconds)."""
+def runs_of(deployment_id) -> list:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id])))
+
+
+def fired(emit, deployment_id, wanted: str, every: float = 45.0, timeout: float = 300.0) -> list:
+    """Emit, then wait for runs of the deployment whose subject holds ``wanted``; emit again every ``every`` s
+    (the server's trigger service picks up a new automation asynchronously, and an event it has not seen the
+    automation for starts nothing)."""
     deadline = time.monotonic() + timeout
-    while True:
-        with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id])))
-        if len(runs) >= count or time.monotonic() > deadline:
-            return runs
-        time.sleep(1)
+    while time.monotonic() < deadline:
+        emit()
+        again = time.monotonic() + every
+        while time.monotonic() < min(again, deadline):
+            runs = [r for r in runs_of(deployment_id) if wanted in r.parameters.get("subject", "")]
+            if runs:
+                return runs
+            time.sleep(1)
+    return []
 
 
 def test_prefect_deploy_loads_the_reactive_and_one_proactive_trigger_per_class(deployed):
@@ -91,10 +101,14 @@ def test_prefect_deploy_loads_the_reactive_and_one_proactive_trigger_per_class(d
 
 
 def test_an_rpo_breach_event_runs_the_notify_deployment(deployed):
-    emit_event("astrolab.backup.rpo-breach", resource=resource("lab-docs", "documentation"),
-               payload={"asset": "lab-docs", "class": "documentation", "state": "breach",
-                        "last_backup": "2026-03-02 12:00 UTC", "age": "2h of 1h (200%)", "reason": ""})
-    (run,) = runs_of(deployed["backup-rpo-breach"])
+    def breach():
+        emit_event("astrolab.backup.rpo-breach", resource=resource("lab-docs", "documentation"),
+                   payload={"asset": "lab-docs", "class": "documentation", "state": "breach",
+                            "last_backup": "2026-03-02 12:00 UTC", "age": "2h of 1h (200%)", "reason": ""})
+
+    runs = fired(breach, deployed["backup-rpo-breach"], "lab-docs", every=30)
+    assert runs, "the reactive automation did not run notify/backup-rpo-breach"
+    run = runs[0]
     assert run.parameters["subject"] == "astrolab: backup of lab-docs outside its RPO"
     assert "lab-docs (documentation) is breach: last backup 2026-03-02 12:00 UTC, 2h of 1h (200%)." in \
         run.parameters["message"]
@@ -110,10 +124,11 @@ def test_the_proactive_trigger_fires_when_an_assets_backups_stop(deployed):
         seconds=15)}), actions=[RunDeployment(source="selected", deployment_id=deployed["backup-missing"],
                                                 parameters=declared["parameters"])]).create()
     try:
-        emit_event("astrolab.backup.completed", resource=resource("stopped-docs", "documentation"),
-                   payload={"asset": "stopped-docs"})
-        runs = [r for r in runs_of(deployed["backup-missing"], timeout=180)
-                if "stopped-docs" in r.parameters.get("subject", "")]
+        def last_backup():
+            emit_event("astrolab.backup.completed", resource=resource("stopped-docs", "documentation"),
+                       payload={"asset": "stopped-docs"})
+
+        runs = fired(last_backup, deployed["backup-missing"], "stopped-docs")  # 15 s window, then nothing
         assert runs, "the proactive automation did not fire"
         assert runs[0].parameters["subject"] == ("astrolab: no backup of astrolab.backup.asset.stopped-docs within "
                                                  "its RPO (backup-missing-short)")
