@@ -21,6 +21,7 @@ import psycopg
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from psycopg import sql
@@ -98,14 +99,12 @@ def select_assets(registry: Registry, asset: str | None, asset_class: str | None
 
 
 def _emit(event: str, resource: dict[str, str], payload: dict[str, Any]) -> None:
-    from prefect.events import emit_event
-
     emit_event(event, resource=resource, payload=payload)
 
 
-def _fail_if(problems: list[str], what: str) -> None:
-    if problems:
-        raise BackupFailed(f"{what}: {len(problems)} failed: " + "; ".join(problems))
+def _fail_if(failures: list[str], what: str) -> None:
+    if failures:
+        raise BackupFailed(f"{what}: {len(failures)} failed: " + "; ".join(failures))
 
 
 def _when(value: datetime | None) -> str:
@@ -157,7 +156,7 @@ def backup(assets_file: str | None = None, asset: str | None = None, asset_class
                                                                             settings))
         for a in targets]
     run_id = str(flow_run.id or "local")
-    rows, done, problems, records = [], [], [], []
+    rows, done, failures, records = [], [], [], []
     for a, future in futures:
         future.wait()
         if future.state.is_completed():
@@ -169,7 +168,7 @@ def backup(assets_file: str | None = None, asset: str | None = None, asset_class
                          "duration": f"{r.duration:.1f}s", "error": ""})
             continue
         message = _state_message(future)
-        problems.append(f"{a.name}: {message}")
+        failures.append(f"{a.name}: {message}")
         records.append(BackupRun.failure(run_id, a, message, dispatched, datetime.now(UTC)))
         _emit(FAILED_EVENT, asset_resource(a), {"asset": a.name, "class": a.asset_class, "kind": a.kind,
                                                 "error": message, "repository": a.repository})
@@ -180,8 +179,8 @@ def backup(assets_file: str | None = None, asset: str | None = None, asset_class
             record_backup(catalog, record)
     create_markdown_artifact(_markdown("backup", rows, f"{len(done)} of {len(targets)} asset(s) backed up"),
                              key="backup-run", description="Backups of this run")
-    print(f"backup: {len(done)} of {len(targets)} asset(s) backed up, {len(problems)} failed")
-    _fail_if(problems, "backup")
+    print(f"backup: {len(done)} of {len(targets)} asset(s) backed up, {len(failures)} failed")
+    _fail_if(failures, "backup")
     return {"run_id": run_id, "assets": [a.name for a in targets],
             "snapshots": {r.asset.name: r.summary.snapshot_id for r in done}}
 
@@ -305,7 +304,7 @@ def backup_verify(assets_file: str | None = None, day: date | None = None, parts
               for r in used}
     dumps = {a.name: check_dump.with_options(task_run_name=f"pg-restore-list-{a.name}").submit(
         a, registry.repository(a.repository), settings) for a in assets if a.kind == "postgres"}
-    problems, rows = [], []
+    failures, rows = [], []
     run_id = str(flow_run.id or "local")
     for name, future in checks.items():
         checked_at = datetime.now(UTC)
@@ -318,7 +317,7 @@ def backup_verify(assets_file: str | None = None, day: date | None = None, parts
         with build_catalog(settings) as catalog:
             record_verification(catalog, v)
         if not v.ok:
-            problems.append(f"repository {name}: " + "; ".join(v.errors[:3]))
+            failures.append(f"repository {name}: " + "; ".join(v.errors[:3]))
         _emit(VERIFIED_EVENT if v.ok else VERIFY_FAILED_EVENT,
               {"prefect.resource.id": f"astrolab.backup.repository.{name}", "prefect.resource.name": name},
               {"repository": name, "ok": v.ok, "read_data_subset": subset, "errors": list(v.errors[:10]),
@@ -328,7 +327,7 @@ def backup_verify(assets_file: str | None = None, day: date | None = None, parts
     for name, dump_future in dumps.items():
         dump_future.wait()
         if not dump_future.state.is_completed():
-            problems.append(f"asset {name}: {_state_message(dump_future)}")
+            failures.append(f"asset {name}: {_state_message(dump_future)}")
             rows.append({"what": f"asset {name}", "check": "pg_restore --list", "result": "FAILED",
                          "detail": _state_message(dump_future)})
             continue
@@ -340,15 +339,15 @@ def backup_verify(assets_file: str | None = None, day: date | None = None, parts
         detail = d.error or (f"tables without data: {', '.join(d.missing_tables)}" if d.missing_tables
                              else f"{d.entries} entries")
         if not d.ok:
-            problems.append(f"asset {name}: {detail}")
+            failures.append(f"asset {name}: {detail}")
         rows.append({"what": f"asset {name}", "check": f"pg_restore --list (snapshot {d.snapshot_id[:8]})",
                      "result": "ok" if d.ok else "FAILED", "detail": detail})
     create_markdown_artifact(_markdown("backup-verify", rows, f"{len(checks)} repository(ies), {len(dumps)} dump(s); "
-                                       f"{len(problems)} problem(s)"), key="backup-verify",
+                                       f"{len(failures)} problem(s)"), key="backup-verify",
                              description="Repository checks and dump listings")
-    print(f"backup-verify: {len(checks)} repositories (data {subset}), {len(dumps)} dumps, {len(problems)} problems")
-    _fail_if(problems, "backup-verify")
-    return {"subset": subset, "problems": problems, "rows": rows}
+    print(f"backup-verify: {len(checks)} repositories (data {subset}), {len(dumps)} dumps, {len(failures)} failures")
+    _fail_if(failures, "backup-verify")
+    return {"subset": subset, "failures": failures, "rows": rows}
 
 
 # -- prune ----------------------------------------------------------------------------------------------------------
@@ -365,13 +364,13 @@ def prune(assets_file: str | None = None, asset: str | None = None, dry_run: boo
     """Apply each asset's retention (``restic forget --prune``, its snapshots only); ``dry_run`` only lists."""
     settings = load_settings(config)
     registry = registry_of(assets_file, settings)
-    rows, problems, kept = [], [], {}
+    rows, failures, kept = [], [], {}
     for a in select_assets(registry, asset, None):
         future = prune_one.with_options(task_run_name=f"prune-{a.name}").submit(
             a, registry.repository(a.repository), settings, dry_run)
         future.wait()
         if not future.state.is_completed():
-            problems.append(f"{a.name}: {_state_message(future)}")
+            failures.append(f"{a.name}: {_state_message(future)}")
             continue
         r = future.result()
         kept[a.name] = list(r.keep)
@@ -379,7 +378,7 @@ def prune(assets_file: str | None = None, asset: str | None = None, dry_run: boo
                      "removed": len(r.remove), "pruned": r.pruned})
     create_markdown_artifact(_markdown("prune", rows, f"{len(rows)} asset(s)" + (" (dry run)" if dry_run else "")),
                              key="backup-prune", description="Snapshots kept and removed per asset")
-    _fail_if(problems, "prune")
+    _fail_if(failures, "prune")
     return {"kept": kept, "removed": {r["asset"]: r["removed"] for r in rows}}
 
 

@@ -185,7 +185,7 @@ def test_verify_passes_a_sound_repository_and_fails_a_damaged_pack(lab, catalog_
                                                  "database_url": catalog_db, "tables": TABLES})
     backup(assets_file=assets)
     sound = backup_verify(assets_file=assets, day=date(2026, 3, 3), parts=7)
-    assert sound["subset"] == f"{date(2026, 3, 3).toordinal() % 7 + 1}/7" and sound["problems"] == []
+    assert sound["subset"] == f"{date(2026, 3, 3).toordinal() % 7 + 1}/7" and sound["failures"] == []
     listing = next(r for r in sound["rows"] if r["what"] == "asset catalog")
     assert listing["result"] == "ok" and int(listing["detail"].split()[0]) >= 4
 
