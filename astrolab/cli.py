@@ -1,7 +1,8 @@
-"""The ``astrolab`` command: sample, ingest, demo, query, cone, lake, docs, settings, compliance.
+"""The ``astrolab`` command: sample, ingest, demo, query, cone, lake, docs, settings, compliance, backups.
 
 Exit codes: 0 done; 2 a user error (one line on stderr saying what to do; --debug adds the traceback); 3 ingest
-quarantined a file; 4 ingest found nothing; 1 an unexpected error (a bug: rerun with --debug and report it).
+quarantined a file; 4 ingest found nothing; 1 an unexpected error (a bug: rerun with --debug and report it), and
+for ``backups status`` also: an asset is not inside its RPO or not known to be (see its help).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from tasks.storage.s3 import ObjectStoreError
 console = Console(stderr=True)
 
 EXIT_OK, EXIT_BUG, EXIT_USER_ERROR, EXIT_QUARANTINED, EXIT_NOTHING_FOUND = 0, 1, 2, 3, 4
+EXIT_BACKUP_PROBLEM = 1  # backups status: an asset in warning, breach, never or unknown (or a failed check/drill)
 EPHEMERAL_TIMEOUT_VAR = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 
 
@@ -372,6 +374,40 @@ def cmd_docs(args: argparse.Namespace) -> int:
     with server:
         server.serve_forever()
     return 0
+def _backup_records(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The newest verification per repository and drill per asset from the catalog; none (with a warning) when the
+    catalog has none to give, since the repositories alone still answer the RPO question."""
+    import duckdb
+    import psycopg
+
+    from tasks.backup.records import latest_drills, latest_verifications
+
+    try:
+        with _catalog(args) as catalog:
+            return latest_verifications(catalog), latest_drills(catalog)
+    except (CatalogError, duckdb.Error, psycopg.Error) as exc:
+        reason = redact(_sql_reason(exc), _known_secrets(args))
+        console.print(f"[yellow]no backup records read from the catalog[/] ({reason}); verification and drill "
+                      "columns are empty", highlight=False, soft_wrap=True)
+        return {}, {}
+
+
+def cmd_backups_status(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from tasks.backup.registry import load_assets
+    from tasks.backup.rpo import check_rpo
+    from tasks.backup.status import problems, status_rows
+
+    registry = load_assets(args.assets)
+    statuses = check_rpo(registry, datetime.now(UTC))
+    verifications, drills = _backup_records(args)
+    rows = status_rows(statuses, verifications, drills)
+    _print_table(pa.Table.from_pylist(rows or [{"asset": "(no enabled assets)"}]), max(len(rows), 1))
+    found = problems(statuses, verifications, drills)
+    for line in found:
+        console.print(f"[red]problem[/] {line}", highlight=False, soft_wrap=True)
+    return EXIT_BACKUP_PROBLEM if found else EXIT_OK
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
@@ -450,7 +486,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="changes since this date/time (ISO 8601; default: 7 days ago)")
     p.add_argument("--limit", type=int, help="rows to print per table (count; default: 50 on a terminal, every "
                                             "row when piped or redirected)")
+    p.add_argument("--limit", type=int, default=200, help="rows to print per table (count; default: 200)")
+    _add_backups(sub)
     return parser
+
+
+def _add_backups(sub: Any) -> None:
+    backups = sub.add_parser("backups", help="backups: RPO state of every asset, verifications, restore drills")
+    backups_sub = backups.add_subparsers(dest="action", required=True)
+    help_ = ("per asset: class, kind, last backup and its age against the RPO (read from the repositories), state "
+             "(ok, warning over 75 percent of the RPO, breach, never, unknown: the repository could not be read), the "
+             "repository's last verification and the last restore drill's time against the RTO (from the catalog); "
+             "CSV when piped. Exit code 0 when every asset is ok, 1 when any is warning, breach, never or unknown, "
+             "or a repository's last verification or an asset's last drill failed; 2 for a bad registry")
+    p = backups_sub.add_parser("status", help=help_, description=help_)
+    p.set_defaults(func=cmd_backups_status)
+    p.add_argument("--assets", required=True, type=Path,
+                   help="asset registry YAML (infra/backup/assets.example.yaml shows the format; no default)")
 
 
 @contextmanager

@@ -159,6 +159,19 @@ class ComplianceSettings(_Section):
     wazuh_verify: str = Field(default="true", description="TLS verification of the Wazuh API: true, false or a CA file")
 
 
+class BackupSettings(_Section):
+    """The backups: the asset registry, where restore drills write, how verification rolls over the data."""
+
+    assets: Path | None = Field(default=None, description="Asset registry YAML (infra/backup/assets.example.yaml "
+                                                          "shows the format); the backup deployments need it")
+    scratch_dir: Path | None = Field(default=None, description="Where restore drills restore path assets; "
+                                                               "default <home>/backup-scratch")
+    scratch_database_url: str | None = Field(default=None, description="A PostgreSQL URL (no password) whose server "
+                                             "hosts the drills' scratch databases; default: the asset's own server")
+    verify_days: int = Field(default=7, ge=1, description="backup-verify reads 1/N of each repository's data a day, "
+                                                          "all of it every N days (restic check --read-data-subset)")
+
+
 class Settings(_Section):
     """Everything astrolab reads from the environment and the settings YAML."""
 
@@ -171,6 +184,7 @@ class Settings(_Section):
     alerts: AlertSettings = AlertSettings()
     prefect: PrefectSettings = PrefectSettings()
     reports: ReportSettings = ReportSettings()
+    backup: BackupSettings = BackupSettings()
 
     @property
     def lake_url(self) -> str:
@@ -230,6 +244,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "lake": LakeSettings, "catalog": CatalogSettings, "dask": DaskSettings, "ingest": IngestSettings,
     "compliance": ComplianceSettings, "alerts": AlertSettings, "prefect": PrefectSettings,
     "reports": ReportSettings,
+    "backup": BackupSettings,
 }
 _TOP_LEVEL = {"home"}
 _TEST_PREFIX = "ASTROLAB_TEST_"  # the test suite's own variables (e.g. ASTROLAB_TEST_PG_URL), not settings

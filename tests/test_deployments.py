@@ -189,3 +189,42 @@ def test_nightly_compliance_scan_and_its_regression_alert(prefect_env, pg_databa
         assert con.execute("SELECT host, check_id, change FROM compliance_drift").fetchall() == \
             [("node1", 7, "regression")]
         assert con.execute("SELECT count(*) FROM compliance_scans WHERE status = 'scanned'").fetchone()[0] == 2
+
+
+@pytest.mark.slow
+def test_backups_from_prefect_deployment_run(prefect_env, tmp_path):
+    """backup/asset and rpo-check/every-15-min run by a process worker, configured as the README says
+    (ASTROLAB_BACKUP_ASSETS, RESTIC_PASSWORD); an asset whose last backup is 3 h old breaches its 1 h RPO and the
+    breach's event runs notify/backup-rpo-breach."""
+    import secrets
+    from datetime import UTC, datetime, timedelta
+
+    import yaml
+
+    from tasks.backup.restic import Repository
+    from tests.tasks.backup.conftest import make_tree
+
+    deploy_all(prefect_env)
+    password = secrets.token_urlsafe(16)
+    repo = Repository(str(tmp_path / "repo"), password, cache_dir=tmp_path / "cache")
+    repo.init()
+    docs, stale = make_tree(tmp_path / "docs"), make_tree(tmp_path / "stale")
+    repo.backup_path([stale], tags=["asset=stale"], at=datetime.now(UTC) - timedelta(hours=3))
+    assets = tmp_path / "assets.yaml"
+    assets.write_text(yaml.safe_dump({"repositories": [{"name": "local", "url": str(tmp_path / "repo")}], "assets": [
+        {"name": n, "class": "documentation", "kind": "path", "paths": [str(p)], "repository": "local"}
+        for n, p in (("docs", docs), ("stale", stale))]}))
+    env = dict(prefect_env, RESTIC_PASSWORD=password, ASTROLAB_BACKUP_ASSETS=str(assets),
+               ASTROLAB_HOME=str(tmp_path / "home"))
+    worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "astrolab-process"], env=env,
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert "Completed" in prefect(env, "deployment", "run", "backup/asset", "--param", 'asset="docs"',
+                                      "--watch", "--watch-timeout", "240")
+        assert "Completed" in prefect(env, "deployment", "run", "rpo-check/every-15-min", "--watch",
+                                      "--watch-timeout", "240")
+        wait_for_run(env, "notify")  # notify/backup-rpo-breach, started by stale's rpo-breach event
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert len(repo.snapshots(tags=["asset=docs"])) == 1

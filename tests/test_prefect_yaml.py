@@ -99,3 +99,31 @@ def test_the_rke2_image_holds_every_package_where_the_pull_step_looks():
     for dep in k8s:
         (step,) = dep["pull"]
         assert step["prefect.deployments.steps.set_working_directory"]["directory"] == workdir
+
+
+@pytest.mark.parametrize("dep", [d for d in DEPLOYMENTS if d.get("triggers")], ids=lambda d: d["name"])
+def test_triggers_parse(dep):
+    from prefect.events import DeploymentTriggerTypes
+    from pydantic import TypeAdapter
+
+    TypeAdapter(list[DeploymentTriggerTypes]).validate_python(dep["triggers"])
+
+
+def test_a_proactive_backup_trigger_per_class_with_its_rpo():
+    from tasks.backup.registry import CLASSES
+
+    (missing,) = [d for d in DEPLOYMENTS if d["name"] == "backup-missing"]
+    by_class = {t["match"]["astrolab.backup.class"]: t for t in missing["triggers"]}
+    assert set(by_class) == set(CLASSES)
+    for asset_class, trigger in by_class.items():
+        assert trigger["posture"] == "Proactive" and trigger["within"] == CLASSES[asset_class].rpo.total_seconds()
+        assert trigger["after"] == trigger["expect"] == ["astrolab.backup.completed"]  # re-arms after each backup
+        assert trigger["for_each"] == ["prefect.resource.id"]
+
+
+def test_backup_schedules_ship_inactive():
+    backup = [d for d in DEPLOYMENTS if d["entrypoint"].startswith("infra_flows/backup.py:")]
+    assert {d["entrypoint"].split(":")[1] for d in backup} == {"backup", "rpo_check", "backup_verify",
+                                                               "restore_drill", "prune"}
+    scheduled = [s for d in backup for s in d.get("schedules", [])]
+    assert len(scheduled) == 5 and not any(s["active"] for s in scheduled)

@@ -287,6 +287,9 @@ class Repository:
                snapshot_id: str | None = None) -> ResticError:
         kind = kind or classify(returncode, stderr)
         detail = self._scrub(last_line(stderr)).removeprefix("Fatal: ")
+        first = next((ln.strip() for ln in stderr.splitlines() if ln.startswith("ignoring error for ")), None)
+        if first and first not in detail:  # restore and dump name the first damaged file only there
+            detail += f"; first: {self._scrub(first)[:300]}"
         what = _WHAT.get(kind)
         message = f"restic {command} {self.url}: " + (f"{what} ({detail})" if what and detail else
                                                       what or detail or f"exit code {returncode}")

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from tasks.ingest.products import PRODUCTS, Product
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 DONE_STATUSES = ("loaded", "published")  # lineage statuses of a file whose rows are in the catalog
 
@@ -27,6 +27,7 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE ingest_lineage ADD COLUMN IF NOT EXISTS staging_key TEXT",
     ],
     3: [],  # compliance scans: new tables only (COMPLIANCE_DDL), which table_ddls creates on every open
+    4: [],  # backup runs, repository verifications and restore drills: new tables only (BACKUP_DDL)
 }
 
 _SQL_TYPES = {
@@ -173,6 +174,53 @@ COMPLIANCE_DDL = [
 )""",
 ]
 
+# Backups (tasks/backup/records.py): one row per asset backed up by a run, per repository check, per restore drill.
+# Times are UTC; row_counts and errors are JSON text.
+BACKUP_DDL = [
+    """CREATE TABLE IF NOT EXISTS backup_runs (
+  run_id TEXT NOT NULL,
+  asset TEXT NOT NULL,
+  asset_class TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  repository TEXT NOT NULL,
+  snapshot_id TEXT,
+  started_at TIMESTAMP NOT NULL,
+  finished_at TIMESTAMP NOT NULL,
+  duration_s DOUBLE PRECISION,
+  bytes_added BIGINT,
+  files_new BIGINT,
+  total_files BIGINT,
+  total_bytes BIGINT,
+  sha256 TEXT,
+  row_counts TEXT,
+  status TEXT NOT NULL,
+  error TEXT,
+  PRIMARY KEY (run_id, asset)
+)""",
+    """CREATE TABLE IF NOT EXISTS backup_verifications (
+  repository TEXT NOT NULL,
+  checked_at TIMESTAMP NOT NULL,
+  read_data_subset TEXT,
+  ok BOOLEAN NOT NULL,
+  errors TEXT,
+  duration_s DOUBLE PRECISION,
+  run_id TEXT,
+  PRIMARY KEY (repository, checked_at)
+)""",
+    """CREATE TABLE IF NOT EXISTS restore_drills (
+  asset TEXT NOT NULL,
+  kind TEXT,
+  snapshot_id TEXT NOT NULL,
+  started_at TIMESTAMP NOT NULL,
+  restore_s DOUBLE PRECISION,
+  rto_s DOUBLE PRECISION NOT NULL,
+  result TEXT NOT NULL,
+  detail TEXT,
+  run_id TEXT,
+  PRIMARY KEY (asset, started_at)
+)""",
+]
+
 # DESI's ZCAT_PRIMARY rule (desispec.zcatalog.find_primary_spectra), recomputed over everything ingested:
 # per TARGETID prefer ZWARN == 0, then the highest TSNR2_LRG; ties broken by survey, program for determinism.
 _REDSHIFT_COLS = [n.lower() for n, _ in PRODUCTS["redshifts"].sql_columns if n not in ("ZCAT_NSPEC", "ZCAT_PRIMARY")]
@@ -199,7 +247,7 @@ PRIMARY_VIEW_DDL = f"CREATE OR REPLACE VIEW zcat_primary AS\n{primary_select('re
 def table_ddls() -> list[str]:
     """The statements that create every table (latest schema), in order."""
     return [SCHEMA_VERSION_DDL, lineage_ddl(), HATS_VERSIONS_DDL, *[table_ddl(p) for p in PRODUCTS.values()],
-            *COMPLIANCE_DDL]
+            *COMPLIANCE_DDL, *BACKUP_DDL]
 
 
 def view_ddls() -> list[str]:

@@ -1,14 +1,18 @@
 """The astrolab command line: query, cone, settings, ingest exit codes, one-line errors (exit code 2), secrets."""
 
+import csv
+import io
 import logging
 import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pyarrow as pa
 import pytest
+import yaml
 
 from astrolab import cli
 from astrolab.cli import main
@@ -446,3 +450,61 @@ def test_docs_serves_the_reports_where_the_ui_links_point(tmp_path, monkeypatch,
     monkeypatch.setenv("ASTROLAB_LAKE_S3_ENDPOINT", "http://minio1:9000")
     assert main(["docs"]) == 0
     assert "served at http://minio1:9000/lab-lake/desi/reports/data_docs/index.html" in capsys.readouterr().err
+def _backup_registry(path, repos, assets):
+    path.write_text(yaml.safe_dump({
+        "repositories": [{"name": n, "url": u, "password_env": "ASTROLAB_TEST_RESTIC_PW"} for n, u in repos.items()],
+        "assets": [{"name": n, "class": c, "kind": "path", "paths": ["/srv/x"], "repository": r}
+                   for n, c, r in assets]}))
+    return str(path)
+
+
+def test_backups_status_table_and_exit_codes(tmp_path, monkeypatch, capsys):
+    from tasks.backup.drill import DrillResult
+    from tasks.backup.records import Verification, record_drill, record_verification
+    from tasks.backup.restic import Repository
+
+    monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path))
+    monkeypatch.setenv("ASTROLAB_TEST_RESTIC_PW", "pw-cli-status-7")
+    now = datetime.now(UTC)
+    repo = Repository(str(tmp_path / "repo"), "pw-cli-status-7", cache_dir=tmp_path / "cache")
+    repo.init()
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f").write_text("x")
+    repo.backup_path([tmp_path / "src"], tags=["asset=docs"], at=now - timedelta(minutes=10))
+    repo.backup_path([tmp_path / "src"], tags=["asset=infra"], at=now - timedelta(hours=3, minutes=30))
+    with DuckDBCatalog(tmp_path / "catalog.duckdb") as catalog:
+        record_verification(catalog, Verification("local", now - timedelta(hours=1), True, read_data_subset="1/7"))
+        record_drill(catalog, DrillResult("docs", "path", "abcd1234", now - timedelta(days=1), 42.0,
+                                          timedelta(hours=1), (), "3 files"))
+
+    ok_only = _backup_registry(tmp_path / "ok.yaml", {"local": repo.url}, [("docs", "documentation", "local")])
+    assert main(["backups", "status", "--assets", ok_only]) == 0
+    out, err = capsys.readouterr()
+    [row] = list(csv.DictReader(io.StringIO(out)))
+    assert (row["asset"], row["class"], row["kind"], row["state"]) == ("docs", "documentation", "path", "ok")
+    assert row["age_vs_rpo"].startswith("10m") and row["age_vs_rpo"].endswith("of 1h (17%)")
+    assert row["last_verification"].startswith("ok ") and row["last_drill_vs_rto"].startswith("passed 42s of 1h (")
+    assert "problem" not in err
+
+    mixed = _backup_registry(tmp_path / "mixed.yaml", {"local": repo.url, "other": str(tmp_path / "nothing")},
+                             [("docs", "documentation", "local"), ("infra", "infrastructure", "local"),
+                              ("dev", "development", "local"), ("lake", "research-data", "other")])
+    assert main(["backups", "status", "--assets", mixed]) == 1
+    out, err = capsys.readouterr()
+    states = {r["asset"]: r["state"] for r in csv.DictReader(io.StringIO(out))}
+    assert states == {"docs": "ok", "infra": "warning", "dev": "never", "lake": "unknown"}
+    err = " ".join(err.split())
+    assert "problem infra: warning, last backup 3h30m ago, RPO 4h" in err
+    assert "problem dev: never backed up (RPO 1d)" in err
+    assert "problem lake: unknown, repository other: restic snapshots" in err and "no restic repository there" in err
+    assert "pw-cli-status-7" not in out + err
+
+    monkeypatch.setenv("ASTROLAB_TEST_RESTIC_PW", "a-wrong-password")
+    assert main(["backups", "status", "--assets", ok_only]) == 1
+    out, err = capsys.readouterr()
+    assert "unknown" in out and "wrong password" in err and "a-wrong-password" not in out + err
+
+    (tmp_path / "bad.yaml").write_text("repositories: [{name: r, url: /srv/r}]\nassets: [{name: a, class: docs, "
+                                       "kind: path, paths: [/x], repository: r}]\n")
+    assert main(["backups", "status", "--assets", str(tmp_path / "bad.yaml")]) == 2
+    assert one_error_line(capsys.readouterr().err).startswith(f"error: {tmp_path / 'bad.yaml'}: assets.0.class")

@@ -9,7 +9,7 @@ from astropy.coordinates import SkyCoord
 
 from astrolab.resources import open_catalog
 from tasks.catalog.base import CatalogError
-from tasks.catalog.schema import LineageRecord
+from tasks.catalog.schema import SCHEMA_VERSION, LineageRecord
 from tasks.ingest.products import REDSHIFTS
 
 
@@ -126,8 +126,9 @@ def test_older_schema_is_upgraded(catalog_url):
         cat._execute("INSERT INTO ingest_lineage (file_hash, path, kind, product, status) "
                      "VALUES ('old', 'zpix-main-dark.fits', 'zpix', 'redshifts', 'published')")
     with open_catalog(catalog_url) as cat:
-        assert cat._rows("SELECT max(version) FROM schema_version")[0][0] == 3
+        assert cat._rows("SELECT max(version) FROM schema_version")[0][0] == SCHEMA_VERSION
         assert cat._rows("SELECT count(*) FROM compliance_scans")[0][0] == 0  # version 3 made the tables
+        assert cat._rows("SELECT count(*) FROM backup_runs")[0][0] == 0  # version 4 too
         row = cat.lineage("old")
         assert row["path"] == "zpix-main-dark.fits" and row["file_size"] is None and "file_mtime" in row
         assert cat.ensure_schema() == []  # nothing left to apply

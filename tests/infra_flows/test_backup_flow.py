@@ -1,0 +1,255 @@
+"""The backup flows as Prefect flow runs on the session's Prefect server, with real restic and real PostgreSQL:
+backup of a path and a postgres asset (an s3 asset fails alone, saying it is not supported yet), due_only, rpo-check
+states on a controlled clock with their events, backup-verify catching a damaged pack, prune's retention."""
+
+import os
+import secrets
+import shutil
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+from prefect.artifacts import Artifact
+
+from astrolab.resources import build_catalog
+from astrolab.settings import load_settings
+from infra_flows.backup import backup, backup_verify, prune, restore_drill, rpo_check
+from tasks.backup.records import latest_backups, latest_drills
+from tasks.backup.restic import Repository
+from tests.tasks.backup.conftest import make_tree
+
+TABLES = ["objects", "science.redshifts"]
+
+
+@pytest.fixture(scope="module")
+def restic_installed():
+    if not shutil.which("restic"):
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("restic is required under CI=true: run scripts/services.sh start (apt-get install restic)")
+        pytest.skip("restic not installed; run scripts/services.sh start")
+
+
+@pytest.fixture
+def catalog_db(pg_database):
+    """A small catalog database (two tables, one in its own schema)."""
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE objects (id bigint PRIMARY KEY, ra double precision, name text)")
+        conn.execute("INSERT INTO objects SELECT i, i * 0.01, 'obj-' || i FROM generate_series(1, 3000) i")
+        conn.execute("CREATE SCHEMA science")
+        conn.execute("CREATE TABLE science.redshifts (id bigint REFERENCES objects, z real)")
+        conn.execute("INSERT INTO science.redshifts SELECT i, i / 3000.0 FROM generate_series(1, 3000, 3) i")
+    return pg_database
+
+
+class Lab:
+    """A registry file with a local repository (its password in RESTIC_PASSWORD), written per test."""
+
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.root = root
+        self.repo_path = root / "repo"
+        self.password = secrets.token_urlsafe(16)
+        monkeypatch.setenv("RESTIC_PASSWORD", self.password)
+        monkeypatch.setenv("ASTROLAB_HOME", str(root / "home"))
+        self.repo = Repository(str(self.repo_path), self.password, cache_dir=root / "cache")
+        self.repo.init()
+
+    def registry(self, *assets: dict) -> str:
+        path = self.root / "assets.yaml"
+        path.write_text(yaml.safe_dump({"repositories": [{"name": "local", "url": str(self.repo_path)}],
+                                        "assets": [{"repository": "local", **a} for a in assets]}))
+        return str(path)
+
+
+@pytest.fixture
+def lab(tmp_path, monkeypatch, restic_installed):
+    return Lab(tmp_path, monkeypatch)
+
+
+def docs_asset(root: Path) -> dict:
+    return {"name": "docs", "class": "documentation", "kind": "path", "paths": [str(make_tree(root / "live" / "docs"))]}
+
+
+def events_named(name: str, resource_id: str, count: int = 1, timeout: float = 90.0) -> list:
+    """The events ``name`` of ``resource_id`` on the Prefect server, once ``count`` have arrived (polled)."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    query = EventFilter(event=EventNameFilter(name=[name]), resource=EventResourceFilter(id=[resource_id]))
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            found = client.read_events(query, limit=50).events
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
+
+
+def test_backup_of_a_path_and_a_postgres_asset_and_an_unsupported_kind(lab, catalog_db):
+    url = catalog_db
+    assets = lab.registry(docs_asset(lab.root),
+                          {"name": "catalog", "class": "research-data", "kind": "postgres", "database_url": url,
+                           "tables": TABLES},
+                          {"name": "lake", "class": "research-data", "kind": "s3", "endpoint": "http://127.0.0.1:1",
+                           "bucket": "lake"})
+    state = backup(assets_file=assets, return_state=True)
+    assert state.is_failed()
+    assert "backup: 1 failed: lake: asset lake: kind s3 is not supported yet" in state.message
+
+    docs = lab.repo.snapshots(tags=["asset=docs"])
+    catalog = lab.repo.snapshots(tags=["asset=catalog"])
+    assert len(docs) == len(catalog) == 1
+    assert docs[0].paths == (str(lab.root / "live" / "docs"),) and catalog[0].paths[0].endswith(".pgdump")
+
+    table = Artifact.get("backup-run").data
+    assert "| docs | documentation | path | completed | " + docs[0].short_id in table
+    assert "| lake | research-data | s3 | failed |" in table and "not supported yet" in table
+
+    (done,) = events_named("astrolab.backup.completed", "astrolab.backup.asset.docs")
+    assert done.resource["astrolab.backup.class"] == "documentation"
+    assert docs[0].id.startswith(done.payload["snapshot_id"]) and done.payload["bytes_added"] > 0
+    (pg,) = events_named("astrolab.backup.completed", "astrolab.backup.asset.catalog")
+    assert catalog[0].id.startswith(pg.payload["snapshot_id"]) and len(pg.payload["sha256"]) == 64
+    (failed,) = events_named("astrolab.backup.failed", "astrolab.backup.asset.lake")
+    assert failed.payload["error"] == "asset lake: kind s3 is not supported yet"
+
+    with build_catalog(load_settings(), read_only=True) as store:
+        runs = latest_backups(store)
+    assert runs["docs"]["status"] == "ok" and docs[0].id.startswith(runs["docs"]["snapshot_id"])
+    assert runs["catalog"]["row_counts"] == {"objects": 3000, "science.redshifts": 1000}
+    assert runs["catalog"]["sha256"] == pg.payload["sha256"]
+    assert runs["lake"]["status"] == "failed" and runs["lake"]["error"] == "asset lake: kind s3 is not supported yet"
+
+
+def test_due_only_backs_up_what_its_schedule_says(lab):
+    yearly = "0 0 1 1 *"  # fires at the new year only
+    assets = lab.registry({**docs_asset(lab.root), "schedule": yearly},
+                          {**docs_asset(lab.root / "s"), "name": "stale", "schedule": yearly},
+                          {**docs_asset(lab.root / "n"), "name": "new", "schedule": yearly})
+    lab.repo.backup_path([lab.root / "live" / "docs"], tags=["asset=docs"])  # now: the next new year is ahead
+    lab.repo.backup_path([lab.root / "s" / "live" / "docs"], tags=["asset=stale"], at=datetime(2020, 6, 1, tzinfo=UTC))
+    assert backup(assets_file=assets, due_only=True)["assets"] == ["stale", "new"]  # fired since 2020 / never
+    assert backup(assets_file=assets, due_only=True)["assets"] == []
+    assert [len(lab.repo.snapshots(tags=[f"asset={a}"])) for a in ("docs", "stale", "new")] == [1, 2, 1]
+
+
+def test_rpo_check_states_on_a_controlled_clock(lab):
+    assets = lab.registry(docs_asset(lab.root), {**docs_asset(lab.root / "n"), "name": "never"})
+    noon = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    lab.repo.backup_path([lab.root / "live" / "docs"], tags=["asset=docs"], at=noon)
+
+    assert rpo_check(assets_file=assets, now=noon + timedelta(minutes=30))["states"] == {"docs": "ok",
+                                                                                          "never": "never"}
+    assert rpo_check(assets_file=assets, now=noon + timedelta(minutes=50))["states"]["docs"] == "warning"
+    result = rpo_check(assets_file=assets, now=noon + timedelta(hours=2))
+    assert result["states"]["docs"] == "breach" and result["counts"]["breach"] == 1
+
+    summary = Artifact.get("backup-rpo").data
+    row = "| docs | documentation | path | 2026-03-02 12:00 UTC | 2h of 1h (200%) | breach | never | never |"
+    assert row in summary
+    assert "| never | documentation | path | never | - | never | never | never |" in summary
+    assert "- docs: breach, last backup 2h ago, RPO 1h\n- never: never backed up (RPO 1h)" in summary
+    assert "11.2 Perform automated backups" in summary and "11.3 Protect recovery data" in summary
+    assert "11.5 Test data recovery" in summary
+
+    (breach,) = events_named("astrolab.backup.rpo-breach", "astrolab.backup.asset.docs")
+    assert breach.payload["state"] == "breach" and breach.payload["age_s"] == 7200
+    assert breach.payload["rpo_s"] == 3600 and breach.resource["astrolab.backup.class"] == "documentation"
+    (warning,) = events_named("astrolab.backup.rpo-warning", "astrolab.backup.asset.docs")
+    assert warning.payload["age_s"] == 3000
+    never = events_named("astrolab.backup.rpo-breach", "astrolab.backup.asset.never", count=3)
+    assert [e.payload["state"] for e in never] == ["never"] * 3
+
+
+def test_an_unreadable_repository_is_unknown_and_alerts_never_ok(lab, monkeypatch):
+    monkeypatch.setenv("WRONG_RESTIC_PASSWORD", "not-the-password")
+    path = lab.root / "assets.yaml"
+    path.write_text(yaml.safe_dump({
+        "repositories": [{"name": "local", "url": str(lab.repo_path), "password_env": "WRONG_RESTIC_PASSWORD"}],
+        "assets": [{**docs_asset(lab.root), "name": "locked-out", "repository": "local"}]}))
+    lab.repo.backup_path([lab.root / "live" / "docs"], tags=["asset=locked-out"])  # fresh, but unreadable to us
+    result = rpo_check(assets_file=str(path))
+    assert result["states"] == {"locked-out": "unknown"}
+    assert result["problems"][0].startswith("locked-out: unknown, repository local: ")
+    assert "wrong password" in result["problems"][0] and "not-the-password" not in result["problems"][0]
+    (event,) = events_named("astrolab.backup.rpo-breach", "astrolab.backup.asset.locked-out")
+    assert event.payload["state"] == "unknown" and "wrong password" in event.payload["reason"]
+    state = backup(assets_file=str(path), return_state=True)
+    assert state.is_failed() and "locked-out: restic backup " in state.message and "wrong password" in state.message
+
+
+def test_verify_passes_a_sound_repository_and_fails_a_damaged_pack(lab, catalog_db):
+    assets = lab.registry(docs_asset(lab.root), {"name": "catalog", "class": "research-data", "kind": "postgres",
+                                                 "database_url": catalog_db, "tables": TABLES})
+    backup(assets_file=assets)
+    sound = backup_verify(assets_file=assets, day=date(2026, 3, 3), parts=7)
+    assert sound["subset"] == f"{date(2026, 3, 3).toordinal() % 7 + 1}/7" and sound["failures"] == []
+    listing = next(r for r in sound["rows"] if r["what"] == "asset catalog")
+    assert listing["result"] == "ok" and int(listing["detail"].split()[0]) >= 4
+
+    pack = max((lab.repo_path / "data").rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
+    raw = bytearray(pack.read_bytes())
+    raw[len(raw) // 2: len(raw) // 2 + 64] = bytes(64)
+    pack.chmod(0o644)
+    pack.write_bytes(bytes(raw))
+    state = backup_verify(assets_file=assets, read_all=True, return_state=True)
+    assert state.is_failed() and "backup-verify: " in state.message and "repository local: " in state.message
+    table = Artifact.get("backup-verify").data
+    assert "| repository local | restic check, data all | FAILED |" in table
+    (failed,) = events_named("astrolab.backup.verify-failed", "astrolab.backup.repository.local")
+    assert failed.payload["ok"] is False and failed.payload["errors"]
+
+
+def test_prune_keeps_exactly_the_retention_policy(lab):
+    assets = lab.registry({**docs_asset(lab.root), "retention": {"keep_daily": 2, "keep_last": 1}})
+    source = lab.root / "live" / "docs"
+    times = [datetime(2026, 3, 1, 10, tzinfo=UTC), datetime(2026, 3, 1, 12, tzinfo=UTC),
+             datetime(2026, 3, 2, 10, tzinfo=UTC), datetime(2026, 3, 3, 9, tzinfo=UTC),
+             datetime(2026, 3, 3, 11, tzinfo=UTC)]
+    ids = [lab.repo.backup_path([source], tags=["asset=docs"], at=t).snapshot_id[:8] for t in times]
+    other = lab.repo.backup_path([source], tags=["asset=other"], at=times[0]).snapshot_id[:8]  # not this asset's
+    kept = sorted([ids[2], ids[4]])  # the newest of each of the last two days that have snapshots
+
+    preview = prune(assets_file=assets, dry_run=True)
+    assert len(lab.repo.snapshots()) == 6 and sorted(i[:8] for i in preview["kept"]["docs"]) == kept
+    result = prune(assets_file=assets)
+    assert sorted(i[:8] for i in result["kept"]["docs"]) == kept and result["removed"] == {"docs": 3}
+    assert sorted(s.short_id for s in lab.repo.snapshots()) == sorted([*kept, other])
+    assert lab.repo.check(read_data=True).ok
+
+
+def test_restore_drills_give_identical_bytes_and_rows_and_catch_a_damaged_pack(lab, catalog_db):
+    docs = docs_asset(lab.root)
+    files = sum(1 for p in Path(docs["paths"][0]).rglob("*") if p.is_file() and not p.is_symlink())
+    assets = lab.registry(docs, {"name": "catalog", "class": "research-data", "kind": "postgres",
+                                 "database_url": catalog_db, "tables": TABLES})
+    backup(assets_file=assets)
+
+    first = restore_drill(assets_file=assets, seed=1)  # sampled: neither was drilled yet
+    second = restore_drill(assets_file=assets, seed=1)  # then the one not drilled
+    assert {first["asset"], second["asset"]} == {"docs", "catalog"}
+    by_asset = {d["asset"]: d for d in (first, second)}
+    path, pg = by_asset["docs"], by_asset["catalog"]
+    assert path["result"] == "passed" and path["mismatches"] == [] and path["within_rto"]
+    assert f"{files} files" in path["detail"] and f"{files} compared with the live source by sha256" in path["detail"]
+    assert pg["result"] == "passed" and "sha256 and row counts of 2 tables compared" in pg["detail"]
+    assert pg["rto_s"] == 7200 and path["rto_s"] == 3600
+    assert "11.5 Test data recovery" in Artifact.get("backup-drill").data
+    with psycopg.connect(catalog_db) as conn:  # the drill's scratch database is gone
+        left = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'astrolab_drill_%'").fetchone()[0]
+    assert left == 0
+
+    for pack in (lab.repo_path / "data").rglob("*"):  # damage every pack: the restore cannot give the bytes back
+        if pack.is_file():
+            raw = bytearray(pack.read_bytes())
+            raw[len(raw) // 2] ^= 0xFF
+            pack.chmod(0o644)
+            pack.write_bytes(bytes(raw))
+    state = restore_drill(assets_file=assets, asset="docs", return_state=True)
+    assert state.is_failed() and "restore-drill: docs failed: " in state.message
+
+    with build_catalog(load_settings(), read_only=True) as catalog:
+        drills = latest_drills(catalog)
+    assert drills["docs"]["result"] == "failed" and drills["catalog"]["result"] == "passed"

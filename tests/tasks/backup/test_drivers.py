@@ -1,0 +1,38 @@
+"""tasks.backup.drivers: a path asset backed up with real restic under its tag, its catalog record; kinds and
+placements without a driver fail with one line before anything runs."""
+
+import pytest
+
+from tasks.backup.drivers import UnsupportedAsset, backup_asset, supported
+from tasks.backup.registry import parse_assets
+
+
+def registry(source, **extra):
+    return parse_assets({"repositories": [{"name": "local", "url": "/srv/restic"}],
+                         "assets": [{"name": "docs", "class": "documentation", "kind": "path", "paths": [str(source)],
+                                     "repository": "local", **extra},
+                                    {"name": "vm", "class": "development", "kind": "proxmox-vm", "vm": "dev1",
+                                     "storage": "pbs", "repository": "local"}]}, "test.yaml")
+
+
+def test_a_path_asset_is_backed_up_under_its_tag_and_recorded(repo, source, digest):
+    docs = registry(source).asset("docs")
+    result = backup_asset(docs, repo)
+    (snap,) = repo.snapshots(tags=["asset=docs"])
+    assert snap.id.startswith(result.summary.snapshot_id) and snap.paths == (str(source),)
+    regular = [v for v in digest(source).values() if v != "dir" and not v.startswith("link:")]
+    assert result.summary.total_files_processed == len(regular)
+    record = result.record("run-1")
+    assert (record.asset, record.asset_class, record.kind, record.status) == ("docs", "documentation", "path", "ok")
+    assert record.bytes_added == result.summary.bytes_added > 0 and record.duration_s >= 0
+
+
+def test_kinds_and_hosts_without_a_driver_are_one_line(repo, source):
+    reg = registry(source)
+    assert supported(reg.asset("docs")) is None
+    with pytest.raises(UnsupportedAsset, match="^asset vm: kind proxmox-vm is not supported yet$"):
+        backup_asset(reg.asset("vm"), repo)
+    remote = registry(source, host="nfs1").asset("docs")
+    assert supported(remote) == ("asset docs: path assets on another host (nfs1) are not supported yet (restic "
+                                 "would run there over SSH)")
+    assert repo.snapshots() == []

@@ -1,0 +1,135 @@
+"""tasks.backup.records on both catalog backends (DuckDB, PostgreSQL): runs, verifications and drills stored and read
+back newest-first per asset or repository; bad records refused before writing; a version-3 catalog upgraded to 4 with
+its data kept."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from astrolab.resources import open_catalog
+from tasks.backup.drill import DrillResult
+from tasks.backup.records import (
+    BackupRun,
+    Verification,
+    backup_of_snapshot,
+    latest_backups,
+    latest_drills,
+    latest_verifications,
+    record_backup,
+    record_drill,
+    record_verification,
+)
+from tasks.backup.registry import parse_assets
+from tasks.backup.restic import BackupSummary, CheckResult
+from tasks.catalog.schema import SCHEMA_VERSION
+
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+M = timedelta(minutes=1)
+REGISTRY = parse_assets({
+    "repositories": [{"name": "nfs", "url": "/srv/restic"}],
+    "assets": [{"name": "docs", "class": "documentation", "kind": "path", "paths": ["/srv/docs"], "repository": "nfs"},
+               {"name": "db", "class": "research-data", "kind": "postgres", "repository": "nfs",
+                "database_url": "postgresql://astrolab@db1/astrolab", "tables": ["objects"]}]}, "assets.yaml")
+
+
+def _summary(snapshot_id, files=3, size=3000):
+    return BackupSummary(snapshot_id=snapshot_id, files_new=files, files_changed=0, files_unmodified=0,
+                         data_added=size // 2, total_files_processed=files, total_bytes_processed=size, duration=1.5)
+
+
+@pytest.fixture
+def store(catalog_url):
+    with open_catalog(catalog_url) as cat:
+        yield cat
+
+
+def test_runs_newest_per_asset_with_their_checksums_and_row_counts(store):
+    docs = REGISTRY.asset("docs")
+    record_backup(store, BackupRun.of_summary("run-1", docs, _summary("aaaa1111"), T0, T0 + 2 * M))
+    record_backup(store, BackupRun.failure("run-2", docs, "restic backup /srv/restic: the repository is locked\n"
+                                                          "by another restic process", T0 + 60 * M, T0 + 61 * M))
+    record_backup(store, BackupRun(run_id="run-1", asset="db", asset_class="research-data", kind="postgres",
+                                   repository="nfs", started=T0, finished=T0 + 5 * M, status="ok",
+                                   snapshot_id="bbbb2222" + "0" * 56, bytes_added=700, files_new=1, total_files=1,
+                                   total_bytes=1400, sha256="ab" * 32, row_counts={"objects": 1234}))
+    newest = latest_backups(store)
+    assert set(newest) == {"docs", "db"}
+    assert newest["docs"]["status"] == "failed" and newest["docs"]["run_id"] == "run-2"
+    assert newest["docs"]["error"] == "restic backup /srv/restic: the repository is locked by another restic process"
+    assert newest["docs"]["finished_at"] == T0 + 61 * M  # aware UTC again
+    good = latest_backups(store, status="ok")["docs"]
+    assert (good["snapshot_id"], good["files_new"], good["total_files"], good["total_bytes"], good["bytes_added"]) \
+        == ("aaaa1111", 3, 3, 3000, 1500)
+    assert good["duration_s"] == 120.0 and good["asset_class"] == "documentation" and good["kind"] == "path"
+    dump = newest["db"]
+    assert dump["row_counts"] == {"objects": 1234} and dump["sha256"] == "ab" * 32
+    assert backup_of_snapshot(store, "db", "bbbb2222")["sha256"] == "ab" * 32  # short id finds the full one
+    assert backup_of_snapshot(store, "docs", "aaaa1111" + "f" * 56)["run_id"] == "run-1"  # and the reverse
+    assert backup_of_snapshot(store, "docs", "cccc3333") is None
+
+    record_backup(store, BackupRun.of_summary("run-2", docs, _summary("dddd4444"), T0 + 60 * M, T0 + 62 * M))
+    assert latest_backups(store)["docs"]["status"] == "ok"  # the rerun of run-2 replaced its failed row
+    assert store.query("SELECT count(*) AS n FROM backup_runs")["n"][0].as_py() == 3
+
+
+def test_bad_records_are_refused_before_anything_is_written(store):
+    docs = REGISTRY.asset("docs")
+    for bad, words in ((BackupRun("r", "docs", "documentation", "path", "nfs", T0, T0, "ok"), "snapshot id"),
+                       (BackupRun("r", "docs", "documentation", "path", "nfs", T0, T0, "failed"), "error"),
+                       (BackupRun("r", "docs", "documentation", "path", "nfs", T0, T0, "done", "x"), "ok or failed"),
+                       (BackupRun.of_summary("r", docs, _summary("x"), T0.replace(tzinfo=None), T0), "timezone")):
+        with pytest.raises(ValueError, match=words):
+            record_backup(store, bad)
+    assert latest_backups(store) == {}
+
+
+def test_errors_are_one_line_without_passwords(store):
+    docs = REGISTRY.asset("docs")
+    record_backup(store, BackupRun.failure("r", docs, "pg_dump postgresql://astrolab:hunter2@db1/astrolab:\n  "
+                                                      "connection refused", T0, T0 + M))
+    record_verification(store, Verification("nfs", T0, False, ("pack 1a2b: ciphertext\nverification failed "
+                                                               "password=hunter2",)))
+    assert latest_backups(store)["docs"]["error"] == \
+        "pg_dump postgresql://astrolab:***@db1/astrolab: connection refused"
+    assert latest_verifications(store)["nfs"]["errors"] == ["pack 1a2b: ciphertext verification failed password=***"]
+
+
+def test_verifications_and_drills_newest_first(store):
+    check = CheckResult(ok=True, errors=(), read_data="2/5", duration=3.5)
+    record_verification(store, Verification.of_check("nfs", check, T0, run_id="v1"))
+    broken = CheckResult(ok=False, errors=("pack 1a2b3c4d: damaged",), broken_packs=("1a2b3c4d",), read_data="3/5")
+    record_verification(store, Verification.of_check("nfs", broken, T0 + 60 * M, run_id="v2"))
+    record_verification(store, Verification.of_check("minio", check, T0 + 5 * M))
+    newest = latest_verifications(store)
+    assert newest["nfs"]["ok"] is False and newest["nfs"]["errors"] == ["pack 1a2b3c4d: damaged"]
+    assert newest["nfs"]["read_data_subset"] == "3/5" and newest["nfs"]["run_id"] == "v2"
+    assert newest["minio"]["ok"] is True and newest["minio"]["duration_s"] == 3.5 and newest["minio"]["errors"] == []
+
+    rto = timedelta(hours=1)
+    record_drill(store, DrillResult("docs", "path", "s1", T0, 42.0, rto, (), "3 files"), run_id="d1")
+    record_drill(store, DrillResult("docs", "path", "s2", T0 + 7 * 24 * 60 * M, 4000.0, rto, (), "slow"))
+    record_drill(store, DrillResult("db", "postgres", "s3", T0, 10.0, 2 * rto, ("table objects: 1 rows",), "bad"))
+    drills = latest_drills(store)
+    assert (drills["docs"]["snapshot_id"], drills["docs"]["result"], drills["docs"]["restore_s"],
+            drills["docs"]["rto_s"]) == ("s2", "failed", 4000.0, 3600.0)  # over the RTO
+    assert drills["db"]["result"] == "failed" and drills["db"]["kind"] == "postgres"
+    assert drills["docs"]["started_at"] == T0 + 7 * 24 * 60 * M
+
+
+def test_a_version_3_catalog_is_upgraded_with_its_data_kept(catalog_url):
+    with open_catalog(catalog_url) as cat:  # make it look like a version-3 catalog with a compliance scan and lineage
+        for table in ("backup_runs", "backup_verifications", "restore_drills"):
+            cat._execute(f"DROP TABLE {table}")
+        cat._execute("UPDATE schema_version SET version = 3")
+        cat._execute("INSERT INTO compliance_scans (scan_id, host, policy_id, source, status, score) "
+                     "VALUES ('s1', 'gpu01', 'cis_debian12', 'astrolab', 'scanned', 87.5)")
+        cat._execute("INSERT INTO ingest_lineage (file_hash, path, kind, product, status) "
+                     "VALUES ('old', 'zpix-main-dark.fits', 'zpix', 'redshifts', 'published')")
+    with open_catalog(catalog_url) as cat:
+        assert SCHEMA_VERSION == 4
+        assert cat._rows("SELECT max(version) FROM schema_version")[0][0] == 4
+        assert cat._rows("SELECT scan_id, score FROM compliance_scans") == [("s1", 87.5)]
+        assert cat.lineage("old")["status"] == "published"
+        assert latest_backups(cat) == {} and latest_verifications(cat) == {} and latest_drills(cat) == {}
+        record_backup(cat, BackupRun.of_summary("r", REGISTRY.asset("docs"), _summary("eeee5555"), T0, T0 + M))
+        assert latest_backups(cat)["docs"]["snapshot_id"] == "eeee5555"
