@@ -486,7 +486,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="changes since this date/time (ISO 8601; default: 7 days ago)")
     p.add_argument("--limit", type=int, help="rows to print per table (count; default: 50 on a terminal, every "
                                             "row when piped or redirected)")
-    p.add_argument("--limit", type=int, default=200, help="rows to print per table (count; default: 200)")
     _add_backups(sub)
     return parser
 
