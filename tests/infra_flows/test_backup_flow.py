@@ -19,7 +19,7 @@ from astrolab.settings import load_settings
 from infra_flows.backup import backup, backup_verify, prune, restore_drill, rpo_check
 from tasks.backup.records import latest_backups, latest_drills
 from tasks.backup.restic import Repository
-from tests.tasks.backup.conftest import make_tree
+from tests.tasks.backup.conftest import damage_largest_pack, make_tree
 
 TABLES = ["objects", "science.redshifts"]
 
@@ -189,11 +189,7 @@ def test_verify_passes_a_sound_repository_and_fails_a_damaged_pack(lab, catalog_
     listing = next(r for r in sound["rows"] if r["what"] == "asset catalog")
     assert listing["result"] == "ok" and int(listing["detail"].split()[0]) >= 4
 
-    pack = max((lab.repo_path / "data").rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
-    raw = bytearray(pack.read_bytes())
-    raw[len(raw) // 2: len(raw) // 2 + 64] = bytes(64)
-    pack.chmod(0o644)
-    pack.write_bytes(bytes(raw))
+    damage_largest_pack(lab.repo_path)
     state = backup_verify(assets_file=assets, read_all=True, return_state=True)
     assert state.is_failed() and "backup-verify: " in state.message and "repository local: " in state.message
     table = Artifact.get("backup-verify").data

@@ -52,6 +52,17 @@ def s3_repo_url(s3_endpoint):
     return f"s3:{s3_endpoint}/restic-{uuid.uuid4().hex[:12]}/lab"
 
 
+def damage_largest_pack(repo_dir: str | Path) -> Path:
+    """Flip 8 bytes in the middle of the repository's largest pack file (restic keeps packs read-only); returns it."""
+    pack = max((p for p in Path(repo_dir, "data").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    pack.chmod(0o600)
+    data = bytearray(pack.read_bytes())
+    for i in range(len(data) // 2, len(data) // 2 + 8):
+        data[i] ^= 0xFF
+    pack.write_bytes(bytes(data))
+    return pack
+
+
 def make_tree(root: Path, files: int = 12, seed: int = 1) -> Path:
     """A small source tree: nested directories, an empty file, binary and text files, a symlink."""
     rng = __import__("random").Random(seed)

@@ -1,7 +1,6 @@
 """tasks.backup.drill with real restic and real PostgreSQL: restores into scratch compared with the backup's record
 and the live source; a damaged pack, a tampered record or a wrong target fail the drill with a clear reason."""
 
-import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from tasks.backup.drill import DrillResult, drill_path, drill_postgres
 from tasks.backup.postgres import backup_database
 from tasks.backup.registry import parse_assets
 from tests.conftest import fresh_pg_database
+from tests.tasks.backup.conftest import damage_largest_pack
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -24,16 +24,6 @@ def _asset(kind="path", **fields):
 
 def _regular_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
-
-
-def _damage_largest_pack(repo_url: str) -> None:
-    packs = sorted((p for p in Path(repo_url, "data").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
-    pack = packs[-1]
-    pack.chmod(stat.S_IRUSR | stat.S_IWUSR)
-    data = bytearray(pack.read_bytes())
-    for i in range(len(data) // 2, len(data) // 2 + 8):
-        data[i] ^= 0xFF
-    pack.write_bytes(bytes(data))
 
 
 def test_a_path_drill_restores_and_matches_the_record_and_the_live_source(repo, source, tmp_path, digest):
@@ -79,7 +69,7 @@ def test_a_record_that_does_not_match_fails_the_drill(repo, source, tmp_path):
 def test_a_damaged_pack_fails_the_drill_with_the_reason(repo, source, tmp_path):
     asset = _asset(paths=[str(source)])
     summary = repo.backup_path([source], tags=[asset.tag])
-    _damage_largest_pack(repo.url)
+    damage_largest_pack(repo.url)
     drill = drill_path(repo, asset, summary.snapshot_id, tmp_path / "scratch",
                        expected_files=summary.total_files_processed, expected_bytes=summary.total_bytes_processed)
     assert not drill.passed and drill.mismatches
@@ -142,7 +132,7 @@ def test_a_damaged_dump_pack_fails_the_postgres_drill(repo, source_db, pg_url):
     asset = _asset("postgres", name="catalog-db", **{"class": "research-data"}, database_url=source_db,
                    tables=TABLES)
     backup = backup_database(repo, source_db, TABLES, tags=[asset.tag])
-    _damage_largest_pack(repo.url)
+    damage_largest_pack(repo.url)
     with fresh_pg_database(pg_url) as scratch:
         drill = drill_postgres(repo, asset, backup.snapshot_id, scratch, backup.row_counts, backup.sha256)
     assert not drill.passed and drill.detail.startswith("restore failed: "), drill.detail

@@ -3,7 +3,6 @@ flow must never mistake for an ok, corruption, retention, locks and a backup kil
 
 import os
 import signal
-import stat
 import subprocess
 import threading
 import time
@@ -16,6 +15,7 @@ import pytest
 from tasks.backup.registry import RepositorySpec, Retention
 from tasks.backup.restic import Repository, ResticError, ResticUnavailable, classify, open_repository
 from tasks.errors import is_transient
+from tests.tasks.backup.conftest import damage_largest_pack
 
 
 def _one_line(exc: BaseException, *secrets: str) -> str:
@@ -165,13 +165,7 @@ def test_classify_old_and_new_restic(returncode, stderr, kind):
 
 def test_a_damaged_pack_is_detected_and_never_trusted(repo, source):
     repo.backup_path([source])
-    packs = sorted(Path(repo.url, "data").rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
-    pack = packs[-1]
-    pack.chmod(stat.S_IRUSR | stat.S_IWUSR)
-    data = bytearray(pack.read_bytes())
-    for i in range(len(data) // 2, len(data) // 2 + 8):
-        data[i] ^= 0xFF
-    pack.write_bytes(bytes(data))
+    pack = damage_largest_pack(repo.url)
 
     result = repo.check(read_data=True)
     assert result.ok is False and result.errors and result.read_data == "all"
