@@ -19,13 +19,13 @@ new one, never a mix.
 
 from __future__ import annotations
 
-import calendar
 import os
 import shutil
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -46,7 +46,26 @@ class VersionRetention:
 
 
 DEFAULT_RETENTION = VersionRetention()
-VERSION_TIME = "%Y%m%dT%H%M%SZ"  # versions are named <UTC time>-<random>, so names sort by age
+# Versions are named <UTC time to the microsecond>-<random>, so that two publishes within one second still sort
+# by age; names from before microseconds (<UTC time to the second>-<random>) are still read.
+VERSION_TIMES = ("%Y%m%dT%H%M%S.%fZ", "%Y%m%dT%H%M%SZ")
+
+
+def version_name(now: datetime | None = None) -> str:
+    """A new version name for ``now`` (UTC, default the present)."""
+    now = now or datetime.now(UTC)
+    return now.strftime(VERSION_TIMES[0]) + "-" + uuid.uuid4().hex[:8]
+
+
+def version_time(version: str) -> float | None:
+    """When a version was made (Unix seconds) from its name, or None for a name that carries no time."""
+    stamp = version.split("-", 1)[0]
+    for fmt in VERSION_TIMES:
+        try:
+            return datetime.strptime(stamp, fmt).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            continue
+    return None
 
 
 def retained_versions(versions: list[str], current: str | None, retention: VersionRetention,
@@ -57,12 +76,13 @@ def retained_versions(versions: list[str], current: str | None, retention: Versi
     keep = {current} if current else set()
     made: dict[str, float] = {}
     for version in versions:
-        try:
-            made[version] = calendar.timegm(time.strptime(version.split("-", 1)[0], VERSION_TIME))
-        except ValueError:
+        when = version_time(version)
+        if when is None:
             keep.add(version)
+        else:
+            made[version] = when
     if retention.keep_last > 0:
-        keep.update(sorted(made)[-retention.keep_last:])
+        keep.update(sorted(made, key=lambda v: (made[v], v))[-retention.keep_last:])
     keep.update(v for v, t in made.items() if now - t < retention.keep_hours * 3600)
     return keep
 
@@ -205,7 +225,7 @@ class LocalLake:
 
     def new_version(self, product: str) -> tuple[str, Path]:
         """A new, unique version name and its (created) directory."""
-        version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+        version = version_name()
         path = self.version_dir(product, version)
         path.mkdir(parents=True)
         return version, path

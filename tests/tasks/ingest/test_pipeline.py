@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import lsdb
@@ -23,7 +24,7 @@ from tasks.catalog.base import FileLoad
 from tasks.ingest.pipeline import ingest_file, publish, reconcile
 from tasks.ingest.products import PRODUCTS
 from tasks.ingest.sources import discover
-from tasks.storage.lake import LocalLake, VersionRetention, retained_versions
+from tasks.storage.lake import LocalLake, VersionRetention, retained_versions, version_name, version_time
 
 ROOT = REPO_ROOT
 
@@ -511,6 +512,15 @@ def test_a_reader_of_a_version_keeps_its_files_through_two_more_publishes(sample
     strict = LocalLake(lake.url, VersionRetention(keep_last=1, keep_hours=0))
     run(zpix[3], settings, strict, catalog, validator)
     assert strict.versions("redshifts") == [strict.published_version("redshifts")]
+
+
+def test_versions_made_within_one_second_sort_by_age():
+    second = datetime(2026, 12, 1, 3, 2, 33, tzinfo=UTC)
+    older, newer = (version_name(second.replace(microsecond=us)) for us in (1000, 900_000))
+    assert version_time(newer) - version_time(older) == pytest.approx(0.899)
+    keep = retained_versions([older, newer, "20261201T030232Z-a"], None, VersionRetention(keep_last=1, keep_hours=0),
+                             now=second.timestamp() + 60)
+    assert keep == {newer}
 
 
 def test_retention_keeps_the_current_the_newest_and_the_young():
