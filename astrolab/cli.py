@@ -395,11 +395,11 @@ def _backup_records(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str,
 def cmd_backups_status(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from tasks.backup.registry import load_assets
+    from tasks.backup.registry import registry_of
     from tasks.backup.rpo import check_rpo
     from tasks.backup.status import problems, status_rows
 
-    registry = load_assets(args.assets)
+    registry = registry_of(args.assets, load_settings(args.config))
     statuses = check_rpo(registry, datetime.now(UTC))
     verifications, drills = _backup_records(args)
     rows = status_rows(statuses, verifications, drills)
@@ -500,8 +500,9 @@ def _add_backups(sub: Any) -> None:
              "or a repository's last verification or an asset's last drill failed; 2 for a bad registry")
     p = backups_sub.add_parser("status", help=help_, description=help_)
     p.set_defaults(func=cmd_backups_status)
-    p.add_argument("--assets", required=True, type=Path,
-                   help="asset registry YAML (infra/backup/assets.example.yaml shows the format; no default)")
+    p.add_argument("--assets", type=Path,
+                   help="asset registry YAML (default: the backup.assets setting; infra/backup/assets.example.yaml "
+                        "shows the format)")
 
 
 @contextmanager

@@ -48,7 +48,7 @@ from tasks.backup.registry import (
     Registry,
     RepositorySpec,
     format_duration,
-    load_assets,
+    registry_of,
 )
 from tasks.backup.restic import CheckResult, ForgetResult, Repository, open_repository
 from tasks.backup.rpo import RpoStatus, check_rpo, last_backups
@@ -75,15 +75,6 @@ def asset_resource(asset: Asset) -> dict[str, str]:
     """The Prefect event resource of an asset, labelled with its class and kind (the automations match on them)."""
     return {"prefect.resource.id": f"astrolab.backup.asset.{asset.name}", "prefect.resource.name": asset.name,
             "astrolab.backup.class": asset.asset_class, "astrolab.backup.kind": asset.kind}
-
-
-def registry_of(assets_file: str | None, settings: Settings) -> Registry:
-    """The asset registry named by ``assets_file`` or ``backup.assets``, checked against the compliance inventory."""
-    path = assets_file or settings.backup.assets
-    if not path:
-        raise ValueError("no asset registry: pass assets_file or set backup.assets (ASTROLAB_BACKUP_ASSETS); "
-                         "infra/backup/assets.example.yaml shows the format")
-    return load_assets(path, inventory=settings.compliance.inventory)
 
 
 def repository(spec: RepositorySpec, settings: Settings) -> Repository:

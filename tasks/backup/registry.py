@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
@@ -24,6 +24,9 @@ from pydantic_core import ErrorDetails
 from tasks.errors import read_yaml
 from tasks.inventory.load import load_inventory
 from tasks.inventory.model import Inventory, did_you_mean
+
+if TYPE_CHECKING:
+    from astrolab.settings import Settings
 
 
 class RegistryError(ValueError):
@@ -470,3 +473,12 @@ def load_assets(path: str | Path, inventory: Inventory | str | Path | None = Non
     if isinstance(inventory, str | Path):
         inventory = load_inventory(inventory)
     return parse_assets(read_yaml(path, "the asset registry", RegistryError), str(path), inventory)
+
+
+def registry_of(assets_file: str | Path | None, settings: Settings) -> Registry:
+    """The asset registry named by ``assets_file`` or ``backup.assets``, checked against the compliance inventory."""
+    path = assets_file or settings.backup.assets
+    if not path:
+        raise RegistryError("no asset registry: pass one or set backup.assets (ASTROLAB_BACKUP_ASSETS); "
+                            "infra/backup/assets.example.yaml shows the format")
+    return load_assets(path, inventory=settings.compliance.inventory)

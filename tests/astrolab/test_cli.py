@@ -508,3 +508,13 @@ def test_backups_status_table_and_exit_codes(tmp_path, monkeypatch, capsys):
                                        "kind: path, paths: [/x], repository: r}]\n")
     assert main(["backups", "status", "--assets", str(tmp_path / "bad.yaml")]) == 2
     assert one_error_line(capsys.readouterr().err).startswith(f"error: {tmp_path / 'bad.yaml'}: assets.0.class")
+
+    # without --assets the backup.assets setting names the registry; with neither, one line says what to do
+    monkeypatch.setenv("ASTROLAB_TEST_RESTIC_PW", "pw-cli-status-7")
+    monkeypatch.setenv("ASTROLAB_BACKUP_ASSETS", mixed)
+    assert main(["backups", "status"]) == 1
+    rows = csv.DictReader(io.StringIO(capsys.readouterr().out))
+    assert {r["asset"] for r in rows} == {"docs", "infra", "dev", "lake"}
+    monkeypatch.delenv("ASTROLAB_BACKUP_ASSETS")
+    assert main(["backups", "status"]) == 2
+    assert one_error_line(capsys.readouterr().err).startswith("error: no asset registry: pass one or set backup.assets")
