@@ -168,6 +168,9 @@ class BackupSettings(_Section):
                                                                "default <home>/backup-scratch")
     scratch_database_url: str | None = Field(default=None, description="A PostgreSQL URL (no password) whose server "
                                              "hosts the drills' scratch databases; default: the asset's own server")
+    mirror_dir: Path | None = Field(default=None, description="Where s3 assets are mirrored before restic backs "
+                                                              "them up (kept: only changed objects are fetched); "
+                                                              "default <home>/backup-mirrors")
     verify_days: int = Field(default=7, ge=1, description="backup-verify reads 1/N of each repository's data a day, "
                                                           "all of it every N days (restic check --read-data-subset)")
 

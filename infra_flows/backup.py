@@ -47,6 +47,7 @@ from tasks.backup.registry import (
     PostgresAsset,
     Registry,
     RepositorySpec,
+    S3Asset,
     format_duration,
     registry_of,
 )
@@ -110,7 +111,8 @@ def backup_one(asset: Asset, spec: RepositorySpec, settings: Settings) -> Backup
     reason = supported(asset)
     if reason:
         raise ValueError(reason)  # before opening the repository: no password needed to say so
-    result = backup_asset(asset, repository(spec, settings))
+    mirrors = settings.backup.mirror_dir or settings.home / "backup-mirrors"
+    result = backup_asset(asset, repository(spec, settings), mirrors)
     summary = result.summary
     _emit(COMPLETED_EVENT, asset_resource(asset),
           {"asset": asset.name, "class": asset.asset_class, "kind": asset.kind, "snapshot_id": summary.snapshot_id,
@@ -404,7 +406,7 @@ def drill_one(asset: Asset, spec: RepositorySpec, settings: Settings) -> DrillRe
     snap = max(snapshots, key=lambda s: s.time)
     with build_catalog(settings, read_only=True) as catalog:
         record = backup_of_snapshot(catalog, asset.name, snap.id) or {}
-    if isinstance(asset, PathAsset):
+    if isinstance(asset, PathAsset | S3Asset):  # an s3 snapshot is the mirror directory: compared like a path
         scratch = settings.backup.scratch_dir or settings.home / "backup-scratch"
         scratch.mkdir(parents=True, exist_ok=True)
         return drill_path(repo, asset, snap, scratch, record.get("total_files"), record.get("total_bytes"))
@@ -437,7 +439,7 @@ def restore_drill(assets_file: str | None = None, asset: str | None = None, seed
     else:
         candidates = [a for a in registry.select() if supported(a) is None]
         if not candidates:
-            raise ValueError("restore-drill: no enabled asset of a kind that can be drilled (path, postgres)")
+            raise ValueError("restore-drill: no enabled asset of a kind that can be drilled (path, postgres, s3)")
         with build_catalog(settings, read_only=True) as catalog:
             drills = latest_drills(catalog)
         chosen = sample_asset(candidates, drills, random.Random(seed))

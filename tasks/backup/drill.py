@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from tasks.backup.postgres import PostgresBackupError, compare_row_counts, restore_database
-from tasks.backup.registry import PathAsset, PostgresAsset
+from tasks.backup.registry import PathAsset, PostgresAsset, S3Asset
 from tasks.backup.restic import CHUNK, Repository, ResticError, Snapshot
 
 DrillOutcome = Literal["passed", "failed"]
@@ -106,7 +106,7 @@ def _compare_tree(restored_root: Path, sources: tuple[str, ...]) -> tuple[int, i
     return files, size, mismatches, compared, changed
 
 
-def drill_path(repo: Repository, asset: PathAsset, snapshot: str | Snapshot, scratch_dir: str | Path,
+def drill_path(repo: Repository, asset: PathAsset | S3Asset, snapshot: str | Snapshot, scratch_dir: str | Path,
                expected_files: int | None = None, expected_bytes: int | None = None,
                now: datetime | None = None, keep: bool = False) -> DrillResult:
     """Restore a path snapshot under ``scratch_dir`` and compare file count, bytes (the backup's record, else the

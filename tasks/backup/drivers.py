@@ -1,17 +1,21 @@
-"""One backup of one asset, by its kind: ``path`` (local directories and git repositories, ``restic backup``) and
-``postgres`` (``pg_dump -Fc`` into ``restic backup --stdin``). The other kinds have no driver yet and fail with one
-line saying so; a path asset on another host does too (restic would have to run there, over SSH)."""
+"""One backup of one asset, by its kind: ``path`` (local directories and git repositories, ``restic backup``),
+``postgres`` (``pg_dump -Fc`` into ``restic backup --stdin``) and ``s3`` (the bucket prefix mirrored into a local
+directory, then ``restic backup`` of that directory). The other kinds have no driver yet and fail with one line saying
+so; a path asset on another host does too (restic would have to run there, over SSH)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from tasks.backup.postgres import backup_database
 from tasks.backup.records import BackupRun
-from tasks.backup.registry import Asset, PathAsset, PostgresAsset
+from tasks.backup.registry import Asset, PathAsset, PostgresAsset, S3Asset
 from tasks.backup.restic import BackupSummary, Repository
+from tasks.backup.s3mirror import mirror_prefix
+from tasks.storage.s3 import ObjectStore, S3Config
 
 
 class UnsupportedAsset(ValueError):
@@ -56,24 +60,51 @@ def postgres_password(asset: PostgresAsset) -> str | None:
     return os.environ.get("PGPASSWORD") or None
 
 
+def s3_store(asset: S3Asset) -> ObjectStore:
+    """A client for the asset's S3 server: keys from its Secret block ({access_key, secret_key}), else AWS_*."""
+    access = secret = None
+    if asset.credentials_secret:
+        from prefect.blocks.system import Secret
+
+        value = Secret.load(asset.credentials_secret).get()  # type: ignore[union-attr]
+        if not isinstance(value, dict) or not {"access_key", "secret_key"} <= set(value):
+            raise ValueError(f"asset {asset.name}.credentials_secret: Secret block {asset.credentials_secret!r} "
+                             "must hold {access_key, secret_key}")
+        access, secret = str(value["access_key"]), str(value["secret_key"])
+    return ObjectStore(S3Config(endpoint=asset.endpoint, access_key=access, secret_key=secret))
+
+
+def mirror_dir(asset: S3Asset, mirror_root: Path) -> Path:
+    """Where an S3 asset is mirrored (kept between backups, so that only changed objects are downloaded)."""
+    return mirror_root / asset.name
+
+
 def supported(asset: Asset) -> str | None:
     """None when the asset can be backed up here, else the one-line reason why not."""
     if isinstance(asset, PathAsset):
         return (f"asset {asset.name}: path assets on another host ({asset.host}) are not supported yet "
                 "(restic would run there over SSH)") if asset.host else None
-    if isinstance(asset, PostgresAsset):
+    if isinstance(asset, PostgresAsset | S3Asset):
         return None
     return f"asset {asset.name}: kind {asset.kind} is not supported yet"
 
 
-def backup_asset(asset: Asset, repo: Repository) -> BackupResult:
-    """Back up one asset into its repository (snapshots tagged ``asset=<name>``); a failure raises with one line."""
+def backup_asset(asset: Asset, repo: Repository, mirror_root: Path | None = None) -> BackupResult:
+    """Back up one asset into its repository (snapshots tagged ``asset=<name>``); a failure raises with one line.
+    S3 assets are mirrored under ``mirror_root`` first."""
     reason = supported(asset)
     if reason:
         raise UnsupportedAsset(reason)
     started = datetime.now(UTC)
     if isinstance(asset, PathAsset):
         summary = repo.backup_path(asset.paths, tags=[asset.tag], excludes=asset.excludes)
+        return BackupResult(asset, summary, started, datetime.now(UTC))
+    if isinstance(asset, S3Asset):
+        if mirror_root is None:
+            raise ValueError(f"asset {asset.name}: an s3 asset needs a mirror directory")
+        local = mirror_dir(asset, mirror_root)
+        mirror_prefix(s3_store(asset), asset.bucket, asset.prefix, local)
+        summary = repo.backup_path([str(local)], tags=[asset.tag])
         return BackupResult(asset, summary, started, datetime.now(UTC))
     assert isinstance(asset, PostgresAsset)
     dump = backup_database(repo, asset.database_url, asset.tables, postgres_password(asset), tags=[asset.tag])

@@ -1,5 +1,6 @@
 """The backup flows as Prefect flow runs on the session's Prefect server, with real restic and real PostgreSQL:
-backup of a path and a postgres asset (an s3 asset fails alone, saying it is not supported yet), due_only, rpo-check
+backup of a path and a postgres asset (an rke2-etcd asset fails alone, saying it is not supported yet), an s3 bucket
+mirrored and backed up then drilled, due_only, rpo-check
 states on a controlled clock with their events, backup-verify catching a damaged pack, prune's retention."""
 
 import os
@@ -19,6 +20,7 @@ from astrolab.settings import load_settings
 from infra_flows.backup import backup, backup_verify, prune, restore_drill, rpo_check
 from tasks.backup.records import latest_backups, latest_drills
 from tasks.backup.restic import Repository
+from tasks.storage.s3 import ObjectStore, S3Config
 from tests.tasks.backup.conftest import damage_largest_pack, make_tree
 
 TABLES = ["objects", "science.redshifts"]
@@ -92,11 +94,10 @@ def test_backup_of_a_path_and_a_postgres_asset_and_an_unsupported_kind(lab, cata
     assets = lab.registry(docs_asset(lab.root),
                           {"name": "catalog", "class": "research-data", "kind": "postgres", "database_url": url,
                            "tables": TABLES},
-                          {"name": "lake", "class": "research-data", "kind": "s3", "endpoint": "http://127.0.0.1:1",
-                           "bucket": "lake"})
+                          {"name": "etcd", "class": "infrastructure", "kind": "rke2-etcd", "host": "rke2-s1"})
     state = backup(assets_file=assets, return_state=True)
     assert state.is_failed()
-    assert "backup: 1 failed: lake: asset lake: kind s3 is not supported yet" in state.message
+    assert "backup: 1 failed: etcd: asset etcd: kind rke2-etcd is not supported yet" in state.message
 
     docs = lab.repo.snapshots(tags=["asset=docs"])
     catalog = lab.repo.snapshots(tags=["asset=catalog"])
@@ -105,22 +106,59 @@ def test_backup_of_a_path_and_a_postgres_asset_and_an_unsupported_kind(lab, cata
 
     table = Artifact.get("backup-run").data
     assert "| docs | documentation | path | completed | " + docs[0].short_id in table
-    assert "| lake | research-data | s3 | failed |" in table and "not supported yet" in table
+    assert "| etcd | infrastructure | rke2-etcd | failed |" in table and "not supported yet" in table
 
     (done,) = events_named("astrolab.backup.completed", "astrolab.backup.asset.docs")
     assert done.resource["astrolab.backup.class"] == "documentation"
     assert docs[0].id.startswith(done.payload["snapshot_id"]) and done.payload["bytes_added"] > 0
     (pg,) = events_named("astrolab.backup.completed", "astrolab.backup.asset.catalog")
     assert catalog[0].id.startswith(pg.payload["snapshot_id"]) and len(pg.payload["sha256"]) == 64
-    (failed,) = events_named("astrolab.backup.failed", "astrolab.backup.asset.lake")
-    assert failed.payload["error"] == "asset lake: kind s3 is not supported yet"
+    (failed,) = events_named("astrolab.backup.failed", "astrolab.backup.asset.etcd")
+    assert failed.payload["error"] == "asset etcd: kind rke2-etcd is not supported yet"
 
     with build_catalog(load_settings(), read_only=True) as store:
         runs = latest_backups(store)
     assert runs["docs"]["status"] == "ok" and docs[0].id.startswith(runs["docs"]["snapshot_id"])
     assert runs["catalog"]["row_counts"] == {"objects": 3000, "science.redshifts": 1000}
     assert runs["catalog"]["sha256"] == pg.payload["sha256"]
-    assert runs["lake"]["status"] == "failed" and runs["lake"]["error"] == "asset lake: kind s3 is not supported yet"
+    etcd = runs["etcd"]
+    assert (etcd["status"], etcd["error"]) == ("failed", "asset etcd: kind rke2-etcd is not supported yet")
+
+
+def test_an_s3_bucket_is_mirrored_backed_up_and_drilled(lab, s3_endpoint, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "astrolab-test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "astrolab-test-secret")
+    store = ObjectStore(S3Config(endpoint=s3_endpoint))
+    bucket = f"lake-{secrets.token_hex(6)}"
+    store.ensure_bucket(bucket)
+    objects = {"hats/redshifts/properties": b"x" * 10, "hats/redshifts/Norder=0/Dir=0/Npix=1.parquet": b"p" * 4000,
+               "reports/index.html": b"<html/>", "elsewhere/not-this": b"n"}
+    for key, data in objects.items():
+        store.put_bytes(bucket, key, data)
+    assets = lab.registry({"name": "lake", "class": "research-data", "kind": "s3", "endpoint": s3_endpoint,
+                           "bucket": bucket, "prefix": "hats/"})
+    assert backup(assets_file=assets, asset="lake")["assets"] == ["lake"]
+    (snap,) = lab.repo.snapshots(tags=["asset=lake"])
+    mirror = lab.root / "home" / "backup-mirrors" / "lake"
+    assert snap.paths == (str(mirror),)
+    assert sorted(p.relative_to(mirror).as_posix() for p in mirror.rglob("*") if p.is_file()) == \
+        ["redshifts/Norder=0/Dir=0/Npix=1.parquet", "redshifts/properties"]
+
+    # the bucket changes: one object rewritten, one removed, one added; the next backup mirrors exactly that
+    store.put_bytes(bucket, "hats/redshifts/properties", b"y" * 12)
+    store.delete_prefix(bucket, "hats/redshifts/Norder=0/")
+    store.put_bytes(bucket, "hats/voids/properties", b"v" * 7)
+    backup(assets_file=assets, asset="lake")
+    newest = max(lab.repo.snapshots(tags=["asset=lake"]), key=lambda s: s.time)
+    assert (mirror / "redshifts" / "properties").read_bytes() == b"y" * 12
+    assert not (mirror / "redshifts" / "Norder=0").exists()
+    with build_catalog(load_settings(), read_only=True) as catalog:
+        run = latest_backups(catalog)["lake"]
+    assert newest.id.startswith(run["snapshot_id"]) and (run["total_files"], run["total_bytes"]) == (2, 19)
+
+    drill = restore_drill(assets_file=assets, asset="lake")
+    assert drill["result"] == "passed" and drill["snapshot_id"] == newest.id
+    assert drill["detail"].startswith("2 files, 19 bytes restored vs the backup's record; 2 compared")
 
 
 def test_due_only_backs_up_what_its_schedule_says(lab):
