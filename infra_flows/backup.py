@@ -56,6 +56,7 @@ from tasks.backup.rpo import RpoStatus, check_rpo, last_backups
 from tasks.backup.schedule import is_due
 from tasks.backup.status import problems, status_rows
 from tasks.backup.verify import DumpCheck, list_dump, rolling_subset
+from tasks.inventory.load import load_inventory
 
 COMPLETED_EVENT = "astrolab.backup.completed"
 FAILED_EVENT = "astrolab.backup.failed"
@@ -112,7 +113,8 @@ def backup_one(asset: Asset, spec: RepositorySpec, settings: Settings) -> Backup
     if reason:
         raise ValueError(reason)  # before opening the repository: no password needed to say so
     mirrors = settings.backup.mirror_dir or settings.home / "backup-mirrors"
-    result = backup_asset(asset, repository(spec, settings), mirrors)
+    inventory = load_inventory(settings.compliance.inventory) if settings.compliance.inventory else None
+    result = backup_asset(asset, repository(spec, settings), mirrors, inventory)
     summary = result.summary
     _emit(COMPLETED_EVENT, asset_resource(asset),
           {"asset": asset.name, "class": asset.asset_class, "kind": asset.kind, "snapshot_id": summary.snapshot_id,
@@ -409,7 +411,8 @@ def drill_one(asset: Asset, spec: RepositorySpec, settings: Settings) -> DrillRe
     if isinstance(asset, PathAsset | S3Asset):  # an s3 snapshot is the mirror directory: compared like a path
         scratch = settings.backup.scratch_dir or settings.home / "backup-scratch"
         scratch.mkdir(parents=True, exist_ok=True)
-        return drill_path(repo, asset, snap, scratch, record.get("total_files"), record.get("total_bytes"))
+        return drill_path(repo, asset, snap, scratch, record.get("total_files"), record.get("total_bytes"),
+                          live=not (isinstance(asset, PathAsset) and asset.host))
     if isinstance(asset, PostgresAsset):
         counts = record.get("row_counts") or {}
         with scratch_database(asset, settings) as url:

@@ -75,8 +75,10 @@ def _detail(mismatches: list[str], restore_s: float, rto: timedelta, body: str) 
     return _one_line(f"{head}{body}; {timing}")
 
 
-def _compare_tree(restored_root: Path, sources: tuple[str, ...]) -> tuple[int, int, list[str], int, int]:
-    """Regular files and bytes restored; mismatches against the live source; files compared; files changed since."""
+def _compare_tree(restored_root: Path, sources: tuple[str, ...],
+                  live: bool = True) -> tuple[int, int, list[str], int, int]:
+    """Regular files and bytes restored; mismatches against the live source (when it is on this machine: ``live``);
+    files compared; files changed since."""
     files = size = compared = changed = 0
     mismatches: list[str] = []
     for source in sources:
@@ -89,28 +91,31 @@ def _compare_tree(restored_root: Path, sources: tuple[str, ...]) -> tuple[int, i
                 st = restored.stat()
                 files += 1
                 size += st.st_size
-                live = Path("/") / restored.relative_to(restored_root)
+                if not live:
+                    continue
+                source_file = Path("/") / restored.relative_to(restored_root)
                 try:
-                    live_st = live.stat()
-                    if live.is_symlink() or (live_st.st_size, int(live_st.st_mtime)) != (st.st_size,
-                                                                                        int(st.st_mtime)):
+                    live_st = source_file.stat()
+                    if source_file.is_symlink() or (live_st.st_size, int(live_st.st_mtime)) != (st.st_size,
+                                                                                               int(st.st_mtime)):
                         changed += 1
                         continue
-                    same = _sha256(live) == _sha256(restored)
+                    same = _sha256(source_file) == _sha256(restored)
                 except OSError:
-                    continue  # not readable here (another host's data, removed since): nothing to compare with
+                    continue  # not readable here (removed since): nothing to compare with
                 compared += 1
                 if not same:
-                    mismatches.append(f"{live}: restored bytes differ from the live file (unchanged since the "
-                                      "backup)")
+                    mismatches.append(f"{source_file}: restored bytes differ from the live file (unchanged since "
+                                      "the backup)")
     return files, size, mismatches, compared, changed
 
 
 def drill_path(repo: Repository, asset: PathAsset | S3Asset, snapshot: str | Snapshot, scratch_dir: str | Path,
                expected_files: int | None = None, expected_bytes: int | None = None,
-               now: datetime | None = None, keep: bool = False) -> DrillResult:
+               now: datetime | None = None, keep: bool = False, live: bool = True) -> DrillResult:
     """Restore a path snapshot under ``scratch_dir`` and compare file count, bytes (the backup's record, else the
-    snapshot's summary) and per-file sha256 with the live source; the restore is removed afterwards unless ``keep``."""
+    snapshot's summary) and, where the source is on this machine (``live``), per-file sha256 with it; the restore is
+    removed afterwards unless ``keep``."""
     started = now or datetime.now(UTC)
     clock = time.monotonic()
     snap_id = snapshot.id if isinstance(snapshot, Snapshot) else snapshot
@@ -128,7 +133,7 @@ def drill_path(repo: Repository, asset: PathAsset | S3Asset, snapshot: str | Sna
             mismatches = [f"snapshot {snap.short_id} is not tagged {asset.tag}"]
             files = size = compared = changed = 0
         else:
-            files, size, mismatches, compared, changed = _compare_tree(target, snap.paths)
+            files, size, mismatches, compared, changed = _compare_tree(target, snap.paths, live)
         summary = snap.summary or {}
         expected_files = expected_files if expected_files is not None else summary.get("total_files_processed")
         expected_bytes = expected_bytes if expected_bytes is not None else summary.get("total_bytes_processed")
@@ -141,8 +146,9 @@ def drill_path(repo: Repository, asset: PathAsset | S3Asset, snapshot: str | Sna
             shutil.rmtree(target, ignore_errors=True)
     recorded = "vs the backup's record" if expected_files is not None or expected_bytes is not None else \
         "(no record to compare counts with)"
-    body = (f"{files} files, {size} bytes restored {recorded}; {compared} compared with the live source by sha256, "
-            f"{changed} changed since the backup")
+    against = (f"{compared} compared with the live source by sha256, {changed} changed since the backup" if live
+               else f"the live source is on host {snap.hostname}, not compared here")
+    body = f"{files} files, {size} bytes restored {recorded}; {against}"
     return DrillResult(asset.name, asset.kind, snap.id, started, restore_s, asset.rto, tuple(mismatches),
                        _detail(mismatches, restore_s, asset.rto, body))
 

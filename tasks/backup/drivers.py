@@ -1,7 +1,8 @@
 """One backup of one asset, by its kind: ``path`` (local directories and git repositories, ``restic backup``),
 ``postgres`` (``pg_dump -Fc`` into ``restic backup --stdin``) and ``s3`` (the bucket prefix mirrored into a local
-directory, then ``restic backup`` of that directory). The other kinds have no driver yet and fail with one line saying
-so; a path asset on another host does too (restic would have to run there, over SSH)."""
+directory, then ``restic backup`` of that directory). A path asset on an inventory host is backed up by restic on
+that host, started over SSH (the repository must be reachable from there). The other kinds have no driver yet and fail
+with one line saying so."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from pathlib import Path
 from tasks.backup.postgres import backup_database
 from tasks.backup.records import BackupRun
 from tasks.backup.registry import Asset, PathAsset, PostgresAsset, S3Asset
-from tasks.backup.restic import BackupSummary, Repository
+from tasks.backup.restic import BackupSummary, Repository, ResticError
 from tasks.backup.s3mirror import mirror_prefix
+from tasks.inventory.model import Inventory
+from tasks.inventory.ssh import ssh_argv
 from tasks.storage.s3 import ObjectStore, S3Config
 
 
@@ -81,23 +84,37 @@ def mirror_dir(asset: S3Asset, mirror_root: Path) -> Path:
 
 def supported(asset: Asset) -> str | None:
     """None when the asset can be backed up here, else the one-line reason why not."""
-    if isinstance(asset, PathAsset):
-        return (f"asset {asset.name}: path assets on another host ({asset.host}) are not supported yet "
-                "(restic would run there over SSH)") if asset.host else None
-    if isinstance(asset, PostgresAsset | S3Asset):
+    if isinstance(asset, PathAsset | PostgresAsset | S3Asset):
         return None
     return f"asset {asset.name}: kind {asset.kind} is not supported yet"
 
 
-def backup_asset(asset: Asset, repo: Repository, mirror_root: Path | None = None) -> BackupResult:
+def remote_via(asset: PathAsset, inventory: Inventory | None) -> list[str] | None:
+    """The ssh command line to the asset's host, or None for an asset where the flow runs."""
+    if not asset.host:
+        return None
+    if inventory is None:
+        raise ValueError(f"asset {asset.name}: host {asset.host} needs the inventory (compliance.inventory, "
+                         "ASTROLAB_COMPLIANCE_INVENTORY) to be reached over SSH")
+    return ssh_argv(inventory, inventory.host(asset.host))
+
+
+def backup_asset(asset: Asset, repo: Repository, mirror_root: Path | None = None,
+                 inventory: Inventory | None = None) -> BackupResult:
     """Back up one asset into its repository (snapshots tagged ``asset=<name>``); a failure raises with one line.
-    S3 assets are mirrored under ``mirror_root`` first."""
+    S3 assets are mirrored under ``mirror_root`` first; a path asset on an inventory host is backed up there."""
     reason = supported(asset)
     if reason:
         raise UnsupportedAsset(reason)
     started = datetime.now(UTC)
     if isinstance(asset, PathAsset):
-        summary = repo.backup_path(asset.paths, tags=[asset.tag], excludes=asset.excludes)
+        via = remote_via(asset, inventory)
+        try:
+            summary = repo.backup_path(asset.paths, tags=[asset.tag], excludes=asset.excludes, via=via)
+        except ResticError as exc:
+            if via:  # the inventory's hosts may share an address: name the host
+                raise type(exc)(exc.kind, f"host {asset.host}: {exc}", exc.snapshot_id) from None
+            raise
         return BackupResult(asset, summary, started, datetime.now(UTC))
     if isinstance(asset, S3Asset):
         if mirror_root is None:

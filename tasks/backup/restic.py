@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -319,16 +320,43 @@ class Repository:
         options = ["-o", "s3.bucket-lookup=path"] if self.is_s3 else []
         return [exe, *options, *args]
 
+    def _remote(self, via: Sequence[str], args: Sequence[str]) -> tuple[list[str], bytes]:
+        """The command line and stdin that run restic on another host through ``via`` (an ssh command line ending
+        with ``--``): the password and the backend's keys travel on stdin, one NAME=value per line, never on a
+        command line or in a file there."""
+        env = {**self._env.value, "RESTIC_PASSWORD": self.__password.value, "RESTIC_REPOSITORY": self.url, "TZ": "UTC"}
+        if any("\n" in value for value in env.values()):
+            raise ResticError("failed", f"restic {args[0]} {self.url}: a password or key holds a line break; it "
+                                        "cannot be sent to another host")
+        options = ["-o", "s3.bucket-lookup=path"] if self.is_s3 else []
+        missing = '{ echo "restic-not-installed" >&2; exit 127; }'
+        script = ('while IFS= read -r kv && [ -n "$kv" ]; do export "$kv"; done; '
+                  f"command -v {shlex.quote(self.binary)} >/dev/null || {missing}; "
+                  f"exec {shlex.join([self.binary, *options, *args])}")
+        stdin = "".join(f"{name}={value}\n" for name, value in env.items()) + "\n"
+        return [*via, script], stdin.encode()
+
+    def _remote_error(self, via: Sequence[str], args: Sequence[str], returncode: int, stderr: str) -> ResticError:
+        """ssh's own failures (exit code 255) and a host without restic, named by the host."""
+        where = via[-2] if len(via) >= 2 else "the host"
+        if "restic-not-installed" in stderr:
+            return ResticError("not-installed", f"restic {args[0]} {self.url}: {self.binary} is not installed on "
+                                                f"{where} (the backup_client role installs it)")
+        detail = self._scrub(last_line(stderr)) or f"exit code {returncode}"
+        return ResticUnavailable("unreachable", f"restic {args[0]} {self.url}: ssh to {where} failed ({detail})")
+
     def _run(self, args: Sequence[str], ok: Callable[[int], bool] = lambda rc: rc == 0,
-             input_: bytes | None = None) -> subprocess.CompletedProcess[str]:
-        """Run restic; retries while locked (up to ``lock_wait``); a failure is a ResticError."""
+             input_: bytes | None = None, via: Sequence[str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run restic (on another host when ``via`` is an ssh command line); retries while locked (up to
+        ``lock_wait``); a failure is a ResticError."""
         deadline = time.monotonic() + self.lock_wait
         delay = 0.5
         while True:
             with self._environment() as env:
+                argv, stdin = self._remote(via, args) if via else (self._argv(args), input_)
                 try:
-                    proc = subprocess.run(self._argv(args), env=env, capture_output=True, timeout=self.timeout,
-                                          check=False, input=input_)
+                    proc = subprocess.run(argv, env=env, capture_output=True, timeout=self.timeout,
+                                          check=False, input=stdin)
                 except subprocess.TimeoutExpired:
                     raise ResticError("timeout", f"restic {args[0]} {self.url}: no answer within {self.timeout}s")\
                         from None
@@ -336,6 +364,8 @@ class Repository:
                                               proc.stderr.decode(errors="replace"))
             if ok(out.returncode):
                 return out
+            if via and (out.returncode == 255 or "restic-not-installed" in out.stderr):
+                raise self._remote_error(via, args, out.returncode, out.stderr)
             error = self._error(args[0], out.returncode, out.stderr)
             if error.kind != "locked" or time.monotonic() + delay > deadline:
                 raise error
@@ -413,15 +443,17 @@ class Repository:
 
     def backup_path(self, paths: Sequence[str | Path], tags: Sequence[str] = (), host: str | None = None,
                     excludes: Sequence[str] = (), at: datetime | None = None,
-                    allow_partial: bool = False) -> BackupSummary:
-        """``restic backup`` of the paths. Unreadable source files (exit code 3) leave an incomplete snapshot: an
-        error (kind ``partial``, with its ``snapshot_id``) unless ``allow_partial``."""
-        missing = [str(p) for p in paths if not Path(p).exists()]
+                    allow_partial: bool = False, via: Sequence[str] | None = None) -> BackupSummary:
+        """``restic backup`` of the paths, here or (``via`` an ssh command line) on the host that holds them.
+        Unreadable source files (exit code 3) leave an incomplete snapshot: an error (kind ``partial``, with its
+        ``snapshot_id``) unless ``allow_partial``."""
+        missing = [] if via else [str(p) for p in paths if not Path(p).exists()]
         if missing:
             raise ResticError("source-missing", f"restic backup {self.url}: no such source path {missing[0]}")
         args = ["backup", "--json", *self._backup_options(tags, host, at),
-                *[arg for ex in excludes for arg in ("--exclude", ex)], *[str(Path(p).absolute()) for p in paths]]
-        out = self._run(args, ok=lambda rc: rc in (0, EXIT_PARTIAL))
+                *[arg for ex in excludes for arg in ("--exclude", ex)],
+                *[str(p) if via else str(Path(p).absolute()) for p in paths]]
+        out = self._run(args, ok=lambda rc: rc in (0, EXIT_PARTIAL), via=via)
         summary = self._summary(out.stdout, out.returncode, out.stderr)
         if out.returncode == EXIT_PARTIAL and not allow_partial:
             raise ResticError("partial", f"restic backup {self.url}: snapshot {summary.snapshot_id[:8]} is "

@@ -27,12 +27,13 @@ def test_a_path_asset_is_backed_up_under_its_tag_and_recorded(repo, source, dige
     assert record.bytes_added == result.summary.bytes_added > 0 and record.duration_s >= 0
 
 
-def test_kinds_and_hosts_without_a_driver_are_one_line(repo, source):
+def test_kinds_without_a_driver_and_hosts_without_an_inventory_are_one_line(repo, source):
     reg = registry(source)
     assert supported(reg.asset("docs")) is None
     with pytest.raises(UnsupportedAsset, match="^asset vm: kind proxmox-vm is not supported yet$"):
         backup_asset(reg.asset("vm"), repo)
     remote = registry(source, host="nfs1").asset("docs")
-    assert supported(remote) == ("asset docs: path assets on another host (nfs1) are not supported yet (restic "
-                                 "would run there over SSH)")
+    assert supported(remote) is None  # restic runs there over SSH, given the inventory
+    with pytest.raises(ValueError, match="^asset docs: host nfs1 needs the inventory"):
+        backup_asset(remote, repo)
     assert repo.snapshots() == []
