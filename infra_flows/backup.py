@@ -47,6 +47,7 @@ from tasks.backup.registry import (
     PostgresAsset,
     Registry,
     RepositorySpec,
+    Rke2EtcdAsset,
     S3Asset,
     format_duration,
     registry_of,
@@ -408,11 +409,11 @@ def drill_one(asset: Asset, spec: RepositorySpec, settings: Settings) -> DrillRe
     snap = max(snapshots, key=lambda s: s.time)
     with build_catalog(settings, read_only=True) as catalog:
         record = backup_of_snapshot(catalog, asset.name, snap.id) or {}
-    if isinstance(asset, PathAsset | S3Asset):  # an s3 snapshot is the mirror directory: compared like a path
+    if isinstance(asset, PathAsset | S3Asset | Rke2EtcdAsset):  # s3: the mirror directory; etcd: snapshot + token
         scratch = settings.backup.scratch_dir or settings.home / "backup-scratch"
         scratch.mkdir(parents=True, exist_ok=True)
         return drill_path(repo, asset, snap, scratch, record.get("total_files"), record.get("total_bytes"),
-                          live=not (isinstance(asset, PathAsset) and asset.host))
+                          live=isinstance(asset, S3Asset) or (isinstance(asset, PathAsset) and not asset.host))
     if isinstance(asset, PostgresAsset):
         counts = record.get("row_counts") or {}
         with scratch_database(asset, settings) as url:
@@ -442,7 +443,8 @@ def restore_drill(assets_file: str | None = None, asset: str | None = None, seed
     else:
         candidates = [a for a in registry.select() if supported(a) is None]
         if not candidates:
-            raise ValueError("restore-drill: no enabled asset of a kind that can be drilled (path, postgres, s3)")
+            raise ValueError("restore-drill: no enabled asset of a kind that can be drilled "
+                             "(path, postgres, s3, rke2-etcd)")
         with build_catalog(settings, read_only=True) as catalog:
             drills = latest_drills(catalog)
         chosen = sample_asset(candidates, drills, random.Random(seed))

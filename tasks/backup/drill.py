@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from tasks.backup.postgres import PostgresBackupError, compare_row_counts, restore_database
-from tasks.backup.registry import PathAsset, PostgresAsset, S3Asset
+from tasks.backup.registry import PathAsset, PostgresAsset, Rke2EtcdAsset, S3Asset
 from tasks.backup.restic import CHUNK, Repository, ResticError, Snapshot
 
 DrillOutcome = Literal["passed", "failed"]
@@ -83,7 +83,8 @@ def _compare_tree(restored_root: Path, sources: tuple[str, ...],
     mismatches: list[str] = []
     for source in sources:
         base = restored_root / source.lstrip("/")
-        for dirpath, _dirs, names in os.walk(base):
+        walked = [(str(base.parent), [], [base.name])] if base.is_file() else os.walk(base)  # a source may be a file
+        for dirpath, _dirs, names in walked:
             for name in names:
                 restored = Path(dirpath) / name
                 if restored.is_symlink() or not restored.is_file():
@@ -110,8 +111,8 @@ def _compare_tree(restored_root: Path, sources: tuple[str, ...],
     return files, size, mismatches, compared, changed
 
 
-def drill_path(repo: Repository, asset: PathAsset | S3Asset, snapshot: str | Snapshot, scratch_dir: str | Path,
-               expected_files: int | None = None, expected_bytes: int | None = None,
+def drill_path(repo: Repository, asset: PathAsset | S3Asset | Rke2EtcdAsset, snapshot: str | Snapshot,
+               scratch_dir: str | Path, expected_files: int | None = None, expected_bytes: int | None = None,
                now: datetime | None = None, keep: bool = False, live: bool = True) -> DrillResult:
     """Restore a path snapshot under ``scratch_dir`` and compare file count, bytes (the backup's record, else the
     snapshot's summary) and, where the source is on this machine (``live``), per-file sha256 with it; the restore is

@@ -1,8 +1,9 @@
 """One backup of one asset, by its kind: ``path`` (local directories and git repositories, ``restic backup``),
 ``postgres`` (``pg_dump -Fc`` into ``restic backup --stdin``) and ``s3`` (the bucket prefix mirrored into a local
-directory, then ``restic backup`` of that directory). A path asset on an inventory host is backed up by restic on
-that host, started over SSH (the repository must be reachable from there). The other kinds have no driver yet and fail
-with one line saying so."""
+directory, then ``restic backup`` of that directory) and ``rke2-etcd`` (``rke2 etcd-snapshot save`` on the server
+node, then that snapshot and the server token backed up there). A path asset on an inventory host, and an etcd
+snapshot, are backed up by restic on that host, started over SSH (the repository must be reachable from there). The
+other kinds have no driver yet and fail with one line saying so."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tasks.backup.etcd import save_snapshot, snapshot_name
 from tasks.backup.postgres import backup_database
 from tasks.backup.records import BackupRun
-from tasks.backup.registry import Asset, PathAsset, PostgresAsset, S3Asset
+from tasks.backup.registry import Asset, PathAsset, PostgresAsset, Rke2EtcdAsset, S3Asset
 from tasks.backup.restic import BackupSummary, Repository, ResticError
 from tasks.backup.s3mirror import mirror_prefix
 from tasks.inventory.model import Inventory
@@ -84,12 +86,12 @@ def mirror_dir(asset: S3Asset, mirror_root: Path) -> Path:
 
 def supported(asset: Asset) -> str | None:
     """None when the asset can be backed up here, else the one-line reason why not."""
-    if isinstance(asset, PathAsset | PostgresAsset | S3Asset):
+    if isinstance(asset, PathAsset | PostgresAsset | S3Asset | Rke2EtcdAsset):
         return None
     return f"asset {asset.name}: kind {asset.kind} is not supported yet"
 
 
-def remote_via(asset: PathAsset, inventory: Inventory | None) -> list[str] | None:
+def remote_via(asset: PathAsset | Rke2EtcdAsset, inventory: Inventory | None) -> list[str] | None:
     """The ssh command line to the asset's host, or None for an asset where the flow runs."""
     if not asset.host:
         return None
@@ -107,10 +109,15 @@ def backup_asset(asset: Asset, repo: Repository, mirror_root: Path | None = None
     if reason:
         raise UnsupportedAsset(reason)
     started = datetime.now(UTC)
-    if isinstance(asset, PathAsset):
+    if isinstance(asset, PathAsset | Rke2EtcdAsset):
         via = remote_via(asset, inventory)
         try:
-            summary = repo.backup_path(asset.paths, tags=[asset.tag], excludes=asset.excludes, via=via)
+            if isinstance(asset, PathAsset):
+                summary = repo.backup_path(asset.paths, tags=[asset.tag], excludes=asset.excludes, via=via)
+            else:
+                assert via is not None  # an rke2-etcd asset always names its host
+                snapshot = save_snapshot(via, asset.host, snapshot_name(asset.name, started), asset.snapshot_dir)
+                summary = repo.backup_path([snapshot, asset.token_path], tags=[asset.tag], via=via)
         except ResticError as exc:
             if via:  # the inventory's hosts may share an address: name the host
                 raise type(exc)(exc.kind, f"host {asset.host}: {exc}", exc.snapshot_id) from None

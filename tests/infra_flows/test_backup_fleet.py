@@ -1,6 +1,7 @@
-"""A path asset on an inventory host (the SSH test fleet): restic runs on that host, started over SSH with the
-password on stdin, into an S3 repository both sides reach; the drill restores it here. A host without restic, and a
-host that cannot be reached, fail with one line naming the host."""
+"""Assets on inventory hosts (the SSH test fleet): restic runs on that host, started over SSH with the password on
+stdin, into an S3 repository both sides reach; the drill restores here. A path asset, and an RKE2 etcd snapshot taken
+there first (``rke2 etcd-snapshot save``, by a stand-in for RKE2's CLI, which needs a running etcd). A host without
+restic or rke2, and a host that cannot be reached, fail with one line naming the host."""
 
 import os
 import secrets
@@ -16,52 +17,86 @@ from tasks.backup.restic import Repository
 from tasks.inventory.model import Host, Inventory
 from tasks.inventory.ssh import ssh_argv
 
+# What `rke2 etcd-snapshot save --name N --dir D` leaves behind: D/N-<node name>-<unix time> (RKE2 docs,
+# datastore/backup_restore); the content stands in for etcd's.
+FAKE_RKE2 = """#!/bin/sh
+[ "$1 $2" = "etcd-snapshot save" ] || { echo "fake rke2: only etcd-snapshot save" >&2; exit 1; }
+shift 2
+while [ $# -gt 0 ]; do case $1 in --name) name=$2; shift 2;; --dir) dir=$2; shift 2;; *) shift;; esac; done
+mkdir -p "$dir" && head -c 20000 /dev/urandom > "$dir/$name-$(hostname)-$(date +%s)"
+echo "Saving etcd snapshot to $dir/$name" >&2
+"""
+
 
 def on_host(fleet: Inventory, host: Host, script: str, stdin: bytes = b"") -> str:
     out = subprocess.run([*ssh_argv(fleet, host), script], input=stdin, capture_output=True, timeout=120, check=True)
     return out.stdout.decode()
 
 
+def put_file(fleet: Inventory, host: Host, path: str, data: bytes) -> None:
+    on_host(fleet, host, f"cat > {path} && chmod 0755 {path}", data)
+
+
+class FleetBackup:
+    """A scratch directory on the last fleet host, an S3 repository, and registries written per test; the settings
+    reach the fleet through an inventory where that host is an RKE2 server."""
+
+    def __init__(self, fleet: Inventory, s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.fleet, self.tmp_path = fleet, tmp_path
+        self.host = fleet.hosts[-1]
+        self.where = f"/srv/astrolab-t-{secrets.token_hex(6)}"
+        password = secrets.token_urlsafe(16)
+        keys = {"AWS_ACCESS_KEY_ID": "astrolab-test", "AWS_SECRET_ACCESS_KEY": "astrolab-test-secret"}
+        inventory = yaml.safe_load(Path(os.environ["ASTROLAB_TEST_FLEET"]).read_text())
+        inventory["nodes"][-1]["roles"] = ["rke2-server"]
+        self.inventory = tmp_path / "fleet.yaml"
+        self.inventory.write_text(yaml.safe_dump(inventory))
+        for name, value in {**keys, "RESTIC_PASSWORD": password, "ASTROLAB_HOME": str(tmp_path / "home"),
+                            "ASTROLAB_COMPLIANCE_INVENTORY": str(self.inventory)}.items():
+            monkeypatch.setenv(name, value)
+        self.url = f"s3:{s3_endpoint}/restic-{secrets.token_hex(6)}/fleet"
+        self.repo = Repository(self.url, password, keys, cache_dir=tmp_path / "cache")
+        self.repo.init()
+        on_host(fleet, self.host, f"mkdir -p {self.where}")
+
+    def registry(self, asset: dict) -> str:
+        path = self.tmp_path / "assets.yaml"
+        path.write_text(yaml.safe_dump({"repositories": [{"name": "minio", "url": self.url}],
+                                        "assets": [{"repository": "minio", "host": self.host.name, **asset}]}))
+        return str(path)
+
+    def install_restic(self) -> None:
+        """What the backup_client role does on a real host (here: this machine's restic binary)."""
+        put_file(self.fleet, self.host, "/usr/local/bin/restic", Path(shutil.which("restic") or "").read_bytes())
+
+    def cleanup(self) -> None:
+        on_host(self.fleet, self.host,
+                f"rm -rf {self.where} /usr/local/bin/restic /usr/local/bin/rke2 /root/.cache/restic")
+
+
 @pytest.fixture
-def remote_docs(fleet, s3_endpoint, tmp_path, monkeypatch):
-    """A directory of small files on the last fleet host, a registry backing it up into a fresh S3 repository, and
-    the settings that reach the fleet; the directory and restic are removed from the host afterwards."""
-    host = fleet.hosts[-1]
-    where = f"/srv/astrolab-t-{secrets.token_hex(6)}"
-    on_host(fleet, host, f"mkdir -p {where}/docs/sub && printf 'alpha\\n' > {where}/docs/a.txt && "
-                         f"head -c 5000 /dev/urandom > {where}/docs/sub/b.bin")
-    password = secrets.token_urlsafe(16)
-    keys = {"AWS_ACCESS_KEY_ID": "astrolab-test", "AWS_SECRET_ACCESS_KEY": "astrolab-test-secret"}
-    for name, value in {**keys, "RESTIC_PASSWORD": password, "ASTROLAB_HOME": str(tmp_path / "home"),
-                        "ASTROLAB_COMPLIANCE_INVENTORY": os.environ["ASTROLAB_TEST_FLEET"]
-                        }.items():
-        monkeypatch.setenv(name, value)
-    url = f"s3:{s3_endpoint}/restic-{secrets.token_hex(6)}/fleet"
-    Repository(url, password, keys, cache_dir=tmp_path / "cache").init()
-    registry = tmp_path / "assets.yaml"
-    registry.write_text(yaml.safe_dump({
-        "repositories": [{"name": "minio", "url": url}],
-        "assets": [{"name": "fleet-docs", "class": "documentation", "kind": "path", "host": host.name,
-                    "paths": [f"{where}/docs"], "repository": "minio"}]}))
-    yield host, where, str(registry), Repository(url, password, keys, cache_dir=tmp_path / "cache")
-    on_host(fleet, host, f"rm -rf {where} /usr/local/bin/restic /root/.cache/restic")
+def lab(fleet, s3_endpoint, tmp_path, monkeypatch):
+    lab = FleetBackup(fleet, s3_endpoint, tmp_path, monkeypatch)
+    yield lab
+    lab.cleanup()
 
 
-def test_a_path_on_a_fleet_host_is_backed_up_there_and_drilled_here(fleet, remote_docs):
-    host, where, registry, repo = remote_docs
+def test_a_path_on_a_fleet_host_is_backed_up_there_and_drilled_here(fleet, lab):
+    on_host(fleet, lab.host, f"mkdir -p {lab.where}/docs/sub && printf 'alpha\\n' > {lab.where}/docs/a.txt && "
+                             f"head -c 5000 /dev/urandom > {lab.where}/docs/sub/b.bin")
+    registry = lab.registry({"name": "fleet-docs", "class": "documentation", "kind": "path",
+                             "paths": [f"{lab.where}/docs"]})
     state = backup(assets_file=registry, asset="fleet-docs", return_state=True)
     assert state.is_failed()
-    assert f"host {host.name}: restic backup" in state.message
+    assert f"host {lab.host.name}: restic backup" in state.message
     assert "restic is not installed on root@127.0.0.1 (the backup_client role installs it)" in state.message
 
-    # what the backup_client role does on a real host: put restic on it (here the same binary as this machine's)
-    restic = Path(shutil.which("restic") or "/usr/bin/restic").read_bytes()
-    on_host(fleet, host, "cat > /usr/local/bin/restic && chmod 0755 /usr/local/bin/restic", restic)
+    lab.install_restic()
     result = backup(assets_file=registry, asset="fleet-docs")
-    (snap,) = repo.snapshots(tags=["asset=fleet-docs"])
+    (snap,) = lab.repo.snapshots(tags=["asset=fleet-docs"])
     assert snap.id.startswith(result["snapshots"]["fleet-docs"])
-    assert snap.paths == (f"{where}/docs",) and snap.hostname == on_host(fleet, host, "hostname").strip()
-    assert not Path(where).exists()  # the data was read on the host, not here
+    assert snap.paths == (f"{lab.where}/docs",) and snap.hostname == on_host(fleet, lab.host, "hostname").strip()
+    assert not Path(lab.where).exists()  # the data was read on the host, not here
 
     drill = restore_drill(assets_file=registry, asset="fleet-docs")
     assert drill["result"] == "passed" and drill["snapshot_id"] == snap.id
@@ -69,15 +104,40 @@ def test_a_path_on_a_fleet_host_is_backed_up_there_and_drilled_here(fleet, remot
                                       f"host {snap.hostname}, not compared here")
 
 
-def test_an_unreachable_host_fails_naming_it(fleet, remote_docs, tmp_path, monkeypatch):
-    host, _where, registry, _repo = remote_docs
-    inventory = yaml.safe_load(Path(os.environ["ASTROLAB_TEST_FLEET"]).read_text())
+def test_an_etcd_snapshot_and_the_server_token_are_backed_up_on_the_server(fleet, lab):
+    token = f"K10{secrets.token_hex(16)}::server:{secrets.token_hex(8)}"
+    on_host(fleet, lab.host, f"mkdir -p {lab.where}/server && cat > {lab.where}/server/token", token.encode())
+    registry = lab.registry({"name": "etcd", "class": "infrastructure", "kind": "rke2-etcd",
+                             "snapshot_dir": f"{lab.where}/snapshots", "token_path": f"{lab.where}/server/token"})
+    lab.install_restic()
+    state = backup(assets_file=registry, asset="etcd", return_state=True)
+    assert state.is_failed()
+    assert f"etcd: host {lab.host.name}: rke2 etcd-snapshot save failed (rke2 is not installed)" in state.message
+
+    put_file(fleet, lab.host, "/usr/local/bin/rke2", FAKE_RKE2.encode())
+    backup(assets_file=registry, asset="etcd")
+    (snap,) = lab.repo.snapshots(tags=["asset=etcd"])
+    (snapshot_file,) = [p for p in snap.paths if "/snapshots/" in p]
+    assert sorted(snap.paths) == sorted([snapshot_file, f"{lab.where}/server/token"])
+    assert snapshot_file.startswith(f"{lab.where}/snapshots/astrolab-etcd-") and \
+        snapshot_file.endswith(f"Z-{snap.hostname}-" + snapshot_file.rsplit("-", 1)[1])
+    assert on_host(fleet, lab.host, f"ls {lab.where}/snapshots").split() == [snapshot_file.rsplit("/", 1)[1]]
+
+    drill = restore_drill(assets_file=registry, asset="etcd")
+    assert drill["result"] == "passed"
+    assert drill["detail"].startswith(f"2 files, {20000 + len(token)} bytes restored vs the backup's record")
+    assert token not in str(drill) + state.message
+
+
+def test_an_unreachable_host_fails_naming_it(lab, tmp_path, monkeypatch):
+    inventory = yaml.safe_load(lab.inventory.read_text())
     for node in inventory["nodes"]:
         node["ssh"]["port"] = 1  # nothing listens there
     moved = tmp_path / "unreachable.yaml"
     moved.write_text(yaml.safe_dump(inventory))
     monkeypatch.setenv("ASTROLAB_COMPLIANCE_INVENTORY", str(moved))
+    registry = lab.registry({"name": "fleet-docs", "class": "documentation", "kind": "path", "paths": ["/etc"]})
     state = backup(assets_file=registry, asset="fleet-docs", return_state=True)
     assert state.is_failed()
-    assert f"host {host.name}: restic backup" in state.message and "ssh to root@127.0.0.1 failed (ssh: connect to " \
-        "host 127.0.0.1 port 1: Connection refused)" in state.message
+    assert f"host {lab.host.name}: restic backup" in state.message
+    assert "ssh to root@127.0.0.1 failed (ssh: connect to host 127.0.0.1 port 1: Connection refused)" in state.message

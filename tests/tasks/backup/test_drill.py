@@ -51,6 +51,20 @@ def test_a_path_drill_restores_and_matches_the_record_and_the_live_source(repo, 
     assert (target / str(source).lstrip("/") / "sub").is_dir()
 
 
+def test_a_drill_of_single_files_counts_and_compares_them(repo, tmp_path):
+    one, two = tmp_path / "etc" / "hosts", tmp_path / "etc" / "fstab"
+    one.parent.mkdir()
+    one.write_text("127.0.0.1 localhost\n")
+    two.write_bytes(b"x" * 300)
+    asset = _asset(paths=[str(one), str(two)])
+    summary = repo.backup_path([one, two], tags=[asset.tag])
+    drill = drill_path(repo, asset, summary.snapshot_id, tmp_path / "scratch", expected_files=2,
+                       expected_bytes=320, now=NOW)
+    assert drill.passed, drill.detail
+    assert drill.detail.startswith("2 files, 320 bytes restored vs the backup's record; 2 compared with the live "
+                                   "source by sha256, 0 changed since the backup")
+
+
 def test_a_record_that_does_not_match_fails_the_drill(repo, source, tmp_path):
     asset = _asset(paths=[str(source)])
     summary = repo.backup_path([source], tags=[asset.tag])
