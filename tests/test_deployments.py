@@ -201,7 +201,9 @@ def test_backups_from_prefect_deployment_run(prefect_env, tmp_path):
 
     import yaml
 
+    from tasks.backup.records import latest_drills, latest_verifications
     from tasks.backup.restic import Repository
+    from tasks.catalog.duckdb_store import DuckDBCatalog
     from tests.tasks.backup.conftest import make_tree
 
     deploy_all(prefect_env)
@@ -224,7 +226,14 @@ def test_backups_from_prefect_deployment_run(prefect_env, tmp_path):
         assert "Completed" in prefect(env, "deployment", "run", "rpo-check/every-15-min", "--watch",
                                       "--watch-timeout", "240")
         wait_for_run(env, "notify")  # notify/backup-rpo-breach, started by stale's rpo-breach event
+        for deployment in ("backup/scheduled", "backup-verify/nightly", "restore-drill/weekly", "prune/weekly"):
+            assert "Completed" in prefect(env, "deployment", "run", deployment, "--watch", "--watch-timeout", "240")
     finally:
         worker.terminate()
         worker.wait(timeout=30)
-    assert len(repo.snapshots(tags=["asset=docs"])) == 1
+    assert len(repo.snapshots(tags=["asset=docs"])) in (1, 2)  # backup/scheduled: due again if its cron fired since
+    assert len(repo.snapshots(tags=["asset=stale"])) == 2  # 3 h since its last backup: hourly schedule fired
+    with DuckDBCatalog(tmp_path / "home" / "catalog.duckdb", read_only=True) as catalog:
+        (verified,) = latest_verifications(catalog).values()
+        (drilled,) = latest_drills(catalog).values()
+    assert verified["ok"] and drilled["result"] == "passed"
