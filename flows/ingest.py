@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
     create_markdown_artifact,
     create_table_artifact,
 )
+from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
+from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 
 from astrolab import progress
@@ -25,8 +30,9 @@ from astrolab.retries import retrying
 from astrolab.settings import Settings, load_settings
 from flows.artifacts import publish_image, publish_link
 from tasks.ingest import report
-from tasks.ingest.pipeline import FileResult, PublishResult, ingest_file, publish, reconcile
+from tasks.ingest.pipeline import FileResult, PublishResult, publish, reconcile
 from tasks.ingest.products import PRODUCTS
+from tasks.ingest.sessions import SessionParts, close_sessions, ingest_in_session
 from tasks.ingest.sources import Discovery, SourceFile, discover_all
 
 
@@ -45,68 +51,94 @@ def discover_files(source: str, kinds: list[str] | None, settings: Settings) -> 
     return discover_all(source, set(kinds) if kinds else None, sources)
 
 
-def ingest_group(files: list[SourceFile], settings: Settings, run_id: str, docs_subdir: str | None = None,
-                 on_file: Callable[[FileResult], None] | None = None) -> tuple[list[FileResult], str | None]:
-    """Ingest files one after another with one catalog connection and one validator; build their Data Docs.
+def open_session_parts(settings: Settings, on_cluster: bool) -> Callable[[int], SessionParts]:
+    """How an ingest session opens its parts: in the flow's process one validator writes the Data Docs at the lake's
+    Data Docs root; on a Dask worker each session writes its own site below ``workers/`` (joined by one index)."""
 
-    Returns the results and the Data Docs index's path relative to the lake's Data Docs directory. This runs in
-    the flow's process, or on a Dask worker for a share of the files.
-    """
-    lake = build_lake(settings)
-    validator = build_validator(settings, lake, docs_subdir)
-    sources = build_source_store(settings) if any(src.url for src in files) else None
-    results = []
-    with build_catalog(settings) as catalog:
-        for src in files:
-            progress.start_file(src.path.name)
-            result = ingest_file(src, lake, catalog, validator, settings.ingest.chunk_rows, run_id,
-                                 progress=progress.advance, sources=sources,
-                                 work_dir=settings.lake_work_dir / "decompress")
-            results.append(result)
-            if on_file:
-                on_file(result)
-    docs = validator.build_data_docs()
-    if docs is None:
-        return results, None
-    lake.save_dir(docs.parent)
-    return results, docs.relative_to(lake.data_docs_dir()).as_posix()
+    def open_parts(number: int) -> SessionParts:
+        lake = build_lake(settings)
+        subdir = f"workers/{socket.gethostname()}-{os.getpid()}-{number}" if on_cluster else None
+        return SessionParts(lake=lake, validator=build_validator(settings, lake, subdir),
+                            catalog=build_catalog(settings), sources=build_source_store(settings),
+                            work_dir=settings.lake_work_dir / "decompress", chunk_rows=settings.ingest.chunk_rows)
+
+    return open_parts
 
 
-@task(name="ingest-files", **retrying(2))
-def ingest_files(files: list[SourceFile], settings: Settings, run_id: str) -> list[FileResult]:
-    """Ingest each file (hash, read, validate, enrich, stage, load); bad files are quarantined, others go on.
+def ingest_here(src: SourceFile, settings: Settings, run_id: str, on_cluster: bool) -> FileResult:
+    """Ingest one file with this thread's session (in the flow's process, or on a Dask worker)."""
+    progress.start_file(src.path.name)
+    return ingest_in_session(src, run_id, open_session_parts(settings, on_cluster), progress.advance)
 
-    With a PostgreSQL catalog (or ``ingest.on_cluster``) the files are shared out over the Dask cluster's worker
-    threads, each loading through its own connection (concurrent loads are locked per file in the catalog), and
-    the workers' Data Docs are joined under one index. A lost catalog connection (a database restart) fails the
-    task and Prefect retries it: files loaded before are skipped by their lineage, an interrupted one was rolled
-    back and is loaded again.
-    """
+
+@task(name="ingest-file", cache_policy=NO_CACHE, **retrying(2))
+def ingest_one(src: SourceFile, settings: Settings, run_id: str, on_cluster: bool) -> FileResult:
+    """Ingest one file (hash, read, validate, enrich, stage, load), on the flow run's Dask cluster when
+    ``on_cluster``; a bad file is quarantined (the task completes and says why), a lost catalog connection fails the
+    task and Prefect retries it (an interrupted load was rolled back and is loaded again)."""
+    if on_cluster:
+        from distributed import default_client
+
+        result: FileResult = default_client().submit(ingest_here, src, settings, run_id, True, pure=False).result()
+    else:
+        result = ingest_here(src, settings, run_id, False)
     logger = get_run_logger()
+    if result.status == "quarantined":
+        logger.warning("quarantined %s: %s", result.path, result.error)
+    else:
+        logger.info("%s %s: %d rows", result.status, result.path, result.rows)
+    return result
 
-    def log(result: FileResult) -> None:
-        if result.status == "quarantined":
-            logger.warning("quarantined %s: %s", result.path, result.error)
-        else:
-            logger.info("%s %s: %d rows", result.status, result.path, result.rows)
 
+def _ingest_on_cluster(files: list[SourceFile], settings: Settings, run_id: str) -> tuple[list[FileResult],
+                                                                                              list[str]]:
+    """One ingest-file task run per file, as many in flight as the Dask cluster has threads; then each worker's
+    sessions are closed and their Data Docs sites returned."""
+    with dask_client(settings) as client:
+        window = max(1, sum(client.nthreads().values()))
+        futures: list[PrefectFuture[FileResult]] = []
+        try:
+            for src in files:
+                if len(futures) >= window:
+                    futures[len(futures) - window].wait()
+                futures.append(ingest_one.with_options(task_run_name=f"ingest-{src.path.name}").submit(
+                    src, settings, run_id, True))
+            results = [future.result() for future in futures]
+        finally:
+            for future in futures:
+                future.wait()
+            closed = client.run(close_sessions, run_id)
+    lake = build_lake(settings)
+    sites = [Path(index) for indexes in closed.values() for index in indexes]
+    for site in sites:
+        lake.save_dir(site.parent)
+    return results, [site.relative_to(lake.data_docs_dir()).as_posix() for site in sites]
+
+
+def ingest_files(files: list[SourceFile], settings: Settings, run_id: str) -> list[FileResult]:
+    """Ingest every file as its own task run (the UI shows each file's state, retries and quarantine reason).
+
+    With a PostgreSQL catalog (or ``ingest.on_cluster``) the files run on the Dask cluster's worker threads, each
+    thread loading through its own connection (concurrent loads are locked per file in the catalog), and the
+    workers' Data Docs are joined under one index; with DuckDB (one writer) they run one after another here.
+    """
     on_cluster = settings.ingest.on_cluster
     if on_cluster is None:
         on_cluster = settings.catalog_url.startswith(("postgresql://", "postgres://"))
-    if not on_cluster or len(files) < 2:
-        return ingest_group(files, settings, run_id, on_file=log)[0]
-    with dask_client(settings) as client:
-        slots = max(1, min(len(files), sum(client.nthreads().values())))
-        groups = [files[k::slots] for k in range(slots)]
-        futures = [client.submit(ingest_group, group, settings, run_id, f"workers/{k}", pure=False)
-                   for k, group in enumerate(groups)]
-        done = client.gather(futures)
-    results = [r for group_results, _ in done for r in group_results]
-    for result in results:
-        log(result)
+    if on_cluster and len(files) > 1:
+        results, sites = _ingest_on_cluster(files, settings, run_id)
+        lake = build_lake(settings)
+        index = report.join_data_docs(lake.data_docs_dir(), sites)
+        lake.save_dir(index.parent)
+        return results
+    try:
+        results = [ingest_one.with_options(task_run_name=f"ingest-{src.path.name}")(src, settings, run_id, False)
+                   for src in files]
+    finally:
+        indexes = close_sessions(run_id)
     lake = build_lake(settings)
-    index = report.join_data_docs(lake.data_docs_dir(), [docs for _, docs in done if docs])
-    lake.save_dir(index.parent)
+    for index in indexes:
+        lake.save_dir(index.parent)
     return results
 
 

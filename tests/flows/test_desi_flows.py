@@ -1,6 +1,7 @@
 """desi-sample then desi-ingest as Prefect flows on the embedded defaults, with their artifacts."""
 
 import json
+from pathlib import Path
 
 import lsdb
 import pytest
@@ -9,6 +10,24 @@ from prefect.artifacts import Artifact
 from flows.ingest import desi_ingest
 from flows.sample import desi_sample
 from tests.flows.test_artifacts import embedded_png
+
+
+def ingest_task_runs(flow_run_id) -> list[tuple[str, str]]:
+    """(name, state type) of a flow run's ingest-file task runs."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                                     task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="ingest-")))
+    return [(r.name, r.state_type.value) for r in runs if r.name.startswith("ingest-")]
+
+
+def again_files(root: Path) -> list[Path]:
+    """The sample's DESI files (what discover finds, less what no product recognises)."""
+    from tasks.ingest.sources import discover_all
+
+    return [f.path for f in discover_all(str(root), None, None).files]
 
 
 def test_sample_then_ingest_flows(tmp_path, monkeypatch):
@@ -45,8 +64,14 @@ def test_sample_then_ingest_flows(tmp_path, monkeypatch):
         [plot] = (lake / "reports" / "runs").glob(f"*/{name}")  # one run so far
         assert embedded_png(Artifact.get(key).data) == plot.read_bytes()
 
-    again = desi_ingest(str(tmp_path / "desi"))
+    again_state = desi_ingest(str(tmp_path / "desi"), return_state=True)
+    again = again_state.result()
     assert again["ingested"] == 0 and again["skipped"] == summary["ingested"] and again["published"] == {}
+    runs = ingest_task_runs(again_state.state_details.flow_run_id)  # one task run per file, named for it
+    files = again_files(tmp_path / "desi")
+    assert len(runs) == len(files) == summary["files"] and broken in files
+    assert sorted(name for name, _ in runs) == sorted(f"ingest-{p.name}" for p in files)
+    assert {state for _, state in runs} == {"COMPLETED"}  # a quarantined file is a completed task run saying why
 
 
 def test_catalog_password_from_a_prefect_secret_block(pg_database, monkeypatch):
@@ -73,13 +98,21 @@ def test_ingest_on_the_dask_cluster_with_postgresql(sample, pg_database, tmp_pat
     monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("ASTROLAB_CATALOG_URL", pg_database)
     monkeypatch.setenv("ASTROLAB_DASK_N_WORKERS", "2")
-    summary = desi_ingest(str(sample), kinds=["zpix", "fastspec"])
+    state = desi_ingest(str(sample), kinds=["zpix", "fastspec"], return_state=True)
+    summary = state.result()
     assert summary["quarantined"] == {} and summary["ingested"] == summary["files"] >= 4
+    runs = ingest_task_runs(state.state_details.flow_run_id)
+    assert len(runs) == summary["files"] and {state for _, state in runs} == {"COMPLETED"}
     with psycopg.connect(pg_database) as con:
         rows = con.execute("SELECT count(*) FROM redshifts").fetchone()[0]
         lineage = con.execute("SELECT count(*), count(DISTINCT file_hash) FROM ingest_lineage").fetchone()
+        lineage_paths = [r[0] for r in con.execute("SELECT path FROM ingest_lineage")]
     assert rows == 4000 and lineage == (summary["files"], summary["files"])
     docs = tmp_path / "home" / "lake" / "reports" / "data_docs"
     index = (docs / "index.html").read_text()
-    assert index.count("<li>") == 2 and all((docs / f"workers/{k}/index.html").exists() for k in (0, 1))
+    sites = sorted(p.parent.relative_to(docs).as_posix() for p in (docs / "workers").glob("*/index.html"))
+    assert sites and index.count("<li>") == len(sites) and all(f'href="{site}/index.html"' in index for site in sites)
+    validated = "".join((docs / site / "index.html").read_text() for site in sites)
+    for lineage_path in lineage_paths:  # every file's validation is in one worker's site
+        assert Path(lineage_path).name in validated
     assert desi_ingest(str(sample), kinds=["zpix", "fastspec"])["skipped"] == summary["files"]
