@@ -92,8 +92,8 @@ def _compare_tree(restored_root: Path, sources: tuple[str, ...]) -> tuple[int, i
                 live = Path("/") / restored.relative_to(restored_root)
                 try:
                     live_st = live.stat()
-                    if live.is_symlink() or (live_st.st_size, int(live_st.st_mtime)) != (st.st_size,
-                                                                                        int(st.st_mtime)):
+                    # to the nanosecond restic keeps: a same-size edit within the second is still a change
+                    if live.is_symlink() or (live_st.st_size, live_st.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
                         changed += 1
                         continue
                     same = _sha256(live) == _sha256(restored)
