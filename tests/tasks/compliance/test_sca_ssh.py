@@ -216,12 +216,22 @@ def test_shell_killed_between_commands_is_restarted(fresh):
     assert _shell_pid(fresh) != first
 
 
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
 def test_shell_killed_during_a_command_is_restarted(fresh):
     fresh.run("true", 5)
     first = _shell_pid(fresh)
     with ThreadPoolExecutor(1) as pool:
-        result = pool.submit(fresh.run, "sleep 1; echo done", 10)
-        time.sleep(0.3)
+        result = pool.submit(fresh.run, "sleep 2; echo done", 30)
+        # the kill must land while the command runs: wait for the shell's child, not for a guessed moment (too soon
+        # kills an idle shell; too late, on a loaded machine, kills it after the command and nothing restarts it)
+        deadline = time.monotonic() + 30
+        while not _children(first):
+            assert not result.done() and time.monotonic() < deadline, "the command never started in the shell"
+            time.sleep(0.01)
         os.kill(first, signal.SIGKILL)
         assert result.result() == CommandResult(["done"], [], 0)  # sent again to a new shell
     assert _shell_pid(fresh) != first
