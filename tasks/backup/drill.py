@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -114,7 +115,10 @@ def drill_path(repo: Repository, asset: PathAsset, snapshot: str | Snapshot, scr
     started = now or datetime.now(UTC)
     clock = time.monotonic()
     snap_id = snapshot.id if isinstance(snapshot, Snapshot) else snapshot
-    target = Path(scratch_dir) / f"drill-{asset.name}-{snap_id[:8]}-{started:%Y%m%dT%H%M%S}"
+    # a directory of its own: two drills of one snapshot within a second (or at one given `now`) must not meet
+    Path(scratch_dir).mkdir(parents=True, exist_ok=True)
+    target = Path(tempfile.mkdtemp(prefix=f"drill-{asset.name}-{snap_id[:8]}-{started:%Y%m%dT%H%M%S}-",
+                                   dir=scratch_dir))
     try:
         snap = snapshot if isinstance(snapshot, Snapshot) else repo.snapshot(snapshot)
         repo.restore(snap, target)

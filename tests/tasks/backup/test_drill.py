@@ -69,6 +69,15 @@ def test_a_same_size_edit_within_the_second_of_the_backup_is_a_change_not_a_mism
     assert f"{len(files) - 1} compared with the live source by sha256, 1 changed since the backup" in drill.detail
 
 
+def test_two_kept_drills_of_one_snapshot_within_one_second_get_their_own_directories(repo, source, tmp_path):
+    asset = _asset(paths=[str(source)])
+    snap = repo.backup_path([source], tags=[asset.tag]).snapshot_id
+    scratch = tmp_path / "scratch"
+    first, second = (drill_path(repo, asset, snap, scratch, now=NOW, keep=True) for _ in range(2))
+    assert first.passed and second.passed, second.detail
+    assert len(list(scratch.iterdir())) == 2
+
+
 def test_a_record_that_does_not_match_fails_the_drill(repo, source, tmp_path):
     asset = _asset(paths=[str(source)])
     summary = repo.backup_path([source], tags=[asset.tag])
