@@ -6,6 +6,7 @@ given on the command line, as an admin would.
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -79,6 +80,13 @@ def deploy_all(env: dict[str, str]) -> str:
     return prefect(env, "deploy", "--all")
 
 
+def flow_run_id(out: str) -> str:
+    """The flow run id `prefect deployment run` prints (└── UUID: ...)."""
+    found = re.search(r"UUID: ([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})", out)
+    assert found, f"no flow run id in:\n{out[-2000:]}"
+    return found[1]
+
+
 def wait_for_run(env: dict[str, str], flow_name: str, timeout: float = 240) -> None:
     """Wait until a run of ``flow_name`` has completed (one a trigger started: nobody ran it by hand)."""
     deadline = time.monotonic() + timeout
@@ -117,7 +125,9 @@ def test_deploy_all_and_run_against_postgres_and_s3(prefect_env, pg_database, s3
         assert "Completed" in out
         # the publish events start the science deployments (with the ingest's settings); wait for one to finish
         wait_for_run(prefect_env, "desi-agn")
-        # the science flows, over what the ingest deployment loaded
+        # the science flows, over what the ingest deployment loaded (their run ids: the triggered runs of the same
+        # deployments write files of the same names under their own run directories)
+        run_ids = {}
         for name, params in [("desi-clustering/default", {"z_min": 0.02, "z_max": 0.5, "n_s": 4, "n_mu": 4,
                                                            "randoms_factor": 2.0}),
                              ("desi-crossmatch/default", {}), ("desi-agn/default", {}),
@@ -126,6 +136,7 @@ def test_deploy_all_and_run_against_postgres_and_s3(prefect_env, pg_database, s3
             args = [a for k, v in values.items() for a in ("--param", f"{k}={json.dumps(v)}")]
             out = prefect(prefect_env, "deployment", "run", name, "--watch", "--watch-timeout", "240", *args)
             assert "Completed" in out, name
+            run_ids[name] = flow_run_id(out)
     finally:
         worker.terminate()
         worker.wait(timeout=30)
@@ -136,13 +147,21 @@ def test_deploy_all_and_run_against_postgres_and_s3(prefect_env, pg_database, s3
         version = con.execute("SELECT version FROM hats_versions WHERE product = 'redshifts'").fetchone()[0]
     lake = build_lake(load_settings(config, env={}))
     assert lake.url.startswith("s3://") and lake.published_version("redshifts") == version
-    products = {Path(obj.key).name: obj.key for obj in lake.store.list(lake.bucket, f"{lake.prefix}/reports/runs/")}
-    assert {"xi_BGS.ecsv", "crossmatch.parquet", "DESIVAST_BGS_VOLLIM_VoidFinder.fits", "DESI_AGN_BPT_WISE.fits"} \
-        <= set(products)
+
+    def products(deployment: str) -> dict[str, str]:
+        """file name -> key of what the run of ``deployment`` above wrote to the lake's reports."""
+        runs = f"{lake.prefix}/reports/runs/{run_ids[deployment]}/"
+        return {Path(obj.key).name: obj.key for obj in lake.store.list(lake.bucket, runs)}
+
+    assert "xi_BGS.ecsv" in products("desi-clustering/default")
+    assert "crossmatch.parquet" in products("desi-crossmatch/default")
+    assert "DESI_AGN_BPT_WISE.fits" in products("desi-agn/default")
+    assert "DESIVAST_BGS_VOLLIM_VoidFinder.fits" in products("desi-voids/default")
     matches = tmp_path / "matches.parquet"
-    lake.store.download(lake.bucket, products["crossmatch.parquet"], matches)
-    voids_file = tmp_path / "voids.fits"
-    lake.store.download(lake.bucket, products["DESIVAST_BGS_VOLLIM_VoidFinder.fits"], voids_file)
+    lake.store.download(lake.bucket, products("desi-crossmatch/default")["crossmatch.parquet"], matches)
+    voids_file = tmp_path / "voids.fits"  # the tables hold the last voids run's (the deployment runs one at a time)
+    lake.store.download(lake.bucket, products("desi-voids/default")["DESIVAST_BGS_VOLLIM_VoidFinder.fits"],
+                        voids_file)
     with fits.open(voids_file) as hdus:
         n_maximals, n_holes = len(hdus["MAXIMALS"].data), len(hdus["HOLES"].data)
     with psycopg.connect(pg_database) as con:

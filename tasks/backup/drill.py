@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -97,8 +98,9 @@ def _compare_tree(restored_root: Path, sources: tuple[str, ...],
                 source_file = Path("/") / restored.relative_to(restored_root)
                 try:
                     live_st = source_file.stat()
-                    if source_file.is_symlink() or (live_st.st_size, int(live_st.st_mtime)) != (st.st_size,
-                                                                                               int(st.st_mtime)):
+                    # to the nanosecond restic keeps: a same-size edit within the second is still a change
+                    if source_file.is_symlink() or (live_st.st_size, live_st.st_mtime_ns) != (st.st_size,
+                                                                                             st.st_mtime_ns):
                         changed += 1
                         continue
                     same = _sha256(source_file) == _sha256(restored)
@@ -120,7 +122,10 @@ def drill_path(repo: Repository, asset: PathAsset | S3Asset | Rke2EtcdAsset, sna
     started = now or datetime.now(UTC)
     clock = time.monotonic()
     snap_id = snapshot.id if isinstance(snapshot, Snapshot) else snapshot
-    target = Path(scratch_dir) / f"drill-{asset.name}-{snap_id[:8]}-{started:%Y%m%dT%H%M%S}"
+    # a directory of its own: two drills of one snapshot within a second (or at one given `now`) must not meet
+    Path(scratch_dir).mkdir(parents=True, exist_ok=True)
+    target = Path(tempfile.mkdtemp(prefix=f"drill-{asset.name}-{snap_id[:8]}-{started:%Y%m%dT%H%M%S}-",
+                                   dir=scratch_dir))
     try:
         snap = snapshot if isinstance(snapshot, Snapshot) else repo.snapshot(snapshot)
         repo.restore(snap, target)

@@ -39,7 +39,7 @@ def lab(tmp_path, monkeypatch, ssh_server):
     monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("ASTROLAB_COMPLIANCE_INVENTORY", str(tmp_path / "inventory.yaml"))
     monkeypatch.setenv("ASTROLAB_COMPLIANCE_POLICY_DIRS", f"{policies}:{REPO_ROOT / 'infra' / 'policies'}")
-    monkeypatch.setenv("ASTROLAB_COMPLIANCE_CONNECT_TIMEOUT", "3")
+    monkeypatch.setenv("ASTROLAB_COMPLIANCE_CONNECT_TIMEOUT", "30")  # a real handshake (self-ssh), on a busy machine
     return roots
 
 

@@ -1,6 +1,7 @@
 """tasks.backup.drill with real restic and real PostgreSQL: restores into scratch compared with the backup's record
 and the live source; a damaged pack, a tampered record or a wrong target fail the drill with a clear reason."""
 
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -63,6 +64,32 @@ def test_a_drill_of_single_files_counts_and_compares_them(repo, tmp_path):
     assert drill.passed, drill.detail
     assert drill.detail.startswith("2 files, 320 bytes restored vs the backup's record; 2 compared with the live "
                                    "source by sha256, 0 changed since the backup")
+
+
+def test_a_same_size_edit_within_the_second_of_the_backup_is_a_change_not_a_mismatch(repo, source, tmp_path):
+    """A file rewritten (same size) within the same second as the version backed up is 'changed since the backup',
+    not a restore that differs: the modification times are compared to the nanosecond, not to the second."""
+    asset = _asset(paths=[str(source)])
+    notes = source / "notes.txt"
+    second = 1_772_000_000 * 10**9  # a whole second; the backed-up version at +0.1 s, the edit at +0.6 s
+    os.utime(notes, ns=(second + 10**8, second + 10**8))
+    summary = repo.backup_path([source], tags=[asset.tag])
+    notes.write_bytes(notes.read_bytes().upper())  # the same size, other bytes
+    os.utime(notes, ns=(second + 6 * 10**8, second + 6 * 10**8))
+
+    drill = drill_path(repo, asset, summary.snapshot_id, tmp_path / "scratch", now=NOW)
+    assert drill.passed and drill.mismatches == ()
+    files = _regular_files(source)
+    assert f"{len(files) - 1} compared with the live source by sha256, 1 changed since the backup" in drill.detail
+
+
+def test_two_kept_drills_of_one_snapshot_within_one_second_get_their_own_directories(repo, source, tmp_path):
+    asset = _asset(paths=[str(source)])
+    snap = repo.backup_path([source], tags=[asset.tag]).snapshot_id
+    scratch = tmp_path / "scratch"
+    first, second = (drill_path(repo, asset, snap, scratch, now=NOW, keep=True) for _ in range(2))
+    assert first.passed and second.passed, second.detail
+    assert len(list(scratch.iterdir())) == 2
 
 
 def test_a_record_that_does_not_match_fails_the_drill(repo, source, tmp_path):

@@ -95,12 +95,36 @@ def test_file_kinds(remote, tree):
         remote.read_lines(str(tree))
 
 
+def _running() -> dict[tuple[int, int], tuple[str, str]]:
+    """(pid, start time) -> (comm, cmdline) of this machine's processes, read from /proc as LocalTarget reads them."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                started = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[19])
+                comm = (entry / "comm").read_text(errors="replace").strip()
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            except (OSError, IndexError):
+                continue
+            found[(int(entry.name), started)] = (comm, cmdline)
+    return found
+
+
 def test_processes_same_as_local(remote):
+    first = _running()
     before = set(LocalTarget().processes())
     over_ssh = remote.processes()
     after = set(LocalTarget().processes())
-    # processes that lived through the remote listing; a kworker's name follows the work it is doing
-    stable = {p for p in before & after if not p.startswith("kworker/")}
+    last = _running()
+    # the processes that lived through the remote listing, unchanged: the same pid and start time before and after
+    # (a name seen before and after may be two short-lived processes, neither there while the remote listed), with
+    # the same names. Names that change on their own are left out: a kworker's follows the work it is doing, and a
+    # process that retitles itself ("postgres: ... idle", "sshd: user@pts/0") may show another title meanwhile.
+    lived = [names for key, names in first.items() if last.get(key) == names]
+    unchanged = {name for comm, cmdline in lived for name in (comm, cmdline) if name}
+    stable = {p for p in before & after & unchanged
+              if not p.startswith("kworker/") and not p.split(" ", 1)[0].endswith(":")}
+    assert len(stable) > 10
     assert "sshd" in over_ssh
     assert any("sshd_config" in p for p in over_ssh)  # the test sshd's command line
     assert stable - set(over_ssh) == set()
@@ -216,12 +240,22 @@ def test_shell_killed_between_commands_is_restarted(fresh):
     assert _shell_pid(fresh) != first
 
 
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
 def test_shell_killed_during_a_command_is_restarted(fresh):
     fresh.run("true", 5)
     first = _shell_pid(fresh)
     with ThreadPoolExecutor(1) as pool:
-        result = pool.submit(fresh.run, "sleep 1; echo done", 10)
-        time.sleep(0.3)
+        result = pool.submit(fresh.run, "sleep 2; echo done", 30)
+        # the kill must land while the command runs: wait for the shell's child, not for a guessed moment (too soon
+        # kills an idle shell; too late, on a loaded machine, kills it after the command and nothing restarts it)
+        deadline = time.monotonic() + 30
+        while not _children(first):
+            assert not result.done() and time.monotonic() < deadline, "the command never started in the shell"
+            time.sleep(0.01)
         os.kill(first, signal.SIGKILL)
         assert result.result() == CommandResult(["done"], [], 0)  # sent again to a new shell
     assert _shell_pid(fresh) != first
