@@ -108,7 +108,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from flows.sample import desi_sample
 
     with _prefect(args), _bar("sample rows", args.rows):
-        desi_sample(str(args.out), n_rows=args.rows, seed=args.seed, spectra=not args.no_spectra)
+        desi_sample(str(Path(args.out).absolute()), n_rows=args.rows, seed=args.seed, spectra=not args.no_spectra,
+                    config=args.config)
     return 0
 
 
@@ -158,10 +159,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from flows.sample import desi_sample
 
     settings = load_settings(args.config)
-    sample_dir = settings.home / "desi-sample"
+    sample_dir = (settings.home / "desi-sample").absolute()
     with _prefect(args):
         with _bar("sample rows", args.rows):
-            desi_sample(str(sample_dir), n_rows=args.rows, seed=args.seed)
+            desi_sample(str(sample_dir), n_rows=args.rows, seed=args.seed, config=args.config)
         with _bar("ingest rows", None):
             summary = desi_ingest(str(sample_dir), config=args.config)
     from astrolab.resources import build_lake, report_url

@@ -194,6 +194,12 @@ class Settings(_Section):
         """The lake root, defaulting to ``<home>/lake``."""
         return self.lake.url or str(self.home / "lake")
 
+    def under_home(self, path: str | Path) -> Path:
+        """``path`` as given when absolute, else below ``home`` (so that a deployment's relative paths mean the same
+        on every worker, whatever directory it runs in)."""
+        path = Path(path).expanduser()
+        return path if path.is_absolute() else self.home / path
+
     @property
     def lake_work_dir(self) -> Path:
         """Where an S3 lake stages, builds and caches locally, defaulting to ``<home>/lake-work``."""

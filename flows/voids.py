@@ -74,11 +74,21 @@ def load_tables(voids: VoidCatalog, settings: Settings) -> dict[str, int]:
         return vs.write_void_tables(catalog, voids)
 
 
+def read_truth(path: Path) -> np.ndarray:
+    """The planted voids (n, 4) of a truth file; a missing or unreadable one is a one-line error naming it."""
+    try:
+        return read_spheres(path, "VOIDS")
+    except FileNotFoundError:
+        raise ValueError(f"truth_path {path}: no such file (desi-sample writes <out_dir>/truth/planted_voids.fits)")\
+            from None
+    except (OSError, KeyError, ValueError) as exc:
+        raise ValueError(f"truth_path {path}: not a planted-void file with a VOIDS table ({exc})") from None
+
+
 @task(name="score-voids", cache_policy=NO_CACHE)
-def score(voids: VoidCatalog, truth_path: str, pixels: np.ndarray, mask_nside: int, z_min: float,
+def score(voids: VoidCatalog, truth: np.ndarray, pixels: np.ndarray, mask_nside: int, z_min: float,
           z_max: float) -> tuple[VoidScore, np.ndarray]:
     """Score the maximals against the planted voids lying wholly inside the survey; returns those voids too."""
-    truth = read_spheres(Path(truth_path), "VOIDS")
     truth = truth[vs.interior(truth, vs.survey_mask(pixels, mask_nside, z_min, z_max))]
     return score_voids(voids.maximals, truth), truth
 
@@ -114,8 +124,10 @@ def desi_voids(config: str | None = None, z_min: float = 0.0, z_max: float = 0.2
                truth_path: str | None = None, seed: int = 0) -> dict:
     """Find voids (VoidFinder) in primary ZWARN == 0 galaxies of `target_class` with z_min <= z < z_max, thinned to
     `density` [h^3 Mpc^-3] if given, inside the HEALPix occupancy mask at `mask_nside`; write DESIVAST FITS and the
-    voids_maximals/voids_holes tables, and report (scored against `truth_path`, a planted-void file, if given)."""
+    voids_maximals/voids_holes tables, and report (scored against `truth_path`, a planted-void file, if given;
+    relative: below the settings' home)."""
     settings = load_settings(config)
+    planted = read_truth(settings.under_home(truth_path)) if truth_path else None  # before anything is written
     params = vs.finder_params(void_params)
     run_id = str(flow_run.get_id() or "local")
 
@@ -133,7 +145,7 @@ def desi_voids(config: str | None = None, z_min: float = 0.0, z_max: float = 0.2
               "DENSITY": density if density is not None else "none"}
     fits_url = write_fits(voids, params, header, name, settings, run_id)
     rows = load_tables(voids, settings)
-    result, truth = score(voids, truth_path, pixels, mask_nside, z_min, z_max) if truth_path else (None, None)
+    result, truth = score(voids, planted, pixels, mask_nside, z_min, z_max) if planted is not None else (None, None)
     images = report(voids, xyz, volume, truth, settings, run_id)
 
     counts = {"galaxies selected": len(gal.z), "galaxies used": len(xyz), "field galaxies": int(voids.is_field.sum()),

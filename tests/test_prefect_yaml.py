@@ -77,11 +77,24 @@ def test_kubernetes_job_variables_exist_in_the_pool_template():
         assert set(dep["work_pool"]["job_variables"]) <= variables
 
 
-def test_synthetic_voids_score_the_synthetic_sample():
+def test_the_synthetic_deployments_chain_on_their_defaults():
+    """desi-sample/synthetic writes <home>/desi-sample and emits the event that starts desi-ingest/synthetic on it;
+    desi-voids/synthetic reads the planted voids from there (relative paths are below the settings' home)."""
+    from flows.sample import SAMPLE_DIR, WRITTEN_EVENT
+
     by_name = {(d["entrypoint"].split(":")[1], d["name"]): d for d in DEPLOYMENTS}
-    sample = by_name[("desi_sample", "synthetic")]["parameters"]["out_dir"]
+    assert by_name[("desi_sample", "synthetic")]["parameters"]["out_dir"] is None
     truth = by_name[("desi_voids", "synthetic")]["parameters"]["truth_path"]
-    assert truth == f"{sample}/truth/planted_voids.fits"
+    assert truth == f"{SAMPLE_DIR}/truth/planted_voids.fits"
+    (trigger,) = by_name[("desi_ingest", "synthetic")]["triggers"]
+    assert trigger["expect"] == [WRITTEN_EVENT] and trigger["match"] == {"prefect.resource.id": "astrolab.sample.*"}
+    assert trigger["parameters"]["source"] == "{{ event.payload.root }}"
+
+
+def test_no_schedule_ships_active():
+    """A deploy --all on a fresh server starts nothing by clock until an admin has configured a source."""
+    scheduled = [(d["name"], s) for d in DEPLOYMENTS for s in d.get("schedules", [])]
+    assert len(scheduled) >= 7 and [name for name, s in scheduled if s["active"]] == []
 
 
 def test_the_rke2_image_holds_every_package_where_the_pull_step_looks():

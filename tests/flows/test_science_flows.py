@@ -117,6 +117,23 @@ def test_voids_flow_rejects_a_misspelt_parameter(tmp_path, monkeypatch):
         desi_voids(void_params={"grid_egde": 4.0})
 
 
+def test_voids_flow_checks_its_truth_file_first_below_home(tmp_path, monkeypatch):
+    """A relative truth_path is below the settings' home; a missing or wrong one fails before anything is read or
+    written (here the catalog is empty: selecting galaxies would fail otherwise)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("ASTROLAB_HOME", str(home))
+    with pytest.raises(ValueError) as err:
+        desi_voids(truth_path="desi-sample/truth/planted_voids.fits", **VOID_RUN)
+    assert str(err.value) == (f"truth_path {home}/desi-sample/truth/planted_voids.fits: no such file (desi-sample "
+                              "writes <out_dir>/truth/planted_voids.fits)")
+    wrong = home / "not-truth.fits"
+    home.mkdir()
+    fits.HDUList([fits.PrimaryHDU()]).writeto(wrong)
+    with pytest.raises(ValueError, match=f"^truth_path {wrong}: not a planted-void file with a VOIDS table"):
+        desi_voids(truth_path="not-truth.fits", **VOID_RUN)
+    assert not (home / "lake").exists() and not (home / "catalog.duckdb").exists()
+
+
 def test_agn_flow(agn_sample, env):
     ingest(agn_sample, {"zpix", "fastspec"})
     out = desi_agn(chunk_rows=1500)
