@@ -10,6 +10,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -71,15 +72,15 @@ def parse_recap(output: str) -> dict[str, dict[str, int]]:
     return recap
 
 
-def run_role(workdir: Path, inventory: Inventory | Path, role: str, hosts: str, *, check: bool = False,
-             extra_vars: dict | None = None, env: dict[str, str] | None = None, limit: str = "") -> Run:
-    """Run one role as the flow does: a play `hosts: <pattern>, roles: [<role>]`, in check mode (--check --diff) or
-    apply mode."""
+def run_roles(workdir: Path, inventory: Inventory | Path, plays: list[tuple[str, str]], *, check: bool = False,
+              extra_vars: dict | None = None, env: dict[str, str] | None = None, limit: str = "") -> Run:
+    """Run roles as the flow does, each in a play `hosts: <pattern>, roles: [<role>]` (plays: (role, pattern) pairs,
+    one playbook), in check mode (--check --diff, the plan) or apply mode."""
     workdir.mkdir(parents=True, exist_ok=True)
     if isinstance(inventory, Inventory):
         inventory = write_ansible_inventory(inventory, workdir / "inventory.yaml")
-    play = workdir / f"{role}.yml"
-    play.write_text(yaml.safe_dump([{"hosts": hosts, "become": True, "roles": [role]}]))
+    play = workdir / f"{'-'.join(role for role, _ in plays)}.yml"
+    play.write_text(yaml.safe_dump([{"hosts": hosts, "become": True, "roles": [role]} for role, hosts in plays]))
     varfile = workdir / "vars.yaml"
     varfile.write_text(yaml.safe_dump({**FLEET_VARS, **(extra_vars or {})}))
     args = [str(BIN / "ansible-playbook"), "-i", str(inventory), "-e", f"@{varfile}", str(play)]
@@ -96,6 +97,11 @@ def run_role(workdir: Path, inventory: Inventory | Path, role: str, hosts: str, 
     return Run(proc.returncode, output, parse_recap(output))
 
 
+def run_role(workdir: Path, inventory: Inventory | Path, role: str, hosts: str, **kwargs: Any) -> Run:
+    """One role in one play, as the flow runs it (see run_roles)."""
+    return run_roles(workdir, inventory, [(role, hosts)], **kwargs)
+
+
 def ssh(fleet: Inventory, name: str, command: str, user: str | None = None, stdin: str = "") -> str:
     """Run command on a fleet host over SSH (as root through the sudo user) and return its stdout; fails on error."""
     host = next(h for h in fleet.hosts if h.name == name)
@@ -110,9 +116,11 @@ def ssh(fleet: Inventory, name: str, command: str, user: str | None = None, stdi
     return proc.stdout
 
 
-# Where the roles write (and apt's own state); ~/.ansible and temporary directories are Ansible's, not the roles'.
+# Where the roles write (and apt's own state): every path, its type, mode and owner, and for what is not a directory
+# its size and mtime (a directory's mtime moves with ~/.ansible, which is Ansible's, not the roles').
 SNAPSHOT = ("find /etc /usr /opt /srv /var/lib /var/spool /home /root -xdev -path '*/.ansible' -prune -o "
-            "-printf '%p %y %m %U %G %s %T@\\n' | sort; dpkg -l | sort; findmnt -rn -o TARGET,OPTIONS | sort")
+            "-type d -printf '%p d %m %U %G\\n' -o -printf '%p %y %m %U %G %s %T@\\n' | sort; dpkg -l | sort; "
+            "findmnt -rn -o TARGET,OPTIONS | sort")
 
 
 def snapshot(fleet: Inventory, name: str) -> list[str]:
