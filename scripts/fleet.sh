@@ -155,11 +155,13 @@ start_host() {  # the host's namespaces and sshd, in the background
   launch_host "$name"
 }
 
-launch_host() {  # unshare and the host's PID 1 over its prepared layer
-  local name=$1 dir=$FLEET/$1
+launch_host() {  # unshare and the host's PID 1 over its prepared layer and base image (as recorded in $dir/base)
+  local name=$1 dir=$FLEET/$1 base
+  [ -f "$dir/base" ] || echo "$BASE" > "$dir/base"
+  base=$(cat "$dir/base")
   # --kill-child: should unshare be killed, its child, PID 1 of the host, is killed, and with it every process in the
   # host's PID namespace.
-  setsid unshare --mount --pid --uts --ipc --fork --kill-child -- /bin/sh -c "$INSIDE" sh "$name" "$dir" "$BASE" \
+  setsid unshare --mount --pid --uts --ipc --fork --kill-child -- /bin/sh -c "$INSIDE" sh "$name" "$dir" "$base" \
     </dev/null >"$dir/sshd.log" 2>&1 &
   echo $! > "$dir/pid"
 }
@@ -248,6 +250,13 @@ reset() {  # reset HOST: stop it, drop what it wrote (its upper dir), start it a
   if running "$name"; then signal_host "$name"; wait_stopped "$name"; fi
   if findmnt -rn -o TARGET | grep -q "^$FLEET/$name/"; then
     echo "fleet host $name: something is still mounted under $FLEET/$name; not resetting it" >&2; exit 1
+  fi
+  # A host started before its base image was recorded: the one unpacked image there is (a reset keeps the image the
+  # host started from, even when this script would now build another).
+  if [ ! -f "$FLEET/$name/base" ]; then
+    local images; images=$(find "$CACHE" -mindepth 1 -maxdepth 1 -type d -name 'debian12-rootfs-*')
+    if [ "$(echo "$images" | grep -c .)" != 1 ]; then echo "fleet host $name: base image unknown" >&2; exit 1; fi
+    echo "$images" > "$FLEET/$name/base"
   fi
   rm -rf "${FLEET:?}/$name/upper" "${FLEET:?}/$name/work"
   mkdir -p "$FLEET/$name/upper" "$FLEET/$name/work"
