@@ -5,6 +5,8 @@
 #                             copy-on-write view of it, start the hosts (seconds); a running host is left as it is
 #   scripts/fleet.sh stop     stop the hosts and remove what they wrote
 #   scripts/fleet.sh status   one line per host; exit 1 if one is down
+#   scripts/fleet.sh reset H  give host H (fleet1...) back its pristine root filesystem (same name, port, host key):
+#                             tests that apply roles to a host call it after, so the hosts' other tests see none of it
 # The env file $FLEET/env holds ASTROLAB_TEST_FLEET=$FLEET/fleet.yaml, an astrolab inventory of the hosts (address, port,
 # user, key, known_hosts with their verified host keys); `make test` sources it.
 #
@@ -24,7 +26,11 @@ MIRROR=${ASTROLAB_TEST_FLEET_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 # What Ansible (python3, python3-apt for its apt module, sudo) and the compliance scans (sshd -T, sysctl, ps, ip) need.
 PACKAGES=openssh-server,python3,python3-apt,sudo,procps,iproute2
-KEY=$(printf '%s\n' "$SUITE" minbase "$PACKAGES" "$MIRROR" fleet-rootfs-v2 | sha256sum | cut -c1-12)
+# What the Ansible roles the fleet converges (infra/ansible: base, hardening, nfs_*, postgresql) install, downloaded
+# into the image's apt cache (not installed): an apply installs them through the roles without waiting on the mirror.
+PREFETCH="chrony unattended-upgrades ca-certificates auditd audispd-plugins libpam-pwquality rsyslog nftables
+  nfs-common nfs-kernel-server postgresql-15 postgresql-15-q3c python3-psycopg2 acl tzdata"
+KEY=$(printf '%s\n' "$SUITE" minbase "$PACKAGES" "$PREFETCH" "$MIRROR" fleet-rootfs-v3 | sha256sum | cut -c1-12)
 TARBALL=$CACHE/debian12-rootfs-$KEY.tar.zst
 BASE=$CACHE/debian12-rootfs-$KEY  # the tarball unpacked once: the hosts' shared, read-only lower layer
 
@@ -53,6 +59,11 @@ build_rootfs() {  # once per package list: debootstrap into a scratch dir, add t
   # Every host gets its own host keys at start; none may come from the shared image.
   rm -f "$root"/etc/ssh/ssh_host_*
   rm -rf "$root"/var/cache/apt/archives/*.deb
+  # shellcheck disable=SC2086
+  if ! { chroot "$root" apt-get update -qq && chroot "$root" env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -qq -y --no-install-recommends --download-only $PREFETCH; } >>"$work/debootstrap.log" 2>&1; then
+    echo "downloading the roles' packages failed (see $work/debootstrap.log)" >&2; exit 1
+  fi
   # astrolab: the unprivileged admin Ansible logs in as, with passwordless sudo. Password '*' (none can match) rather
   # than useradd's '!', which sshd without PAM takes for a locked account and refuses even with a key.
   chroot "$root" useradd --create-home --shell /bin/bash --password '*' astrolab
@@ -137,13 +148,20 @@ prepare_host() {  # this host's layer: its name, host key, sshd settings and aut
 }
 
 start_host() {  # the host's namespaces and sshd, in the background
-  local i=$1 name port dir
-  name=$(host_name "$i"); port=$(host_port "$i"); dir=$FLEET/$name
+  local i=$1 name port
+  name=$(host_name "$i"); port=$(host_port "$i")
   if running "$name"; then return; fi
   prepare_host "$name" "$port"
+  launch_host "$name"
+}
+
+launch_host() {  # unshare and the host's PID 1 over its prepared layer and base image (as recorded in $dir/base)
+  local name=$1 dir=$FLEET/$1 base
+  [ -f "$dir/base" ] || echo "$BASE" > "$dir/base"
+  base=$(cat "$dir/base")
   # --kill-child: should unshare be killed, its child, PID 1 of the host, is killed, and with it every process in the
   # host's PID namespace.
-  setsid unshare --mount --pid --uts --ipc --fork --kill-child -- /bin/sh -c "$INSIDE" sh "$name" "$dir" "$BASE" \
+  setsid unshare --mount --pid --uts --ipc --fork --kill-child -- /bin/sh -c "$INSIDE" sh "$name" "$dir" "$base" \
     </dev/null >"$dir/sshd.log" 2>&1 &
   echo $! > "$dir/pid"
 }
@@ -224,6 +242,28 @@ wait_stopped() {  # until unshare has reaped the host (the namespaces' teardown 
   echo "fleet host $1 (unshare pid $pid) did not stop" >&2; exit 1
 }
 
+reset() {  # reset HOST: stop it, drop what it wrote (its upper dir), start it again on the same layer
+  local name=$1 i
+  case $name in fleet[0-9]*) ;; *) echo "not a fleet host: $name" >&2; exit 2 ;; esac
+  i=${name#fleet}
+  if [ ! -d "$FLEET/$name/layer" ]; then echo "fleet host $name was never started" >&2; exit 1; fi
+  if running "$name"; then signal_host "$name"; wait_stopped "$name"; fi
+  if findmnt -rn -o TARGET | grep -q "^$FLEET/$name/"; then
+    echo "fleet host $name: something is still mounted under $FLEET/$name; not resetting it" >&2; exit 1
+  fi
+  # A host started before its base image was recorded: the one unpacked image there is (a reset keeps the image the
+  # host started from, even when this script would now build another).
+  if [ ! -f "$FLEET/$name/base" ]; then
+    local images; images=$(find "$CACHE" -mindepth 1 -maxdepth 1 -type d -name 'debian12-rootfs-*')
+    if [ "$(echo "$images" | grep -c .)" != 1 ]; then echo "fleet host $name: base image unknown" >&2; exit 1; fi
+    echo "$images" > "$FLEET/$name/base"
+  fi
+  rm -rf "${FLEET:?}/$name/upper" "${FLEET:?}/$name/work"
+  mkdir -p "$FLEET/$name/upper" "$FLEET/$name/work"
+  launch_host "$name"
+  wait_host "$i"
+}
+
 stop() {  # every host directory under $FLEET, whatever FLEET_SIZE was when it started; all at once
   local dir name
   for dir in "$FLEET"/*/; do
@@ -260,5 +300,7 @@ case "${1:-}" in
   start) start ;;
   stop) need_root; stop ;;
   status) status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  reset) need_root; shift; [ $# -gt 0 ] || { echo "usage: $0 reset HOST..." >&2; exit 2; }
+    for host in "$@"; do reset "$host"; done ;;
+  *) echo "usage: $0 start|stop|status|reset HOST..." >&2; exit 2 ;;
 esac

@@ -3,6 +3,7 @@ scripts/services.sh, see `make test`)."""
 
 import os
 import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -107,6 +108,22 @@ def fleet() -> Inventory:
             _missing("The test fleet", "ASTROLAB_TEST_FLEET",
                      f"cannot connect to {host.name} ({host.address}:{port}): {exc}")
     return inventory
+
+
+FLEET_SH = Path(__file__).resolve().parents[1] / "scripts" / "fleet.sh"
+
+
+@pytest.fixture(scope="module")
+def fresh_fleet(fleet: Inventory) -> Iterator[Inventory]:
+    """The test fleet for tests that change its hosts (apply roles): after the module, every host gets its pristine
+    root filesystem back (`scripts/fleet.sh reset`, root only), so the fleet's other tests never see the changes."""
+    if os.geteuid() != 0:
+        _missing("A resettable test fleet", "ASTROLAB_TEST_FLEET", "resetting fleet hosts needs root")
+    env = {**os.environ, "ASTROLAB_TEST_FLEET_DIR": os.environ.get(
+        "ASTROLAB_TEST_FLEET_DIR", str(Path(os.environ["ASTROLAB_TEST_FLEET"]).parent))}
+    yield fleet
+    subprocess.run([str(FLEET_SH), "reset", *(host.name for host in fleet.hosts)], env=env, check=True,
+                   capture_output=True, timeout=300)
 
 
 @pytest.fixture

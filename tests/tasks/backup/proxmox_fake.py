@@ -2,7 +2,14 @@
 ``GET /api2/json/nodes/{node}/storage/{storage}/content?content=backup[&vmid=N]`` (pve-storage Content.pm):
 ``{"data": [{volid, vmid, ctime, size, format, notes, verification?, ...}]}``. Every call needs
 ``Authorization: PVEAPIToken=<user@realm!name>=<secret>`` (401 otherwise); an unknown node or storage is an HTTP 500
-with the reason as the status text, as PVE answers it. Requests are counted per path."""
+with the reason as the status text, as PVE answers it. Requests are counted per path.
+
+For the cluster build (infra/ansible role proxmox_vms) it also answers what cloning a template takes
+(qemu-server API2/Qemu.pm): ``GET /version``, ``GET /nodes``, ``GET /cluster/resources?type=vm``,
+``GET /nodes/{node}/qemu[/{vmid}/config]``,
+``POST /nodes/{node}/qemu/{vmid}/clone`` (-> a UPID; the clone exists at once),
+``GET /nodes/{node}/tasks/{upid}/status`` (always stopped, OK) and ``PUT|POST /nodes/{node}/qemu/{vmid}/config``;
+every POST and PUT is recorded in ``changes`` with its form parameters."""
 
 import json
 import ssl
@@ -39,9 +46,13 @@ def self_signed(directory: Path) -> tuple[str, str]:
 class FakeProxmox:
     """``storages``: (node, storage) -> content items."""
 
-    def __init__(self, storages: dict[tuple[str, str], list[dict]], tls: tuple[str, str]) -> None:
+    def __init__(self, storages: dict[tuple[str, str], list[dict]], tls: tuple[str, str],
+                 vms: dict[int, dict] | None = None, nodes: tuple[str, ...] = ("pve1",)) -> None:
         self.storages = storages
         self.requests: list[str] = []
+        self.vms = vms if vms is not None else {}  # vmid -> {name, node, template (0|1)}
+        self.nodes = nodes
+        self.changes: list[tuple[str, str, dict[str, str]]] = []
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -56,26 +67,73 @@ class FakeProxmox:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_GET(self) -> None:  # noqa: N802 - the http.server API
-                url = urlsplit(self.path)
-                fake.requests.append(url.path)
+            def _authorised(self, path: str) -> bool:
+                fake.requests.append(path)
                 if self.headers.get("Authorization") != f"PVEAPIToken={TOKEN_ID}={TOKEN_SECRET}":
                     self._send(401, {"data": None}, "authentication failure")
+                    return False
+                return True
+
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                url = urlsplit(self.path)
+                if not self._authorised(url.path):
                     return
                 parts = url.path.strip("/").split("/")
-                if len(parts) != 7 or parts[:3] != ["api2", "json", "nodes"] or parts[4] != "storage" \
-                        or parts[6] != "content":
-                    self._send(501, {"data": None}, f"Method 'GET {url.path}' not implemented")
-                    return
-                key = (parts[3], parts[5])
-                if key not in fake.storages:
-                    self._send(500, {"data": None}, f"storage '{parts[5]}' does not exist on node '{parts[3]}'")
-                    return
                 query = parse_qs(url.query)
-                items = [i for i in fake.storages[key] if query.get("content", ["backup"])[0] == i["content"]]
-                if "vmid" in query:
-                    items = [i for i in items if str(i["vmid"]) == query["vmid"][0]]
-                self._send(200, {"data": items})
+                if parts[2:] == ["version"]:
+                    self._send(200, {"data": {"version": "8.2.4", "release": "8.2", "repoid": "faa83925"}})
+                elif parts[2:] == ["nodes"]:
+                    self._send(200, {"data": [{"node": n, "status": "online", "type": "node"} for n in fake.nodes]})
+                elif parts[2:] == ["cluster", "resources"]:
+                    self._send(200, {"data": [{"vmid": vmid, "id": f"qemu/{vmid}", "type": "qemu", "status": "stopped",
+                                               **vm} for vmid, vm in sorted(fake.vms.items())]})
+                elif len(parts) == 5 and parts[2] == "nodes" and parts[4] == "qemu":
+                    self._send(200, {"data": [{"vmid": vmid, "name": vm["name"], "status": "stopped"}
+                                              for vmid, vm in sorted(fake.vms.items()) if vm["node"] == parts[3]]})
+                elif len(parts) == 7 and parts[2] == "nodes" and parts[4] == "qemu" and parts[6] == "config" \
+                        and int(parts[5]) in fake.vms:
+                    self._send(200, {"data": {k: v for k, v in fake.vms[int(parts[5])].items() if k != "node"}})
+                elif len(parts) == 7 and parts[2] == "nodes" and parts[4] == "tasks" and parts[6] == "status":
+                    self._send(200, {"data": {"upid": parts[5], "node": parts[3], "status": "stopped",
+                                              "exitstatus": "OK"}})
+                elif len(parts) == 7 and parts[2] == "nodes" and parts[4] == "storage" and parts[6] == "content":
+                    key = (parts[3], parts[5])
+                    if key not in fake.storages:
+                        self._send(500, {"data": None}, f"storage '{parts[5]}' does not exist on node '{parts[3]}'")
+                        return
+                    items = [i for i in fake.storages[key] if query.get("content", ["backup"])[0] == i["content"]]
+                    if "vmid" in query:
+                        items = [i for i in items if str(i["vmid"]) == query["vmid"][0]]
+                    self._send(200, {"data": items})
+                else:
+                    self._send(501, {"data": None}, f"Method 'GET {url.path}' not implemented")
+
+            def _change(self) -> None:
+                url = urlsplit(self.path)
+                if not self._authorised(url.path):
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+                fake.changes.append((self.command, url.path, form))
+                parts = url.path.strip("/").split("/")
+                if len(parts) != 7 or parts[2] != "nodes" or parts[4] != "qemu" or parts[6] not in ("clone", "config"):
+                    self._send(501, {"data": None}, f"Method '{self.command} {url.path}' not implemented")
+                    return
+                vmid = int(parts[5])
+                if vmid not in fake.vms:
+                    self._send(500, {"data": None}, f"Configuration file 'nodes/{parts[3]}/qemu-server/{vmid}.conf' "
+                                                    "does not exist")
+                elif parts[6] == "clone":
+                    newid = int(form["newid"])
+                    fake.vms[newid] = {"name": form.get("name", f"Copy-of-VM-{vmid}"),
+                                       "node": form.get("target", parts[3]), "template": 0}
+                    self._send(200, {"data": f"UPID:{parts[3]}:0000A1B2:00C3D4E5:6740A000:qmclone:{vmid}:"
+                                             f"{TOKEN_ID}:"})
+                else:
+                    fake.vms[vmid].update(form)
+                    self._send(200, {"data": None})
+
+            do_POST = do_PUT = _change  # noqa: N815 - the http.server API
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
