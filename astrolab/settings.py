@@ -172,6 +172,24 @@ class BackupSettings(_Section):
                                                           "all of it every N days (restic check --read-data-subset)")
 
 
+class ClusterSettings(_Section):
+    """The cluster build (infra_flows/cluster_build.py): the phases file, the roles, and what its gates ask."""
+
+    inventory: Path | None = Field(default=None, description="Inventory of the build; default compliance.inventory")
+    phases: Path = Field(default=REPO_ROOT / "infra" / "ansible" / "phases.yaml",
+                         description="Phases file: roles, hosts, order, gates and secrets")
+    roles_path: Path = Field(default=REPO_ROOT / "infra" / "ansible" / "roles", description="Ansible roles directory")
+    role_timeout: int = Field(default=3600, ge=1, description="Seconds one role run may take")
+    k8s_api_url: str | None = Field(default=None, description="Kubernetes API of the RKE2 cluster, e.g. "
+                                                              "https://rke2.lab:6443 (the nodes_ready gate)")
+    k8s_token: SecretStr | None = Field(default=None, description="Bearer token that may list nodes "
+                                                                  "(or k8s_token_secret)")
+    k8s_token_secret: str | None = Field(default=None, description="Prefect Secret block with that bearer token")
+    k8s_ca_file: Path | None = Field(default=None, description="CA of the Kubernetes API (default: system CAs)")
+    work_pools: list[str] = Field(default=["astrolab-process"], description="Work pools that must have an online "
+                                                                            "worker (the workers_registered gate)")
+
+
 class Settings(_Section):
     """Everything astrolab reads from the environment and the settings YAML."""
 
@@ -185,6 +203,7 @@ class Settings(_Section):
     prefect: PrefectSettings = PrefectSettings()
     reports: ReportSettings = ReportSettings()
     backup: BackupSettings = BackupSettings()
+    cluster: ClusterSettings = ClusterSettings()
 
     @property
     def lake_url(self) -> str:

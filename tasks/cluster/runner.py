@@ -217,3 +217,18 @@ def run_role(role: str, pattern: str, inventory: Inventory, roles_path: Path, *,
     return RoleResult(role=role, pattern=pattern, check=check, hosts=tuple(selected), tasks=tuple(results),
                       rc=rc, seconds=time.monotonic() - started, error=redact(error, secrets), totals=result_totals)
 
+
+
+def pattern_hosts(inventory: Inventory, pattern: str, limit: Sequence[str] | None = None) -> list[str]:
+    """The hosts an Ansible pattern (groups, hosts, ':' '!' '&') selects in the rendered inventory, as Ansible
+    itself resolves it, optionally only those in `limit`."""
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+
+    with tempfile.TemporaryDirectory(prefix="astrolab-inventory-") as tmp:
+        path = Path(tmp) / "hosts.yml"
+        path.write_text(yaml.safe_dump(ansible_inventory(inventory)))
+        manager = InventoryManager(loader=DataLoader(), sources=[str(path)])
+        if limit:
+            manager.subset(",".join(limit))
+        return sorted(h.name for h in manager.get_hosts(pattern))
