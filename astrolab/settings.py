@@ -231,7 +231,8 @@ class Settings(_Section):
 
     def secret_values(self) -> list[str]:
         """Every secret the settings hold (SecretStr values, URL passwords), to mask wherever text is shown."""
-        values = [s.get_secret_value() for s in (self.lake.s3_secret_key, self.compliance.wazuh_password) if s]
+        values = [s.get_secret_value() for s in (self.lake.s3_secret_key, self.compliance.wazuh_password,
+                                                 self.cluster.k8s_token) if s]
         for url in (self.catalog.url, self.lake.url, self.lake.s3_endpoint, self.compliance.wazuh_url or ""):
             found = _URL_PASSWORD.match(url)
             if found:
@@ -263,10 +264,20 @@ _SECTIONS: dict[str, type[_Section]] = {
     "lake": LakeSettings, "catalog": CatalogSettings, "dask": DaskSettings, "ingest": IngestSettings,
     "compliance": ComplianceSettings, "alerts": AlertSettings, "prefect": PrefectSettings,
     "reports": ReportSettings,
-    "backup": BackupSettings,
+    "backup": BackupSettings, "cluster": ClusterSettings,
 }
 _TOP_LEVEL = {"home"}
 _TEST_PREFIX = "ASTROLAB_TEST_"  # the test suite's own variables (e.g. ASTROLAB_TEST_PG_URL), not settings
+
+
+def _role_secrets() -> set[str]:
+    """The variables the cluster build's roles read (infra/ansible/phases.yaml `secrets`): not settings, and an
+    admin may set them in the environment instead of keeping them in Prefect Secret blocks."""
+    try:
+        data = yaml.safe_load((REPO_ROOT / "infra" / "ansible" / "phases.yaml").read_text())
+        return {str(name) for name in (data.get("secrets") or {})}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return set()
 
 
 def _check_keys(data: Mapping[str, Any], source: str) -> None:
@@ -288,8 +299,11 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     known = ["ASTROLAB_HOME", "ASTROLAB_CONFIG"] + [
         f"ASTROLAB_{s.upper()}_{f.upper()}" for s, cls in _SECTIONS.items() for f in cls.model_fields
     ]
+    passed_through = _role_secrets()
     for name, value in env.items():
         if not name.startswith("ASTROLAB_") or name == "ASTROLAB_CONFIG" or name.startswith(_TEST_PREFIX):
+            continue
+        if name in passed_through:
             continue
         if name == "ASTROLAB_HOME":
             data["home"] = value

@@ -11,6 +11,7 @@ are dropped here too, and every text kept has the secret values masked.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shutil
 import sys
@@ -23,7 +24,7 @@ from typing import Any, Literal
 
 import yaml
 
-from tasks.cluster.inventory import ansible_inventory
+from tasks.cluster.inventory import ansible_inventory, group_name
 from tasks.errors import did_you_mean
 from tasks.inventory.model import Inventory
 from tasks.redact import redact
@@ -219,16 +220,37 @@ def run_role(role: str, pattern: str, inventory: Inventory, roles_path: Path, *,
 
 
 
-def pattern_hosts(inventory: Inventory, pattern: str, limit: Sequence[str] | None = None) -> list[str]:
-    """The hosts an Ansible pattern (groups, hosts, ':' '!' '&') selects in the rendered inventory, as Ansible
-    itself resolves it, optionally only those in `limit`."""
-    from ansible.inventory.manager import InventoryManager
-    from ansible.parsing.dataloader import DataLoader
 
-    with tempfile.TemporaryDirectory(prefix="astrolab-inventory-") as tmp:
-        path = Path(tmp) / "hosts.yml"
-        path.write_text(yaml.safe_dump(ansible_inventory(inventory)))
-        manager = InventoryManager(loader=DataLoader(), sources=[str(path)])
-        if limit:
-            manager.subset(",".join(limit))
-        return sorted(h.name for h in manager.get_hosts(pattern))
+def pattern_hosts(inventory: Inventory, pattern: str, limit: Sequence[str] | None = None) -> list[str]:
+    """The hosts an Ansible host pattern selects in the rendered inventory: terms separated by ',' (or, without
+    one, by ':') are hosts, groups, 'all' or shell globs; '&term' intersects, '!term' excludes (Ansible applies
+    the plain terms, then the intersections, then the exclusions). 'localhost' outside the inventory is Ansible's implicit one.
+    Resolved here, not with Ansible's InventoryManager, whose collection loader refuses to load into a process
+    that already has a second import hook (as a Prefect worker may)."""
+    groups: dict[str, set[str]] = {"all": {h.name for h in inventory.hosts}}
+    for host in inventory.hosts:
+        for name in (*host.roles, *host.groups):
+            groups.setdefault(group_name(name), set()).add(host.name)
+
+    def term(word: str) -> set[str]:
+        if word in groups:
+            return set(groups[word])
+        if word in groups["all"]:
+            return {word}
+        if word in ("*", "localhost") or any(c in word for c in "*?["):
+            found = {h for h in groups["all"] if fnmatch.fnmatchcase(h, word)}
+            found |= {h for g in groups if g != "all" and fnmatch.fnmatchcase(g, word) for h in groups[g]}
+            return found or ({"localhost"} if word == "localhost" else set())
+        return set()
+
+    words = [w.strip() for w in (pattern.split(",") if "," in pattern else pattern.split(":")) if w.strip()]
+    chosen: set[str] = set()
+    for word in (w for w in words if w[0] not in "!&"):
+        chosen |= term(word)
+    for word in (w[1:] for w in words if w[0] == "&"):
+        chosen &= term(word)
+    for word in (w[1:] for w in words if w[0] == "!"):
+        chosen -= term(word)
+    if limit:
+        chosen &= set(limit)
+    return sorted(chosen)

@@ -3,10 +3,16 @@ plans (diffs) and changes nothing (looked at from outside over SSH), apply chang
 task ok; a failing task and an unreachable host are one-line errors naming the host; secrets stay out of results
 and of the disk; a missing role is named with a hint."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
+from tasks.cluster.inventory import write_ansible_inventory
 from tasks.cluster.runner import RoleError, pattern_hosts, run_role, task_result
-from tests.tasks.cluster.fleet_roles import SECRET_VARIABLE, clean, files_on, fresh_base, ssh, with_roles, write_roles
+from tasks.inventory.model import Host, Inventory
+from tests.tasks.cluster.fleet_roles import SECRET_VARIABLE, clean, files_on, fresh_base, ssh, write_roles
 
 SECRET = "s3cr3t-Runner-7f1c"
 
@@ -72,11 +78,21 @@ def test_a_missing_role_is_named_with_a_hint(setup):
         run_role("markre", "all", fleet, roles)
 
 
-def test_patterns_resolve_as_ansible_does(fleet):
-    inventory = with_roles(fleet, {"fleet1": ("db",), "fleet2": ("rke2-server", "db")})
-    assert pattern_hosts(inventory, "db") == ["fleet1", "fleet2"]
-    assert pattern_hosts(inventory, "all:!db") == ["fleet3"]
-    assert pattern_hosts(inventory, "db:&rke2_server") == ["fleet2"]
+@pytest.mark.parametrize(("pattern", "expected"), [
+    ("db", ["fleet1", "fleet2"]), ("all:!db", ["fleet3"]), ("db:&rke2_server", ["fleet2"]),
+    ("rke2_server:fleet3", ["fleet2", "fleet3"]), ("fleet*:!fleet2", ["fleet1", "fleet3"]), ("nfs", []),
+    ("all:!wazuh", ["fleet1", "fleet2", "fleet3"]), ("localhost", ["localhost"]),
+    ("db,!fleet1", ["fleet2"]), ("db,rke2_server:!fleet1", ["fleet1", "fleet2"]),  # with ',' a ':' separates nothing
+])
+def test_patterns_resolve_as_ansible_does(pattern, expected, tmp_path):
+    inventory = Inventory(nodes=(Host(name="fleet1", address="127.0.0.1", roles=("db",)),
+                                 Host(name="fleet2", address="127.0.0.1", roles=("rke2-server", "db")),
+                                 Host(name="fleet3", address="127.0.0.1")))
+    assert pattern_hosts(inventory, pattern) == expected
+    path = write_ansible_inventory(inventory, tmp_path / "hosts.yml")
+    listed = subprocess.run([str(Path(sys.executable).parent / "ansible"), pattern, "-i", str(path), "--list-hosts"],
+                            capture_output=True, text=True, check=True).stdout
+    assert sorted(line.strip() for line in listed.splitlines()[1:]) == expected  # what Ansible itself selects
     assert pattern_hosts(inventory, "all", ["fleet3", "fleet1"]) == ["fleet1", "fleet3"]
 
 
