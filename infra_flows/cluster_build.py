@@ -75,7 +75,7 @@ def secret_environment(secrets: dict[str, str]) -> tuple[dict[str, str], list[st
 def _plan_rows(phase: str, result: RoleResult) -> list[dict[str, Any]]:
     """Per host of a check-mode run: what would change (task names and the start of each diff)."""
     rows = []
-    for host, counts in result.totals.items():
+    for host, counts in sorted(result.totals.items()):
         changing = [t for t in result.tasks if t.host == host and t.status == "changed"]
         rows.append({"phase": phase, "role": result.role, "host": host, "would_change": counts["changed"],
                      "failed": counts["failed"] + counts["unreachable"],
@@ -101,7 +101,7 @@ def apply_role(phase: str, role: str, pattern: str, mode: Mode, inventory: Inven
         role_hash = role_files_hash(role_dir(role, roles_path))
         hashes = {h: input_hash(role_hash, inventory, h, variables) for h in targets}
         if not force:
-            with build_catalog(settings, read_only=True) as store:
+            with build_catalog(settings) as store:  # read-write: the first run creates the catalog
                 skipped = up_to_date(store, role, hashes)
     ran = [h for h in targets if h not in skipped]
     if not ran:
@@ -163,7 +163,7 @@ def run_phase(phase: Phase, mode: Mode, inventory: Inventory, roles_path: Path, 
         if future.state.is_completed():
             outcomes.append(future.result())
         elif future.state.is_failed():
-            problems.append(str(future.state.message or f"role {run.role} failed"))
+            problems.append(str(future.state.result(raise_on_failure=False)) or f"role {run.role} failed")
             outcomes.append({"role": run.role, "failed": True})
         else:  # never ran: a role it comes after failed
             problems.append(f"role {run.role} not run: {', '.join(run.after)} did not succeed")

@@ -224,9 +224,9 @@ def run_role(role: str, pattern: str, inventory: Inventory, roles_path: Path, *,
 def pattern_hosts(inventory: Inventory, pattern: str, limit: Sequence[str] | None = None) -> list[str]:
     """The hosts an Ansible host pattern selects in the rendered inventory: terms separated by ',' (or, without
     one, by ':') are hosts, groups, 'all' or shell globs; '&term' intersects, '!term' excludes (Ansible applies
-    the plain terms, then the intersections, then the exclusions). 'localhost' outside the inventory is Ansible's implicit one.
-    Resolved here, not with Ansible's InventoryManager, whose collection loader refuses to load into a process
-    that already has a second import hook (as a Prefect worker may)."""
+    the plain terms, then the intersections, then the exclusions). 'localhost' outside the inventory is Ansible's
+    implicit one. Resolved here, not with Ansible's InventoryManager, whose collection loader refuses to load
+    into a process that already has a second import hook (as a Prefect worker may)."""
     groups: dict[str, set[str]] = {"all": {h.name for h in inventory.hosts}}
     for host in inventory.hosts:
         for name in (*host.roles, *host.groups):
