@@ -18,7 +18,7 @@ from prefect.client.schemas.actions import WorkPoolCreate
 
 import infra_flows.cluster_build as cluster_build_module
 from astrolab.resources import open_catalog
-from infra_flows.cluster_build import DRIFT_EVENT, cluster_build
+from infra_flows.cluster_build import DRIFT_EVENT, cluster_build, secret_environment
 from tasks.cluster.gates import workers_registered_gate
 from tests.tasks.backup.proxmox_fake import self_signed
 from tests.tasks.cluster.fleet_roles import SECRET_VARIABLE, clean, files_on, fresh_base, ssh, with_roles, write_roles
@@ -168,3 +168,15 @@ def test_workers_registered_against_the_prefect_api():
     assert not before.ok and before.message.startswith(
         "work pools without a worker: cluster-test-pool (no online worker), no-such-pool (")
     assert after.ok and after.message == "1 work pool(s) with online workers"
+
+
+def test_secrets_from_the_environment_or_their_blocks(monkeypatch):
+    Secret(value=BLOCK_SECRET).save("cluster-test-block", overwrite=True)
+    monkeypatch.setenv("ASTROLAB_TEST_CLUSTER_SET", SECRET)
+    monkeypatch.delenv("ASTROLAB_TEST_CLUSTER_BLOCK", raising=False)
+    monkeypatch.delenv("ASTROLAB_TEST_CLUSTER_NONE", raising=False)
+    env, missing = secret_environment({"ASTROLAB_TEST_CLUSTER_SET": "cluster-test-block",  # set: wins over its block
+                                       "ASTROLAB_TEST_CLUSTER_BLOCK": "cluster-test-block",
+                                       "ASTROLAB_TEST_CLUSTER_NONE": "no-such-block"})
+    assert env == {"ASTROLAB_TEST_CLUSTER_SET": SECRET, "ASTROLAB_TEST_CLUSTER_BLOCK": BLOCK_SECRET}
+    assert missing == ["ASTROLAB_TEST_CLUSTER_NONE"]
