@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
@@ -40,6 +41,7 @@ from tasks.inventory.load import load_inventory  # noqa: E402
 from tests.tasks.cluster.fleet_roles import SECRET_VARIABLE, clean, fresh_base, write_roles  # noqa: E402
 
 ROLES = ("marker", "second")
+MODES: tuple[Literal["plan", "apply"], ...] = ("plan", "apply")
 
 
 def plain(inventory_file: Path, roles: Path, work: Path, hosts: list[str], check: bool) -> float:
@@ -75,7 +77,7 @@ def main() -> None:
 
     from infra_flows.cluster_build import cluster_build
 
-    def flow(mode: str) -> float:
+    def flow(mode: Literal["plan", "apply"]) -> float:
         started = time.perf_counter()
         cluster_build(mode=mode, hosts=hosts, inventory=os.environ["ASTROLAB_TEST_FLEET"],
                       phases_file=str(work / "phases.yaml"), roles_path=str(work / "roles"), force=True)
@@ -87,7 +89,7 @@ def main() -> None:
             flow("plan")  # warm-up: imports, first flow run
             for i in range(args.repeats):
                 for what in (("plain", "flow") if i % 2 == 0 else ("flow", "plain")):
-                    for mode in ("plan", "apply"):
+                    for mode in MODES:
                         clean(fleet, base)
                         seconds = (plain(inventory_file, work / "roles", work, hosts, mode == "plan")
                                    if what == "plain" else flow(mode))
