@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -69,7 +70,7 @@ def main() -> None:
     write_roles(work / "roles", base)
     (work / "phases.yaml").write_text(yaml.safe_dump({"phases": [{"name": "bench", "roles": [
         {"role": "marker", "hosts": "all"}, {"role": "second", "hosts": "all", "after": ["marker"]}]}],
-        "secrets": {SECRET_VARIABLE: "bench-secret"}}))
+        "secrets": {SECRET_VARIABLE: "bench-secret-block"}}))
     inventory_file = write_ansible_inventory(fleet, work / "hosts.yml")
     os.environ.update({"ASTROLAB_HOME": str(work / "home"), SECRET_VARIABLE: "bench-secret",
                        "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
@@ -97,6 +98,7 @@ def main() -> None:
                         print(f"{what} {mode}: {seconds:.2f} s", flush=True)
     finally:
         clean(fleet, base)
+        shutil.rmtree(work, ignore_errors=True)
     medians = {k: statistics.median(v) for k, v in times.items()}
     runs = len(ROLES)
     result = {"hosts": hosts, "roles": list(ROLES), "repeats": args.repeats, "times_s": times,
