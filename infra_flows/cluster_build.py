@@ -146,10 +146,12 @@ def apply_role(phase: str, role: str, pattern: str, mode: Mode, inventory: Inven
 
 @flow(name="cluster-phase")
 def run_phase(phase: Phase, mode: Mode, inventory: Inventory, roles_path: Path, hosts: list[str] | None,
-              variables: dict[str, Any], force: bool, secret_env: dict[str, SecretStr], settings: Settings,
+              variables: dict[str, Any], force: bool, secret_env: dict[str, SecretStr], config: str | None,
               run_id: str) -> list[dict[str, Any]]:
     """The roles of one phase in DAG order (a role waits for those it names in `after`); a failed role stops
-    those after it. Raises with every failure when any role failed."""
+    those after it. Raises with every failure when any role failed. (Settings are loaded here from `config`, not
+    passed in: Prefect stores a subflow's parameters, and a catalog URL may hold a password.)"""
+    settings = load_settings(config)
     futures: dict[str, PrefectFuture[dict[str, Any]]] = {}
     for run in topological_order(phase):
         futures[run.role] = apply_role.with_options(task_run_name=f"{phase.name}-{run.role}").submit(
@@ -243,7 +245,7 @@ def cluster_build(mode: Mode = "plan", phases: list[str] | None = None, hosts: l
         try:
             outcomes = run_phase.with_options(flow_run_name=f"{mode}-{phase.name}")(
                 phase, mode, inv, roles_dir, hosts, dict(variables or {}), force,
-                {k: SecretStr(v) for k, v in env.items()}, settings, run_id)
+                {k: SecretStr(v) for k, v in env.items()}, config, run_id)
         except BuildError as exc:
             stopped = redact(str(exc), env.values())
             summary.append({"phase": phase.name, "result": "failed", "detail": stopped})
