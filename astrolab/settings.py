@@ -175,6 +175,24 @@ class BackupSettings(_Section):
                                                           "all of it every N days (restic check --read-data-subset)")
 
 
+class ClusterSettings(_Section):
+    """The cluster build (infra_flows/cluster_build.py): the phases file, the roles, and what its gates ask."""
+
+    inventory: Path | None = Field(default=None, description="Inventory of the build; default compliance.inventory")
+    phases: Path = Field(default=REPO_ROOT / "infra" / "ansible" / "phases.yaml",
+                         description="Phases file: roles, hosts, order, gates and secrets")
+    roles_path: Path = Field(default=REPO_ROOT / "infra" / "ansible" / "roles", description="Ansible roles directory")
+    role_timeout: int = Field(default=3600, ge=1, description="Seconds one role run may take")
+    k8s_api_url: str | None = Field(default=None, description="Kubernetes API of the RKE2 cluster, e.g. "
+                                                              "https://rke2.lab:6443 (the nodes_ready gate)")
+    k8s_token: SecretStr | None = Field(default=None, description="Bearer token that may list nodes "
+                                                                  "(or k8s_token_secret)")
+    k8s_token_secret: str | None = Field(default=None, description="Prefect Secret block with that bearer token")
+    k8s_ca_file: Path | None = Field(default=None, description="CA of the Kubernetes API (default: system CAs)")
+    work_pools: list[str] = Field(default=["astrolab-process"], description="Work pools that must have an online "
+                                                                            "worker (the workers_registered gate)")
+
+
 class Settings(_Section):
     """Everything astrolab reads from the environment and the settings YAML."""
 
@@ -188,6 +206,7 @@ class Settings(_Section):
     prefect: PrefectSettings = PrefectSettings()
     reports: ReportSettings = ReportSettings()
     backup: BackupSettings = BackupSettings()
+    cluster: ClusterSettings = ClusterSettings()
 
     @property
     def lake_url(self) -> str:
@@ -221,7 +240,8 @@ class Settings(_Section):
 
     def secret_values(self) -> list[str]:
         """Every secret the settings hold (SecretStr values, URL passwords), to mask wherever text is shown."""
-        values = [s.get_secret_value() for s in (self.lake.s3_secret_key, self.compliance.wazuh_password) if s]
+        values = [s.get_secret_value() for s in (self.lake.s3_secret_key, self.compliance.wazuh_password,
+                                                 self.cluster.k8s_token) if s]
         for url in (self.catalog.url, self.lake.url, self.lake.s3_endpoint, self.compliance.wazuh_url or ""):
             found = _URL_PASSWORD.match(url)
             if found:
@@ -253,10 +273,20 @@ _SECTIONS: dict[str, type[_Section]] = {
     "lake": LakeSettings, "catalog": CatalogSettings, "dask": DaskSettings, "ingest": IngestSettings,
     "compliance": ComplianceSettings, "alerts": AlertSettings, "prefect": PrefectSettings,
     "reports": ReportSettings,
-    "backup": BackupSettings,
+    "backup": BackupSettings, "cluster": ClusterSettings,
 }
 _TOP_LEVEL = {"home"}
 _TEST_PREFIX = "ASTROLAB_TEST_"  # the test suite's own variables (e.g. ASTROLAB_TEST_PG_URL), not settings
+
+
+def _role_secrets() -> set[str]:
+    """The variables the cluster build's roles read (infra/ansible/phases.yaml `secrets`): not settings, and an
+    admin may set them in the environment instead of keeping them in Prefect Secret blocks."""
+    try:
+        data = yaml.safe_load((REPO_ROOT / "infra" / "ansible" / "phases.yaml").read_text())
+        return {str(name) for name in (data.get("secrets") or {})}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return set()
 
 
 def _check_keys(data: Mapping[str, Any], source: str) -> None:
@@ -278,8 +308,11 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     known = ["ASTROLAB_HOME", "ASTROLAB_CONFIG"] + [
         f"ASTROLAB_{s.upper()}_{f.upper()}" for s, cls in _SECTIONS.items() for f in cls.model_fields
     ]
+    passed_through = _role_secrets()
     for name, value in env.items():
         if not name.startswith("ASTROLAB_") or name == "ASTROLAB_CONFIG" or name.startswith(_TEST_PREFIX):
+            continue
+        if name in passed_through:
             continue
         if name == "ASTROLAB_HOME":
             data["home"] = value

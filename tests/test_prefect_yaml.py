@@ -1,6 +1,7 @@
 """prefect.yaml, checked offline: prefect deploy silently drops misspelt keys, so we do not rely on it."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,19 @@ def test_backup_schedules_ship_inactive():
                                                                "restore_drill", "prune"}
     scheduled = [s for d in backup for s in d.get("schedules", [])]
     assert len(scheduled) == 5 and not any(s["active"] for s in scheduled)
+
+
+def test_cluster_build_plan_apply_verify_and_the_drift_alert():
+    from infra_flows.cluster_build import DRIFT_EVENT
+
+    build = {d["name"]: d for d in DEPLOYMENTS if d["entrypoint"] == "infra_flows/cluster_build.py:cluster_build"}
+    assert {name: d["parameters"]["mode"] for name, d in build.items()} == {"plan": "plan", "apply": "apply",
+                                                                           "verify": "verify"}
+    assert {"phases", "hosts", "roles", "force"} <= set(build["apply"]["parameters"])
+    assert [s["active"] for s in build["verify"]["schedules"]] == [False] and "cron" in build["verify"]["schedules"][0]
+    alert = next(d for d in DEPLOYMENTS if d["name"] == "cluster-drift")
+    assert alert["entrypoint"] == "infra_flows/notify.py:notify"
+    trigger = alert["triggers"][0]
+    assert trigger["expect"] == [DRIFT_EVENT] and trigger["match"] == {"prefect.resource.id": "astrolab.host.*"}
+    used = set(re.findall(r"event\.payload\.(\w+)", json.dumps(trigger["parameters"])))
+    assert used == {"host", "role", "phase", "changed", "tasks"}  # what apply_role puts in the drift event

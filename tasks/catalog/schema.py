@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from tasks.ingest.products import PRODUCTS, Product
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 DONE_STATUSES = ("loaded", "published")  # lineage statuses of a file whose rows are in the catalog
 
@@ -28,6 +28,7 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
     3: [],  # compliance scans: new tables only (COMPLIANCE_DDL), which table_ddls creates on every open
     4: [],  # backup runs, repository verifications and restore drills: new tables only (BACKUP_DDL)
+    5: [],  # cluster build: role applies per host (CLUSTER_DDL), a new table only
 }
 
 _SQL_TYPES = {
@@ -221,6 +222,28 @@ BACKUP_DDL = [
 )""",
 ]
 
+# Cluster build (tasks/cluster/state.py): one row per (run, role, host) applied, with the hash of its inputs, which a
+# rerun compares to skip what is unchanged. Times are UTC.
+CLUSTER_DDL = [
+    """CREATE TABLE IF NOT EXISTS cluster_role_applies (
+  run_id TEXT NOT NULL,
+  phase TEXT NOT NULL,
+  role TEXT NOT NULL,
+  host TEXT NOT NULL,
+  input_hash TEXT NOT NULL,
+  status TEXT NOT NULL,
+  ok INTEGER,
+  changed INTEGER,
+  failed INTEGER,
+  skipped INTEGER,
+  unreachable INTEGER,
+  started_at TIMESTAMP NOT NULL,
+  finished_at TIMESTAMP NOT NULL,
+  error TEXT,
+  PRIMARY KEY (run_id, role, host)
+)""",
+]
+
 # DESI's ZCAT_PRIMARY rule (desispec.zcatalog.find_primary_spectra), recomputed over everything ingested:
 # per TARGETID prefer ZWARN == 0, then the highest TSNR2_LRG; ties broken by survey, program for determinism.
 _REDSHIFT_COLS = [n.lower() for n, _ in PRODUCTS["redshifts"].sql_columns if n not in ("ZCAT_NSPEC", "ZCAT_PRIMARY")]
@@ -247,7 +270,7 @@ PRIMARY_VIEW_DDL = f"CREATE OR REPLACE VIEW zcat_primary AS\n{primary_select('re
 def table_ddls() -> list[str]:
     """The statements that create every table (latest schema), in order."""
     return [SCHEMA_VERSION_DDL, lineage_ddl(), HATS_VERSIONS_DDL, *[table_ddl(p) for p in PRODUCTS.values()],
-            *COMPLIANCE_DDL, *BACKUP_DDL]
+            *COMPLIANCE_DDL, *BACKUP_DDL, *CLUSTER_DDL]
 
 
 def view_ddls() -> list[str]:
