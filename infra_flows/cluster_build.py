@@ -87,8 +87,9 @@ def _plan_rows(phase: str, result: RoleResult) -> list[dict[str, Any]]:
 @task(name="role", cache_policy=NO_CACHE)
 def apply_role(phase: str, role: str, pattern: str, mode: Mode, inventory: Inventory, roles_path: Path,
                hosts: list[str] | None, variables: dict[str, Any], force: bool, secret_env: dict[str, SecretStr],
-               settings: Settings, run_id: str) -> dict[str, Any]:
-    """Run one role of a phase (plan, apply or verify) on the hosts its pattern selects; raise when it fails."""
+               settings: Settings, run_id: str, become: bool = True) -> dict[str, Any]:
+    """Run one role of a phase (plan, apply or verify) on the hosts its pattern selects (escalating with sudo when
+    ``become``); raise when it fails."""
     logger = get_run_logger()
     env = {k: v.get_secret_value() for k, v in secret_env.items()}
     secrets = list(env.values())
@@ -110,7 +111,7 @@ def apply_role(phase: str, role: str, pattern: str, mode: Mode, inventory: Inven
         return {"role": role, "hosts": targets, "ran": [], "up_to_date": skipped, "rows": [], "changed": 0}
     started = datetime.now(UTC)
     result = run_role(role, pattern, inventory, roles_path, check=mode != "apply", limit=ran, env=env,
-                      variables=variables, timeout=settings.cluster.role_timeout)
+                      variables=variables, timeout=settings.cluster.role_timeout, become=become)
     finished = datetime.now(UTC)
     if mode == "apply":
         applies = [Apply(run_id, phase, role, h, hashes[h], "ok" if h in result.totals and not (
@@ -156,7 +157,7 @@ def run_phase(phase: Phase, mode: Mode, inventory: Inventory, roles_path: Path, 
     for run in topological_order(phase):
         futures[run.role] = apply_role.with_options(task_run_name=f"{phase.name}-{run.role}").submit(
             phase.name, run.role, run.hosts, mode, inventory, roles_path, hosts, variables, force, secret_env, settings,
-            run_id, wait_for=[futures[a] for a in run.after], return_state=False)
+            run_id, run.become, wait_for=[futures[a] for a in run.after], return_state=False)
     outcomes: list[dict[str, Any]] = []
     problems: list[str] = []
     for run in phase.roles:

@@ -3,6 +3,7 @@ it, one group per role and per inventory group. The astrolab file stays the only
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,26 @@ def host_vars(inventory: Inventory, host: Host) -> dict[str, Any]:
     return out
 
 
+def vm_specs(inventory: Inventory) -> list[dict[str, Any]]:
+    """The VMs as the proxmox_vms role takes them: node, vmid, the template's vmid and node, size, and the address
+    with its network's prefix length and gateway (the network whose CIDR holds the address)."""
+    templates = {t.name: t for t in inventory.vm_templates}
+    specs = []
+    for vm in inventory.vms:
+        template = templates.get(vm.template)
+        spec: dict[str, Any] = {"name": vm.name, "node": vm.node, "vmid": vm.vmid, "cores": vm.cores,
+                                "memory_mb": vm.memory_mb, "disk_gb": vm.disk_gb, "address": vm.address,
+                                "template_vmid": template.vmid if template else None,
+                                "template_node": template.node if template else vm.node}
+        for network in inventory.networks:
+            net = ipaddress.ip_network(network.cidr)
+            if vm.address and ipaddress.ip_address(vm.address) in net:
+                spec.update(prefix=net.prefixlen, gateway=network.gateway)
+                break
+        specs.append(spec)
+    return specs
+
+
 def ansible_inventory(inventory: Inventory) -> dict[str, Any]:
     """The inventory as Ansible's YAML inventory structure (the `all` group with hosts, vars and children)."""
     children: dict[str, dict[str, Any]] = {}
@@ -47,7 +68,8 @@ def ansible_inventory(inventory: Inventory) -> dict[str, Any]:
         for name in (*host.roles, *host.groups):
             children.setdefault(group_name(name), {"hosts": {}})["hosts"][host.name] = {}
     return {"all": {
-        "vars": {"astrolab_cluster": inventory.cluster, "astrolab_timezone": inventory.timezone},
+        "vars": {"astrolab_cluster": inventory.cluster, "astrolab_timezone": inventory.timezone,
+                 "astrolab_vms": vm_specs(inventory)},
         "hosts": {host.name: host_vars(inventory, host) for host in inventory.hosts},
         "children": dict(sorted(children.items())),
     }}

@@ -29,6 +29,7 @@ class RoleRun(_Model):
     role: str = Field(pattern=r"^[A-Za-z0-9_]+$")
     hosts: str
     after: tuple[str, ...] = ()
+    become: bool = True  # escalate with sudo on the hosts (false for a role that only calls APIs from localhost)
 
 
 class ComplianceGate(_Model):

@@ -168,15 +168,18 @@ def _path() -> str:
 def run_role(role: str, pattern: str, inventory: Inventory, roles_path: Path, *, check: bool = False,
              limit: Sequence[str] | None = None, env: Mapping[str, str] | None = None,
              variables: Mapping[str, Any] | None = None, timeout: int | None = None,
-             work_root: Path | None = None) -> RoleResult:
+             work_root: Path | None = None, become: bool = False) -> RoleResult:
     """Apply `role` to the hosts `pattern` names (only those in `limit`, if given); `check` plans instead:
     ``--check --diff``, nothing changed. `env` (secrets) is the run's environment only; `variables` are extra
-    vars. The private data directory (under `work_root`, default the system temp dir) is removed afterwards."""
+    vars; `become` escalates with sudo on the hosts. The private data directory (under `work_root`, default the
+    system temp dir) is removed afterwards."""
     import ansible_runner
 
     roles_path = Path(roles_path).resolve()
     role_dir(role, roles_path)
     secrets = [v for v in (env or {}).values() if v]
+    # Ansible's implicit localhost matches a play's `hosts: localhost` but no --limit: the control host is not
+    # limited (it is the only host such a play has)
     events: list[dict[str, Any]] = []
     private = Path(tempfile.mkdtemp(prefix="astrolab-ansible-", dir=work_root))  # mode 0700
     started = time.monotonic()
@@ -188,13 +191,13 @@ def run_role(role: str, pattern: str, inventory: Inventory, roles_path: Path, *,
     try:
         (private / "project").mkdir()
         (private / "inventory").mkdir()
-        (private / "project" / "play.yml").write_text(yaml.safe_dump([{"name": f"{role} on {pattern}",
-                                                                       "hosts": pattern, "roles": [role]}]))
+        play = {"name": f"{role} on {pattern}", "hosts": pattern, "become": become, "roles": [role]}
+        (private / "project" / "play.yml").write_text(yaml.safe_dump([play]))
         (private / "inventory" / "hosts.yml").write_text(yaml.safe_dump(ansible_inventory(inventory)))
         cmdline = ["--diff", *(["--check"] if check else [])]
         runner = ansible_runner.run(
             private_data_dir=str(private), playbook="play.yml", inventory=str(private / "inventory" / "hosts.yml"),
-            roles_path=str(roles_path), limit=",".join(limit) if limit else None,
+            roles_path=str(roles_path), limit=",".join(limit) if limit and list(limit) != ["localhost"] else None,
             envvars={**(env or {}), "PATH": _path()},
             extravars=dict(variables or {}), cmdline=" ".join(cmdline), quiet=True, suppress_env_files=True,
             suppress_output_file=True, timeout=timeout,

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from tasks.catalog.base import SqlCatalog
-from tasks.cluster.inventory import group_name, host_vars
+from tasks.cluster.inventory import ansible_inventory, group_name, host_vars
 from tasks.inventory.model import Inventory
 from tasks.redact import redact
 
@@ -42,9 +42,12 @@ def role_files_hash(role_path: Path) -> str:
 
 def host_slice(inventory: Inventory, host: str) -> dict[str, Any]:
     """What the inventory tells Ansible about one host: its variables, its groups and the inventory-wide vars."""
+    everyone = ansible_inventory(inventory)["all"]["vars"]
+    if host == "localhost" and host not in {h.name for h in inventory.hosts}:  # Ansible's implicit control host
+        return {"vars": {}, "groups": [], "all": everyone}
     h = inventory.host(host)
     return {"vars": host_vars(inventory, h), "groups": sorted(group_name(g) for g in (*h.roles, *h.groups)),
-            "all": {"cluster": inventory.cluster, "timezone": inventory.timezone}}
+            "all": everyone}
 
 
 def input_hash(role_hash: str, inventory: Inventory, host: str, variables: Mapping[str, Any] | None = None) -> str:
