@@ -3,6 +3,7 @@ their triggers (one reactive on rpo-breach, one proactive per asset class with t
 the notify deployment when an rpo-breach event arrives, and the proactive one (with a short window) fires for an asset
 whose backups stopped."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from prefect.client.schemas.filters import (
 from prefect.events import emit_event
 from prefect.events.actions import RunDeployment
 from prefect.events.schemas.automations import EventTrigger, Posture
+from prefect.exceptions import ObjectAlreadyExists
 from prefect.settings import PREFECT_API_URL
 
 from tasks.backup.registry import CLASSES
@@ -38,25 +40,28 @@ def resource(asset: str, asset_class: str) -> dict[str, str]:
             "astrolab.backup.class": asset_class}
 
 
-@pytest.fixture(scope="module")
-def deployed():
-    """`prefect deploy` of the two backup notify deployments into the session's server: name -> deployment id."""
-    with get_client(sync_client=True) as client:
-        try:
-            client.create_work_pool(WorkPoolCreate(name="astrolab-process", type="process"))
-        except Exception as exc:  # noqa: BLE001 - already there from another module is fine
-            if "already exists" not in str(exc).lower() and "409" not in str(exc):
-                raise
+def deploy(*names: str) -> dict[str, object]:
+    """`prefect deploy -n NAME ...` from prefect.yaml into the session's server (its process pool created if
+    missing): deployment name -> id."""
+    # the pool may exist from an earlier test of the session: fine
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_work_pool(WorkPoolCreate(name="astrolab-process", type="process"))
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PYTHONPATH": str(ROOT)}
     prefect = str(Path(sys.executable).parent / "prefect")
-    out = subprocess.run([prefect, "--no-prompt", "deploy", "-n", "notify/backup-rpo-breach", "-n",
-                          "notify/backup-missing"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([prefect, "--no-prompt", "deploy", *(a for n in names for a in ("-n", n))], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    short = [n.split("/", 1)[1] for n in names]
     with get_client(sync_client=True) as client:
-        found = client.read_deployments(deployment_filter=DeploymentFilter(
-            name=DeploymentFilterName(any_=["backup-rpo-breach", "backup-missing"])))
+        found = client.read_deployments(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=short)))
     return {d.name: d.id for d in found}
+
+
+@pytest.fixture(scope="module")
+def deployed():
+    """The two backup notify deployments in the session's server: name -> deployment id."""
+    return deploy("notify/backup-rpo-breach", "notify/backup-missing")
 
 
 def runs_of(deployment_id) -> list:

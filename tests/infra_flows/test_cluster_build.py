@@ -7,9 +7,6 @@ artifact, log, flow-run parameter or file left on disk. The workers_registered g
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -18,15 +15,13 @@ import yaml
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 from prefect.events import emit_event
-from prefect.settings import PREFECT_API_URL
 
 import infra_flows.cluster_build as cluster_build_module
 from astrolab.resources import open_catalog
 from infra_flows.cluster_build import DRIFT_EVENT, cluster_build, secret_environment
 from tasks.cluster.gates import workers_registered_gate
-from tests.infra_flows.test_backup_automations import ROOT, fired
+from tests.infra_flows.test_backup_automations import deploy, fired
 from tests.tasks.backup.proxmox_fake import self_signed
 from tests.tasks.cluster.fleet_roles import SECRET_VARIABLE, clean, files_on, fresh_base, ssh, with_roles, write_roles
 from tests.tasks.cluster.k8s_fake import FakeKubernetes, node
@@ -192,27 +187,14 @@ def test_secrets_from_the_environment_or_their_blocks(monkeypatch):
 def test_a_drift_event_runs_the_notify_deployment():
     """`prefect deploy` of notify/cluster-drift from prefect.yaml; an astrolab.cluster.drift event (as apply_role
     emits it in verify mode) starts a notify run with the templated subject and message."""
-    with get_client(sync_client=True) as client:
-        try:
-            client.create_work_pool(WorkPoolCreate(name="astrolab-process", type="process"))
-        except Exception as exc:  # noqa: BLE001 - already there from another module is fine
-            if "already exists" not in str(exc).lower() and "409" not in str(exc):
-                raise
-    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([str(Path(sys.executable).parent / "prefect"), "--no-prompt", "deploy", "-n",
-                           "notify/cluster-drift"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    with get_client(sync_client=True) as client:
-        (deployment,) = client.read_deployments(deployment_filter=DeploymentFilter(
-            name=DeploymentFilterName(any_=["cluster-drift"])))
+    deployment_id = deploy("notify/cluster-drift")["cluster-drift"]
 
     def drift():
         emit_event(DRIFT_EVENT, resource={"prefect.resource.id": "astrolab.host.db7", "prefect.resource.name": "db7"},
                    payload={"phase": "core", "role": "postgresql", "host": "db7", "changed": 2,
                             "tasks": "Config file; Restart", "run_id": "r1"})
 
-    runs = fired(drift, deployment.id, "db7", every=30)
+    runs = fired(drift, deployment_id, "db7", every=30)
     assert runs, "the automation did not run notify/cluster-drift"
     assert runs[0].parameters["subject"] == "astrolab: db7 drifted from the cluster build (postgresql)"
     message = runs[0].parameters["message"]
