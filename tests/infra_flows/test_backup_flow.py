@@ -1,5 +1,5 @@
 """The backup flows as Prefect flow runs on the session's Prefect server, with real restic and real PostgreSQL:
-backup of a path and a postgres asset (an rke2-etcd asset fails alone, saying it is not supported yet), an s3 bucket
+backup of a path and a postgres asset (a proxmox-vm asset fails alone, saying it is not supported yet), an s3 bucket
 mirrored and backed up then drilled, due_only, rpo-check
 states on a controlled clock with their events, backup-verify catching a damaged pack, prune's retention."""
 
@@ -94,10 +94,11 @@ def test_backup_of_a_path_and_a_postgres_asset_and_an_unsupported_kind(lab, cata
     assets = lab.registry(docs_asset(lab.root),
                           {"name": "catalog", "class": "research-data", "kind": "postgres", "database_url": url,
                            "tables": TABLES},
-                          {"name": "etcd", "class": "infrastructure", "kind": "rke2-etcd", "host": "rke2-s1"})
+                          {"name": "vm", "class": "development", "kind": "proxmox-vm", "vm": "rke2-s1",
+                           "storage": "pbs"})
     state = backup(assets_file=assets, return_state=True)
     assert state.is_failed()
-    assert "backup: 1 failed: etcd: asset etcd: kind rke2-etcd is not supported yet" in state.message
+    assert "backup: 1 failed: vm: asset vm: kind proxmox-vm is not supported yet" in state.message
 
     docs = lab.repo.snapshots(tags=["asset=docs"])
     catalog = lab.repo.snapshots(tags=["asset=catalog"])
@@ -106,23 +107,23 @@ def test_backup_of_a_path_and_a_postgres_asset_and_an_unsupported_kind(lab, cata
 
     table = Artifact.get("backup-run").data
     assert "| docs | documentation | path | completed | " + docs[0].short_id in table
-    assert "| etcd | infrastructure | rke2-etcd | failed |" in table and "not supported yet" in table
+    assert "| vm | development | proxmox-vm | failed |" in table and "not supported yet" in table
 
     (done,) = events_named("astrolab.backup.completed", "astrolab.backup.asset.docs")
     assert done.resource["astrolab.backup.class"] == "documentation"
     assert docs[0].id.startswith(done.payload["snapshot_id"]) and done.payload["bytes_added"] > 0
     (pg,) = events_named("astrolab.backup.completed", "astrolab.backup.asset.catalog")
     assert catalog[0].id.startswith(pg.payload["snapshot_id"]) and len(pg.payload["sha256"]) == 64
-    (failed,) = events_named("astrolab.backup.failed", "astrolab.backup.asset.etcd")
-    assert failed.payload["error"] == "asset etcd: kind rke2-etcd is not supported yet"
+    (failed,) = events_named("astrolab.backup.failed", "astrolab.backup.asset.vm")
+    assert failed.payload["error"] == "asset vm: kind proxmox-vm is not supported yet"
 
     with build_catalog(load_settings(), read_only=True) as store:
         runs = latest_backups(store)
     assert runs["docs"]["status"] == "ok" and docs[0].id.startswith(runs["docs"]["snapshot_id"])
     assert runs["catalog"]["row_counts"] == {"objects": 3000, "science.redshifts": 1000}
     assert runs["catalog"]["sha256"] == pg.payload["sha256"]
-    etcd = runs["etcd"]
-    assert (etcd["status"], etcd["error"]) == ("failed", "asset etcd: kind rke2-etcd is not supported yet")
+    vm = runs["vm"]
+    assert (vm["status"], vm["error"]) == ("failed", "asset vm: kind proxmox-vm is not supported yet")
 
 
 def test_an_s3_bucket_is_mirrored_backed_up_and_drilled(lab, s3_endpoint, monkeypatch):
