@@ -298,8 +298,10 @@ def backup_verify(assets_file: str | None = None, day: date | None = None, parts
     used = [r for r in registry.repositories if any(a.repository == r.name for a in assets)]
     checks = {r.name: check_repository.with_options(task_run_name=f"check-{r.name}").submit(r, subset, settings)
               for r in used}
+    # restic check holds the repository's exclusive lock: a dump's listing reads the repository after its check
     dumps = {a.name: check_dump.with_options(task_run_name=f"pg-restore-list-{a.name}").submit(
-        a, registry.repository(a.repository), settings) for a in assets if a.kind == "postgres"}
+        a, registry.repository(a.repository), settings, wait_for=[checks[a.repository]], return_state=False)
+        for a in assets if a.kind == "postgres"}
     failures, rows = [], []
     run_id = str(flow_run.id or "local")
     for name, future in checks.items():
