@@ -88,8 +88,11 @@ def retained_versions(versions: list[str], current: str | None, retention: Versi
 
 
 def prune_versions(lake: Lake, product: str, current: str | None, now: float | None = None) -> list[str]:
-    """Delete the product's versions its lake's retention no longer keeps; returns those deleted."""
-    keep = retained_versions(lake.versions(product), current, lake.retention, now)
+    """Delete the product's versions its lake's retention no longer keeps, and builds a killed run left incomplete
+    (no reader can open those); returns those deleted. Called under the product's publish lock, so no build is in
+    progress."""
+    complete = [v for v in lake.versions(product) if lake.is_complete(product, v)]
+    keep = retained_versions(complete, current, lake.retention, now)
     return lake.remove_versions(product, keep)
 
 
@@ -122,6 +125,9 @@ class Lake(Protocol):
 
     def version_dir(self, product: str, version: str) -> Path:
         """A local, readable directory of a saved version."""
+
+    def is_complete(self, product: str, version: str) -> bool:
+        """Whether a saved version is a finished build (its hats.properties, written last, is there)."""
 
     def save_version(self, product: str, version: str) -> None:
         """Make a built version durable in the lake (before the catalog records it as published)."""
@@ -229,6 +235,10 @@ class LocalLake:
         path = self.version_dir(product, version)
         path.mkdir(parents=True)
         return version, path
+
+    def is_complete(self, product: str, version: str) -> bool:
+        """Whether the version's directory holds a finished build."""
+        return (self.version_dir(product, version) / "hats.properties").exists()
 
     def save_version(self, product: str, version: str) -> None:
         """Check the build is complete; it is in the lake already."""

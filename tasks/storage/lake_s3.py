@@ -115,6 +115,10 @@ class S3Lake:
             self._fetch_dir(self._version_key(product, version), local)
         return local
 
+    def is_complete(self, product: str, version: str) -> bool:
+        """Whether the version's upload finished (its hats.properties, uploaded last, is in the bucket)."""
+        return self.store.exists(self.bucket, join(self._version_key(product, version), COMPLETE_MARKER))
+
     def save_version(self, product: str, version: str) -> None:
         """Upload a built version, ``hats.properties`` last; partitions linked from a cached version are copied
         server-side instead of uploaded."""

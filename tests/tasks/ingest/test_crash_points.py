@@ -141,6 +141,9 @@ def test_killed_at_crash_point_then_rerun_recovers(sample, backends, tmp_path, p
         in_lake = set(zip(df["TARGETID"].tolist(), df["SURVEY"].tolist(), df["PROGRAM"].tolist(), strict=True))
         assert in_lake == {(r["targetid"], r["survey"], r["program"]) for r in catalog.query(KEYS).to_pylist()}
         assert lake.staged_files("redshifts") == []
+        assert lake.versions("redshifts") == [version]  # a build the killed run left half-done is gone
+        if not isinstance(lake, LocalLake):
+            assert set(lake.work.versions("redshifts")) <= {version}
         if point == "during-report":  # the rerun's report is whole
             assert [p.name for p in report.plots(catalog, lake.run_report_dir("crash"))] == ["nz.png",
                                                                                             "sky_density.png"]

@@ -12,6 +12,7 @@ import pytest
 from astrolab.resources import build_lake
 from astrolab.settings import load_settings
 from tasks.hats.writer import write_hats_catalog
+from tasks.storage.lake import prune_versions
 from tasks.storage.lake_s3 import POINTER, S3Lake
 from tasks.storage.s3 import ObjectStore, ObjectStoreError, split_url
 
@@ -95,6 +96,27 @@ def test_incomplete_version_is_never_published(lake):
     with pytest.raises(FileNotFoundError, match="not a complete HATS catalog"):
         lake.publish("fastspec", version)
     assert lake.published_version("fastspec") is None
+
+
+def test_prune_drops_a_killed_runs_incomplete_build_and_keeps_young_versions(lake):
+    first = _build(lake, "redshifts", range(50))
+    lake.save_version("redshifts", first)
+    lake.publish("redshifts", first)
+    superseded = _build(lake, "redshifts", range(50, 60), previous=first)  # complete, young: readers may hold it
+    lake.save_version("redshifts", superseded)
+    half, out = lake.new_version("redshifts")  # a build killed half-way: partitions, no hats.properties
+    part = "dataset/Norder=0/Dir=0/Npix=1.parquet"
+    if isinstance(lake, S3Lake):  # killed during the upload, which sends hats.properties last
+        lake.store.put_bytes(lake.bucket, f"{lake._version_key('redshifts', half)}/{part}", b"x")
+    else:
+        (out / part).parent.mkdir(parents=True)
+        (out / part).write_bytes(b"x")
+    assert lake.versions("redshifts") == sorted([first, superseded, half])
+    assert not lake.is_complete("redshifts", half) and lake.is_complete("redshifts", superseded)
+
+    assert prune_versions(lake, "redshifts", first) == [half]
+    assert lake.versions("redshifts") == sorted([first, superseded])
+    assert lake.published_version("redshifts") == first
 
 
 def test_reports_are_saved_and_named(lake):
