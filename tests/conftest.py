@@ -174,6 +174,16 @@ def catalog_url(request, tmp_path):
     return request.getfixturevalue("pg_database")
 
 
+@pytest.fixture
+def prefect_env(tmp_path):
+    """A real `prefect server start` on SQLite in tmp_path (tests/prefect_cli.py); yields the environment that
+    points at it, for the prefect CLI and workers."""
+    from tests.prefect_cli import started_server
+
+    with started_server(tmp_path) as env:
+        yield env
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """One temporary Prefect server (SQLite) for the flow tests of a session (tests/flows, tests/infra_flows)."""

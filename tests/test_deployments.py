@@ -5,13 +5,6 @@ given on the command line, as an admin would.
 """
 
 import json
-import os
-import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -21,84 +14,9 @@ from astropy.io import fits
 
 from astrolab.resources import build_lake
 from astrolab.settings import load_settings
-
-ROOT = Path(__file__).resolve().parent.parent
-PREFECT = str(Path(sys.executable).parent / "prefect")
+from tests.prefect_cli import deploy_all, flow_run_id, prefect, process_worker, wait_for_run
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"prefect server at {url} not healthy after {timeout} s")
-
-
-@pytest.fixture
-def prefect_env(tmp_path):
-    """A real `prefect server start` on SQLite in tmp_path; yields the environment that points at it."""
-    port = free_port()
-    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_UI_ENABLED="false", PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-               PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}",
-               PREFECT_LOGGING_LEVEL="WARNING")
-    server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_healthy(env["PREFECT_API_URL"], server)
-        yield env
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def prefect(env, *args, timeout=300):
-    done = subprocess.run([PREFECT, "--no-prompt", *args], env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
-    assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout
-
-
-def deploy_all(env: dict[str, str]) -> str:
-    """The work pools prefect.yaml names, then `prefect deploy --all`, as the README says; returns deploy's output."""
-    prefect(env, "work-pool", "create", "astrolab-process", "--type", "process")
-    prefect(env, "work-pool", "create", "astrolab-gpu", "--type", "process")
-    prefect(env, "work-pool", "create", "astrolab-rke2", "--type", "kubernetes",
-            "--base-job-template", str(ROOT / "infra" / "k8s-job-template.json"))
-    return prefect(env, "deploy", "--all")
-
-
-def flow_run_id(out: str) -> str:
-    """The flow run id `prefect deployment run` prints (└── UUID: ...)."""
-    found = re.search(r"UUID: ([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})", out)
-    assert found, f"no flow run id in:\n{out[-2000:]}"
-    return found[1]
-
-
-def wait_for_run(env: dict[str, str], flow_name: str, timeout: float = 240) -> None:
-    """Wait until a run of ``flow_name`` has completed (one a trigger started: nobody ran it by hand)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        runs = prefect(dict(env, COLUMNS="300"), "flow-run", "ls", "--flow-name", flow_name, "--state", "COMPLETED")
-        if "COMPLETED" in runs:
-            return
-        time.sleep(2)
-    raise AssertionError(f"no completed {flow_name} run within {timeout} s: its trigger did not fire")
-
-
-@pytest.mark.slow
 def test_deploy_all_and_run_against_postgres_and_s3(prefect_env, pg_database, s3_lake_env, tmp_path):
     out = deploy_all(prefect_env)
     for name in ("desi-ingest/daily", "desi-ingest/rke2", "desi-ingest/synthetic", "desi-sample/synthetic",
@@ -107,9 +25,7 @@ def test_deploy_all_and_run_against_postgres_and_s3(prefect_env, pg_database, s3
                  "notify/compliance-regression", "notify/ingest-quarantine"):
         assert name in out
 
-    worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "astrolab-process"], env=prefect_env,
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with process_worker(prefect_env):
         sample = tmp_path / "desi"
         config = tmp_path / "astrolab.yaml"
         lake = {"url": s3_lake_env["ASTROLAB_LAKE_URL"], "s3_endpoint": s3_lake_env["ASTROLAB_LAKE_S3_ENDPOINT"],
@@ -136,9 +52,6 @@ def test_deploy_all_and_run_against_postgres_and_s3(prefect_env, pg_database, s3
             out = prefect(prefect_env, "deployment", "run", name, "--watch", "--watch-timeout", "240", *args)
             assert "Completed" in out, name
             run_ids[name] = flow_run_id(out)
-    finally:
-        worker.terminate()
-        worker.wait(timeout=30)
 
     with psycopg.connect(pg_database) as con:
         assert con.execute("SELECT count(*) FROM redshifts").fetchone()[0] == 3000
@@ -191,18 +104,13 @@ def test_nightly_compliance_scan_and_its_regression_alert(prefect_env, pg_databa
     config = tmp_path / "astrolab.yaml"
     config.write_text(json.dumps({"home": str(tmp_path / "home"), "catalog": {"url": pg_database},
                                   "compliance": {"inventory": str(inventory), "policy_dirs": [str(policy.parent)]}}))
-    worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "astrolab-process"], env=prefect_env,
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with process_worker(prefect_env):
         run = ("deployment", "run", "compliance-scan/nightly", "--watch", "--watch-timeout", "240",
                "--param", f"config={json.dumps(str(config))}")
         assert "Completed" in prefect(prefect_env, *run)
         (root / "etc/ssh/sshd_config").write_text("PermitRootLogin yes\n")
         assert "Completed" in prefect(prefect_env, *run)
         wait_for_run(prefect_env, "notify")  # notify/compliance-regression, started by the regression's event
-    finally:
-        worker.terminate()
-        worker.wait(timeout=30)
     with psycopg.connect(pg_database) as con:
         assert con.execute("SELECT host, check_id, change FROM compliance_drift").fetchall() == \
             [("node1", 7, "regression")]
@@ -236,9 +144,7 @@ def test_backups_from_prefect_deployment_run(prefect_env, tmp_path):
         for n, p in (("docs", docs), ("stale", stale))]}))
     env = dict(prefect_env, RESTIC_PASSWORD=password, ASTROLAB_BACKUP_ASSETS=str(assets),
                ASTROLAB_HOME=str(tmp_path / "home"))
-    worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "astrolab-process"], env=env,
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with process_worker(env):
         assert "Completed" in prefect(env, "deployment", "run", "backup/asset", "--param", 'asset="docs"',
                                       "--watch", "--watch-timeout", "240")
         assert "Completed" in prefect(env, "deployment", "run", "rpo-check/every-15-min", "--watch",
@@ -246,9 +152,6 @@ def test_backups_from_prefect_deployment_run(prefect_env, tmp_path):
         wait_for_run(env, "notify")  # notify/backup-rpo-breach, started by stale's rpo-breach event
         for deployment in ("backup/scheduled", "backup-verify/nightly", "restore-drill/weekly", "prune/weekly"):
             assert "Completed" in prefect(env, "deployment", "run", deployment, "--watch", "--watch-timeout", "240")
-    finally:
-        worker.terminate()
-        worker.wait(timeout=30)
     assert len(repo.snapshots(tags=["asset=docs"])) in (1, 2)  # backup/scheduled: due again if its cron fired since
     assert len(repo.snapshots(tags=["asset=stale"])) == 2  # 3 h since its last backup: hourly schedule fired
     with DuckDBCatalog(tmp_path / "home" / "catalog.duckdb", read_only=True) as catalog:
