@@ -23,6 +23,10 @@ The evaluator is synchronous; each SshTarget drives its connection from a privat
   instead, run by the login shell (``$SHELL -c``): past its timeout a command is sent a KILL signal request and its
   channel is closed; OpenSSH honours signal requests only for non-root logins, so as root it runs on until it ends.
 - asyncssh, unlike OpenSSH, also trusts a known_hosts entry for the bare host (port 22) on another port.
+- ``become=True`` (the inventory's ``ssh.become``): a user other than root scans as root through ``sudo -n``, which
+  is checked once on connecting (a password prompt is an error, never answered). The SFTP server is then started
+  through sudo on a command channel, the long-lived shell is ``sudo -n /bin/sh``, and per-command channels run
+  ``sudo -n sh -c``.
 """
 
 from __future__ import annotations
@@ -66,6 +70,11 @@ _PROCESSES = (
 # sends KILL, and how long past a command's timeout (and the KILL) the end marker may still take before the shell is
 # deemed stuck (then it is closed and the command reported timed out).
 _SHELL = "exec /bin/sh"
+_SUDO = "sudo -n"
+# The SFTP server where Debian, Red Hat and Arch install it, run as root (become); 127 when there is none.
+_SFTP_SERVER = ("sh -c 'for p in /usr/lib/openssh/sftp-server /usr/libexec/openssh/sftp-server "
+                "/usr/lib/ssh/sftp-server /usr/libexec/sftp-server; do [ -x \"$p\" ] && exec \"$p\"; done; "
+                "echo no sftp-server >&2; exit 127'")
 _TIMEOUT = "timeout"
 _KILL_AFTER = 1
 _GRACE = 5.0
@@ -218,9 +227,11 @@ class SshTarget:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
         name: str | None = None,
+        become: bool = False,
     ) -> None:
         self.address = address
         self.user = user
+        self.become = become
         self.port = port
         self.key = Path(key).expanduser() if key is not None else None
         self.known_hosts = Path(known_hosts or DEFAULT_KNOWN_HOSTS).expanduser()
@@ -376,11 +387,34 @@ class SshTarget:
             raise TargetError(f"SSH to {self.name} ({self.where}) failed: {exc.reason}") from None
         except OSError as exc:
             raise UnreachableError(f"cannot reach {self.name} ({self.where}): {exc.strerror or exc}") from None
+        if self.become:
+            await self._check_sudo(conn)
         try:
-            self._sftp = await conn.start_sftp_client(path_errors="surrogateescape")
+            self._sftp = await (self._root_sftp(conn) if self.become
+                                else conn.start_sftp_client(path_errors="surrogateescape"))
         except (asyncssh.Error, OSError) as exc:  # file rules become not applicable; commands still run
             self._sftp_problem = str(getattr(exc, "reason", exc))
         return conn
+
+    async def _check_sudo(self, conn: asyncssh.SSHClientConnection) -> None:
+        """Fail once, clearly, when the user cannot become root without a password."""
+        try:
+            done = await conn.run(f"{_SUDO} true", stdin=asyncssh.DEVNULL, timeout=self.operation_timeout)
+        except (asyncssh.Error, OSError, TimeoutError) as exc:
+            conn.close()
+            raise TargetError(f"{self.user}@{self.where} ({self.name}): cannot run sudo -n: {exc}") from None
+        if done.exit_status != 0:
+            conn.close()
+            said = " ".join(str(done.stderr or "").split())[:200] or f"exit {done.exit_status}"
+            raise TargetError(f"{self.user}@{self.where} ({self.name}) cannot become root with sudo -n ({said}); "
+                              f"ssh.become needs passwordless sudo for {self.user}")
+
+    async def _root_sftp(self, conn: asyncssh.SSHClientConnection) -> asyncssh.SFTPClient:
+        """An SFTP client of an sftp-server started as root through sudo on a command channel (the "sftp"
+        subsystem would run as the login user); asyncssh's own start_sftp_client does the same over the subsystem."""
+        writer, reader, _ = await conn.open_session(f"{_SUDO} {_SFTP_SERVER}", encoding=None)
+        return await asyncssh.sftp.start_sftp_client(conn, asyncio.get_running_loop(), "strict", reader, writer,
+                                                     "utf-8", "surrogateescape", asyncssh.sftp.MIN_SFTP_VERSION)
 
     # -- files (SFTP) --------------------------------------------------------------------------------------------
 
@@ -463,6 +497,8 @@ class SshTarget:
 
     async def _exec(self, command: str, timeout: float) -> _Done:
         """Run a command on its own channel (hosts without `timeout`); past the timeout it is killed and closed."""
+        if self.become:
+            command = f"{_SUDO} sh -c -- {_quote(command)}"
         process = await self._conn.create_process(command, stdin=asyncssh.DEVNULL, encoding="utf-8", errors="replace")
         try:
             done = await process.wait(timeout=timeout)
@@ -475,7 +511,7 @@ class SshTarget:
         return _Done(str(done.stdout or ""), str(done.stderr or ""), code)
 
     async def _start_shell(self) -> _Shell:
-        process = await self._conn.create_process(_SHELL, encoding=None)
+        process = await self._conn.create_process(f"exec {_SUDO} /bin/sh" if self.become else _SHELL, encoding=None)
         shell = _Shell(process)
         try:
             await shell.start(self.operation_timeout)
@@ -554,5 +590,5 @@ def connect_host(host: Host, ssh: Ssh, timeout: float = DEFAULT_CONNECT_TIMEOUT)
         raise ValueError(f"host {host.name} has connection {host.connection!r}, not ssh")
     return SshTarget(
         host.address, user=ssh.user, port=ssh.port, key=ssh.key, known_hosts=ssh.known_hosts,
-        connect_timeout=timeout, name=host.name,
+        connect_timeout=timeout, name=host.name, become=ssh.become,
     )  # fmt: skip

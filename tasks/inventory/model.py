@@ -25,6 +25,9 @@ class Ssh(_Model):
     port: int = Field(default=22, ge=1, le=65535)
     key: Path | None = None
     known_hosts: Path | None = None
+    # Scans read and run as root through `sudo -n` (as Ansible's become): for a user other than root, on hosts
+    # whose hardening refuses root logins. The user needs passwordless sudo.
+    become: bool = False
 
 
 class Host(_Model):
