@@ -30,7 +30,7 @@ from astrolab.resources import build_catalog
 from astrolab.retries import retrying
 from astrolab.settings import Settings, load_settings
 from tasks.backup.drill import DrillResult, drill_path, drill_postgres
-from tasks.backup.drivers import BackupResult, backup_asset, postgres_password, supported
+from tasks.backup.drivers import BackupResult, backup_asset, postgres_password, s3_store, supported
 from tasks.backup.records import (
     BackupRun,
     PruneRun,
@@ -57,6 +57,7 @@ from tasks.backup.registry import (
 )
 from tasks.backup.restic import CheckResult, ForgetResult, Repository, open_repository
 from tasks.backup.rpo import RpoStatus, check_rpo, last_backups
+from tasks.backup.s3drill import drill_s3
 from tasks.backup.schedule import is_due
 from tasks.backup.status import problems, status_rows
 from tasks.backup.verify import DumpCheck, list_dump, rolling_subset
@@ -424,11 +425,14 @@ def drill_one(asset: Asset, spec: RepositorySpec, settings: Settings) -> DrillRe
     snap = max(snapshots, key=lambda s: s.time)
     with build_catalog(settings, read_only=True) as catalog:
         record = backup_of_snapshot(catalog, asset.name, snap.id) or {}
-    if isinstance(asset, PathAsset | S3Asset | Rke2EtcdAsset):  # s3: the mirror directory; etcd: snapshot + token
-        scratch = settings.backup.scratch_dir or settings.home / "backup-scratch"
+    scratch = settings.backup.scratch_dir or settings.home / "backup-scratch"
+    if isinstance(asset, S3Asset):  # into the scratch bucket, via a scratch directory
+        return drill_s3(repo, asset, snap, s3_store(asset), settings.backup.scratch_bucket, scratch,
+                        record.get("total_files"), record.get("total_bytes"))
+    if isinstance(asset, PathAsset | Rke2EtcdAsset):  # etcd: the snapshot file and the token
         scratch.mkdir(parents=True, exist_ok=True)
         return drill_path(repo, asset, snap, scratch, record.get("total_files"), record.get("total_bytes"),
-                          live=isinstance(asset, S3Asset) or (isinstance(asset, PathAsset) and not asset.host))
+                          live=isinstance(asset, PathAsset) and not asset.host)
     if isinstance(asset, PostgresAsset):
         counts = record.get("row_counts") or {}
         with scratch_database(asset, settings) as url:

@@ -157,9 +157,20 @@ def test_an_s3_bucket_is_mirrored_backed_up_and_drilled(lab, s3_endpoint, monkey
         run = latest_backups(catalog)["lake"]
     assert newest.id.startswith(run["snapshot_id"]) and (run["total_files"], run["total_bytes"]) == (2, 19)
 
+    scratch = f"scratch-{secrets.token_hex(6)}"  # created by the drill
+    monkeypatch.setenv("ASTROLAB_BACKUP_SCRATCH_BUCKET", scratch)
     drill = restore_drill(assets_file=assets, asset="lake")
     assert drill["result"] == "passed" and drill["snapshot_id"] == newest.id
-    assert drill["detail"].startswith("2 files, 19 bytes restored vs the backup's record; 2 compared")
+    assert drill["detail"].startswith(f"2 objects, 19 bytes restored into s3://{scratch}/drill-lake-{newest.id[:8]}-")
+    assert "/ vs the backup's record; 2 compared with the live bucket by sha256, 0 changed since the backup; " \
+        "scratch removed" in drill["detail"]
+    assert store.client.bucket_exists(scratch) and list(store.list(scratch, "")) == []  # the drill's prefix is gone
+
+    monkeypatch.setenv("ASTROLAB_BACKUP_SCRATCH_BUCKET", bucket)  # never into the live bucket
+    state = restore_drill(assets_file=assets, asset="lake", return_state=True)
+    assert state.is_failed() and f"the drill's scratch bucket '{bucket}' is the asset's live bucket" in state.message
+    assert sorted(o.key for o in store.list(bucket, "")) == \
+        sorted(["elsewhere/not-this", "hats/redshifts/properties", "hats/voids/properties", "reports/index.html"])
 
 
 def test_due_only_backs_up_what_its_schedule_says(lab):
