@@ -164,8 +164,8 @@ class BackupSettings(_Section):
 
     assets: Path | None = Field(default=None, description="Asset registry YAML (infra/backup/assets.example.yaml "
                                                           "shows the format); the backup deployments need it")
-    scratch_dir: Path | None = Field(default=None, description="Where restore drills restore path assets; "
-                                                               "default <home>/backup-scratch")
+    scratch_dir: Path | None = Field(default=None, description="Where restore drills restore path (and "
+                                                               "s3) assets; default <home>/backup-scratch")
     scratch_database_url: str | None = Field(default=None, description="A PostgreSQL URL (no password) whose server "
                                              "hosts the drills' scratch databases; default: the asset's own server")
     scratch_bucket: str = Field(default="astrolab-drill-scratch", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
