@@ -1,7 +1,9 @@
 """tasks.backup.s3drill with real restic and the test S3 server: an s3 asset's snapshot restored into a scratch bucket
 under a fresh prefix, compared with the backup's record and the live bucket, the prefix removed afterwards; a damaged
-pack fails the drill with the reason; the live bucket is refused as the scratch bucket."""
+pack fails the drill with the reason, so does a backed-up copy that differs from its unchanged live object; the live
+bucket is refused as the scratch bucket."""
 
+import os
 import random
 import secrets
 from datetime import UTC, datetime
@@ -97,3 +99,20 @@ def test_the_live_bucket_is_refused_as_the_scratch_bucket(lake, repo, tmp_path):
                               f"s3://{asset.bucket}/hats/: refusing to restore into it (set backup.scratch_bucket to "
                               "another bucket)")
     assert _keys(store, asset.bucket) == sorted(OBJECTS) and not (tmp_path / "scratch").exists()
+
+
+def test_a_backup_that_differs_from_an_unchanged_live_object_fails_the_drill(lake, repo, tmp_path):
+    """The mirror's copy of an object edited in place (same size, the object's mtime put back) before the backup:
+    the live object is unchanged since, so its bytes are compared, and the difference fails the drill by key."""
+    asset, store, _, scratch = lake
+    mirror = tmp_path / "mirrors" / "lake"
+    properties = mirror / "redshifts" / "properties"
+    st = properties.stat()
+    properties.write_bytes(b"y" * 10)
+    os.utime(properties, ns=(st.st_atime_ns, st.st_mtime_ns))
+    tampered = repo.backup_path([mirror], tags=[asset.tag])
+    drill = drill_s3(repo, asset, tampered.snapshot_id, store, scratch, tmp_path / "scratch")
+    assert drill.result == "failed" and drill.mismatches == (
+        f"s3://{asset.bucket}/hats/redshifts/properties: the scratch copy's bytes differ from the live object "
+        "(unchanged since the backup)",)
+    assert "3 compared with the live bucket by sha256" in drill.detail and _keys(store, scratch) == []
