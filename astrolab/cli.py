@@ -375,22 +375,22 @@ def cmd_docs(args: argparse.Namespace) -> int:
     with server:
         server.serve_forever()
     return 0
-def _backup_records(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The newest verification per repository and drill per asset from the catalog; none (with a warning) when the
-    catalog has none to give, since the repositories alone still answer the RPO question."""
+def _backup_records(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The newest verification per repository, drill and prune per asset from the catalog; none (with a warning)
+    when the catalog has none to give, since the repositories alone still answer the RPO question."""
     import duckdb
     import psycopg
 
-    from tasks.backup.records import latest_drills, latest_verifications
+    from tasks.backup.records import latest_drills, latest_prunes, latest_verifications
 
     try:
         with _catalog(args) as catalog:
-            return latest_verifications(catalog), latest_drills(catalog)
+            return latest_verifications(catalog), latest_drills(catalog), latest_prunes(catalog)
     except (CatalogError, duckdb.Error, psycopg.Error) as exc:
         reason = redact(_sql_reason(exc), _known_secrets(args))
-        console.print(f"[yellow]no backup records read from the catalog[/] ({reason}); verification and drill "
-                      "columns are empty", highlight=False, soft_wrap=True)
-        return {}, {}
+        console.print(f"[yellow]no backup records read from the catalog[/] ({reason}); verification, drill and "
+                      "prune columns are empty", highlight=False, soft_wrap=True)
+        return {}, {}, {}
 
 
 def cmd_backups_status(args: argparse.Namespace) -> int:
@@ -402,10 +402,10 @@ def cmd_backups_status(args: argparse.Namespace) -> int:
 
     registry = registry_of(args.assets, load_settings(args.config))
     statuses = check_rpo(registry, datetime.now(UTC))
-    verifications, drills = _backup_records(args)
-    rows = status_rows(statuses, verifications, drills)
+    verifications, drills, prunes = _backup_records(args)
+    rows = status_rows(statuses, verifications, drills, prunes)
     _print_table(pa.Table.from_pylist(rows or [{"asset": "(no enabled assets)"}]), max(len(rows), 1))
-    found = problems(statuses, verifications, drills)
+    found = problems(statuses, verifications, drills, prunes)
     for line in found:
         console.print(f"[red]problem[/] {line}", highlight=False, soft_wrap=True)
     return EXIT_BACKUP_PROBLEM if found else EXIT_OK

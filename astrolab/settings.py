@@ -164,10 +164,14 @@ class BackupSettings(_Section):
 
     assets: Path | None = Field(default=None, description="Asset registry YAML (infra/backup/assets.example.yaml "
                                                           "shows the format); the backup deployments need it")
-    scratch_dir: Path | None = Field(default=None, description="Where restore drills restore path assets; "
-                                                               "default <home>/backup-scratch")
+    scratch_dir: Path | None = Field(default=None, description="Where restore drills restore path (and "
+                                                               "s3) assets; default <home>/backup-scratch")
     scratch_database_url: str | None = Field(default=None, description="A PostgreSQL URL (no password) whose server "
                                              "hosts the drills' scratch databases; default: the asset's own server")
+    scratch_bucket: str = Field(default="astrolab-drill-scratch", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+                                description="Bucket (on each s3 asset's own endpoint, created when missing) where "
+                                            "restore drills put s3 assets back, under a fresh prefix per drill; "
+                                            "never an asset's live bucket")
     mirror_dir: Path | None = Field(default=None, description="Where s3 assets are mirrored before restic backs "
                                                               "them up (kept: only changed objects are fetched); "
                                                               "default <home>/backup-mirrors")

@@ -30,15 +30,18 @@ from astrolab.resources import build_catalog
 from astrolab.retries import retrying
 from astrolab.settings import Settings, load_settings
 from tasks.backup.drill import DrillResult, drill_path, drill_postgres
-from tasks.backup.drivers import BackupResult, backup_asset, postgres_password, supported
+from tasks.backup.drivers import BackupResult, backup_asset, postgres_password, s3_store, supported
 from tasks.backup.records import (
     BackupRun,
+    PruneRun,
     Verification,
     backup_of_snapshot,
     latest_drills,
+    latest_prunes,
     latest_verifications,
     record_backup,
     record_drill,
+    record_prune,
     record_verification,
 )
 from tasks.backup.registry import (
@@ -54,6 +57,7 @@ from tasks.backup.registry import (
 )
 from tasks.backup.restic import CheckResult, ForgetResult, Repository, open_repository
 from tasks.backup.rpo import RpoStatus, check_rpo, last_backups
+from tasks.backup.s3drill import drill_s3
 from tasks.backup.schedule import is_due
 from tasks.backup.status import problems, status_rows
 from tasks.backup.verify import DumpCheck, list_dump, rolling_subset
@@ -234,12 +238,12 @@ def rpo_check(assets_file: str | None = None, now: datetime | None = None,
                "age_s": None if s.age is None else int(s.age.total_seconds()), "rpo_s": int(s.rpo.total_seconds()),
                "age": _age(s), "reason": s.reason, "repository": s.repository, "checked_at": now.isoformat()})
     with build_catalog(settings) as catalog:
-        verifications, drills = latest_verifications(catalog), latest_drills(catalog)
-    rows = status_rows(statuses, verifications, drills)
+        verifications, drills, prunes = latest_verifications(catalog), latest_drills(catalog), latest_prunes(catalog)
+    rows = status_rows(statuses, verifications, drills, prunes)
     counts = {state: sum(s.state == state for s in statuses) for state in ("ok", "warning", "breach", "never",
                                                                             "unknown")}
     summary = f"{len(statuses)} asset(s) at {_when(now)}: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-    found = problems(statuses, verifications, drills)
+    found = problems(statuses, verifications, drills, prunes)
     listed = "".join(f"- {line}\n" for line in found)
     extra = (f"\n## Problems\n\n{listed}" if found else "") + _safeguards(statuses, drills)
     create_markdown_artifact(_markdown("rpo-check", rows, summary, extra), key="backup-rpo",
@@ -359,25 +363,35 @@ def prune_one(asset: Asset, spec: RepositorySpec, settings: Settings, dry_run: b
 @flow(name="prune", log_prints=True)
 def prune(assets_file: str | None = None, asset: str | None = None, dry_run: bool = False,
           config: str | None = None) -> dict[str, Any]:
-    """Apply each asset's retention (``restic forget --prune``, its snapshots only); ``dry_run`` only lists."""
+    """Apply each asset's retention (``restic forget --prune``, its snapshots only); ``dry_run`` only lists. Every
+    prune (and its failure) is recorded in the catalog's backup_prunes."""
     settings = load_settings(config)
     registry = registry_of(assets_file, settings)
-    rows, failures, kept = [], [], {}
+    run_id = str(flow_run.id or "local")
+    rows, failures, kept, records = [], [], {}, []
     for a in select_assets(registry, asset, None):
+        started = datetime.now(UTC)
         future = prune_one.with_options(task_run_name=f"prune-{a.name}").submit(
             a, registry.repository(a.repository), settings, dry_run)
         future.wait()
         if not future.state.is_completed():
-            failures.append(f"{a.name}: {_state_message(future)}")
+            message = _state_message(future)
+            failures.append(f"{a.name}: {message}")
+            records.append(PruneRun.failure(run_id, a, message, started, datetime.now(UTC), dry_run))
             continue
         r = future.result()
+        records.append(PruneRun.of_forget(run_id, a, r, started, datetime.now(UTC)))
         kept[a.name] = list(r.keep)
         rows.append({"asset": a.name, "retention": " ".join(a.retention.restic_args()), "kept": len(r.keep),
-                     "removed": len(r.remove), "pruned": r.pruned})
+                     "removed": len(r.remove), "pruned": r.pruned,
+                     "freed": "" if r.bytes_freed is None else f"{r.bytes_freed} B"})
+    with build_catalog(settings) as catalog:
+        for record in records:
+            record_prune(catalog, record)
     create_markdown_artifact(_markdown("prune", rows, f"{len(rows)} asset(s)" + (" (dry run)" if dry_run else "")),
                              key="backup-prune", description="Snapshots kept and removed per asset")
     _fail_if(failures, "prune")
-    return {"kept": kept, "removed": {r["asset"]: r["removed"] for r in rows}}
+    return {"run_id": run_id, "kept": kept, "removed": {r["asset"]: r["removed"] for r in rows}}
 
 
 # -- restore-drill --------------------------------------------------------------------------------------------------
@@ -411,11 +425,14 @@ def drill_one(asset: Asset, spec: RepositorySpec, settings: Settings) -> DrillRe
     snap = max(snapshots, key=lambda s: s.time)
     with build_catalog(settings, read_only=True) as catalog:
         record = backup_of_snapshot(catalog, asset.name, snap.id) or {}
-    if isinstance(asset, PathAsset | S3Asset | Rke2EtcdAsset):  # s3: the mirror directory; etcd: snapshot + token
-        scratch = settings.backup.scratch_dir or settings.home / "backup-scratch"
+    scratch = settings.backup.scratch_dir or settings.home / "backup-scratch"
+    if isinstance(asset, S3Asset):  # into the scratch bucket, via a scratch directory
+        return drill_s3(repo, asset, snap, s3_store(asset), settings.backup.scratch_bucket, scratch,
+                        record.get("total_files"), record.get("total_bytes"))
+    if isinstance(asset, PathAsset | Rke2EtcdAsset):  # etcd: the snapshot file and the token
         scratch.mkdir(parents=True, exist_ok=True)
         return drill_path(repo, asset, snap, scratch, record.get("total_files"), record.get("total_bytes"),
-                          live=isinstance(asset, S3Asset) or (isinstance(asset, PathAsset) and not asset.host))
+                          live=isinstance(asset, PathAsset) and not asset.host)
     if isinstance(asset, PostgresAsset):
         counts = record.get("row_counts") or {}
         with scratch_database(asset, settings) as url:

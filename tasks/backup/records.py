@@ -1,5 +1,5 @@
-"""Backup records in the catalog database (DuckDB or PostgreSQL, schema version 4): every backup run of an asset,
-every repository verification and every restore drill, and the newest of each for reports.
+"""Backup records in the catalog database (DuckDB or PostgreSQL, schema version 6): every backup run of an asset,
+every repository verification, every restore drill and every prune of an asset, and the newest of each for reports.
 
 Times are stored as UTC without a zone and read back as aware UTC datetimes; row counts and errors are JSON text.
 Each record is one transaction; an invalid record is refused before anything is written. Error texts are one line
@@ -19,13 +19,13 @@ import pyarrow as pa
 from tasks.backup.drill import DrillResult
 from tasks.backup.postgres import PgBackup
 from tasks.backup.registry import Asset
-from tasks.backup.restic import BackupSummary, CheckResult
+from tasks.backup.restic import BackupSummary, CheckResult, ForgetResult
 from tasks.catalog.base import SqlCatalog
 from tasks.redact import redact
 
 RunStatus = Literal["ok", "failed"]
 KEYS = {"backup_runs": ("run_id", "asset"), "backup_verifications": ("repository", "checked_at"),
-        "restore_drills": ("asset", "started_at")}
+        "restore_drills": ("asset", "started_at"), "backup_prunes": ("run_id", "asset")}
 
 
 def one_line(text: str, secrets: Sequence[str] = ()) -> str:
@@ -100,6 +100,37 @@ class Verification:
                    result.read_data, result.duration, run_id)
 
 
+@dataclass(frozen=True)
+class PruneRun:
+    """One asset's snapshots pruned (``restic forget --prune`` by its retention), or a dry run, or a failure."""
+
+    run_id: str
+    asset: str
+    repository: str
+    started: datetime
+    finished: datetime
+    status: RunStatus
+    dry_run: bool = False
+    kept: int | None = None
+    removed: int | None = None
+    bytes_freed: int | None = None
+    error: str | None = None
+
+    @classmethod
+    def of_forget(cls, run_id: str, asset: Asset, result: ForgetResult, started: datetime,
+                  finished: datetime) -> PruneRun:
+        """A completed forget (with prune unless it was a dry run)."""
+        return cls(run_id, asset.name, asset.repository, started, finished, "ok", dry_run=not result.pruned,
+                   kept=len(result.keep), removed=len(result.remove), bytes_freed=result.bytes_freed)
+
+    @classmethod
+    def failure(cls, run_id: str, asset: Asset, error: str, started: datetime, finished: datetime,
+                dry_run: bool = False) -> PruneRun:
+        """A prune that failed, with its one-line reason."""
+        return cls(run_id, asset.name, asset.repository, started, finished, "failed", dry_run=dry_run,
+                   error=one_line(error))
+
+
 def _utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         raise ValueError(f"backup records need timezone-aware times, got {moment.isoformat()}")
@@ -115,6 +146,10 @@ _RUNS = pa.schema([("run_id", pa.string()), ("asset", pa.string()), ("asset_clas
 _VERIFICATIONS = pa.schema([("repository", pa.string()), ("checked_at", pa.timestamp("us")),
                             ("read_data_subset", pa.string()), ("ok", pa.bool_()), ("errors", pa.string()),
                             ("duration_s", pa.float64()), ("run_id", pa.string())])
+_PRUNES = pa.schema([("run_id", pa.string()), ("asset", pa.string()), ("repository", pa.string()),
+                     ("started_at", pa.timestamp("us")), ("finished_at", pa.timestamp("us")), ("dry_run", pa.bool_()),
+                     ("snapshots_kept", pa.int64()), ("snapshots_removed", pa.int64()), ("bytes_freed", pa.int64()),
+                     ("status", pa.string()), ("error", pa.string())])
 _DRILLS = pa.schema([("asset", pa.string()), ("kind", pa.string()), ("snapshot_id", pa.string()),
                      ("started_at", pa.timestamp("us")), ("restore_s", pa.float64()), ("rto_s", pa.float64()),
                      ("result", pa.string()), ("detail", pa.string()), ("run_id", pa.string())])
@@ -159,6 +194,20 @@ def record_drill(store: SqlCatalog, drill: DrillResult, run_id: str | None = Non
         "detail": one_line(drill.detail), "run_id": run_id})
 
 
+def record_prune(store: SqlCatalog, prune: PruneRun) -> None:
+    """Store one prune of an asset (a rerun of the same run and asset replaces it)."""
+    p = prune
+    if p.status not in ("ok", "failed"):
+        raise ValueError(f"prune run {p.run_id} of {p.asset}: status must be ok or failed, not {p.status!r}")
+    if p.status == "failed" and not p.error:
+        raise ValueError(f"prune run {p.run_id} of {p.asset}: a failed prune needs its error")
+    _write(store, "backup_prunes", _PRUNES, {
+        "run_id": p.run_id, "asset": p.asset, "repository": p.repository, "started_at": _utc(p.started),
+        "finished_at": _utc(p.finished), "dry_run": p.dry_run, "snapshots_kept": p.kept,
+        "snapshots_removed": p.removed, "bytes_freed": p.bytes_freed, "status": p.status,
+        "error": None if p.error is None else one_line(p.error)})
+
+
 def _decoded(row: dict[str, Any]) -> dict[str, Any]:
     """A stored row as Python values: aware UTC times, JSON text parsed, the window column dropped."""
     row.pop("newest", None)
@@ -200,3 +249,8 @@ def latest_verifications(store: SqlCatalog) -> dict[str, dict[str, Any]]:
 def latest_drills(store: SqlCatalog) -> dict[str, dict[str, Any]]:
     """The newest restore drill of every asset: asset -> row."""
     return _newest(store, "restore_drills", "asset", "started_at")
+
+
+def latest_prunes(store: SqlCatalog) -> dict[str, dict[str, Any]]:
+    """The newest prune of every asset (dry runs left out: they remove nothing): asset -> row."""
+    return _newest(store, "backup_prunes", "asset", "finished_at", "WHERE NOT dry_run")

@@ -191,6 +191,17 @@ class ForgetResult:
     keep: tuple[str, ...]
     remove: tuple[str, ...]
     pruned: bool
+    bytes_freed: int | None = None  # prune's "total prune" size (restic rounds it to 4 digits); None: not reported
+
+
+_TOTAL_PRUNE = re.compile(r"^total prune:\s+\d+ blobs / ([\d.]+) (B|KiB|MiB|GiB|TiB)\s*$", re.MULTILINE)
+_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+
+
+def bytes_freed(prune_output: str) -> int | None:
+    """The bytes a prune removed, from its "total prune: N blobs / 1.036 KiB" line (None when there is none)."""
+    found = _TOTAL_PRUNE.search(prune_output)
+    return None if found is None else round(float(found.group(1)) * _UNITS[found.group(2)])
 
 
 @dataclass(frozen=True)
@@ -631,7 +642,9 @@ class Repository:
                 break
         keep_ids = [s["id"] for g in groups for s in g.get("keep") or ()]
         remove_ids = [s["id"] for g in groups for s in g.get("remove") or ()]
-        return ForgetResult(keep=tuple(keep_ids), remove=tuple(remove_ids), pruned=prune and not dry_run)
+        pruned = prune and not dry_run
+        return ForgetResult(keep=tuple(keep_ids), remove=tuple(remove_ids), pruned=pruned,
+                            bytes_freed=bytes_freed(out.stdout) if pruned else None)
 
     def locks(self) -> list[Lock]:
         """The repository's locks (``restic list locks`` + ``cat lock``), without taking one."""

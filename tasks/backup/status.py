@@ -1,6 +1,6 @@
 """The backup status table (what ``astrolab backups status`` prints and the flows publish): per asset its class and
-kind, last backup, age against the RPO, RPO state, its repository's last verification and its last drill's restore
-time against the RTO; and the list of problems, one line each."""
+kind, last backup, age against the RPO, RPO state, its repository's last verification, its last drill's restore
+time against the RTO and its last prune; and the list of problems, one line each."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tasks.backup.registry import format_duration
 from tasks.backup.rpo import RpoStatus
 
 STATUS_COLUMNS = ("asset", "class", "kind", "last_backup", "age_vs_rpo", "state", "last_verification",
-                  "last_drill_vs_rto")
+                  "last_drill_vs_rto", "last_prune")
 
 
 def _when(moment: datetime | None) -> str:
@@ -40,24 +40,36 @@ def _drill(row: Mapping[str, Any] | None) -> str:
            f"({_when(row['started_at'])})"
 
 
+def _prune(row: Mapping[str, Any] | None) -> str:
+    if row is None:
+        return "never"
+    if row["status"] != "ok":
+        return f"FAILED {_when(row['finished_at'])}"
+    return f"kept {row['snapshots_kept']}, removed {row['snapshots_removed']} ({_when(row['finished_at'])})"
+
+
 def status_rows(statuses: Sequence[RpoStatus], verifications: Mapping[str, Mapping[str, Any]],
-                drills: Mapping[str, Mapping[str, Any]]) -> list[dict[str, str]]:
-    """One row per asset (columns STATUS_COLUMNS); ``verifications`` by repository and ``drills`` by asset are the
-    catalog's newest records (tasks.backup.records.latest_verifications / latest_drills)."""
+                drills: Mapping[str, Mapping[str, Any]],
+                prunes: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, str]]:
+    """One row per asset (columns STATUS_COLUMNS); ``verifications`` by repository, ``drills`` and ``prunes`` by
+    asset are the catalog's newest records (tasks.backup.records.latest_verifications / latest_drills /
+    latest_prunes)."""
     rows = []
     for s in statuses:
         age = "-" if s.age is None else f"{_span(s.age)} of {_span(s.rpo)} ({s.fraction:.0%})"
         rows.append({"asset": s.asset, "class": s.asset_class, "kind": s.kind, "last_backup": _when(s.last_backup),
                      "age_vs_rpo": age, "state": s.state,
                      "last_verification": _verification(verifications.get(s.repository)),
-                     "last_drill_vs_rto": _drill(drills.get(s.asset))})
+                     "last_drill_vs_rto": _drill(drills.get(s.asset)),
+                     "last_prune": _prune((prunes or {}).get(s.asset))})
     return rows
 
 
 def problems(statuses: Sequence[RpoStatus], verifications: Mapping[str, Mapping[str, Any]],
-             drills: Mapping[str, Mapping[str, Any]]) -> list[str]:
+             drills: Mapping[str, Mapping[str, Any]],
+             prunes: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
     """One line per thing an admin must look at: an asset not ok (warning, breach, never, unknown and why), a
-    repository whose last verification failed, an asset whose last drill failed."""
+    repository whose last verification failed, an asset whose last drill or last prune failed."""
     lines = []
     for s in statuses:
         if s.state == "unknown":
@@ -75,4 +87,8 @@ def problems(statuses: Sequence[RpoStatus], verifications: Mapping[str, Mapping[
         drill = drills.get(s.asset)
         if drill is not None and drill["result"] != "passed":
             lines.append(f"{s.asset}: last restore drill failed ({_when(drill['started_at'])}): {drill['detail']}")
+    for s in statuses:
+        pruned = (prunes or {}).get(s.asset)
+        if pruned is not None and pruned["status"] != "ok":
+            lines.append(f"{s.asset}: last prune failed ({_when(pruned['finished_at'])}): {pruned['error']}")
     return lines

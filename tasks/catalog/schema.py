@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from tasks.ingest.products import PRODUCTS, Product
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 DONE_STATUSES = ("loaded", "published")  # lineage statuses of a file whose rows are in the catalog
 
@@ -29,6 +29,7 @@ MIGRATIONS: dict[int, list[str]] = {
     3: [],  # compliance scans: new tables only (COMPLIANCE_DDL), which table_ddls creates on every open
     4: [],  # backup runs, repository verifications and restore drills: new tables only (BACKUP_DDL)
     5: [],  # cluster build: role applies per host (CLUSTER_DDL), a new table only
+    6: [],  # prune runs per asset (backup_prunes in BACKUP_DDL), a new table only
 }
 
 _SQL_TYPES = {
@@ -175,8 +176,8 @@ COMPLIANCE_DDL = [
 )""",
 ]
 
-# Backups (tasks/backup/records.py): one row per asset backed up by a run, per repository check, per restore drill.
-# Times are UTC; row_counts and errors are JSON text.
+# Backups (tasks/backup/records.py): one row per asset backed up by a run, per repository check, per restore drill,
+# per asset pruned by a run. Times are UTC; row_counts and errors are JSON text.
 BACKUP_DDL = [
     """CREATE TABLE IF NOT EXISTS backup_runs (
   run_id TEXT NOT NULL,
@@ -219,6 +220,20 @@ BACKUP_DDL = [
   detail TEXT,
   run_id TEXT,
   PRIMARY KEY (asset, started_at)
+)""",
+    """CREATE TABLE IF NOT EXISTS backup_prunes (
+  run_id TEXT NOT NULL,
+  asset TEXT NOT NULL,
+  repository TEXT NOT NULL,
+  started_at TIMESTAMP NOT NULL,
+  finished_at TIMESTAMP NOT NULL,
+  dry_run BOOLEAN NOT NULL,
+  snapshots_kept BIGINT,
+  snapshots_removed BIGINT,
+  bytes_freed BIGINT,
+  status TEXT NOT NULL,
+  error TEXT,
+  PRIMARY KEY (run_id, asset)
 )""",
 ]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import hashlib
 import io
 import os
 import uuid
@@ -173,6 +174,21 @@ class ObjectStore:
         finally:
             response.close()
             response.release_conn()
+
+    def sha256(self, bucket: str, key: str) -> str:
+        """The sha256 of an object's bytes, streamed (bounded memory)."""
+        digest = hashlib.sha256()
+        try:
+            response = self.client.get_object(bucket, key)
+            try:
+                for chunk in response.stream(1 << 20):
+                    digest.update(chunk)
+            finally:
+                response.close()
+                response.release_conn()
+        except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._fail(f"read s3://{bucket}/{key}", exc) from None
+        return digest.hexdigest()
 
     def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         """Write a small object in one PUT (atomic: readers see the old object or the new one)."""

@@ -461,7 +461,7 @@ def _backup_registry(path, repos, assets):
 def test_backups_status_table_and_exit_codes(tmp_path, monkeypatch, capsys):
     from tasks.backup import rpo
     from tasks.backup.drill import DrillResult
-    from tasks.backup.records import Verification, record_drill, record_verification
+    from tasks.backup.records import PruneRun, Verification, record_drill, record_prune, record_verification
     from tasks.backup.restic import Repository
 
     monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path))
@@ -481,6 +481,8 @@ def test_backups_status_table_and_exit_codes(tmp_path, monkeypatch, capsys):
         record_verification(catalog, Verification("local", now - timedelta(hours=1), True, read_data_subset="1/7"))
         record_drill(catalog, DrillResult("docs", "path", "abcd1234", now - timedelta(days=1), 42.0,
                                           timedelta(hours=1), (), "3 files"))
+        pruned = datetime(2026, 3, 1, 4, 0, tzinfo=UTC)
+        record_prune(catalog, PruneRun("p1", "docs", "local", pruned, pruned, "ok", kept=5, removed=1))
 
     ok_only = _backup_registry(tmp_path / "ok.yaml", {"local": repo.url}, [("docs", "documentation", "local")])
     assert main(["backups", "status", "--assets", ok_only]) == 0
@@ -489,6 +491,7 @@ def test_backups_status_table_and_exit_codes(tmp_path, monkeypatch, capsys):
     assert (row["asset"], row["class"], row["kind"], row["state"]) == ("docs", "documentation", "path", "ok")
     assert row["age_vs_rpo"].startswith("10m") and row["age_vs_rpo"].endswith("of 1h (17%)")
     assert row["last_verification"].startswith("ok ") and row["last_drill_vs_rto"].startswith("passed 42s of 1h (")
+    assert row["last_prune"] == "kept 5, removed 1 (2026-03-01 04:00 UTC)"
     assert "problem" not in err
 
     mixed = _backup_registry(tmp_path / "mixed.yaml", {"local": repo.url, "other": str(tmp_path / "nothing")},

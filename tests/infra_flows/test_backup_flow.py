@@ -1,7 +1,7 @@
 """The backup flows as Prefect flow runs on the session's Prefect server, with real restic and real PostgreSQL:
 backup of a path and a postgres asset (a proxmox-vm asset fails alone, saying it is not supported yet), an s3 bucket
 mirrored and backed up then drilled, due_only, rpo-check
-states on a controlled clock with their events, backup-verify catching a damaged pack, prune's retention."""
+states on a controlled clock with their events, backup-verify catching a damaged pack, prune's retention and records."""
 
 import os
 import secrets
@@ -18,7 +18,7 @@ from prefect.artifacts import Artifact
 from astrolab.resources import build_catalog
 from astrolab.settings import load_settings
 from infra_flows.backup import backup, backup_verify, prune, restore_drill, rpo_check
-from tasks.backup.records import latest_backups, latest_drills
+from tasks.backup.records import latest_backups, latest_drills, latest_prunes
 from tasks.backup.restic import Repository
 from tasks.storage.s3 import ObjectStore, S3Config
 from tests.tasks.backup.conftest import damage_largest_pack, make_tree
@@ -157,9 +157,20 @@ def test_an_s3_bucket_is_mirrored_backed_up_and_drilled(lab, s3_endpoint, monkey
         run = latest_backups(catalog)["lake"]
     assert newest.id.startswith(run["snapshot_id"]) and (run["total_files"], run["total_bytes"]) == (2, 19)
 
+    scratch = f"scratch-{secrets.token_hex(6)}"  # created by the drill
+    monkeypatch.setenv("ASTROLAB_BACKUP_SCRATCH_BUCKET", scratch)
     drill = restore_drill(assets_file=assets, asset="lake")
     assert drill["result"] == "passed" and drill["snapshot_id"] == newest.id
-    assert drill["detail"].startswith("2 files, 19 bytes restored vs the backup's record; 2 compared")
+    assert drill["detail"].startswith(f"2 objects, 19 bytes restored into s3://{scratch}/drill-lake-{newest.id[:8]}-")
+    assert "/ vs the backup's record; 2 compared with the live bucket by sha256, 0 changed since the backup; " \
+        "scratch removed" in drill["detail"]
+    assert store.client.bucket_exists(scratch) and list(store.list(scratch, "")) == []  # the drill's prefix is gone
+
+    monkeypatch.setenv("ASTROLAB_BACKUP_SCRATCH_BUCKET", bucket)  # never into the live bucket
+    state = restore_drill(assets_file=assets, asset="lake", return_state=True)
+    assert state.is_failed() and f"the drill's scratch bucket '{bucket}' is the asset's live bucket" in state.message
+    assert sorted(o.key for o in store.list(bucket, "")) == \
+        sorted(["elsewhere/not-this", "hats/redshifts/properties", "hats/voids/properties", "reports/index.html"])
 
 
 def test_due_only_backs_up_what_its_schedule_says(lab):
@@ -237,7 +248,7 @@ def test_verify_passes_a_sound_repository_and_fails_a_damaged_pack(lab, catalog_
     assert failed.payload["ok"] is False and failed.payload["errors"]
 
 
-def test_prune_keeps_exactly_the_retention_policy(lab):
+def test_prune_keeps_exactly_the_retention_policy(lab, monkeypatch):
     assets = lab.registry({**docs_asset(lab.root), "retention": {"keep_daily": 2, "keep_last": 1}})
     source = lab.root / "live" / "docs"
     times = [datetime(2026, 3, 1, 10, tzinfo=UTC), datetime(2026, 3, 1, 12, tzinfo=UTC),
@@ -253,6 +264,20 @@ def test_prune_keeps_exactly_the_retention_policy(lab):
     assert sorted(i[:8] for i in result["kept"]["docs"]) == kept and result["removed"] == {"docs": 3}
     assert sorted(s.short_id for s in lab.repo.snapshots()) == sorted([*kept, other])
     assert lab.repo.check(read_data=True).ok
+    with build_catalog(load_settings(), read_only=True) as catalog:  # recorded: restic's 5 snapshots, then 2
+        recorded = latest_prunes(catalog)["docs"]
+        runs = catalog.query("SELECT run_id, dry_run FROM backup_prunes ORDER BY started_at").to_pylist()
+    assert (recorded["snapshots_kept"], recorded["snapshots_removed"], recorded["status"]) == (2, 3, "ok")
+    assert recorded["run_id"] == result["run_id"] and recorded["bytes_freed"] is not None
+    assert [r["dry_run"] for r in runs] == [True, False]
+
+    monkeypatch.setenv("RESTIC_PASSWORD", "not-the-password")
+    state = prune(assets_file=assets, return_state=True)
+    assert state.is_failed() and "prune: 1 failed: docs: " in state.message
+    with build_catalog(load_settings(), read_only=True) as catalog:
+        failed = latest_prunes(catalog)["docs"]
+    assert failed["status"] == "failed" and "wrong password" in failed["error"]
+    assert "not-the-password" not in failed["error"] and failed["snapshots_kept"] is None
 
 
 def test_restore_drills_give_identical_bytes_and_rows_and_catch_a_damaged_pack(lab, catalog_db):

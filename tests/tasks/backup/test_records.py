@@ -1,7 +1,8 @@
-"""tasks.backup.records on both catalog backends (DuckDB, PostgreSQL): runs, verifications and drills stored and read
-back newest-first per asset or repository; bad records refused before writing; a version-3 catalog upgraded to 4 with
-its data kept."""
+"""tasks.backup.records on both catalog backends (DuckDB, PostgreSQL): runs, verifications, drills and prunes stored
+and read back newest-first per asset or repository (a prune's counts are restic's snapshots before and after); bad
+records refused before writing; version-3 and version-5 catalogs upgraded with their data kept."""
 
+import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,18 +11,22 @@ from astrolab.resources import open_catalog
 from tasks.backup.drill import DrillResult
 from tasks.backup.records import (
     BackupRun,
+    PruneRun,
     Verification,
     backup_of_snapshot,
     latest_backups,
     latest_drills,
+    latest_prunes,
     latest_verifications,
     record_backup,
     record_drill,
+    record_prune,
     record_verification,
 )
-from tasks.backup.registry import parse_assets
-from tasks.backup.restic import BackupSummary, CheckResult
+from tasks.backup.registry import Retention, parse_assets
+from tasks.backup.restic import BackupSummary, CheckResult, ResticError
 from tasks.catalog.schema import SCHEMA_VERSION
+from tests.tasks.backup.conftest import make_tree
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 M = timedelta(minutes=1)
@@ -118,7 +123,7 @@ def test_verifications_and_drills_newest_first(store):
 
 def test_a_version_3_catalog_is_upgraded_with_its_data_kept(catalog_url):
     with open_catalog(catalog_url) as cat:  # make it look like a version-3 catalog with a compliance scan and lineage
-        for table in ("backup_runs", "backup_verifications", "restore_drills"):
+        for table in ("backup_runs", "backup_verifications", "restore_drills", "backup_prunes"):
             cat._execute(f"DROP TABLE {table}")
         cat._execute("UPDATE schema_version SET version = 3")
         cat._execute("INSERT INTO compliance_scans (scan_id, host, policy_id, source, status, score) "
@@ -131,5 +136,55 @@ def test_a_version_3_catalog_is_upgraded_with_its_data_kept(catalog_url):
         assert cat._rows("SELECT scan_id, score FROM compliance_scans") == [("s1", 87.5)]
         assert cat.lineage("old")["status"] == "published"
         assert latest_backups(cat) == {} and latest_verifications(cat) == {} and latest_drills(cat) == {}
+        assert latest_prunes(cat) == {}
         record_backup(cat, BackupRun.of_summary("r", REGISTRY.asset("docs"), _summary("eeee5555"), T0, T0 + M))
         assert latest_backups(cat)["docs"]["snapshot_id"] == "eeee5555"
+
+
+def test_prunes_record_the_snapshots_restic_kept_and_removed(store, repo, make_repo, tmp_path):
+    docs = REGISTRY.asset("docs")
+    src = make_tree(tmp_path / "docs", files=3)
+    for day in range(1, 5):  # four snapshots, each with 60 kB of its own data (freed when the snapshot goes)
+        (src / "daily.bin").write_bytes(os.urandom(60_000))
+        repo.backup_path([src], tags=[docs.tag], at=datetime(2026, 3, day, 12, tzinfo=UTC))
+    repo.backup_path([src], tags=["asset=other"])  # another asset's: never counted
+    before = repo.snapshots(tags=[docs.tag])
+
+    preview = repo.forget_prune(Retention(keep_last=2), tags=[docs.tag], dry_run=True)
+    record_prune(store, PruneRun.of_forget("p0", docs, preview, T0, T0 + M))
+    assert latest_prunes(store) == {}  # a dry run removes nothing: not the last prune
+    result = repo.forget_prune(Retention(keep_last=2), tags=[docs.tag])
+    after = repo.snapshots(tags=[docs.tag])
+    record_prune(store, PruneRun.of_forget("p1", docs, result, T0 + M, T0 + 2 * M))
+
+    row = latest_prunes(store)["docs"]
+    assert (row["snapshots_kept"], row["snapshots_removed"]) == (len(after), len(before) - len(after)) == (2, 2)
+    assert {s.id for s in after} == set(result.keep) and set(result.remove) == {s.id for s in before} - set(result.keep)
+    assert 120_000 <= row["bytes_freed"] <= 125_000  # the two removed snapshots' own data, plus their trees
+    assert (row["status"], row["repository"], row["dry_run"], row["error"]) == ("ok", "nfs", False, None)
+    assert row["started_at"] == T0 + M and row["finished_at"] == T0 + 2 * M
+    dry = store.query("SELECT * FROM backup_prunes WHERE run_id = 'p0'").to_pylist()[0]
+    assert (dry["dry_run"], dry["snapshots_kept"], dry["snapshots_removed"], dry["bytes_freed"]) == (True, 2, 2, None)
+
+    wrong = make_repo(repo.url, password="hunter2-not-it")
+    with pytest.raises(ResticError) as err:
+        wrong.forget_prune(Retention(keep_last=1), tags=[docs.tag])
+    record_prune(store, PruneRun.failure("p2", docs, str(err.value), T0 + 3 * M, T0 + 4 * M))
+    failed = latest_prunes(store)["docs"]
+    assert failed["status"] == "failed" and failed["snapshots_kept"] is None
+    assert "wrong password" in failed["error"] and "\n" not in failed["error"] and "hunter2" not in failed["error"]
+    assert len(repo.snapshots(tags=[docs.tag])) == 2  # the failed prune removed nothing
+    with pytest.raises(ValueError, match="needs its error"):
+        record_prune(store, PruneRun("p3", "docs", "nfs", T0, T0, "failed"))
+
+
+def test_a_version_5_catalog_is_upgraded_to_record_prunes(catalog_url):
+    with open_catalog(catalog_url) as cat:
+        cat._execute("DROP TABLE backup_prunes")
+        cat._execute("UPDATE schema_version SET version = 5")
+        record_drill(cat, DrillResult("docs", "path", "s1", T0, 42.0, timedelta(hours=1), (), "3 files"))
+    with open_catalog(catalog_url) as cat:
+        assert cat._rows("SELECT max(version) FROM schema_version")[0][0] == SCHEMA_VERSION == 6
+        assert latest_drills(cat)["docs"]["snapshot_id"] == "s1" and latest_prunes(cat) == {}
+        record_prune(cat, PruneRun("p", "docs", "nfs", T0, T0 + M, "ok", kept=1, removed=0))
+        assert latest_prunes(cat)["docs"]["snapshots_kept"] == 1

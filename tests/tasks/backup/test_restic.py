@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from tasks.backup.registry import RepositorySpec, Retention
-from tasks.backup.restic import Repository, ResticError, ResticUnavailable, classify, open_repository
+from tasks.backup.restic import (
+    Repository,
+    ResticError,
+    ResticUnavailable,
+    bytes_freed,
+    classify,
+    open_repository,
+)
 from tasks.errors import is_transient
 from tests.tasks.backup.conftest import damage_largest_pack
 
@@ -194,6 +201,13 @@ def test_retention_keeps_exactly_the_expected_snapshots(repo, tmp_path):
     assert len(result.remove) == len(times) - 4 and result.pruned
     assert len(repo.snapshots(tags=["asset=other"])) == 1
     assert repo.check().ok
+
+
+def test_bytes_freed_is_read_from_prune_s_total_line():
+    assert bytes_freed("to delete:   4 blobs / 1.036 KiB\ntotal prune:           4 blobs / 1.036 KiB\n") == 1061
+    assert bytes_freed("total prune:           12 blobs / 2.500 GiB") == 2_684_354_560
+    assert bytes_freed("total prune:           0 blobs / 0 B\n") == 0
+    assert bytes_freed("done\n") is None  # a restic that does not say: unknown, not zero
 
 
 def test_concurrent_backups_both_land(repo, tmp_path, source):

@@ -25,7 +25,11 @@ def test_rows_and_problems():
                        "detail": "ok"},
               "cfg": {"result": "failed", "restore_s": 9000.0, "rto_s": 7200.0, "started_at": NOW - 48 * H,
                       "detail": "restore 9000.0 s, OVER the RTO of 7200 s"}}
-    rows = status_rows(statuses, verifications, drills)
+    prunes = {"docs": {"status": "ok", "snapshots_kept": 7, "snapshots_removed": 2, "finished_at": NOW - 3 * H,
+                       "error": None},
+              "lake": {"status": "failed", "snapshots_kept": None, "snapshots_removed": None,
+                       "finished_at": NOW - 2 * H, "error": "restic forget /srv/m: the repository is locked"}}
+    rows = status_rows(statuses, verifications, drills, prunes)
     assert [tuple(r) for r in rows] == [STATUS_COLUMNS] * 3
     docs, cfg, lake = rows
     assert docs["age_vs_rpo"] == "20m20s of 1h (34%)" and docs["state"] == "ok"
@@ -36,10 +40,14 @@ def test_rows_and_problems():
     assert cfg["last_drill_vs_rto"] == "failed 2h30m of 2h (2026-02-28 12:00 UTC)"
     assert (lake["state"], lake["last_backup"], lake["age_vs_rpo"]) == ("unknown", "never", "-")
     assert lake["last_verification"].startswith("ok ") and lake["last_drill_vs_rto"] == "never"
+    assert docs["last_prune"] == "kept 7, removed 2 (2026-03-02 09:00 UTC)" and cfg["last_prune"] == "never"
+    assert lake["last_prune"] == "FAILED 2026-03-02 10:00 UTC"
     assert problems(statuses, verifications, drills) == [
         "cfg: breach, last backup 5h ago, RPO 4h",
         "lake: unknown, repository minio: wrong password",
         "repository nfs: last verification failed (2026-03-02 11:00 UTC): pack 1a2b3c4d: damaged",
         "cfg: last restore drill failed (2026-02-28 12:00 UTC): restore 9000.0 s, OVER the RTO of 7200 s",
     ]
+    assert problems(statuses, verifications, drills, prunes)[-1] == \
+        "lake: last prune failed (2026-03-02 10:00 UTC): restic forget /srv/m: the repository is locked"
     assert problems(statuses[:1], {}, {}) == []
