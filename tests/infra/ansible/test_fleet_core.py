@@ -107,3 +107,46 @@ def test_the_hardening_holds_from_outside(applied):
                               "-o", "StrictHostKeyChecking=yes", "-i", str(conn.key), "-p", str(conn.port),
                               f"root@{host.address}", "true"], capture_output=True, timeout=60)
     assert refused.returncode == 255
+
+
+def _scanned_with_become(fleet, tmp_path):
+    """The fleet cluster's inventory (the sudo admin, root being refused after the hardening) with ssh.become, so
+    that the compliance scan reads and runs as root; written where the flow reads it."""
+    cluster = fleet_cluster(fleet)
+    nodes = tuple(h.model_copy(update={"ssh": h.ssh.model_copy(update={"become": True})}) for h in cluster.nodes)
+    path = tmp_path / "inventory.yaml"
+    path.write_text(yaml.safe_dump(cluster.model_copy(update={"nodes": nodes}).model_dump(mode="json")))
+    return path
+
+
+def test_the_security_gate_holds_on_the_hardened_hosts_and_not_on_a_pristine_one(applied, prefect_server, tmp_path,
+                                                                                   monkeypatch):
+    """The compliance gate end to end: the cluster-build flow applies the security phase's hardening, then scans the
+    hosts over SSH as the sudo admin with become (root logins are refused now) and checks the lab's threshold
+    (phases.yaml: astrolab_linux_baseline >= 80%). The same gate on the pristine fleet2 does not hold."""
+    from astrolab.resources import build_catalog
+    from astrolab.settings import load_settings
+    from infra_flows.cluster_build import check_gate, cluster_build
+    from tasks.cluster.phases import load_phases
+    from tasks.compliance.store import latest_scans
+    from tasks.inventory.load import load_inventory
+    from tests.infra.ansible.playbooks import FLEET_VARS
+
+    monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path / "home"))
+    inventory = _scanned_with_become(applied["fleet"], tmp_path)
+    state = cluster_build(mode="apply", phases=["security"], roles=["hardening"], hosts=["fleet1", "fleet3"],
+                          inventory=str(inventory), variables=FLEET_VARS, return_state=True)
+    assert state.is_completed(), state.message
+    gate = next(s for s in state.result()["summary"] if s["phase"] == "security gate")
+    assert gate == {"phase": "security gate", "result": "ok",
+                    "detail": "compliance astrolab_linux_baseline >= 80% on 2 host(s)"}
+    settings = load_settings()
+    with build_catalog(settings, read_only=True) as store:
+        scores = {s["host"]: s["score"] for s in latest_scans(store) if s["policy_id"] == "astrolab_linux_baseline"}
+    assert set(scores) == {"fleet1", "fleet3"} and min(scores.values()) >= 80, scores
+    print(f"astrolab_linux_baseline after the hardening: {scores}")
+
+    security = load_phases(ANSIBLE_DIR / "phases.yaml", ANSIBLE_DIR / "roles").phase("security")
+    (verdict,) = check_gate(security, load_inventory(str(inventory)), ["fleet2"], settings, str(inventory))
+    assert not verdict.ok and "below 80% on 1 of 1" in verdict.message and "fleet2" in verdict.message, verdict
+    print(verdict.message)
