@@ -88,6 +88,8 @@ def extract(data: bytes, files: set[str], target: Path, what: str) -> list[str]:
             path = wanted.pop()
             if path in done:
                 continue
+            if path.startswith("../") or posixpath.isabs(path):
+                raise AssetError(f"{what}: {path} points outside the package")
             if path not in members:
                 raise AssetError(f"{what}: no {path} in the package")
             source = tar.extractfile(members[path])

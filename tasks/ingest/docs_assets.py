@@ -61,7 +61,7 @@ CDN_FILES: dict[str, tuple[str, str]] = {
 _GX_IMAGES = "https://great-expectations-web-assets.s3.us-east-2.amazonaws.com/"
 
 _TAG = re.compile(r"<(link|script|img)\b[^>]*>", re.I)
-_URL_ATTR = re.compile(r'\b(href|src)="(https?://[^"]+)"', re.I)
+_URL_ATTR = re.compile(r'\b(href|src)="([^"]+)"', re.I)
 # SRI with crossorigin makes browsers refuse file:// copies; the copies were checked at install (npm integrity)
 _SRI_ATTRS = re.compile(r'\s+(integrity|crossorigin)="[^"]*"', re.I)
 
@@ -109,10 +109,13 @@ def _rewrite_tag(tag: str, site: Path, page: Path, assets: Path, used: set[str],
     if match is None:
         return tag
     url = html.unescape(match.group(2))
-    local = _local_copy(url, site, assets)
-    if local is None:
-        if tag[1:].lower().startswith("script") or "stylesheet" in tag.lower():
+    if not url.startswith(("http://", "https://")):
+        local = _site_static(url, site, page)
+    else:
+        local = _local_copy(url, site, assets)
+        if local is None and (tag[1:].lower().startswith("script") or "stylesheet" in tag.lower()):
             left[url] = None
+    if local is None:
         return tag
     target, package = local
     if package:
@@ -133,6 +136,16 @@ def _local_copy(url: str, site: Path, assets: Path) -> tuple[Path, str | None] |
         image = site / "static" / "images" / url[len(_GX_IMAGES):].split("?", 1)[0]
         return (image, None) if image.is_file() else None
     return None
+
+
+def _site_static(ref: str, site: Path, page: Path) -> tuple[Path, None] | None:
+    """A link into the site's ``static/`` that misses it (GX's favicon link on validation pages is one ``../``
+    short): the file it means, when that exists; None for links that resolve or point elsewhere."""
+    head, sep, rest = ref.partition("static/")
+    if not sep or head.strip("./") or (page.parent / ref).exists():
+        return None
+    target = site / "static" / rest
+    return (target, None) if target.is_file() else None
 
 
 def _copy_package(source: Path, target: Path) -> None:
