@@ -109,6 +109,7 @@ def _rewrite_tag(tag: str, site: Path, page: Path, assets: Path, used: set[str],
     if match is None:
         return tag
     url = html.unescape(match.group(2))
+    local: tuple[Path, str | None] | None
     if not url.startswith(("http://", "https://")):
         local = _site_static(url, site, page)
     else:
