@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["CDN_FILES", "VENDOR_DIR", "assets_dir", "make_self_contained"]
+__all__ = ["CDN_FILES", "VENDOR_DIR", "assets_dir", "links_cdn", "make_self_contained"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,12 @@ def make_self_contained(site: Path, pages: Iterable[Path] | None = None, assets:
         for url in left:
             log.warning("Data Docs in %s: no local copy of %s; pages keep this CDN link", site, url)
     return list(left)
+
+
+def links_cdn(page: Path) -> bool:
+    """Whether a page still links one of the CDN files (its site was built where the assets were missing)."""
+    text = page.read_text(encoding="utf-8")
+    return any(url in text for url in CDN_FILES)
 
 
 def _rewrite_page(page: Path, site: Path, assets: Path, used: set[str], left: dict[str, None]) -> None:

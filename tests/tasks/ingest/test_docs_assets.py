@@ -125,6 +125,20 @@ def _page(path: Path, body: str) -> Path:
     return path
 
 
+def test_join_gives_a_site_built_without_assets_the_local_copies(assets: Path, tmp_path: Path) -> None:
+    cdn = '<script src="https://code.jquery.com/jquery-3.7.1.min.js"></script>'
+    root = tmp_path / "data_docs"
+    index = _page(root / "workers" / "w2" / "index.html", cdn)
+    page = _page(root / "workers" / "w2" / "validations" / "s" / "r" / "t" / "p.html", cdn)
+
+    join_data_docs(root, ["workers/w2/index.html"])
+
+    assert '<script src="static/vendor/jquery-3.7.1/dist/jquery.min.js">' in index.read_text()
+    assert '<script src="../../../../static/vendor/jquery-3.7.1/dist/jquery.min.js">' in page.read_text()
+    copy = root / "workers" / "w2" / VENDOR_DIR / "jquery-3.7.1" / "dist" / "jquery.min.js"
+    assert copy.read_bytes() == (assets / "jquery-3.7.1" / "dist" / "jquery.min.js").read_bytes()
+
+
 def test_an_unknown_cdn_url_is_left_and_named_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     assets = tmp_path / "assets"
     (assets / "jquery-3.7.1" / "dist").mkdir(parents=True)
