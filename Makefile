@@ -7,7 +7,10 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: demo test lint venv bench clean
 
+## venv: the virtual environment with the project; then the CDN files of the Data Docs pages, fetched once from the
+## npm registry and checked against pinned hashes (offline: one line, and the pages keep their CDN links)
 venv: $(VENV)/.installed
+	@$(BIN)/python scripts/data_docs_assets.py || true
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tasks.crashpoints import crash_point  # noqa: E402
+from tasks.ingest.docs_assets import links_cdn, make_self_contained  # noqa: E402
 from tasks.ingest.pipeline import FileResult, PublishResult  # noqa: E402
 
 NSIDE = 64
@@ -105,9 +106,13 @@ def plots(catalog, out_dir: Path) -> list[Path]:
 
 
 def join_data_docs(docs_dir: Path, indexes: Sequence[str]) -> Path:
-    """An index.html in ``docs_dir`` linking the Data Docs sites that Dask workers built below it."""
+    """An index.html in ``docs_dir`` linking the Data Docs sites that Dask workers built below it; a site built
+    where the CDN files were not installed gets this machine's copies (see ``docs_assets``)."""
     import html
 
+    for rel in indexes:
+        if (docs_dir / rel).is_file() and links_cdn(docs_dir / rel):
+            make_self_contained((docs_dir / rel).parent)
     items = "\n".join(f'<li><a href="{html.escape(rel)}">{html.escape(rel.rsplit("/", 1)[0])}</a></li>'
                       for rel in sorted(indexes))
     docs_dir.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,8 @@ How it works
     (row-conditioned expectations re-filter the whole frame per metric; ~30% faster overall);
   - GX's md5 fingerprint of each in-memory batch (a batch marker nothing reads) is switched off.
 * Kept results (``keep_for_docs=True``) go through ``ValidationDefinition.run`` so they land in the
-  results store, and :meth:`BatchValidator.build_data_docs` renders them as HTML into ``docs_dir``.
+  results store, and :meth:`BatchValidator.build_data_docs` renders them as HTML into ``docs_dir``, with
+  local copies of the styles and scripts GX links on CDNs (``docs_assets``), so the site works offline.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import math
 import re
 import sys
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -45,6 +47,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
+
+from tasks.ingest.docs_assets import make_self_contained
 
 if TYPE_CHECKING:  # GX takes ~3 s to import: only BatchValidator() pays for it
     from great_expectations.core.expectation_validation_result import (
@@ -63,6 +67,7 @@ _EXAMPLES = 3
 _SUMMARY = {"result_format": "SUMMARY", "partial_unexpected_count": _PARTIAL_COUNT}
 _FAST = "BOOLEAN_ONLY"
 _SITE = "astrolab"
+_MTIME_SLACK = 2.0  # seconds: coarse file-system clocks must not hide a page GX just wrote
 
 _SUITE_KEYS = ("name", "expectations", "meta", "notes", "suite_parameters", "id")
 _EXPECTATION_KEYS = ("type", "kwargs", "meta", "notes", "severity", "id", "description", "rendered_content")
@@ -219,9 +224,13 @@ class BatchValidator:
             return None
         with self._lock:
             self._docs_dir.mkdir(parents=True, exist_ok=True)
+            started = time.time() - _MTIME_SLACK
             self._ctx.build_data_docs(site_names=[_SITE])
             index = self._docs_dir / "index.html"
             _add_static_index(index, self._docs_dir, self._kept)
+            # pages of earlier builds were rewritten then: only this build's pages are read again
+            written = [p for p in self._docs_dir.rglob("*.html") if p.stat().st_mtime >= started]
+            make_self_contained(self._docs_dir, written)
         return index
 
     # ------------------------------------------------------------------ internals
@@ -636,8 +645,9 @@ def _fmt(value: Any, dtype: Any) -> str:
 def _add_static_index(index: Path, docs_dir: Path, kept: list[_Kept]) -> None:
     """Prepend a plain-HTML list of kept results to GX's index.html.
 
-    GX fills its index tables with JavaScript loaded from CDNs, so offline the page is empty; the
-    validation pages themselves are rendered server-side and read fine offline.
+    GX fills its index tables with JavaScript; where its scripts could not be installed locally
+    (docs_assets) they come from CDNs and offline the page would be empty; the validation pages themselves
+    are rendered server-side and read fine either way.
     """
     if not index.exists():
         return

@@ -11,6 +11,7 @@ import builtins
 import datetime as dt
 import hashlib
 import io
+import mimetypes
 import os
 import uuid
 from collections.abc import Iterator
@@ -208,8 +209,11 @@ class ObjectStore:
             raise self._fail(f"stat s3://{bucket}/{key}", exc) from None
 
     def upload(self, bucket: str, key: str, path: Path) -> None:
-        """Upload a local file (multipart when big; bounded memory)."""
-        self._call(f"upload {path} to s3://{bucket}/{key}", self.client.fput_object, bucket, key, str(path))
+        """Upload a local file (multipart when big; bounded memory) with the content type its name says, so that
+        reports served from the bucket open in a browser (HTML shown, not downloaded; stylesheets applied)."""
+        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        self._call(f"upload {path} to s3://{bucket}/{key}", self.client.fput_object, bucket, key, str(path),
+                   content_type=content_type)
 
     def download(self, bucket: str, key: str, path: Path) -> None:
         """Download an object to a local file, streamed; the file appears complete or not at all."""

@@ -9,6 +9,7 @@ from prefect.artifacts import Artifact
 
 from flows.ingest import desi_ingest
 from flows.sample import desi_sample
+from tasks.ingest.docs_assets import VENDOR_DIR, links_cdn
 from tests.flows.test_artifacts import embedded_png
 
 
@@ -115,4 +116,7 @@ def test_ingest_on_the_dask_cluster_with_postgresql(sample, pg_database, tmp_pat
     validated = "".join((docs / site / "index.html").read_text() for site in sites)
     for lineage_path in lineage_paths:  # every file's validation is in one worker's site
         assert Path(lineage_path).name in validated
+    cdn = [p.relative_to(docs).as_posix() for p in docs.rglob("*.html") if links_cdn(p)]
+    assert not cdn, f"pages still linking CDNs (run scripts/data_docs_assets.py?): {cdn[:3]}"
+    assert all((docs / site / VENDOR_DIR / "jquery-3.7.1" / "dist" / "jquery.min.js").is_file() for site in sites)
     assert desi_ingest(str(sample), kinds=["zpix", "fastspec"])["skipped"] == summary["files"]

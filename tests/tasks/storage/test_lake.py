@@ -123,6 +123,8 @@ def test_reports_are_saved_and_named(lake):
     docs = lake.data_docs_dir()
     docs.mkdir(parents=True, exist_ok=True)
     (docs / "index.html").write_text("<html></html>")
+    (docs / "static").mkdir()
+    (docs / "static" / "site.css").write_text("body{}")
     run = lake.run_report_dir("run-1")
     (run / "nz.png").write_bytes(b"png")
     lake.save_dir(docs)
@@ -131,7 +133,11 @@ def test_reports_are_saved_and_named(lake):
     assert lake.url_of(run / "nz.png").endswith("reports/runs/run-1/nz.png")
     if isinstance(lake, S3Lake):
         assert lake.url_of(run / "nz.png").startswith(lake.url + "/")
-        assert _objects(lake, "reports/") == {"reports/data_docs/index.html", "reports/runs/run-1/nz.png"}
+        keys = {"reports/data_docs/index.html", "reports/data_docs/static/site.css", "reports/runs/run-1/nz.png"}
+        assert _objects(lake, "reports/") == keys
+        # served over HTTP, a browser shows the page and applies its stylesheet only with these types
+        types = {key: lake.store.client.stat_object(lake.bucket, lake._key(key)).content_type for key in sorted(keys)}
+        assert list(types.values()) == ["text/html", "text/css", "image/png"]
 
 
 def test_s3_lake_creates_its_bucket_and_keeps_secrets_out(s3_lake_env, tmp_path):
