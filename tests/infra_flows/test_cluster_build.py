@@ -63,7 +63,7 @@ def build(fleet, tmp_path, monkeypatch):
         return emit(event, **kwargs)
 
     monkeypatch.setattr(cluster_build_module, "emit_event", record)
-    with FakeKubernetes(TOKEN, (cert, key), [node("fleet1"), node("fleet2", "False")]) as api:
+    with FakeKubernetes((cert, key), [node("fleet1"), node("fleet2", "False")], token=TOKEN) as api:
         monkeypatch.setenv("ASTROLAB_CLUSTER_K8S_API_URL", api.url)
 
         def run(mode="apply", **kwargs):

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.infra.ansible.kube_fake import FakeKube
 from tests.infra.ansible.playbooks import ANSIBLE_DIR, BIN, parse_recap
 from tests.tasks.backup.proxmox_fake import self_signed
+from tests.tasks.cluster.k8s_fake import FakeKubernetes, node
 
 
 @pytest.fixture
@@ -43,23 +43,17 @@ def wait_ready(api: str, tls_dir: Path, node: str, work: Path) -> subprocess.Com
 
 def test_the_wait_polls_until_the_node_is_ready(tls, tmp_path):
     cert, key, tls_dir = tls
-    kube = FakeKube({"rke2-a1": 2}, cert, key)
-    try:
+    with FakeKubernetes((cert, key), [node("rke2-a1", "False")], client_ca=cert, ready_after={"rke2-a1": 2}) as kube:
         proc = wait_ready(kube.url, tls_dir, "rke2-a1", tmp_path)
-    finally:
-        kube.close()
     assert proc.returncode == 0, proc.stdout[-4000:]
-    assert kube.requests == ["/api/v1/nodes/rke2-a1"] * 3  # NotReady twice, then Ready
+    assert [path for path, _ in kube.requests] == ["/api/v1/nodes/rke2-a1"] * 3  # NotReady twice, then Ready
     assert parse_recap(proc.stdout)["localhost"]["changed"] == 0
 
 
-@pytest.mark.parametrize("nodes", [{"rke2-a1": None}, {}], ids=["never-ready", "never-registered"])
+@pytest.mark.parametrize("nodes", [[node("rke2-a1", "False")], []], ids=["never-ready", "never-registered"])
 def test_the_wait_fails_when_the_node_never_becomes_ready(tls, tmp_path, nodes):
     cert, key, tls_dir = tls
-    kube = FakeKube(nodes, cert, key)
-    try:
+    with FakeKubernetes((cert, key), nodes, client_ca=cert) as kube:
         proc = wait_ready(kube.url, tls_dir, "rke2-a1", tmp_path)
-    finally:
-        kube.close()
     assert proc.returncode == 2
     assert len(kube.requests) == 5  # the first try and 4 retries

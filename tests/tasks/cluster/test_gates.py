@@ -34,7 +34,7 @@ def test_compliance_gate_over_the_newest_scans(tmp_path):
 def test_nodes_ready_against_a_kubernetes_api(tmp_path):
     cert, key = self_signed(tmp_path)
     nodes = [node("srv1"), node("agent1", "False"), node("agent2", "Unknown"), node("other")]
-    with FakeKubernetes(TOKEN, (cert, key), nodes) as api:
+    with FakeKubernetes((cert, key), nodes, token=TOKEN) as api:
         listed = k8s_nodes(api.url, TOKEN, cert)
         assert [n["metadata"]["name"] for n in listed] == ["srv1", "agent1", "agent2", "other"]
         assert api.requests == [("/api/v1/nodes", f"Bearer {TOKEN}")]
