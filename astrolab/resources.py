@@ -21,7 +21,7 @@ from tasks.catalog.base import SqlCatalog
 from tasks.catalog.duckdb_store import DuckDBCatalog
 from tasks.ingest.sources import SourceStore
 from tasks.ingest.validate import BatchValidator
-from tasks.redact import redact
+from tasks.redact import install_log_redaction, redact
 from tasks.storage.lake import Lake, LocalLake, VersionRetention
 from tasks.storage.lake_s3 import S3Lake
 from tasks.storage.s3 import ObjectStore, S3Config, fsspec_filesystem
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from distributed import Client
     from prefect.filesystems import LocalFileSystem
 
+    from tasks.backup.proxmox import ProxmoxApi
     from tasks.compliance.wazuh_api import WazuhClient
 
 
@@ -199,6 +200,32 @@ def build_wazuh_client(settings: Settings) -> WazuhClient | None:
                             "compliance.wazuh_password_secret is")
     verify: bool | str = {"true": True, "false": False}.get(c.wazuh_verify.lower(), c.wazuh_verify)
     return WazuhClient(c.wazuh_url, c.wazuh_user, password, verify=verify)
+
+
+def build_proxmox(settings: Settings) -> ProxmoxApi | None:
+    """The Proxmox API of the proxmox-vm assets when ``backup.proxmox_url`` is set (token secret from the settings or
+    a Prefect Secret block, masked in every log line from then on); None without one."""
+    b = settings.backup
+    if not b.proxmox_url:
+        return None
+    from tasks.backup.proxmox import ProxmoxApi, connect
+
+    if b.proxmox_token_secret:
+        token = str(_secret(b.proxmox_token_secret, "backup.proxmox_token_secret"))
+    elif b.proxmox_token:
+        token = b.proxmox_token.get_secret_value()
+    else:
+        raise SettingsError("backup.proxmox_url is set but neither backup.proxmox_token nor "
+                            "backup.proxmox_token_secret is")
+    if not b.proxmox_token_id:
+        raise SettingsError("backup.proxmox_url is set but backup.proxmox_token_id (user@realm!tokenname) is not")
+    install_log_redaction([token])
+    verify = b.proxmox_tls_verify
+    if isinstance(verify, str) and not Path(verify).is_file():
+        raise SettingsError(f"backup.proxmox_verify: {verify!r} is not true, false or a CA bundle file")
+    client = connect(b.proxmox_url, b.proxmox_token_id, token, verify=verify)
+    return ProxmoxApi(client, task_timeout=b.proxmox_task_timeout, poll_interval=b.proxmox_poll_interval,
+                      scratch_vmids=b.proxmox_scratch_range, scratch_storage=b.proxmox_scratch_storage)
 
 
 def build_result_storage(settings: Settings) -> LocalFileSystem:
