@@ -130,8 +130,9 @@ def wait_task(api: ProxmoxApi, node: str, upid: str, what: str) -> dict[str, Any
     """Poll a task until it has stopped and return its status; a ProxmoxError naming ``what`` with the task's
     exitstatus when that is not OK, or when it still runs after ``api.task_timeout`` seconds."""
     deadline = time.monotonic() + api.task_timeout
+    task = api.client.nodes(node).tasks(quote(upid, safe=":!@=")).status  # one path segment, whatever its id holds
     while True:
-        status = _call(f"{what}: task status", lambda: api.client.nodes(node).tasks(upid).status.get()) or {}
+        status = _call(f"{what}: task status", task.get) or {}
         if status.get("status") == "stopped":
             exitstatus = " ".join(str(status.get("exitstatus") or "no exit status").split())
             if exitstatus != "OK":

@@ -114,3 +114,41 @@ def test_a_flows_log_lines_never_show_the_settings_secrets(caplog):
     with caplog.at_level(logging.INFO):
         logging.getLogger("astrolab.test").info("connecting with pa55-Word-9 and minio-Secret-42")
     assert caplog.records[-1].getMessage() == "connecting with *** and ***"
+
+
+def test_proxmox_settings_are_checked_and_the_token_never_shown(tmp_path):
+    token = "7d3f0c1e-5b2a-4c9d-8e6f-0a1b2c3d4e5f"
+    s = load_settings(env={"ASTROLAB_BACKUP_PROXMOX_URL": "https://pve1.lab:8006",
+                           "ASTROLAB_BACKUP_PROXMOX_TOKEN_ID": "astrolab@pve!backup",
+                           "ASTROLAB_BACKUP_PROXMOX_TOKEN": token, "ASTROLAB_BACKUP_PROXMOX_VERIFY": "false",
+                           "ASTROLAB_BACKUP_PROXMOX_SCRATCH_VMIDS": "9900-9999"})
+    assert (s.backup.proxmox_tls_verify, s.backup.proxmox_scratch_range) == (False, (9900, 9999))
+    assert s.backup.proxmox_task_timeout == 3600 and token in s.secret_values()
+    assert token not in repr(s) + str(s.effective()) + s.model_dump_json()
+    for variable, value, message in (
+            ("URL", "http://pve1.lab:8006", "must be https://host[:port]"),
+            ("TOKEN_ID", "astrolab@pve", "must be user@realm!tokenname"),
+            ("SCRATCH_VMIDS", "9999-9900", "must be low-high"),
+            ("TASK_TIMEOUT", "0", "greater than 0")):
+        with pytest.raises(SettingsError) as err:
+            load_settings(env={f"ASTROLAB_BACKUP_PROXMOX_{variable}": value, "ASTROLAB_BACKUP_PROXMOX_TOKEN": token})
+        assert str(err.value).startswith(f"environment variable ASTROLAB_BACKUP_PROXMOX_{variable}: "
+                                         f"backup.proxmox_{variable.lower()}: ")
+        assert message in str(err.value) and f"(got '{value}')" in str(err.value) and token not in str(err.value)
+
+
+def test_the_proxmox_api_is_built_only_when_its_settings_are_complete(tmp_path):
+    from astrolab.resources import build_proxmox
+
+    assert build_proxmox(load_settings(env={})) is None
+    url = {"ASTROLAB_BACKUP_PROXMOX_URL": "https://pve1.lab:8006"}
+    with pytest.raises(SettingsError, match="^backup.proxmox_url is set but neither backup.proxmox_token nor "
+                                            "backup.proxmox_token_secret is$"):
+        build_proxmox(load_settings(env=url))
+    with pytest.raises(SettingsError, match=r"^backup.proxmox_url is set but backup.proxmox_token_id"):
+        build_proxmox(load_settings(env={**url, "ASTROLAB_BACKUP_PROXMOX_TOKEN": "s3cr3t-token"}))
+    full = {**url, "ASTROLAB_BACKUP_PROXMOX_TOKEN": "s3cr3t-token", "ASTROLAB_BACKUP_PROXMOX_TOKEN_ID": "a@pve!b"}
+    with pytest.raises(SettingsError, match=r"^backup.proxmox_verify: '/nowhere/ca.pem' is not true, false or a CA"):
+        build_proxmox(load_settings(env={**full, "ASTROLAB_BACKUP_PROXMOX_VERIFY": "/nowhere/ca.pem"}))
+    api = build_proxmox(load_settings(env={**full, "ASTROLAB_BACKUP_PROXMOX_POLL_INTERVAL": "0.5"}))
+    assert api is not None and (api.task_timeout, api.poll_interval, api.scratch_vmids) == (3600, 0.5, None)
