@@ -111,11 +111,12 @@ PROXMOX_UNSET = ("the Proxmox API is not configured: set backup.proxmox_url, bac
                  "backup.proxmox_token or backup.proxmox_token_secret")
 
 
-def proxmox_api(settings: Settings) -> ProxmoxApi:
-    """The Proxmox API of the proxmox-vm assets; a ValueError saying what to set when it is not configured."""
+def proxmox_api(settings: Settings, asset: Asset | None = None) -> ProxmoxApi:
+    """The Proxmox API of the proxmox-vm assets; a ValueError (naming the asset) saying what to set when it is not
+    configured."""
     api = build_proxmox(settings)
     if api is None:
-        raise ValueError(PROXMOX_UNSET)
+        raise ValueError(f"asset {asset.name}: {PROXMOX_UNSET}" if asset else PROXMOX_UNSET)
     return api
 
 
@@ -141,7 +142,7 @@ def backup_one(asset: Asset, spec: RepositorySpec, settings: Settings) -> Backup
     mirrors = settings.backup.mirror_dir or settings.home / "backup-mirrors"
     inventory = load_inventory(settings.compliance.inventory) if settings.compliance.inventory else None
     if isinstance(asset, ProxmoxVmAsset):  # vzdump onto a Proxmox storage: no restic repository involved
-        result = backup_asset(asset, None, inventory=inventory, proxmox=proxmox_api(settings))
+        result = backup_asset(asset, None, inventory=inventory, proxmox=proxmox_api(settings, asset))
     else:
         result = backup_asset(asset, repository(spec, settings), mirrors, inventory)
     summary = result.summary
@@ -386,7 +387,7 @@ def prune_one(asset: Asset, spec: RepositorySpec, settings: Settings, dry_run: b
     deleted through the Proxmox API by the same policy)."""
     if isinstance(asset, ProxmoxVmAsset):
         vm = inventory_vm(load_inventory(settings.compliance.inventory), asset)
-        r = prune_vm(proxmox_api(settings), vm, asset.storage, asset.retention, dry_run=dry_run)
+        r = prune_vm(proxmox_api(settings, asset), vm, asset.storage, asset.retention, dry_run=dry_run)
         return ForgetResult(keep=r.keep, remove=r.remove, pruned=r.pruned)
     return repository(spec, settings).forget_prune(asset.retention, tags=[asset.tag], dry_run=dry_run)
 
@@ -441,7 +442,7 @@ def drill_one(asset: Asset, spec: RepositorySpec, settings: Settings) -> DrillRe
     """Restore the asset's newest snapshot into scratch and compare it with the backup's record; time it (a
     proxmox-vm asset: its newest good archive into a scratch VM, compared with the archive's config, destroyed)."""
     if isinstance(asset, ProxmoxVmAsset):
-        return drill_vm(proxmox_api(settings), asset, inventory_vm(load_inventory(settings.compliance.inventory),
+        return drill_vm(proxmox_api(settings, asset), asset, inventory_vm(load_inventory(settings.compliance.inventory),
                                                                    asset))
     repo = repository(spec, settings)
     snapshots = repo.snapshots(tags=[asset.tag])
