@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from prefect.filesystems import LocalFileSystem
 
     from tasks.backup.proxmox import ProxmoxApi
+    from tasks.backup.rpo import FreshnessReader
     from tasks.compliance.wazuh_api import WazuhClient
 
 
@@ -226,6 +227,28 @@ def build_proxmox(settings: Settings) -> ProxmoxApi | None:
     client = connect(b.proxmox_url, b.proxmox_token_id, token, verify=verify)
     return ProxmoxApi(client, task_timeout=b.proxmox_task_timeout, poll_interval=b.proxmox_poll_interval,
                       scratch_vmids=b.proxmox_scratch_range, scratch_storage=b.proxmox_scratch_storage)
+
+
+PROXMOX_UNSET = ("the Proxmox API is not configured: set backup.proxmox_url, backup.proxmox_token_id and "
+                 "backup.proxmox_token or backup.proxmox_token_secret")
+
+
+def build_freshness_readers(settings: Settings) -> dict[str, FreshnessReader]:
+    """The RPO check's readers beyond restic: proxmox-vm archives from the Proxmox storages' content lists, or, when
+    the API is not configured (or its settings are incomplete), every proxmox-vm asset unknown, saying what to set."""
+    from tasks.backup.proxmox import proxmox_reader
+    from tasks.backup.rpo import Unreadable
+    from tasks.inventory.load import load_inventory
+
+    try:
+        api = build_proxmox(settings)
+    except SettingsError as exc:
+        api, reason = None, Unreadable(str(exc))
+    else:
+        reason = Unreadable(PROXMOX_UNSET)
+    if api is None:
+        return {"proxmox-vm": lambda assets: {a.name: reason for a in assets}}
+    return {"proxmox-vm": proxmox_reader(api.client, load_inventory(settings.compliance.inventory))}
 
 
 def build_result_storage(settings: Settings) -> LocalFileSystem:

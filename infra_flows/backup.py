@@ -26,12 +26,12 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from psycopg import sql
 
-from astrolab.resources import build_catalog, build_proxmox
+from astrolab.resources import PROXMOX_UNSET, build_catalog, build_freshness_readers, build_proxmox
 from astrolab.retries import retrying
-from astrolab.settings import Settings, SettingsError, load_settings
+from astrolab.settings import Settings, load_settings
 from tasks.backup.drill import DrillResult, drill_path, drill_postgres
 from tasks.backup.drivers import BackupResult, backup_asset, postgres_password, supported
-from tasks.backup.proxmox import ProxmoxApi, drill_vm, inventory_vm, proxmox_reader, prune_vm
+from tasks.backup.proxmox import ProxmoxApi, drill_vm, inventory_vm, prune_vm
 from tasks.backup.records import (
     BackupRun,
     Verification,
@@ -55,7 +55,7 @@ from tasks.backup.registry import (
     registry_of,
 )
 from tasks.backup.restic import CheckResult, ForgetResult, Repository, open_repository
-from tasks.backup.rpo import FreshnessReader, RpoStatus, Unreadable, check_rpo, last_backups
+from tasks.backup.rpo import RpoStatus, check_rpo, last_backups
 from tasks.backup.schedule import is_due
 from tasks.backup.status import problems, status_rows
 from tasks.backup.verify import DumpCheck, list_dump, rolling_subset
@@ -107,10 +107,6 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "never"
 
 
-PROXMOX_UNSET = ("the Proxmox API is not configured: set backup.proxmox_url, backup.proxmox_token_id and "
-                 "backup.proxmox_token or backup.proxmox_token_secret")
-
-
 def proxmox_api(settings: Settings, asset: Asset | None = None) -> ProxmoxApi:
     """The Proxmox API of the proxmox-vm assets; a ValueError (naming the asset) saying what to set when it is not
     configured."""
@@ -118,17 +114,6 @@ def proxmox_api(settings: Settings, asset: Asset | None = None) -> ProxmoxApi:
     if api is None:
         raise ValueError(f"asset {asset.name}: {PROXMOX_UNSET}" if asset else PROXMOX_UNSET)
     return api
-
-
-def freshness_readers(settings: Settings) -> dict[str, FreshnessReader]:
-    """The RPO check's readers beyond restic: proxmox-vm archives from the Proxmox content lists, or, when the API
-    is not configured (or its settings are incomplete), every proxmox-vm asset unknown with what to set."""
-    try:
-        api = proxmox_api(settings)
-    except (ValueError, SettingsError) as exc:
-        reason = Unreadable(str(exc))
-        return {"proxmox-vm": lambda assets: {a.name: reason for a in assets}}
-    return {"proxmox-vm": proxmox_reader(api.client, load_inventory(settings.compliance.inventory))}
 
 
 # -- backup ---------------------------------------------------------------------------------------------------------
@@ -161,7 +146,7 @@ def due_assets(registry: Registry, targets: list[Asset], now: datetime, settings
     """The targets whose schedule has fired since their last backup (read from the repositories); an asset whose
     last backup cannot be read is due (a backup attempt will say why it fails)."""
     last = last_backups(registry, open_repo=lambda spec: repository(spec, settings),
-                        readers=freshness_readers(settings))
+                        readers=build_freshness_readers(settings))
     return [a for a in targets
             if is_due(a.schedule, v if isinstance(v := last.get(a.name), datetime) else None, now)]
 
@@ -241,7 +226,7 @@ def _age(status: RpoStatus) -> str:
 def rpo_states(registry: Registry, now: datetime, settings: Settings) -> list[RpoStatus]:
     """Each enabled asset's last backup, read from its repository, against its RPO."""
     return check_rpo(registry, now, open_repo=lambda spec: repository(spec, settings),
-                     readers=freshness_readers(settings))
+                     readers=build_freshness_readers(settings))
 
 
 @flow(name="rpo-check", log_prints=True)
