@@ -236,19 +236,20 @@ PROXMOX_UNSET = ("the Proxmox API is not configured: set backup.proxmox_url, bac
 def build_freshness_readers(settings: Settings) -> dict[str, FreshnessReader]:
     """The RPO check's readers beyond restic: proxmox-vm archives from the Proxmox storages' content lists, or, when
     the API is not configured (or its settings are incomplete), every proxmox-vm asset unknown, saying what to set."""
-    from tasks.backup.proxmox import proxmox_reader
+    from tasks.backup.proxmox import ProxmoxError, proxmox_reader
     from tasks.backup.rpo import Unreadable
     from tasks.inventory.load import load_inventory
 
     try:
         api = build_proxmox(settings)
-    except SettingsError as exc:
-        api, reason = None, Unreadable(str(exc))
+        inventory = load_inventory(settings.compliance.inventory) if api is not None else None
+    except (ValueError, ProxmoxError) as exc:  # settings, Secret block, inventory: the VMs' state says why
+        api, reason = None, Unreadable(" ".join(str(exc).split()))
     else:
         reason = Unreadable(PROXMOX_UNSET)
-    if api is None:
+    if api is None or inventory is None:
         return {"proxmox-vm": lambda assets: {a.name: reason for a in assets}}
-    return {"proxmox-vm": proxmox_reader(api.client, load_inventory(settings.compliance.inventory))}
+    return {"proxmox-vm": proxmox_reader(api.client, inventory)}
 
 
 def build_result_storage(settings: Settings) -> LocalFileSystem:

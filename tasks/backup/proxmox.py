@@ -225,14 +225,15 @@ def drill_vm(api: ProxmoxApi, asset: ProxmoxVmAsset, vm: Vm, now: datetime | Non
     clock = time.monotonic()
     what = f"proxmox restore drill of vm {vm.name} ({vm.vmid}) on node {node}"
     mismatches: list[str] = []
-    scratch: int | None = None
+    scratch: int | None = None  # set once PVE has accepted the restore: from then on the vmid is ours to destroy
     body = ""
     try:
         expected = config_disks(str(_call(f"{what}: extractconfig", lambda: api.client.nodes(node).vzdump
                                           .extractconfig.get(volume=archive.volid))))
-        scratch = scratch_vmid(api, vm.vmid)
-        params = {"vmid": scratch, "archive": archive.volid, "unique": 1, "storage": api.scratch_storage}
-        upid = _call(f"{what}: restore into vm {scratch}", lambda: api.client.nodes(node).qemu.post(**params))
+        vmid = scratch_vmid(api, vm.vmid)
+        params = {"vmid": vmid, "archive": archive.volid, "unique": 1, "storage": api.scratch_storage}
+        upid = _call(f"{what}: restore into vm {vmid}", lambda: api.client.nodes(node).qemu.post(**params))
+        scratch = vmid  # not before: a vmid taken meanwhile by another VM is refused by PVE and never destroyed
         wait_task(api, node, str(upid), f"{what}: restore into vm {scratch}")
         restored = config_disks(_call(f"{what}: config of vm {scratch}",
                                       lambda: api.client.nodes(node).qemu(scratch).config.get()) or {})

@@ -67,6 +67,7 @@ class FakeProxmox:
         self.archive_configs: dict[str, str] = {}  # volid -> the config text vzdump stored in it
         self.tasks: dict[str, dict[str, Any]] = {}  # upid -> {type, polls, done (effect on success)}
         self.running_polls = 2
+        self.next_vmid: int | None = None  # what /cluster/nextid answers (default: the highest vmid + 1)
         self.restore_drops: set[str] = set()  # disks a restore leaves out (to show that a drill catches it)
         self.task_errors: dict[str, str] = {}  # task type -> its exitstatus instead of OK
         self.hang: set[str] = set()
@@ -115,7 +116,8 @@ class FakeProxmox:
                 elif len(parts) == 7 and parts[2] == "nodes" and parts[4] == "tasks" and parts[6] == "status":
                     self._send(200, {"data": fake.task_status(parts[3], unquote(parts[5]))})
                 elif parts[2:] == ["cluster", "nextid"]:
-                    self._send(200, {"data": str(max([100, *fake.vms]) + 1)})  # PVE answers the id as a string
+                    nextid = fake.next_vmid or max([100, *fake.vms]) + 1
+                    self._send(200, {"data": str(nextid)})  # PVE answers the id as a string
                 elif len(parts) == 6 and parts[2] == "nodes" and parts[4:] == ["vzdump", "extractconfig"]:
                     volume = query.get("volume", [""])[0]
                     if volume not in fake.archive_configs:

@@ -255,6 +255,15 @@ def test_a_drill_restores_into_a_scratch_vmid_and_destroys_it(lab_pve, tls):
         "failed: command 'zstd -q -d -c ...' failed: exit code 1; restore failed: ")
     assert sorted(lab_pve.vms) == [141]
 
+    # a vmid taken between nextid and the restore: PVE refuses it, and that VM is not destroyed
+    lab_pve.task_errors.clear()
+    lab_pve.vms[142] = {"name": "someone-elses", "node": "pve3", "template": 0}
+    lab_pve.next_vmid = 142
+    lab_pve.changes.clear()
+    raced = drill_vm(api, _wazuh(), vm)
+    assert raced.result == "failed" and "unable to create VM 142 - VM 142 already exists" in raced.detail
+    assert sorted(lab_pve.vms) == [141, 142] and [c[0] for c in lab_pve.changes] == ["POST"]
+
     lab_pve.storages[("pve3", "pbs-lab")].clear()
     with pytest.raises(ProxmoxError, match="^asset wazuh-vm: no good archive of vm 141 on pve3/pbs-lab to drill$"):
         drill_vm(api, _wazuh(), vm)
