@@ -396,12 +396,14 @@ def _backup_records(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str,
 def cmd_backups_status(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
+    from astrolab.resources import build_freshness_readers
     from tasks.backup.registry import registry_of
     from tasks.backup.rpo import check_rpo
     from tasks.backup.status import problems, status_rows
 
-    registry = registry_of(args.assets, load_settings(args.config))
-    statuses = check_rpo(registry, datetime.now(UTC))
+    settings = load_settings(args.config)
+    registry = registry_of(args.assets, settings)
+    statuses = check_rpo(registry, datetime.now(UTC), readers=build_freshness_readers(settings))
     verifications, drills, prunes = _backup_records(args)
     rows = status_rows(statuses, verifications, drills, prunes)
     _print_table(pa.Table.from_pylist(rows or [{"asset": "(no enabled assets)"}]), max(len(rows), 1))

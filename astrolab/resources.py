@@ -21,7 +21,7 @@ from tasks.catalog.base import SqlCatalog
 from tasks.catalog.duckdb_store import DuckDBCatalog
 from tasks.ingest.sources import SourceStore
 from tasks.ingest.validate import BatchValidator
-from tasks.redact import redact
+from tasks.redact import install_log_redaction, redact
 from tasks.storage.lake import Lake, LocalLake, VersionRetention
 from tasks.storage.lake_s3 import S3Lake
 from tasks.storage.s3 import ObjectStore, S3Config, fsspec_filesystem
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from distributed import Client
     from prefect.filesystems import LocalFileSystem
 
+    from tasks.backup.proxmox import ProxmoxApi
+    from tasks.backup.rpo import FreshnessReader
     from tasks.compliance.wazuh_api import WazuhClient
 
 
@@ -199,6 +201,55 @@ def build_wazuh_client(settings: Settings) -> WazuhClient | None:
                             "compliance.wazuh_password_secret is")
     verify: bool | str = {"true": True, "false": False}.get(c.wazuh_verify.lower(), c.wazuh_verify)
     return WazuhClient(c.wazuh_url, c.wazuh_user, password, verify=verify)
+
+
+def build_proxmox(settings: Settings) -> ProxmoxApi | None:
+    """The Proxmox API of the proxmox-vm assets when ``backup.proxmox_url`` is set (token secret from the settings or
+    a Prefect Secret block, masked in every log line from then on); None without one."""
+    b = settings.backup
+    if not b.proxmox_url:
+        return None
+    from tasks.backup.proxmox import ProxmoxApi, connect
+
+    if b.proxmox_token_secret:
+        token = str(_secret(b.proxmox_token_secret, "backup.proxmox_token_secret"))
+    elif b.proxmox_token:
+        token = b.proxmox_token.get_secret_value()
+    else:
+        raise SettingsError("backup.proxmox_url is set but neither backup.proxmox_token nor "
+                            "backup.proxmox_token_secret is")
+    if not b.proxmox_token_id:
+        raise SettingsError("backup.proxmox_url is set but backup.proxmox_token_id (user@realm!tokenname) is not")
+    install_log_redaction([token])
+    verify = b.proxmox_tls_verify
+    if isinstance(verify, str) and not Path(verify).is_file():
+        raise SettingsError(f"backup.proxmox_verify: {verify!r} is not true, false or a CA bundle file")
+    client = connect(b.proxmox_url, b.proxmox_token_id, token, verify=verify)
+    return ProxmoxApi(client, task_timeout=b.proxmox_task_timeout, poll_interval=b.proxmox_poll_interval,
+                      scratch_vmids=b.proxmox_scratch_range, scratch_storage=b.proxmox_scratch_storage)
+
+
+PROXMOX_UNSET = ("the Proxmox API is not configured: set backup.proxmox_url, backup.proxmox_token_id and "
+                 "backup.proxmox_token or backup.proxmox_token_secret")
+
+
+def build_freshness_readers(settings: Settings) -> dict[str, FreshnessReader]:
+    """The RPO check's readers beyond restic: proxmox-vm archives from the Proxmox storages' content lists, or, when
+    the API is not configured (or its settings are incomplete), every proxmox-vm asset unknown, saying what to set."""
+    from tasks.backup.proxmox import ProxmoxError, proxmox_reader
+    from tasks.backup.rpo import Unreadable
+    from tasks.inventory.load import load_inventory
+
+    try:
+        api = build_proxmox(settings)
+        inventory = load_inventory(settings.compliance.inventory) if api is not None else None
+    except (ValueError, ProxmoxError) as exc:  # settings, Secret block, inventory: the VMs' state says why
+        api, reason = None, Unreadable(" ".join(str(exc).split()))
+    else:
+        reason = Unreadable(PROXMOX_UNSET)
+    if api is None or inventory is None:
+        return {"proxmox-vm": lambda assets: {a.name: reason for a in assets}}
+    return {"proxmox-vm": proxmox_reader(api.client, inventory)}
 
 
 def build_result_storage(settings: Settings) -> LocalFileSystem:

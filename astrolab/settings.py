@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -177,6 +178,69 @@ class BackupSettings(_Section):
                                                               "default <home>/backup-mirrors")
     verify_days: int = Field(default=7, ge=1, description="backup-verify reads 1/N of each repository's data a day, "
                                                           "all of it every N days (restic check --read-data-subset)")
+    proxmox_url: str | None = Field(default=None, description="Proxmox VE API of the proxmox-vm assets, "
+                                                               "https://host:8006 (any node of the cluster)")
+    proxmox_token_id: str | None = Field(default=None, description="Proxmox API token id, user@realm!tokenname (needs "
+                                                                   "VM.Backup, VM.Allocate on the scratch vmids, "
+                                                                   "Datastore.Allocate* on the storages)")
+    proxmox_token: SecretStr | None = Field(default=None, description="That token's secret (or proxmox_token_secret)")
+    proxmox_token_secret: str | None = Field(default=None, description="Name of a Prefect Secret block holding the "
+                                                                       "token's secret")
+    proxmox_verify: str = Field(default="true", description="TLS verification of the Proxmox API: true, false or a "
+                                                            "CA bundle file")
+    proxmox_task_timeout: float = Field(default=3600.0, gt=0, description="Seconds a vzdump, restore or destroy task "
+                                                                          "may run before it is reported as failed")
+    proxmox_poll_interval: float = Field(default=2.0, gt=0, description="Seconds between polls of a running task")
+    proxmox_scratch_vmids: str | None = Field(default=None, description="vmids restore drills may use, 'low-high' "
+                                                                        "(e.g. 9900-9999); default the cluster's "
+                                                                        "nextid")
+    proxmox_scratch_storage: str | None = Field(default=None, description="Storage a drill restores disks onto; "
+                                                                          "default the archive's own storages")
+
+    @field_validator("proxmox_url")
+    @classmethod
+    def _proxmox_url(cls, value: str | None) -> str | None:
+        parts = urlsplit(value) if value else None
+        if parts is not None and (parts.scheme != "https" or not parts.hostname or parts.path.strip("/")
+                                  or parts.username):
+            raise ValueError("must be https://host[:port] (no path, no credentials)")
+        return value
+
+    @field_validator("proxmox_token_id")
+    @classmethod
+    def _proxmox_token_id(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[^\s@!=]+@[^\s@!=]+![A-Za-z][A-Za-z0-9._-]*", value):
+            raise ValueError("must be user@realm!tokenname")
+        return value
+
+    @field_validator("proxmox_verify")
+    @classmethod
+    def _proxmox_verify(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be true, false or a CA bundle file")
+        return value
+
+    @field_validator("proxmox_scratch_vmids")
+    @classmethod
+    def _proxmox_scratch_vmids(cls, value: str | None) -> str | None:
+        found = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", value) if value is not None else None
+        if value is not None and (not found or not 100 <= int(found[1]) <= int(found[2]) <= 999_999_999):
+            raise ValueError("must be low-high, two vmids from 100 with low <= high")
+        return value
+
+    @property
+    def proxmox_scratch_range(self) -> tuple[int, int] | None:
+        """``proxmox_scratch_vmids`` as (low, high), None when unset."""
+        if self.proxmox_scratch_vmids is None:
+            return None
+        low, high = self.proxmox_scratch_vmids.split("-")
+        return int(low), int(high)
+
+    @property
+    def proxmox_tls_verify(self) -> bool | str:
+        """``proxmox_verify`` for requests: True, False or the CA bundle's path."""
+        return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(
+            self.proxmox_verify.strip().lower(), self.proxmox_verify)
 
 
 class ClusterSettings(_Section):
@@ -245,7 +309,7 @@ class Settings(_Section):
     def secret_values(self) -> list[str]:
         """Every secret the settings hold (SecretStr values, URL passwords), to mask wherever text is shown."""
         values = [s.get_secret_value() for s in (self.lake.s3_secret_key, self.compliance.wazuh_password,
-                                                 self.cluster.k8s_token) if s]
+                                                 self.cluster.k8s_token, self.backup.proxmox_token) if s]
         for url in (self.catalog.url, self.lake.url, self.lake.s3_endpoint, self.compliance.wazuh_url or ""):
             found = _URL_PASSWORD.match(url)
             if found:

@@ -26,11 +26,12 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from psycopg import sql
 
-from astrolab.resources import build_catalog
+from astrolab.resources import PROXMOX_UNSET, build_catalog, build_freshness_readers, build_proxmox
 from astrolab.retries import retrying
 from astrolab.settings import Settings, load_settings
 from tasks.backup.drill import DrillResult, drill_path, drill_postgres
 from tasks.backup.drivers import BackupResult, backup_asset, postgres_password, s3_store, supported
+from tasks.backup.proxmox import ProxmoxApi, drill_vm, inventory_vm, prune_vm
 from tasks.backup.records import (
     BackupRun,
     PruneRun,
@@ -48,6 +49,7 @@ from tasks.backup.registry import (
     Asset,
     PathAsset,
     PostgresAsset,
+    ProxmoxVmAsset,
     Registry,
     RepositorySpec,
     Rke2EtcdAsset,
@@ -109,6 +111,15 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "never"
 
 
+def proxmox_api(settings: Settings, asset: Asset | None = None) -> ProxmoxApi:
+    """The Proxmox API of the proxmox-vm assets; a ValueError (naming the asset) saying what to set when it is not
+    configured."""
+    api = build_proxmox(settings)
+    if api is None:
+        raise ValueError(f"asset {asset.name}: {PROXMOX_UNSET}" if asset else PROXMOX_UNSET)
+    return api
+
+
 # -- backup ---------------------------------------------------------------------------------------------------------
 
 @task(name="backup-asset", cache_policy=NO_CACHE, **retrying(2))
@@ -119,14 +130,17 @@ def backup_one(asset: Asset, spec: RepositorySpec, settings: Settings) -> Backup
         raise ValueError(reason)  # before opening the repository: no password needed to say so
     mirrors = settings.backup.mirror_dir or settings.home / "backup-mirrors"
     inventory = load_inventory(settings.compliance.inventory) if settings.compliance.inventory else None
-    result = backup_asset(asset, repository(spec, settings), mirrors, inventory)
+    if isinstance(asset, ProxmoxVmAsset):  # vzdump onto a Proxmox storage: no restic repository involved
+        result = backup_asset(asset, None, inventory=inventory, proxmox=proxmox_api(settings, asset))
+    else:
+        result = backup_asset(asset, repository(spec, settings), mirrors, inventory)
     summary = result.summary
     _emit(COMPLETED_EVENT, asset_resource(asset),
           {"asset": asset.name, "class": asset.asset_class, "kind": asset.kind, "snapshot_id": summary.snapshot_id,
            "bytes_added": summary.bytes_added, "bytes_processed": summary.total_bytes_processed,
            "files": summary.total_files_processed, "duration_s": round(result.duration, 3),
            "sha256": result.sha256 or "", "repository": spec.name})
-    get_run_logger().info("%s: snapshot %s, %d bytes added in %.1fs", asset.name, summary.snapshot_id[:8],
+    get_run_logger().info("%s: snapshot %s, %d bytes added in %.1fs", asset.name, result.short_id,
                           summary.bytes_added, result.duration)
     return result
 
@@ -135,7 +149,8 @@ def backup_one(asset: Asset, spec: RepositorySpec, settings: Settings) -> Backup
 def due_assets(registry: Registry, targets: list[Asset], now: datetime, settings: Settings) -> list[Asset]:
     """The targets whose schedule has fired since their last backup (read from the repositories); an asset whose
     last backup cannot be read is due (a backup attempt will say why it fails)."""
-    last = last_backups(registry, open_repo=lambda spec: repository(spec, settings))
+    last = last_backups(registry, open_repo=lambda spec: repository(spec, settings),
+                        readers=build_freshness_readers(settings))
     return [a for a in targets
             if is_due(a.schedule, v if isinstance(v := last.get(a.name), datetime) else None, now)]
 
@@ -164,7 +179,7 @@ def backup(assets_file: str | None = None, asset: str | None = None, asset_class
             records.append(r.record(run_id))
             done.append(r)
             rows.append({"asset": a.name, "class": a.asset_class, "kind": a.kind, "state": "completed",
-                         "snapshot": r.summary.snapshot_id[:8], "bytes added": r.summary.bytes_added,
+                         "snapshot": r.short_id, "bytes added": r.summary.bytes_added,
                          "duration": f"{r.duration:.1f}s", "error": ""})
             continue
         message = _state_message(future)
@@ -214,7 +229,8 @@ def _age(status: RpoStatus) -> str:
 @task(name="check-rpo", cache_policy=NO_CACHE)
 def rpo_states(registry: Registry, now: datetime, settings: Settings) -> list[RpoStatus]:
     """Each enabled asset's last backup, read from its repository, against its RPO."""
-    return check_rpo(registry, now, open_repo=lambda spec: repository(spec, settings))
+    return check_rpo(registry, now, open_repo=lambda spec: repository(spec, settings),
+                     readers=build_freshness_readers(settings))
 
 
 @flow(name="rpo-check", log_prints=True)
@@ -356,7 +372,12 @@ def backup_verify(assets_file: str | None = None, day: date | None = None, parts
 
 @task(name="prune-asset", cache_policy=NO_CACHE, **retrying(2))
 def prune_one(asset: Asset, spec: RepositorySpec, settings: Settings, dry_run: bool) -> ForgetResult:
-    """``restic forget --prune`` of one asset's snapshots by its retention policy."""
+    """``restic forget --prune`` of one asset's snapshots by its retention policy (a proxmox-vm asset: its archives
+    deleted through the Proxmox API by the same policy)."""
+    if isinstance(asset, ProxmoxVmAsset):
+        vm = inventory_vm(load_inventory(settings.compliance.inventory), asset)
+        r = prune_vm(proxmox_api(settings, asset), vm, asset.storage, asset.retention, dry_run=dry_run)
+        return ForgetResult(keep=r.keep, remove=r.remove, pruned=r.pruned)
     return repository(spec, settings).forget_prune(asset.retention, tags=[asset.tag], dry_run=dry_run)
 
 
@@ -417,7 +438,11 @@ def scratch_database(asset: PostgresAsset, settings: Settings) -> Iterator[str]:
 
 @task(name="restore-drill", cache_policy=NO_CACHE)
 def drill_one(asset: Asset, spec: RepositorySpec, settings: Settings) -> DrillResult:
-    """Restore the asset's newest snapshot into scratch and compare it with the backup's record; time it."""
+    """Restore the asset's newest snapshot into scratch and compare it with the backup's record; time it (a
+    proxmox-vm asset: its newest good archive into a scratch VM, compared with the archive's config, destroyed)."""
+    if isinstance(asset, ProxmoxVmAsset):
+        return drill_vm(proxmox_api(settings, asset), asset, inventory_vm(load_inventory(settings.compliance.inventory),
+                                                                   asset))
     repo = repository(spec, settings)
     snapshots = repo.snapshots(tags=[asset.tag])
     if not snapshots:
@@ -460,10 +485,11 @@ def restore_drill(assets_file: str | None = None, asset: str | None = None, seed
     if asset:
         chosen = registry.asset(asset)
     else:
-        candidates = [a for a in registry.select() if supported(a) is None]
+        proxmox = settings.backup.proxmox_url is not None  # VMs are sampled only where the API is configured
+        candidates = [a for a in registry.select() if supported(a) is None and (proxmox or a.kind != "proxmox-vm")]
         if not candidates:
             raise ValueError("restore-drill: no enabled asset of a kind that can be drilled "
-                             "(path, postgres, s3, rke2-etcd)")
+                             "(path, postgres, s3, rke2-etcd; proxmox-vm with backup.proxmox_url)")
         with build_catalog(settings, read_only=True) as catalog:
             drills = latest_drills(catalog)
         chosen = sample_asset(candidates, drills, random.Random(seed))
@@ -477,11 +503,12 @@ def restore_drill(assets_file: str | None = None, asset: str | None = None, seed
                "result": result.result, "restore_s": round(result.restore_s, 3), "rto_s": result.rto.total_seconds(),
                "within_rto": result.within_rto, "detail": result.detail}
     _emit(DRILL_EVENT, asset_resource(chosen), payload)
-    row = {"asset": result.asset, "class": chosen.asset_class, "snapshot": result.snapshot_id[:8],
+    snapshot = result.snapshot_id if isinstance(chosen, ProxmoxVmAsset) else result.snapshot_id[:8]
+    row = {"asset": result.asset, "class": chosen.asset_class, "snapshot": snapshot,
            "restore vs RTO": f"{result.restore_s:.1f}s of {format_duration(result.rto)}", "result": result.result,
            "detail": result.detail}
     evidence = ("\n## CIS Controls v8\n\n| safeguard | evidence |\n|---|---|\n"
-                f"| 11.5 {SAFEGUARDS['11.5']} | {result.asset} restored from snapshot {result.snapshot_id[:8]} and "
+                f"| 11.5 {SAFEGUARDS['11.5']} | {result.asset} restored from snapshot {snapshot} and "
                 f"compared: {result.result}, restore {result.restore_s:.1f}s against an RTO of "
                 f"{format_duration(result.rto)} |\n")
     create_markdown_artifact(_markdown("restore-drill", [row], f"{result.asset}: {result.result}", evidence),

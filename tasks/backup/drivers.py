@@ -1,9 +1,10 @@
 """One backup of one asset, by its kind: ``path`` (local directories and git repositories, ``restic backup``),
 ``postgres`` (``pg_dump -Fc`` into ``restic backup --stdin``) and ``s3`` (the bucket prefix mirrored into a local
 directory, then ``restic backup`` of that directory) and ``rke2-etcd`` (``rke2 etcd-snapshot save`` on the server
-node, then that snapshot and the server token backed up there). A path asset on an inventory host, and an etcd
-snapshot, are backed up by restic on that host, started over SSH (the repository must be reachable from there). The
-other kinds have no driver yet and fail with one line saying so."""
+node, then that snapshot and the server token backed up there) and ``proxmox-vm`` (vzdump through the Proxmox API onto
+the asset's Proxmox storage: the archive is the backup, its volid the snapshot id, its size the bytes; restic is not
+involved). A path asset on an inventory host, and an etcd snapshot, are backed up by restic on that host, started over
+SSH (the repository must be reachable from there)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from pathlib import Path
 
 from tasks.backup.etcd import save_snapshot, snapshot_name
 from tasks.backup.postgres import backup_database
+from tasks.backup.proxmox import ProxmoxApi, inventory_vm, vzdump
 from tasks.backup.records import BackupRun
-from tasks.backup.registry import Asset, PathAsset, PostgresAsset, Rke2EtcdAsset, S3Asset
+from tasks.backup.registry import Asset, PathAsset, PostgresAsset, ProxmoxVmAsset, Rke2EtcdAsset, S3Asset
 from tasks.backup.restic import BackupSummary, Repository, ResticError
 from tasks.backup.s3mirror import mirror_prefix
 from tasks.inventory.model import Inventory
@@ -41,6 +43,12 @@ class BackupResult:
     @property
     def duration(self) -> float:
         return (self.finished - self.started).total_seconds()
+
+    @property
+    def short_id(self) -> str:
+        """The snapshot id as reports show it: restic's first 8 hex digits, a Proxmox volid whole."""
+        sid = self.summary.snapshot_id
+        return sid if isinstance(self.asset, ProxmoxVmAsset) else sid[:8]
 
     def record(self, run_id: str) -> BackupRun:
         """The catalog record of this backup."""
@@ -86,7 +94,7 @@ def mirror_dir(asset: S3Asset, mirror_root: Path) -> Path:
 
 def supported(asset: Asset) -> str | None:
     """None when the asset can be backed up here, else the one-line reason why not."""
-    if isinstance(asset, PathAsset | PostgresAsset | S3Asset | Rke2EtcdAsset):
+    if isinstance(asset, PathAsset | PostgresAsset | S3Asset | Rke2EtcdAsset | ProxmoxVmAsset):
         return None
     return f"asset {asset.name}: kind {asset.kind} is not supported yet"
 
@@ -101,13 +109,34 @@ def remote_via(asset: PathAsset | Rke2EtcdAsset, inventory: Inventory | None) ->
     return ssh_argv(inventory, inventory.host(asset.host))
 
 
-def backup_asset(asset: Asset, repo: Repository, mirror_root: Path | None = None,
-                 inventory: Inventory | None = None) -> BackupResult:
+def backup_vm(asset: ProxmoxVmAsset, proxmox: ProxmoxApi | None, inventory: Inventory | None) -> BackupResult:
+    """vzdump of a proxmox-vm asset's VM (node and vmid from the inventory) onto its storage: the new archive as a
+    backup result (snapshot id = volid, bytes = its size, one file; no checksum: PVE lists none)."""
+    if proxmox is None:
+        raise ValueError(f"asset {asset.name}: a proxmox-vm asset needs the Proxmox API (backup.proxmox_url, "
+                         "backup.proxmox_token_id and backup.proxmox_token or backup.proxmox_token_secret)")
+    vm = inventory_vm(inventory, asset)
+    started = datetime.now(UTC)
+    archive = vzdump(proxmox, vm, asset.storage, asset.mode)
+    finished = datetime.now(UTC)
+    summary = BackupSummary(snapshot_id=archive.volid, files_new=1, files_changed=0, files_unmodified=0,
+                            data_added=archive.size, total_files_processed=1, total_bytes_processed=archive.size,
+                            duration=(finished - started).total_seconds())
+    return BackupResult(asset, summary, started, finished)
+
+
+def backup_asset(asset: Asset, repo: Repository | None, mirror_root: Path | None = None,
+                 inventory: Inventory | None = None, proxmox: ProxmoxApi | None = None) -> BackupResult:
     """Back up one asset into its repository (snapshots tagged ``asset=<name>``); a failure raises with one line.
-    S3 assets are mirrored under ``mirror_root`` first; a path asset on an inventory host is backed up there."""
+    S3 assets are mirrored under ``mirror_root`` first; a path asset on an inventory host is backed up there; a
+    proxmox-vm asset is dumped through ``proxmox`` onto its Proxmox storage (no repository needed)."""
     reason = supported(asset)
     if reason:
         raise UnsupportedAsset(reason)
+    if isinstance(asset, ProxmoxVmAsset):
+        return backup_vm(asset, proxmox, inventory)
+    if repo is None:
+        raise ValueError(f"asset {asset.name}: a {asset.kind} asset needs its restic repository")
     started = datetime.now(UTC)
     if isinstance(asset, PathAsset | Rke2EtcdAsset):
         via = remote_via(asset, inventory)

@@ -1,32 +1,63 @@
-"""Proxmox VE vzdump backups seen through the Proxmox API (``proxmoxer``): the archives on a storage and, from them,
-the freshness of ``proxmox-vm`` assets for the RPO check.
+"""Proxmox VE vzdump backups through the Proxmox API (``proxmoxer``): the archives on a storage and, from them, the
+freshness of ``proxmox-vm`` assets for the RPO check; a backup (vzdump), a restore drill into a scratch VM, and the
+retention applied to a VM's archives.
 
 A VM's archives are listed by ``GET /nodes/{node}/storage/{storage}/content?content=backup`` (pve-storage's
 Content.pm): items ``{volid, vmid, ctime (epoch), size, format, verification{state}, ...}``; the VM's node and vmid
 come from the inventory. One listing per (node, storage), whatever the number of VMs on it. An archive whose
 verification failed is not a good backup and does not count. The API token authenticates every call
 (``Authorization: PVEAPIToken=user@realm!name=secret``); it is never part of a message.
+
+Long operations are tasks: the call returns a UPID (``UPID:node:pid:pstart:starttime:type:id:user:``), polled through
+``GET /nodes/{node}/tasks/{upid}/status`` until ``status`` is ``stopped``; only ``exitstatus == "OK"`` is success
+(anything else, warnings included, fails with that text). A backup is ``POST /nodes/{node}/vzdump`` (vmid, storage,
+mode, ``compress=zstd``), its archive the one that was not on the storage before. A drill restores the newest good
+archive with ``POST /nodes/{node}/qemu`` (``archive``, a scratch ``vmid``, ``unique=1``, never ``force``: PVE refuses
+an existing vmid) into a vmid of the configured scratch range or ``GET /cluster/nextid``, compares its disks with the
+archive's own config (``GET /nodes/{node}/vzdump/extractconfig``) and destroys it
+(``DELETE /nodes/{node}/qemu/{vmid}``); the live vmid is never a target. Prune deletes the archives that the asset's
+retention does not keep (``DELETE /nodes/{node}/storage/{storage}/content/{volid}``); the newest and protected
+archives are always kept.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 from proxmoxer import ProxmoxAPI
 from proxmoxer.core import AuthenticationError, ResourceException
 
-from tasks.backup.registry import Asset, ProxmoxVmAsset
+from tasks.backup.drill import DrillResult, _detail
+from tasks.backup.registry import Asset, ProxmoxVmAsset, Retention
+from tasks.backup.retention import kept
 from tasks.backup.rpo import Freshness, FreshnessReader, Unreadable
-from tasks.inventory.model import Inventory
+from tasks.inventory.model import Inventory, Vm
+
+DISK_KEY = re.compile(r"^(?:ide|sata|scsi|virtio|efidisk|tpmstate)\d+$")
 
 
 class ProxmoxError(Exception):
     """A Proxmox API call that failed; one line, no token."""
+
+
+@dataclass(frozen=True)
+class ProxmoxApi:
+    """The Proxmox API client and how astrolab uses it: how long a task may run and how often it is polled, the
+    vmids restore drills may use (None: the cluster's nextid) and the storage their disks go to (None: the
+    archive's)."""
+
+    client: ProxmoxAPI
+    task_timeout: float = 3600.0
+    poll_interval: float = 2.0
+    scratch_vmids: tuple[int, int] | None = None
+    scratch_storage: str | None = None
 
 
 @dataclass(frozen=True)
@@ -39,13 +70,15 @@ class VzdumpArchive:
     size: int
     format: str
     verification: str | None = None  # ok / failed (PBS verify), None when never verified
+    protected: bool = False
 
     @classmethod
     def from_api(cls, item: dict[str, Any]) -> VzdumpArchive:
         verification = item.get("verification") or {}
         return cls(volid=str(item["volid"]), vmid=int(item["vmid"]),
                    created=datetime.fromtimestamp(int(item["ctime"]), UTC), size=int(item.get("size") or 0),
-                   format=str(item.get("format", "")), verification=verification.get("state"))
+                   format=str(item.get("format", "")), verification=verification.get("state"),
+                   protected=bool(int(item.get("protected") or 0)))
 
 
 def connect(url: str, token_id: str, token_secret: str, verify: bool | str = True, timeout: float = 10) -> ProxmoxAPI:
@@ -73,19 +106,182 @@ def _reason(exc: Exception, where: str) -> str:
     return f"{where}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
 
 
+def _call(where: str, request: Callable[[], Any]) -> Any:
+    """One API call; its failure is a ProxmoxError naming ``where`` and the reason (never the token)."""
+    try:
+        return request()
+    except (ResourceException, AuthenticationError, requests.RequestException) as exc:
+        raise ProxmoxError(_reason(exc, where)) from None
+
+
 def backup_archives(client: ProxmoxAPI, node: str, storage: str, vmid: int | None = None) -> list[VzdumpArchive]:
     """The vzdump archives on a node's storage (of one VM with ``vmid``), oldest first."""
     where = f"proxmox nodes/{node}/storage/{storage}/content"
     params: dict[str, Any] = {"content": "backup", **({"vmid": vmid} if vmid is not None else {})}
-    try:
-        items = client.nodes(node).storage(storage).content.get(**params)
-    except (ResourceException, AuthenticationError, requests.RequestException) as exc:
-        raise ProxmoxError(_reason(exc, where)) from None
+    items = _call(where, lambda: client.nodes(node).storage(storage).content.get(**params))
     try:
         archives = [VzdumpArchive.from_api(item) for item in items or ()]
     except (KeyError, TypeError, ValueError) as exc:
         raise ProxmoxError(f"{where}: unexpected answer ({type(exc).__name__}: {exc})") from None
     return sorted(archives, key=lambda a: a.created)
+
+
+def wait_task(api: ProxmoxApi, node: str, upid: str, what: str) -> dict[str, Any]:
+    """Poll a task until it has stopped and return its status; a ProxmoxError naming ``what`` with the task's
+    exitstatus when that is not OK, or when it still runs after ``api.task_timeout`` seconds."""
+    deadline = time.monotonic() + api.task_timeout
+    task = api.client.nodes(node).tasks(quote(upid, safe=":!@=")).status  # one path segment, whatever its id holds
+    while True:
+        status = _call(f"{what}: task status", task.get) or {}
+        if status.get("status") == "stopped":
+            exitstatus = " ".join(str(status.get("exitstatus") or "no exit status").split())
+            if exitstatus != "OK":
+                raise ProxmoxError(f"{what}: task failed: {exitstatus[:300]}")
+            return dict(status)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ProxmoxError(f"{what}: task still running after {api.task_timeout:g} s, gave up waiting ({upid})")
+        time.sleep(min(api.poll_interval, left))
+
+
+def inventory_vm(inventory: Inventory | None, asset: ProxmoxVmAsset) -> Vm:
+    """The inventory VM of a proxmox-vm asset (its node and vmid)."""
+    vm = next((v for v in inventory.vms if v.name == asset.vm), None) if inventory is not None else None
+    if vm is None:
+        raise ProxmoxError(f"asset {asset.name}: vm {asset.vm!r} is not in the inventory"
+                           + ("" if inventory is not None else " (no inventory given)"))
+    return vm
+
+
+def vzdump(api: ProxmoxApi, vm: Vm, storage: str, mode: str = "snapshot") -> VzdumpArchive:
+    """Back up a VM with vzdump (``mode``, zstd) onto ``storage``, wait for the task and return the new archive."""
+    what = f"proxmox vzdump of vm {vm.name} ({vm.vmid}) on node {vm.node} onto {storage}"
+    before = {a.volid for a in backup_archives(api.client, vm.node, storage, vm.vmid)}
+    upid = _call(what, lambda: api.client.nodes(vm.node).vzdump.post(vmid=vm.vmid, storage=storage, mode=mode,
+                                                                       compress="zstd"))
+    wait_task(api, vm.node, str(upid), what)
+    new = [a for a in backup_archives(api.client, vm.node, storage, vm.vmid) if a.volid not in before]
+    if not new:
+        raise ProxmoxError(f"{what}: the task ended OK but no new archive of vm {vm.vmid} is on {storage}")
+    return new[-1]
+
+
+def config_disks(config: Mapping[str, Any] | str) -> dict[str, str]:
+    """The disks of a VM config (a ``GET .../config`` answer, or the text of an archive's config): key -> size; CD-ROM
+    drives and snapshot sections left out."""
+    if isinstance(config, str):
+        lines = config.split("\n[", 1)[0].splitlines()  # "[snapshot]" sections follow the current config
+        config = dict(line.split(": ", 1) for line in lines if ": " in line and not line.startswith("#"))
+    disks = {}
+    for key, value in config.items():
+        options = str(value).split(",")
+        if DISK_KEY.match(key) and "media=cdrom" not in options and options[0] != "none":
+            size = next((o.split("=", 1)[1] for o in options if o.startswith("size=")), "?")
+            disks[key] = size
+    return disks
+
+
+def scratch_vmid(api: ProxmoxApi, live: int) -> int:
+    """A vmid for a drill's scratch VM: the first free one of ``api.scratch_vmids``, else the cluster's nextid;
+    never ``live``."""
+    if api.scratch_vmids:
+        low, high = api.scratch_vmids
+        used = {int(r["vmid"]) for r in _call("proxmox cluster/resources",
+                                               lambda: api.client.cluster.resources.get(type="vm")) or ()}
+        free = [v for v in range(low, high + 1) if v not in used and v != live]
+        if not free:
+            raise ProxmoxError(f"proxmox: no free scratch vmid in {low}-{high}")
+        return free[0]
+    vmid = int(_call("proxmox cluster/nextid", lambda: api.client.cluster.nextid.get()))
+    if vmid == live:
+        raise ProxmoxError(f"proxmox cluster/nextid answered the live vmid {live}")
+    return vmid
+
+
+def destroy_scratch(api: ProxmoxApi, node: str, vmid: int, live: int) -> bool:
+    """Destroy a drill's scratch VM (its disks purged) if it exists; True when one was destroyed. Refuses ``live``."""
+    if vmid == live:
+        raise ProxmoxError(f"proxmox: refusing to destroy vm {vmid} on node {node}: it is the live vm")
+    what = f"proxmox destroy of scratch vm {vmid} on node {node}"
+    present = {int(v["vmid"]) for v in _call(what, lambda: api.client.nodes(node).qemu.get()) or ()}
+    if vmid not in present:
+        return False
+    upid = _call(what, lambda: api.client.nodes(node).qemu(vmid).delete(**{"purge": 1,
+                                                                        "destroy-unreferenced-disks": 1}))
+    wait_task(api, node, str(upid), what)
+    return True
+
+
+def drill_vm(api: ProxmoxApi, asset: ProxmoxVmAsset, vm: Vm, now: datetime | None = None) -> DrillResult:
+    """Restore the VM's newest good archive into a scratch VM on its node, compare the scratch VM's disks with the
+    archive's config, time it against the RTO and destroy the scratch VM; a failure is a failed drill with its
+    reason. No archive to drill is a ProxmoxError."""
+    node = vm.node
+    good = [a for a in backup_archives(api.client, node, asset.storage, vm.vmid) if a.verification != "failed"]
+    if not good:
+        raise ProxmoxError(f"asset {asset.name}: no good archive of vm {vm.vmid} on {node}/{asset.storage} to drill")
+    archive = good[-1]
+    started = now or datetime.now(UTC)
+    clock = time.monotonic()
+    what = f"proxmox restore drill of vm {vm.name} ({vm.vmid}) on node {node}"
+    mismatches: list[str] = []
+    scratch: int | None = None  # set once PVE has accepted the restore: from then on the vmid is ours to destroy
+    body = ""
+    try:
+        expected = config_disks(str(_call(f"{what}: extractconfig", lambda: api.client.nodes(node).vzdump
+                                          .extractconfig.get(volume=archive.volid))))
+        vmid = scratch_vmid(api, vm.vmid)
+        params = {"vmid": vmid, "archive": archive.volid, "unique": 1, "storage": api.scratch_storage}
+        upid = _call(f"{what}: restore into vm {vmid}", lambda: api.client.nodes(node).qemu.post(**params))
+        scratch = vmid  # not before: a vmid taken meanwhile by another VM is refused by PVE and never destroyed
+        wait_task(api, node, str(upid), f"{what}: restore into vm {scratch}")
+        restored = config_disks(_call(f"{what}: config of vm {scratch}",
+                                      lambda: api.client.nodes(node).qemu(scratch).config.get()) or {})
+        restore_s = time.monotonic() - clock
+        for key in sorted(expected.keys() | restored.keys()):
+            if expected.get(key) != restored.get(key):
+                mismatches.append(f"disk {key}: {restored.get(key, 'missing')} in scratch vm {scratch}, "
+                                  f"{expected.get(key, 'absent')} in the archive")
+        body = (f"archive {archive.volid} restored into scratch vm {scratch} on node {node}; {len(restored)} disk(s) "
+                f"compared with the archive's config")
+    except ProxmoxError as exc:
+        restore_s = time.monotonic() - clock
+        mismatches.append(str(exc))
+        body = f"restore failed: {exc}"
+    if scratch is not None:
+        try:
+            destroy_scratch(api, node, scratch, vm.vmid)
+            body += f"; scratch vm {scratch} destroyed"
+        except ProxmoxError as exc:
+            mismatches.append(f"scratch vm {scratch} left behind: {exc}")
+    return DrillResult(asset.name, asset.kind, archive.volid, started, restore_s, asset.rto, tuple(mismatches),
+                       _detail(mismatches, restore_s, asset.rto, body))
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What the retention kept and removed of a VM's archives (volids), and whether they were deleted."""
+
+    keep: tuple[str, ...]
+    remove: tuple[str, ...]
+    pruned: bool
+
+
+def prune_vm(api: ProxmoxApi, vm: Vm, storage: str, retention: Retention, dry_run: bool = False) -> PruneResult:
+    """Delete the VM's archives on ``storage`` that ``retention`` does not keep (restic's forget semantics, see
+    tasks.backup.retention); the newest and protected archives are always kept; ``dry_run`` only lists."""
+    archives = backup_archives(api.client, vm.node, storage, vm.vmid)
+    keep = kept([a.created for a in archives], retention)
+    keep |= {i for i, a in enumerate(archives) if a.protected} | ({len(archives) - 1} if archives else set())
+    remove = [a for i, a in enumerate(archives) if i not in keep]
+    for archive in [] if dry_run else remove:
+        what = f"proxmox prune of vm {vm.name} ({vm.vmid}) on node {vm.node}: delete {archive.volid}"
+        volume = api.client.nodes(vm.node).storage(storage).content(quote(archive.volid, safe=""))  # volids hold '/'
+        upid = _call(what, volume.delete)
+        if upid:  # PVE answers a task id, or null when the deletion finished at once
+            wait_task(api, vm.node, str(upid), what)
+    return PruneResult(tuple(archives[i].volid for i in sorted(keep)), tuple(a.volid for a in remove),
+                       pruned=not dry_run)
 
 
 def proxmox_reader(client: ProxmoxAPI, inventory: Inventory) -> FreshnessReader:

@@ -114,3 +114,66 @@ def test_a_flows_log_lines_never_show_the_settings_secrets(caplog):
     with caplog.at_level(logging.INFO):
         logging.getLogger("astrolab.test").info("connecting with pa55-Word-9 and minio-Secret-42")
     assert caplog.records[-1].getMessage() == "connecting with *** and ***"
+
+
+def test_proxmox_settings_are_checked_and_the_token_never_shown(caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    token = "7d3f0c1e-5b2a-4c9d-8e6f-0a1b2c3d4e5f"
+    s = load_settings(env={"ASTROLAB_BACKUP_PROXMOX_URL": "https://pve1.lab:8006",
+                           "ASTROLAB_BACKUP_PROXMOX_TOKEN_ID": "astrolab@pve!backup",
+                           "ASTROLAB_BACKUP_PROXMOX_TOKEN": token, "ASTROLAB_BACKUP_PROXMOX_VERIFY": "false",
+                           "ASTROLAB_BACKUP_PROXMOX_SCRATCH_VMIDS": "9900-9999"})
+    assert (s.backup.proxmox_tls_verify, s.backup.proxmox_scratch_range) == (False, (9900, 9999))
+    assert s.backup.proxmox_task_timeout == 3600 and token in s.secret_values()
+    assert token not in repr(s) + str(s.effective()) + s.model_dump_json()
+    logging.getLogger("astrolab.test").info("the proxmox token is %s", token)
+    assert caplog.records[-1].getMessage() == "the proxmox token is ***"  # masked from load_settings on
+    for variable, value, message in (
+            ("URL", "http://pve1.lab:8006", "must be https://host[:port]"),
+            ("TOKEN_ID", "astrolab@pve", "must be user@realm!tokenname"),
+            ("SCRATCH_VMIDS", "9999-9900", "must be low-high"),
+            ("TASK_TIMEOUT", "0", "greater than 0")):
+        with pytest.raises(SettingsError) as err:
+            load_settings(env={f"ASTROLAB_BACKUP_PROXMOX_{variable}": value, "ASTROLAB_BACKUP_PROXMOX_TOKEN": token})
+        assert str(err.value).startswith(f"environment variable ASTROLAB_BACKUP_PROXMOX_{variable}: "
+                                         f"backup.proxmox_{variable.lower()}: ")
+        assert message in str(err.value) and f"(got '{value}')" in str(err.value) and token not in str(err.value)
+
+
+def test_the_proxmox_api_is_built_only_when_its_settings_are_complete(tmp_path):
+    from astrolab.resources import build_proxmox
+
+    assert build_proxmox(load_settings(env={})) is None
+    url = {"ASTROLAB_BACKUP_PROXMOX_URL": "https://pve1.lab:8006"}
+    with pytest.raises(SettingsError, match="^backup.proxmox_url is set but neither backup.proxmox_token nor "
+                                            "backup.proxmox_token_secret is$"):
+        build_proxmox(load_settings(env=url))
+    with pytest.raises(SettingsError, match=r"^backup.proxmox_url is set but backup.proxmox_token_id"):
+        build_proxmox(load_settings(env={**url, "ASTROLAB_BACKUP_PROXMOX_TOKEN": "s3cr3t-token"}))
+    full = {**url, "ASTROLAB_BACKUP_PROXMOX_TOKEN": "s3cr3t-token", "ASTROLAB_BACKUP_PROXMOX_TOKEN_ID": "a@pve!b"}
+    with pytest.raises(SettingsError, match=r"^backup.proxmox_verify: '/nowhere/ca.pem' is not true, false or a CA"):
+        build_proxmox(load_settings(env={**full, "ASTROLAB_BACKUP_PROXMOX_VERIFY": "/nowhere/ca.pem"}))
+    api = build_proxmox(load_settings(env={**full, "ASTROLAB_BACKUP_PROXMOX_POLL_INTERVAL": "0.5"}))
+    assert api is not None and (api.task_timeout, api.poll_interval, api.scratch_vmids) == (3600, 0.5, None)
+
+
+def test_rpo_check_says_what_to_set_for_a_vm_when_the_proxmox_api_is_not_configured():
+    from datetime import UTC, datetime
+
+    from astrolab.resources import build_freshness_readers
+    from tasks.backup.registry import parse_assets
+    from tasks.backup.rpo import check_rpo
+
+    registry = parse_assets({"repositories": [{"name": "nfs", "url": "/srv/restic"}],
+                             "assets": [{"name": "wazuh-vm", "class": "security", "kind": "proxmox-vm",
+                                         "vm": "wazuh1", "storage": "pbs-lab", "repository": "nfs"}]}, "assets.yaml")
+    [status] = check_rpo(registry, datetime.now(UTC), readers=build_freshness_readers(load_settings(env={})))
+    assert (status.state, status.reason) == ("unknown", "the Proxmox API is not configured: set backup.proxmox_url, "
+                                             "backup.proxmox_token_id and backup.proxmox_token or "
+                                             "backup.proxmox_token_secret")
+    half = load_settings(env={"ASTROLAB_BACKUP_PROXMOX_URL": "https://pve1.lab:8006"})
+    [status] = check_rpo(registry, datetime.now(UTC), readers=build_freshness_readers(half))
+    assert (status.state, status.reason) == ("unknown", "backup.proxmox_url is set but neither "
+                                                        "backup.proxmox_token nor backup.proxmox_token_secret is")

@@ -1,7 +1,8 @@
 """The backup flows as Prefect flow runs on the session's Prefect server, with real restic and real PostgreSQL:
-backup of a path and a postgres asset (a proxmox-vm asset fails alone, saying it is not supported yet), an s3 bucket
-mirrored and backed up then drilled, due_only, rpo-check
-states on a controlled clock with their events, backup-verify catching a damaged pack, prune's retention and records."""
+backup of a path and a postgres asset (a proxmox-vm asset without the Proxmox API configured fails alone, saying what
+to set), an s3 bucket mirrored and backed up then drilled into a scratch bucket, due_only, rpo-check
+states on a controlled clock with their events, backup-verify catching a damaged pack, prune's retention and records;
+a proxmox-vm asset backed up, checked, drilled and pruned through the flows against the local Proxmox API fake."""
 
 import os
 import secrets
@@ -22,8 +23,11 @@ from tasks.backup.records import latest_backups, latest_drills, latest_prunes
 from tasks.backup.restic import Repository
 from tasks.storage.s3 import ObjectStore, S3Config
 from tests.tasks.backup.conftest import damage_largest_pack, make_tree
+from tests.tasks.backup.proxmox_fake import TOKEN_ID, TOKEN_SECRET, FakeProxmox, self_signed
 
 TABLES = ["objects", "science.redshifts"]
+UNSET = ("asset vm: the Proxmox API is not configured: set backup.proxmox_url, backup.proxmox_token_id and "
+         "backup.proxmox_token or backup.proxmox_token_secret")
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +93,7 @@ def events_named(name: str, resource_id: str, count: int = 1, timeout: float = 9
         time.sleep(1)
 
 
-def test_backup_of_a_path_and_a_postgres_asset_and_an_unsupported_kind(lab, catalog_db):
+def test_backup_of_a_path_and_a_postgres_asset_and_a_vm_without_the_proxmox_api(lab, catalog_db):
     url = catalog_db
     assets = lab.registry(docs_asset(lab.root),
                           {"name": "catalog", "class": "research-data", "kind": "postgres", "database_url": url,
@@ -98,7 +102,7 @@ def test_backup_of_a_path_and_a_postgres_asset_and_an_unsupported_kind(lab, cata
                            "storage": "pbs"})
     state = backup(assets_file=assets, return_state=True)
     assert state.is_failed()
-    assert "backup: 1 failed: vm: asset vm: kind proxmox-vm is not supported yet" in state.message
+    assert f"backup: 1 failed: vm: {UNSET}" in state.message
 
     docs = lab.repo.snapshots(tags=["asset=docs"])
     catalog = lab.repo.snapshots(tags=["asset=catalog"])
@@ -107,7 +111,7 @@ def test_backup_of_a_path_and_a_postgres_asset_and_an_unsupported_kind(lab, cata
 
     table = Artifact.get("backup-run").data
     assert "| docs | documentation | path | completed | " + docs[0].short_id in table
-    assert "| vm | development | proxmox-vm | failed |" in table and "not supported yet" in table
+    assert "| vm | development | proxmox-vm | failed |" in table and "the Proxmox API is not configured" in table
 
     (done,) = events_named("astrolab.backup.completed", "astrolab.backup.asset.docs")
     assert done.resource["astrolab.backup.class"] == "documentation"
@@ -115,7 +119,7 @@ def test_backup_of_a_path_and_a_postgres_asset_and_an_unsupported_kind(lab, cata
     (pg,) = events_named("astrolab.backup.completed", "astrolab.backup.asset.catalog")
     assert catalog[0].id.startswith(pg.payload["snapshot_id"]) and len(pg.payload["sha256"]) == 64
     (failed,) = events_named("astrolab.backup.failed", "astrolab.backup.asset.vm")
-    assert failed.payload["error"] == "asset vm: kind proxmox-vm is not supported yet"
+    assert failed.payload["error"] == UNSET
 
     with build_catalog(load_settings(), read_only=True) as store:
         runs = latest_backups(store)
@@ -123,7 +127,7 @@ def test_backup_of_a_path_and_a_postgres_asset_and_an_unsupported_kind(lab, cata
     assert runs["catalog"]["row_counts"] == {"objects": 3000, "science.redshifts": 1000}
     assert runs["catalog"]["sha256"] == pg.payload["sha256"]
     vm = runs["vm"]
-    assert (vm["status"], vm["error"]) == ("failed", "asset vm: kind proxmox-vm is not supported yet")
+    assert (vm["status"], vm["error"]) == ("failed", UNSET)
 
 
 def test_an_s3_bucket_is_mirrored_backed_up_and_drilled(lab, s3_endpoint, monkeypatch):
@@ -313,3 +317,59 @@ def test_restore_drills_give_identical_bytes_and_rows_and_catch_a_damaged_pack(l
     with build_catalog(load_settings(), read_only=True) as catalog:
         drills = latest_drills(catalog)
     assert drills["docs"]["result"] == "failed" and drills["catalog"]["result"] == "passed"
+
+
+def test_a_proxmox_vm_through_the_flows_against_the_api_fake(lab, tmp_path, monkeypatch):
+    tls = self_signed(tmp_path)
+    wazuh = {"name": "wazuh1", "node": "pve3", "template": 0, "scsi0": "local-lvm:vm-141-disk-0,size=32G",
+             "ide2": "none,media=cdrom"}
+    pve = FakeProxmox({("pve3", "pbs-lab"): []}, tls, vms={141: wazuh}, nodes=("pve3",))
+    try:
+        from prefect.blocks.system import Secret
+
+        block = f"pve-token-{secrets.token_hex(4)}"
+        Secret(value=TOKEN_SECRET).save(block)  # the token's secret from a Secret block, as in production
+        for name, value in (("URL", pve.url), ("TOKEN_ID", TOKEN_ID), ("TOKEN_SECRET", block), ("VERIFY", tls[0]),
+                            ("POLL_INTERVAL", "0.05"), ("TASK_TIMEOUT", "20"), ("SCRATCH_VMIDS", "9900-9909")):
+            monkeypatch.setenv(f"ASTROLAB_BACKUP_PROXMOX_{name}", value)
+        assets = lab.registry({"name": "wazuh-vm", "class": "security", "kind": "proxmox-vm", "vm": "wazuh1",
+                               "storage": "pbs-lab", "retention": {"keep_last": 1}})  # wazuh1: vm 141 on pve3
+
+        first = backup(assets_file=assets)["snapshots"]["wazuh-vm"]
+        second = backup(assets_file=assets)["snapshots"]["wazuh-vm"]
+        assert [i["volid"] for i in pve.storages[("pve3", "pbs-lab")]] == [first, second]
+        assert first.startswith("pbs-lab:backup/vzdump-qemu-141-") and lab.repo.snapshots() == []  # no restic
+        table = Artifact.get("backup-run").data
+        assert f"| wazuh-vm | security | proxmox-vm | completed | {second} | {2 << 20} |" in table
+        done = events_named("astrolab.backup.completed", "astrolab.backup.asset.wazuh-vm", count=2)
+        assert sorted(e.payload["snapshot_id"] for e in done) == sorted([first, second])
+        with build_catalog(load_settings(), read_only=True) as store:
+            run = latest_backups(store)["wazuh-vm"]
+        assert (run["status"], run["snapshot_id"], run["total_bytes"]) == ("ok", second, 2 << 20)
+
+        pve.task_errors["vzdump"] = "job errors"
+        state = backup(assets_file=assets, return_state=True)
+        assert state.is_failed() and ("wazuh-vm: proxmox vzdump of vm wazuh1 (141) on node pve3 onto pbs-lab: task "
+                                      "failed: job errors") in state.message
+        with build_catalog(load_settings(), read_only=True) as store:
+            assert latest_backups(store)["wazuh-vm"]["status"] == "failed"
+            assert latest_backups(store, status="ok")["wazuh-vm"]["snapshot_id"] == second
+        pve.task_errors.clear()
+
+        assert rpo_check(assets_file=assets)["states"] == {"wazuh-vm": "ok"}  # read from the storage's content list
+        assert "/api2/json/nodes/pve3/storage/pbs-lab/content" in pve.requests
+
+        drill = restore_drill(assets_file=assets)  # sampled: the only asset
+        assert drill["result"] == "passed" and drill["snapshot_id"] == second and drill["rto_s"] == 4 * 3600
+        assert "restored into scratch vm 9900 on node pve3; 1 disk(s) compared" in drill["detail"]
+        assert sorted(pve.vms) == [141] and pve.vms[141] == wazuh
+        with build_catalog(load_settings(), read_only=True) as store:
+            assert latest_drills(store)["wazuh-vm"]["result"] == "passed"
+
+        assert prune(assets_file=assets) == {"kept": {"wazuh-vm": [second]}, "removed": {"wazuh-vm": 1}}
+        assert [i["volid"] for i in pve.storages[("pve3", "pbs-lab")]] == [second]
+        shown = " ".join(Artifact.get(k).data for k in ("backup-run", "backup-rpo", "backup-drill", "backup-prune"))
+        assert TOKEN_SECRET not in shown + state.message
+    finally:
+        pve.close()
+

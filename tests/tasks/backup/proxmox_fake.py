@@ -8,10 +8,21 @@ For the cluster build (infra/ansible role proxmox_vms) it also answers what clon
 (qemu-server API2/Qemu.pm): ``GET /version``, ``GET /nodes``, ``GET /cluster/resources?type=vm``,
 ``GET /nodes/{node}/qemu[/{vmid}/config]``,
 ``POST /nodes/{node}/qemu/{vmid}/clone`` (-> a UPID; the clone exists at once),
-``GET /nodes/{node}/tasks/{upid}/status`` (always stopped, OK) and ``PUT|POST /nodes/{node}/qemu/{vmid}/config``;
-every POST and PUT is recorded in ``changes`` with its form parameters."""
+``GET /nodes/{node}/tasks/{upid}/status`` and ``PUT|POST /nodes/{node}/qemu/{vmid}/config``; every POST, PUT and
+DELETE is recorded in ``changes`` with its form (or query) parameters.
+
+For backups (pve-manager VZDump.pm, qemu-server Qemu.pm, pve-storage Content.pm, Tasks.pm) it answers
+``POST /nodes/{node}/vzdump`` (vmid, storage, mode, compress -> a UPID; the archive,
+``vzdump-qemu-<vmid>-<time>.vma.zst`` with the VM's config, appears when the task stops OK),
+``GET /nodes/{node}/vzdump/extractconfig?volume=`` (the archive's config text), ``GET /cluster/nextid``,
+``POST /nodes/{node}/qemu`` with ``archive`` (a restore into a new vmid: refused when it exists; its disks named for
+the new vmid on ``storage``, sizes kept), ``DELETE /nodes/{node}/qemu/{vmid}`` and
+``DELETE /nodes/{node}/storage/{storage}/content/{volid}`` (-> UPIDs). A task's status is ``running`` for
+``running_polls`` polls, then ``stopped`` with ``exitstatus`` "OK" or ``task_errors[type]``; a type in ``hang`` runs
+forever. Tasks the fake did not start (a clone) are stopped, OK."""
 
 import json
+import re
 import ssl
 import subprocess
 import threading
@@ -19,7 +30,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 TOKEN_ID, TOKEN_SECRET = "astrolab@pve!backup-ro", "0b5e3a52-2c1f-4f7e-9d3a-5a1c2b3d4e5f"
 
@@ -50,9 +61,18 @@ class FakeProxmox:
                  vms: dict[int, dict] | None = None, nodes: tuple[str, ...] = ("pve1",)) -> None:
         self.storages = storages
         self.requests: list[str] = []
-        self.vms = vms if vms is not None else {}  # vmid -> {name, node, template (0|1)}
+        self.vms = vms if vms is not None else {}  # vmid -> {name, node, template (0|1), config keys (scsi0, ...)}
         self.nodes = nodes
         self.changes: list[tuple[str, str, dict[str, str]]] = []
+        self.archive_configs: dict[str, str] = {}  # volid -> the config text vzdump stored in it
+        self.tasks: dict[str, dict[str, Any]] = {}  # upid -> {type, polls, done (effect on success)}
+        self.running_polls = 2
+        self.next_vmid: int | None = None  # what /cluster/nextid answers (default: the highest vmid + 1)
+        self.restore_drops: set[str] = set()  # disks a restore leaves out (to show that a drill catches it)
+        self.task_errors: dict[str, str] = {}  # task type -> its exitstatus instead of OK
+        self.hang: set[str] = set()
+        self.clock = time.time
+        self._lock = threading.Lock()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -94,8 +114,16 @@ class FakeProxmox:
                         and int(parts[5]) in fake.vms:
                     self._send(200, {"data": {k: v for k, v in fake.vms[int(parts[5])].items() if k != "node"}})
                 elif len(parts) == 7 and parts[2] == "nodes" and parts[4] == "tasks" and parts[6] == "status":
-                    self._send(200, {"data": {"upid": parts[5], "node": parts[3], "status": "stopped",
-                                              "exitstatus": "OK"}})
+                    self._send(200, {"data": fake.task_status(parts[3], unquote(parts[5]))})
+                elif parts[2:] == ["cluster", "nextid"]:
+                    nextid = fake.next_vmid or max([100, *fake.vms]) + 1
+                    self._send(200, {"data": str(nextid)})  # PVE answers the id as a string
+                elif len(parts) == 6 and parts[2] == "nodes" and parts[4:] == ["vzdump", "extractconfig"]:
+                    volume = query.get("volume", [""])[0]
+                    if volume not in fake.archive_configs:
+                        self._send(500, {"data": None}, f"volume '{volume}' does not exist")
+                        return
+                    self._send(200, {"data": fake.archive_configs[volume]})
                 elif len(parts) == 7 and parts[2] == "nodes" and parts[4] == "storage" and parts[6] == "content":
                     key = (parts[3], parts[5])
                     if key not in fake.storages:
@@ -116,6 +144,11 @@ class FakeProxmox:
                 form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
                 fake.changes.append((self.command, url.path, form))
                 parts = url.path.strip("/").split("/")
+                if self.command == "POST" and len(parts) == 5 and parts[2] == "nodes" and parts[4] in ("vzdump",
+                                                                                                        "qemu"):
+                    status, body, reason = (fake.vzdump if parts[4] == "vzdump" else fake.restore)(parts[3], form)
+                    self._send(status, {"data": body}, reason)
+                    return
                 if len(parts) != 7 or parts[2] != "nodes" or parts[4] != "qemu" or parts[6] not in ("clone", "config"):
                     self._send(501, {"data": None}, f"Method '{self.command} {url.path}' not implemented")
                     return
@@ -135,6 +168,20 @@ class FakeProxmox:
 
             do_POST = do_PUT = _change  # noqa: N815 - the http.server API
 
+            def do_DELETE(self) -> None:  # noqa: N802 - the http.server API
+                url = urlsplit(self.path)
+                if not self._authorised(url.path):
+                    return
+                fake.changes.append(("DELETE", url.path, {k: v[0] for k, v in parse_qs(url.query).items()}))
+                parts = url.path.strip("/").split("/")  # a volid's '/' arrives as %2F: still one segment
+                if len(parts) == 6 and parts[2] == "nodes" and parts[4] == "qemu":
+                    status, body, reason = fake.destroy(parts[3], int(parts[5]))
+                elif len(parts) == 8 and parts[2] == "nodes" and parts[4] == "storage" and parts[6] == "content":
+                    status, body, reason = fake.delete_volume(parts[3], parts[5], unquote(parts[7]))
+                else:
+                    status, body, reason = 501, None, f"Method 'DELETE {url.path}' not implemented"
+                self._send(status, {"data": body}, reason)
+
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(*tls)
@@ -142,6 +189,99 @@ class FakeProxmox:
         self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
+
+    def _task(self, node: str, kind: str, ident: str | int, done: Any) -> str:
+        """Start a task: its UPID (pid, pstart and start time in hex, as PVE writes them)."""
+        with self._lock:
+            upid = (f"UPID:{node}:{0xA000 + len(self.tasks):08X}:{0x00C3D4E5:08X}:{int(self.clock()):08X}:{kind}:"
+                    f"{ident}:{TOKEN_ID}:")
+            self.tasks[upid] = {"type": kind, "id": str(ident), "node": node, "polls": 0, "done": done}
+        return upid
+
+    def task_status(self, node: str, upid: str) -> dict[str, Any]:
+        """A task's status as Tasks.pm answers it; a task's effect happens when it stops OK."""
+        with self._lock:
+            task = self.tasks.get(upid)
+            if task is None:  # a task this fake did not start (a clone): done
+                return {"upid": upid, "node": node, "status": "stopped", "exitstatus": "OK"}
+            task["polls"] += 1
+            base = {"upid": upid, "node": task["node"], "type": task["type"], "id": task["id"],
+                    "user": TOKEN_ID, "starttime": int(upid.split(":")[4], 16)}
+            if task["type"] in self.hang or task["polls"] <= self.running_polls:
+                return {**base, "status": "running"}
+            exitstatus = self.task_errors.get(task["type"], "OK")
+            done = task.pop("done", None)  # once, on the first poll that sees it stopped
+            if exitstatus == "OK" and done is not None:
+                done()
+            return {**base, "status": "stopped", "exitstatus": exitstatus}
+
+    def vzdump(self, node: str, form: dict[str, str]) -> tuple[int, Any, str | None]:
+        vmid, storage = int(form["vmid"]), form["storage"]
+        if (node, storage) not in self.storages:
+            return 500, None, f"storage '{storage}' does not exist on node '{node}'"
+        if vmid not in self.vms or self.vms[vmid]["node"] != node:
+            return 500, None, f"unable to find VM {vmid} on node '{node}'"
+        if form.get("mode", "snapshot") not in ("snapshot", "suspend", "stop") or form.get("compress") not in (
+                None, "0", "1", "gzip", "lzo", "zstd"):
+            return 400, None, "Parameter verification failed."
+
+        def done() -> None:
+            taken = {i["ctime"] for i in self.storages[(node, storage)] if i["vmid"] == vmid}
+            ctime = max([int(self.clock()), *(t + 1 for t in taken)])  # vzdump's file names are per second
+            item = archive(storage, vmid, ctime, size=self.vms[vmid].get("archive_size", 2 << 20))
+            self.storages[(node, storage)].append(item)
+            self.archive_configs[item["volid"]] = "".join(
+                f"{k}: {v}\n" for k, v in self.vms[vmid].items() if k not in ("node", "template", "archive_size"))
+
+        return 200, self._task(node, "vzdump", vmid, done), None
+
+    def restore(self, node: str, form: dict[str, str]) -> tuple[int, Any, str | None]:
+        vmid, volid = int(form["vmid"]), form.get("archive")
+        if volid is None:
+            return 501, None, "only restores (archive=...) are implemented"
+        if vmid in self.vms and form.get("force") not in ("1", "true"):
+            where = self.vms[vmid]["node"]
+            return 500, None, f"unable to create VM {vmid} - VM {vmid} already exists on node '{where}'"
+        if volid not in self.archive_configs:
+            return 500, None, f"volume '{volid}' does not exist"
+
+        def done() -> None:
+            config: dict[str, Any] = {"node": node, "template": 0}
+            disks = 0
+            for line in self.archive_configs[volid].splitlines():
+                key, value = line.split(": ", 1)
+                if re.fullmatch(r"(?:ide|sata|scsi|virtio|efidisk|tpmstate)\d+", key) and "media=cdrom" not in value:
+                    if key in self.restore_drops:
+                        continue
+                    size = re.search(r"size=([^,]+)", value)
+                    value = f"{form.get('storage') or value.split(':')[0]}:vm-{vmid}-disk-{disks}" + (
+                        f",size={size.group(1)}" if size else "")
+                    disks += 1
+                config[key] = value
+            self.vms[vmid] = config
+
+        return 200, self._task(node, "qmrestore", vmid, done), None
+
+    def destroy(self, node: str, vmid: int) -> tuple[int, Any, str | None]:
+        if vmid not in self.vms or self.vms[vmid]["node"] != node:
+            return 500, None, f"Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist"
+        return 200, self._task(node, "qmdestroy", vmid, lambda: self.vms.pop(vmid, None)), None
+
+    def delete_volume(self, node: str, storage: str, volid: str) -> tuple[int, Any, str | None]:
+        items = self.storages.get((node, storage))
+        if items is None:
+            return 500, None, f"storage '{storage}' does not exist on node '{node}'"
+        found = [i for i in items if i["volid"] == volid]
+        if not found:
+            return 500, None, f"volume '{volid}' does not exist"
+        if found[0].get("protected"):
+            return 500, None, "cannot delete protected backup"
+
+        def done() -> None:
+            items.remove(found[0])
+            self.archive_configs.pop(volid, None)
+
+        return 200, self._task(node, "imgdel", "", done), None  # PVE's imgdel task has no id
 
     def close(self) -> None:
         self.server.shutdown()

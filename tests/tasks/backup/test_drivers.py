@@ -1,9 +1,10 @@
-"""tasks.backup.drivers: a path asset backed up with real restic under its tag, its catalog record; kinds and
-placements without a driver fail with one line before anything runs."""
+"""tasks.backup.drivers: a path asset backed up with real restic under its tag, its catalog record; a VM without the
+Proxmox API and a host without an inventory fail with one line before anything runs (the proxmox-vm driver itself:
+test_proxmox.py)."""
 
 import pytest
 
-from tasks.backup.drivers import UnsupportedAsset, backup_asset, supported
+from tasks.backup.drivers import backup_asset, supported
 from tasks.backup.registry import parse_assets
 
 
@@ -27,11 +28,13 @@ def test_a_path_asset_is_backed_up_under_its_tag_and_recorded(repo, source, dige
     assert record.bytes_added == result.summary.bytes_added > 0 and record.duration_s >= 0
 
 
-def test_kinds_without_a_driver_and_hosts_without_an_inventory_are_one_line(repo, source):
+def test_a_vm_without_the_proxmox_api_and_hosts_without_an_inventory_are_one_line(repo, source):
     reg = registry(source)
-    assert supported(reg.asset("docs")) is None
-    with pytest.raises(UnsupportedAsset, match="^asset vm: kind proxmox-vm is not supported yet$"):
+    assert supported(reg.asset("docs")) is None and supported(reg.asset("vm")) is None
+    with pytest.raises(ValueError, match="^asset vm: a proxmox-vm asset needs the Proxmox API"):
         backup_asset(reg.asset("vm"), repo)
+    with pytest.raises(ValueError, match="^asset docs: a path asset needs its restic repository$"):
+        backup_asset(reg.asset("docs"), None)
     remote = registry(source, host="nfs1").asset("docs")
     assert supported(remote) is None  # restic runs there over SSH, given the inventory
     with pytest.raises(ValueError, match="^asset docs: host nfs1 needs the inventory"):
