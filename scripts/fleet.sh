@@ -26,10 +26,10 @@ MIRROR=${ASTROLAB_TEST_FLEET_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 # What Ansible (python3, python3-apt for its apt module, sudo) and the compliance scans (sshd -T, sysctl, ps, ip) need.
 PACKAGES=openssh-server,python3,python3-apt,sudo,procps,iproute2
-# What the Ansible roles the fleet converges (infra/ansible: base, hardening, nfs_*, postgresql) install, downloaded
-# into the image's apt cache (not installed): an apply installs them through the roles without waiting on the mirror.
+# What the Ansible roles the fleet converges (infra/ansible: base, hardening, nfs_*, postgresql, backup_client)
+# install, downloaded into the image's apt cache (not installed): an apply installs them through the roles without waiting on the mirror.
 PREFETCH="chrony unattended-upgrades ca-certificates auditd audispd-plugins libpam-pwquality rsyslog nftables
-  nfs-common nfs-kernel-server postgresql-15 postgresql-15-q3c python3-psycopg2 acl tzdata"
+  nfs-common nfs-kernel-server postgresql-15 postgresql-15-q3c python3-psycopg2 acl tzdata restic"
 KEY=$(printf '%s\n' "$SUITE" minbase "$PACKAGES" "$PREFETCH" "$MIRROR" fleet-rootfs-v3 | sha256sum | cut -c1-12)
 TARBALL=$CACHE/debian12-rootfs-$KEY.tar.zst
 BASE=$CACHE/debian12-rootfs-$KEY  # the tarball unpacked once: the hosts' shared, read-only lower layer

@@ -5,7 +5,6 @@ restic or rke2, and a host that cannot be reached, fail with one line naming the
 
 import os
 import secrets
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from infra_flows.backup import backup, restore_drill
 from tasks.backup.restic import Repository
 from tasks.inventory.model import Host, Inventory
 from tasks.inventory.ssh import ssh_argv
+from tests.infra.ansible.playbooks import Run, fleet_cluster, run_role
 
 # What `rke2 etcd-snapshot save --name N --dir D` leaves behind: D/N-<node name>-<unix time> (RKE2 docs,
 # datastore/backup_restore); the content stands in for etcd's.
@@ -45,7 +45,7 @@ class FleetBackup:
         self.fleet, self.tmp_path = fleet, tmp_path
         self.host = fleet.hosts[-1]
         self.where = f"/srv/astrolab-t-{secrets.token_hex(6)}"
-        password = secrets.token_urlsafe(16)
+        self.password = password = secrets.token_urlsafe(16)
         keys = {"AWS_ACCESS_KEY_ID": "astrolab-test", "AWS_SECRET_ACCESS_KEY": "astrolab-test-secret"}
         inventory = yaml.safe_load(Path(os.environ["ASTROLAB_TEST_FLEET"]).read_text())
         inventory["nodes"][-1]["roles"] = ["rke2-server"]
@@ -65,13 +65,18 @@ class FleetBackup:
                                         "assets": [{"repository": "minio", "host": self.host.name, **asset}]}))
         return str(path)
 
-    def install_restic(self) -> None:
-        """What the backup_client role does on a real host (here: this machine's restic binary)."""
-        put_file(self.fleet, self.host, "/usr/local/bin/restic", Path(shutil.which("restic") or "").read_bytes())
+    def install_restic(self) -> Run:
+        """The lab's backup_client role applied to the host by Ansible (as the sudo admin): restic from Debian, the
+        repository settings and the password (root only)."""
+        run = run_role(self.tmp_path / "backup-client", fleet_cluster(self.fleet), "backup_client", self.host.name,
+                       extra_vars={"backup_client_repository": self.url},
+                       env={"ASTROLAB_RESTIC_PASSWORD": self.password})
+        assert run.rc == 0 and run.changed(self.host.name) > 0, run.output[-4000:]
+        return run
 
     def cleanup(self) -> None:
-        on_host(self.fleet, self.host,
-                f"rm -rf {self.where} /usr/local/bin/restic /usr/local/bin/rke2 /root/.cache/restic")
+        on_host(self.fleet, self.host, f"rm -rf {self.where} /usr/local/bin/rke2 /root/.cache/restic /etc/restic; "
+                                       "dpkg --purge restic >/dev/null 2>&1 || true")
 
 
 @pytest.fixture
@@ -91,7 +96,11 @@ def test_a_path_on_a_fleet_host_is_backed_up_there_and_drilled_here(fleet, lab):
     assert f"host {lab.host.name}: restic backup" in state.message
     assert "restic is not installed on root@127.0.0.1 (the backup_client role installs it)" in state.message
 
-    lab.install_restic()
+    installed = lab.install_restic()
+    assert lab.password not in installed.output
+    assert on_host(fleet, lab.host, "stat -c %a:%U /etc/restic/password; cat /etc/restic/password") == \
+        f"600:root\n{lab.password}\n"
+    assert f"RESTIC_REPOSITORY={lab.url}\n" in on_host(fleet, lab.host, "cat /etc/restic/env")
     result = backup(assets_file=registry, asset="fleet-docs")
     (snap,) = lab.repo.snapshots(tags=["asset=fleet-docs"])
     assert snap.id.startswith(result["snapshots"]["fleet-docs"])

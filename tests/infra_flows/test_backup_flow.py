@@ -366,7 +366,11 @@ def test_a_proxmox_vm_through_the_flows_against_the_api_fake(lab, tmp_path, monk
         with build_catalog(load_settings(), read_only=True) as store:
             assert latest_drills(store)["wazuh-vm"]["result"] == "passed"
 
-        assert prune(assets_file=assets) == {"kept": {"wazuh-vm": [second]}, "removed": {"wazuh-vm": 1}}
+        pruned = prune(assets_file=assets)
+        assert (pruned["kept"], pruned["removed"]) == ({"wazuh-vm": [second]}, {"wazuh-vm": 1})
+        with build_catalog(load_settings(), read_only=True) as store:
+            recorded = latest_prunes(store)["wazuh-vm"]
+        assert (recorded["status"], recorded["snapshots_kept"], recorded["snapshots_removed"]) == ("ok", 1, 1)
         assert [i["volid"] for i in pve.storages[("pve3", "pbs-lab")]] == [second]
         shown = " ".join(Artifact.get(k).data for k in ("backup-run", "backup-rpo", "backup-drill", "backup-prune"))
         assert TOKEN_SECRET not in shown + state.message
