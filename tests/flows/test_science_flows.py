@@ -109,13 +109,15 @@ def test_voids_flow(void_sample, env, monkeypatch):
     for key, url in zip(("desi-voids-size-function", "desi-voids-slice-map"), out["images"], strict=True):
         assert embedded_png(Artifact.get(key).data) == _path(url).read_bytes()
 
-    # an explicit grid origin half a cell off VAST's default reaches the finder (not the persisted result) and the file
-    origin = [head["GOX"] - 2.5, head["GOY"] - 2.5, head["GOZ"] - 2.5]
-    shifted = desi_voids(grid_origin=origin, **VOID_RUN)
-    with fits.open(_path(shifted["fits"])) as hdus:
-        assert [hdus[0].header[k] for k in ("GOX", "GOY", "GOZ")] == pytest.approx(origin, abs=1e-9)
-        assert not hdus[0].header["GODEF"]
-        assert not np.array_equal(read_spheres(_path(shifted["fits"]), "HOLES"), holes)
+    # an explicit grid origin half a cell off VAST's default reaches the finder (not the persisted result) and the
+    # file; once, since the catalog backend plays no part in it
+    if env == "duckdb":
+        origin = [head["GOX"] - 2.5, head["GOY"] - 2.5, head["GOZ"] - 2.5]
+        shifted = desi_voids(grid_origin=origin, **VOID_RUN)
+        with fits.open(_path(shifted["fits"])) as hdus:
+            assert [hdus[0].header[k] for k in ("GOX", "GOY", "GOZ")] == pytest.approx(origin, abs=1e-9)
+            assert not hdus[0].header["GODEF"]
+            assert not np.array_equal(read_spheres(_path(shifted["fits"]), "HOLES"), holes)
 
     # the same run again reads the void finder's persisted result instead of finding the voids again
     import flows.voids as voids_flow
