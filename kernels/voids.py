@@ -1,11 +1,11 @@
 """VoidFinder (Hoyle & Vogeley 2002, as implemented in VAST) on comoving positions in h^-1 Mpc.
 
 Steps: wall/field split by the 3rd-nearest-neighbour distance, a grid of cells empty of wall galaxies (from
-`grid_origin`, by default the minimum over all galaxies as VAST's VoidFinder is run, so the same input and origin
-give VAST's grid cell for cell), one hole
-grown from each empty cell until four wall galaxies lie on its surface, holes cut where more than 10% of their
-volume leaves the survey, maximal spheres (largest first, overlapping earlier maximals by at most 10% of their
-own volume), then every hole joined to the one maximal it overlaps by at least 50% of its volume, and an EDGE flag.
+`grid_origin`, by default the minimum over all galaxies as VAST's VoidFinder is run: the same input and origin give
+VAST's grid, cell for cell), one hole grown from each empty cell until four wall galaxies lie on its surface, holes
+cut where more than 10% of their volume leaves the survey, maximal spheres (largest first, overlapping earlier
+maximals by at most 10% of their own volume), then every hole joined to the one maximal it overlaps by at least 50%
+of its volume, and an EDGE flag.
 
 Runs on the CPU (GPU not attempted: hole growth is branchy per-cell work): neighbour counts use scipy's cKDTree,
 the hole growth, maximal selection, joining and void volumes are numba kernels, and the grid is walked in chunks
@@ -392,7 +392,10 @@ def find_holes(wall_xyz: np.ndarray, mask: Mask, params: VoidFinderParams = Void
     if len(wall_xyz) < 4:
         return np.empty((0, 4))
     grid, occupied = empty_cell_grid(wall_xyz, params.grid_edge, origin)
-    cells = _cell_list(wall_xyz, params.search_edge, wall_xyz.min(axis=0), wall_xyz.max(axis=0))
+    # The neighbour cells span the grid too (VAST's galaxy map starts at the grid origin): a hole grown from a cell
+    # below the wall galaxies' minimum is not cut short for leaving their box.
+    cells = _cell_list(wall_xyz, params.search_edge, np.minimum(grid.lo, wall_xyz.min(axis=0)),
+                       np.maximum(grid.lo + grid.dims * grid.edge, wall_xyz.max(axis=0)))
     n_cells = int(np.prod(grid.dims))
     bounds = list(range(0, n_cells, params.chunk_cells)) + [n_cells]
     chunks = [(a, b, occupied[np.searchsorted(occupied, a):np.searchsorted(occupied, b)])
