@@ -27,7 +27,12 @@ COPY expectations ./expectations
 COPY infra ./infra
 COPY prefect.yaml ./
 
-RUN useradd --create-home --uid 1000 astrolab
+RUN useradd --create-home --uid 1000 astrolab \
+ && install -d -o astrolab -g astrolab /opt/astrolab/numba-cache
 USER astrolab
-# numba caches compiled kernels next to the code unless told otherwise
-ENV NUMBA_CACHE_DIR=/tmp/numba-cache
+# numba's disk cache, filled now so that a new pod's first void run loads the kernels instead of compiling them
+# (~15-30 s); owned by the runtime user, since numba skips a cache directory it cannot write. A node with another
+# CPU model than the build host's compiles once more, into the same directory. Entries are per source path: warm both
+# the checkout here (what the deployments' working directory imports) and the installed copy (any other directory).
+ENV NUMBA_CACHE_DIR=/opt/astrolab/numba-cache
+RUN python -m kernels.warmup && cd / && python -m kernels.warmup

@@ -21,6 +21,7 @@ from kernels.voids import VoidCatalog, VoidFinderParams, find_voids
 from tasks.science.selection import Galaxies, occupied_pixels, positions, select_primary
 from tasks.science.voids import select as vs
 from tasks.science.voids.desivast import VoidScore, read_spheres, score_voids, write_desivast
+from tasks.science.voids.footprint import SkyFootprint
 from tasks.science.voids.plots import size_function_png, slice_map_png
 from tasks.storage.lake import save_product
 
@@ -61,10 +62,12 @@ def run_void_finder(xyz: np.ndarray, pixels: np.ndarray, mask_nside: int, z_min:
 
 
 @task(name="write-desivast", cache_policy=NO_CACHE, **retrying(2))
-def write_fits(voids: VoidCatalog, params: VoidFinderParams, header: dict[str, object], name: str,
-               settings: Settings, run_id: str) -> str:
-    """Write the DESIVAST-format FITS (MAXIMALS, HOLES) into the lake; returns its URL."""
-    return save_product(build_lake(settings), run_id, name, lambda path: write_desivast(path, voids, params, header))
+def write_fits(voids: VoidCatalog, xyz: np.ndarray, footprint: SkyFootprint, params: VoidFinderParams,
+               header: dict[str, object], name: str, settings: Settings, run_id: str) -> str:
+    """Write the DESIVAST FITS in VAST's layout (MAXIMALS, HOLES, WALL, FIELD, MASK) into the lake; returns its
+    URL."""
+    return save_product(build_lake(settings), run_id, name,
+                        lambda path: write_desivast(path, voids, xyz, footprint, params, header))
 
 
 @task(name="load-void-tables", cache_policy=NO_CACHE, **retrying(2))
@@ -121,14 +124,15 @@ def _summary(counts: dict[str, object], settings: dict[str, object], fits_url: s
 @flow(name="desi-voids", log_prints=True)
 def desi_voids(config: str | None = None, z_min: float = 0.0, z_max: float = 0.24, target_class: str = "BGS_ANY",
                density: float | None = None, mask_nside: int = 64, void_params: dict[str, float] | None = None,
-               truth_path: str | None = None, seed: int = 0) -> dict:
+               grid_origin: list[float] | None = None, truth_path: str | None = None, seed: int = 0) -> dict:
     """Find voids (VoidFinder) in primary ZWARN == 0 galaxies of `target_class` with z_min <= z < z_max, thinned to
-    `density` [h^3 Mpc^-3] if given, inside the HEALPix occupancy mask at `mask_nside`; write DESIVAST FITS and the
+    `density` [h^3 Mpc^-3] if given, inside the HEALPix occupancy mask at `mask_nside`, on the empty-cell grid from
+    `grid_origin` (x, y, z [h^-1 Mpc]; default: the galaxies' minimum, as VAST); write DESIVAST FITS and the
     voids_maximals/voids_holes tables, and report (scored against `truth_path`, a planted-void file, if given;
     relative: below the settings' home)."""
     settings = load_settings(config)
     planted = read_truth(settings.under_home(truth_path)) if truth_path else None  # before anything is written
-    params = vs.finder_params(void_params)
+    params = vs.finder_params(void_params, grid_origin)
     run_id = str(flow_run.get_id() or "local")
 
     storage = build_result_storage(settings)
@@ -141,16 +145,18 @@ def desi_voids(config: str | None = None, z_min: float = 0.0, z_max: float = 0.2
     voids = persisted(run_void_finder, storage)(xyz, pixels, mask_nside, z_min, z_max, params, settings)
 
     name = f"DESIVAST_{target_class.split('_')[0]}_VOLLIM_VoidFinder.fits"
-    header = {"TARGET": target_class, "ZMIN": z_min, "ZMAX": z_max, "NSIDE": mask_nside, "NGAL": len(xyz),
-              "DENSITY": density if density is not None else "none"}
-    fits_url = write_fits(voids, params, header, name, settings, run_id)
+    # VAST's keys (ZLIML, ZLIMU, GALAXY, DENSITY = galaxies per volume, ...) come from the writer; these are ours.
+    header = {"TARGET": target_class, "NSIDE": mask_nside, "THINDENS": density if density is not None else "none"}
+    footprint = SkyFootprint(pixels, mask_nside, z_min, z_max)
+    fits_url = write_fits(voids, xyz, footprint, params, header, name, settings, run_id)
     rows = load_tables(voids, settings)
     result, truth = score(voids, planted, pixels, mask_nside, z_min, z_max) if planted is not None else (None, None)
     images = report(voids, xyz, volume, truth, settings, run_id)
 
     counts = {"galaxies selected": len(gal.z), "galaxies used": len(xyz), "field galaxies": int(voids.is_field.sum()),
               "voids": len(voids.maximals), "holes": len(voids.holes), "interior voids (EDGE=0)":
-              int((voids.edge == 0).sum()), "survey volume [h^-3 Mpc^3]": f"{volume:.4g}"}
+              int((voids.edge == 0).sum()), "survey volume [h^-3 Mpc^3]": f"{volume:.4g}",
+              "grid origin [h^-1 Mpc]": ", ".join(f"{v:.3f}" for v in voids.grid_origin)}
     settings_table = {"target_class": target_class, "z range": f"[{z_min}, {z_max})", "density": density,
                       "mask_nside": mask_nside, **dataclasses.asdict(params)}
     markdown = _summary(counts, settings_table, fits_url, result)

@@ -17,6 +17,7 @@ from kernels.xp import namespace
 
 Unit = Literal["Mpc", "Mpc/h"]
 
+COSMOLOGY = "Planck18"  # the astropy.cosmology realization every distance here comes from
 Z_MIN = -0.05
 Z_MAX = 12.0
 
@@ -38,10 +39,18 @@ class _Table(NamedTuple):
     d_max: float
 
 
+def cosmology() -> Any:
+    """The astropy cosmology (FlatLambdaCDM) behind every distance here: `COSMOLOGY` from astropy.cosmology."""
+    import astropy.cosmology
+
+    return getattr(astropy.cosmology, COSMOLOGY)
+
+
 @functools.lru_cache(maxsize=1)
 def _host_table() -> _Table:
     import astropy.units as u
-    from astropy.cosmology import Planck18
+
+    cosmo = cosmology()
 
     z = np.concatenate(
         [
@@ -49,8 +58,8 @@ def _host_table() -> _Table:
             _Z_SPLIT + np.arange(1, _N_COARSE + 1, dtype=np.float64) * _H_COARSE,
         ]
     )
-    d = Planck18.comoving_distance(z).to_value(u.Mpc)
-    dd = Planck18.hubble_distance.to_value(u.Mpc) * Planck18.inv_efunc(z)  # exact dD/dz
+    d = cosmo.comoving_distance(z).to_value(u.Mpc)
+    dd = cosmo.hubble_distance.to_value(u.Mpc) * cosmo.inv_efunc(z)  # exact dD/dz
     h = np.diff(z)
     f0, f1, g0, g1 = d[:-1], d[1:], h * dd[:-1], h * dd[1:]
     rows = np.stack(
@@ -90,9 +99,7 @@ def _unit_factor(unit: str) -> float:
     if unit == "Mpc":
         return 1.0
     if unit == "Mpc/h":
-        from astropy.cosmology import Planck18
-
-        return float(Planck18.h)
+        return float(cosmology().h)
     raise ValueError(f"unit must be 'Mpc' or 'Mpc/h', got {unit!r}")
 
 

@@ -1,9 +1,11 @@
 """VoidFinder (Hoyle & Vogeley 2002, as implemented in VAST) on comoving positions in h^-1 Mpc.
 
-Steps: wall/field split by the 3rd-nearest-neighbour distance, a grid of cells empty of wall galaxies, one hole
-grown from each empty cell until four wall galaxies lie on its surface, holes cut where more than 10% of their
-volume leaves the survey, maximal spheres (largest first, overlapping earlier maximals by at most 10% of their
-own volume), then every hole joined to the one maximal it overlaps by at least 50% of its volume, and an EDGE flag.
+Steps: wall/field split by the 3rd-nearest-neighbour distance, a grid of cells empty of wall galaxies (from
+`grid_origin`, by default the minimum over all galaxies as VAST's VoidFinder is run: the same input and origin give
+VAST's grid, cell for cell), one hole grown from each empty cell until four wall galaxies lie on its surface, holes
+cut where more than 10% of their volume leaves the survey, maximal spheres (largest first, overlapping earlier
+maximals by at most 10% of their own volume), then every hole joined to the one maximal it overlaps by at least 50%
+of its volume, and an EDGE flag.
 
 Runs on the CPU (GPU not attempted: hole growth is branchy per-cell work): neighbour counts use scipy's cKDTree,
 the hole growth, maximal selection, joining and void volumes are numba kernels, and the grid is walked in chunks
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numba as nb
 import numpy as np
@@ -46,8 +48,19 @@ class VoidFinderParams:
     dup_tol: float = 0.1  # holes whose centres agree to this are one hole
     volume_spacing: float = 1.0  # grid step for the void volumes behind R_EFF
     chunk_cells: int = 250_000  # grid cells per chunk: the unit of work (and of memory) of the hole growth
+    # Corner of the empty-cell grid; None: the minimum over wall and field galaxies (as VAST's VoidFinder runs).
+    grid_origin: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.grid_origin is not None:
+            try:
+                origin = np.asarray(self.grid_origin, dtype=np.float64).ravel()
+            except (TypeError, ValueError):
+                origin = np.empty(0)
+            if origin.shape != (3,) or not np.all(np.isfinite(origin)):
+                raise ValueError(f"VoidFinderParams.grid_origin must be 3 finite numbers [Mpc/h] or None, "
+                                 f"got {self.grid_origin!r}")
+            object.__setattr__(self, "grid_origin", tuple(float(v) for v in origin))
         for name in ("grid_edge", "search_edge", "min_maximal_radius", "dup_tol", "volume_spacing"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"VoidFinderParams.{name} must be > 0, got {getattr(self, name)}")
@@ -65,10 +78,14 @@ class VoidCatalog:
     maximals: np.ndarray  # (n_voids, 4) x, y, z, radius [h^-1 Mpc]
     edge: np.ndarray  # (n_voids,) 0 interior, 1 a hole crosses the survey boundary, 2 a hole centre near it
     r_eff: np.ndarray  # (n_voids,) radius of the sphere with the void's volume (union of its holes)
+    r_eff_uncert: np.ndarray  # (n_voids,) standard error of r_eff from the counted volume (VAST's R_EFF_UNCERT)
     holes: np.ndarray  # (n_holes, 4) x, y, z, radius, grouped by void, largest first within a void
     hole_void: np.ndarray  # (n_holes,) void index of each hole
     is_field: np.ndarray  # (n_galaxies,) True for galaxies removed as field before growing holes
     field_threshold: float  # the 3rd-neighbour distance cut [h^-1 Mpc]
+    neighbour_mean: float  # mean and standard deviation of the 3rd-neighbour distance [h^-1 Mpc]
+    neighbour_std: float
+    grid_origin: np.ndarray  # (3,) corner of the empty-cell grid used [h^-1 Mpc]
 
 
 # --- survey masks ---------------------------------------------------------------------------------------------
@@ -107,18 +124,28 @@ def box_mask(lo: np.ndarray, hi: np.ndarray) -> Mask:
 
 
 # --- wall / field ---------------------------------------------------------------------------------------------
-def split_wall_field(xyz: np.ndarray, sep_neighbor: int = 3, sigma: float = 1.5) -> tuple[np.ndarray, float]:
-    """(is_field, threshold): field galaxies have their sep_neighbor-th neighbour beyond mean + sigma * std."""
+class WallField(NamedTuple):
+    """Wall/field split: field galaxies have their sep_neighbor-th neighbour beyond mean + sigma * std."""
+
+    is_field: np.ndarray
+    threshold: float  # [h^-1 Mpc]
+    mean: float  # of the sep_neighbor-th neighbour distance [h^-1 Mpc]
+    std: float
+
+
+def split_wall_field(xyz: np.ndarray, sep_neighbor: int = 3, sigma: float = 1.5) -> WallField:
+    """Field galaxies: their sep_neighbor-th neighbour lies beyond mean + sigma * std of that distance."""
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
     if len(xyz) <= sep_neighbor:
-        return np.zeros(len(xyz), dtype=bool), float("inf")
+        return WallField(np.zeros(len(xyz), dtype=bool), float("inf"), float("nan"), float("nan"))
     tree = cKDTree(xyz)
     dist = np.empty(len(xyz))
     for start in range(0, len(xyz), _KNN_CHUNK):
         d, _ = tree.query(xyz[start:start + _KNN_CHUNK], k=[sep_neighbor + 1], workers=-1)
         dist[start:start + _KNN_CHUNK] = d[:, 0]
-    threshold = float(dist.mean() + sigma * dist.std())
-    return dist > threshold, threshold
+    mean, std = float(dist.mean()), float(dist.std())
+    threshold = mean + sigma * std
+    return WallField(dist > threshold, threshold, mean, std)
 
 
 # --- neighbour cells ------------------------------------------------------------------------------------------
@@ -337,19 +364,38 @@ class _EmptyCells:
     dims: np.ndarray
 
 
+def empty_cell_grid(wall_xyz: np.ndarray, edge: float,
+                    origin: np.ndarray | None = None) -> tuple[_EmptyCells, np.ndarray]:
+    """(grid, occupied): the grid of cubes of this edge from `origin` (default: the wall galaxies' minimum) up to
+    the wall galaxies' maximum, and the sorted flat ids of its cells holding wall galaxies. As VAST's VoidFinder:
+    ceil((max - origin) / edge) cells per axis, galaxies on the far edge in the last cell, cell ids truncated
+    toward zero (so a galaxy less than one edge below the origin marks cell 0); galaxies further below are off
+    the grid."""
+    lo = wall_xyz.min(axis=0) if origin is None else np.asarray(origin, dtype=np.float64).reshape(3)
+    span = wall_xyz.max(axis=0) - lo
+    if np.any(span < 0):
+        raise ValueError(f"grid_origin {lo.tolist()} is not below the wall galaxies' maximum "
+                         f"{wall_xyz.max(axis=0).tolist()} on every axis")
+    grid = _EmptyCells(lo, edge, np.maximum(np.ceil(span / edge).astype(np.int64), 1))
+    ijk = np.minimum(np.trunc((wall_xyz - lo) / edge).astype(np.int64), grid.dims - 1)
+    ijk = ijk[(ijk >= 0).all(axis=1)]
+    return grid, np.unique((ijk[:, 0] * grid.dims[1] + ijk[:, 1]) * grid.dims[2] + ijk[:, 2])
+
+
 def find_holes(wall_xyz: np.ndarray, mask: Mask, params: VoidFinderParams = VoidFinderParams(),
-               client: Any | None = None) -> np.ndarray:
-    """All distinct holes (n, 4: x, y, z, radius; largest first) grown from grid cells empty of wall galaxies
-    whose centres stay in the survey; built chunk by chunk of cells, over a Dask cluster when a client is given
-    (the same chunks either way, so the same holes)."""
+               client: Any | None = None, origin: np.ndarray | None = None) -> np.ndarray:
+    """All distinct holes (n, 4: x, y, z, radius; largest first) grown from the cells of the grid from `origin`
+    (default: the wall galaxies' minimum) that are empty of wall galaxies and whose centres stay in the survey;
+    built chunk by chunk of cells, over a Dask cluster when a client is given (the same chunks either way, so
+    the same holes)."""
     wall_xyz = np.asarray(wall_xyz, dtype=np.float64).reshape(-1, 3)
     if len(wall_xyz) < 4:
         return np.empty((0, 4))
-    lo, hi = wall_xyz.min(axis=0), wall_xyz.max(axis=0)
-    grid = _EmptyCells(lo, params.grid_edge, np.floor((hi - lo) / params.grid_edge).astype(np.int64) + 1)
-    ijk = ((wall_xyz - lo) / grid.edge).astype(np.int64)
-    occupied = np.unique((ijk[:, 0] * grid.dims[1] + ijk[:, 1]) * grid.dims[2] + ijk[:, 2])
-    cells = _cell_list(wall_xyz, params.search_edge, lo, hi)
+    grid, occupied = empty_cell_grid(wall_xyz, params.grid_edge, origin)
+    # The neighbour cells span the grid too (VAST's galaxy map starts at the grid origin): a hole grown from a cell
+    # below the wall galaxies' minimum is not cut short for leaving their box.
+    cells = _cell_list(wall_xyz, params.search_edge, np.minimum(grid.lo, wall_xyz.min(axis=0)),
+                       np.maximum(grid.lo + grid.dims * grid.edge, wall_xyz.max(axis=0)))
     n_cells = int(np.prod(grid.dims))
     bounds = list(range(0, n_cells, params.chunk_cells)) + [n_cells]
     chunks = [(a, b, occupied[np.searchsorted(occupied, a):np.searchsorted(occupied, b)])
@@ -535,6 +581,7 @@ def edge_flags(holes: np.ndarray, hole_void: np.ndarray, boundary: np.ndarray, n
 def _union_volumes(holes, starts, spacing):
     n_voids = len(starts) - 1
     volume = np.zeros(n_voids)
+    error = np.zeros(n_voids)
     for v in nb.prange(n_voids):
         h = holes[starts[v]:starts[v + 1]]
         lo = np.empty(3)
@@ -554,13 +601,18 @@ def _union_volumes(holes, starts, spacing):
                             count += 1
                             break
         volume[v] = count * spacing**3
-    return volume
+        total = n[0] * n[1] * n[2]
+        error[v] = spacing**3 * np.sqrt(count * (total - count) / total) if total > 0 else 0.0
+    return volume, error
 
 
-def void_volumes(holes: np.ndarray, hole_void: np.ndarray, n_voids: int, spacing: float = 1.0) -> np.ndarray:
-    """Volume of each void (the union of its holes) [h^-3 Mpc^3], by counting grid points of this spacing."""
+def void_volumes(holes: np.ndarray, hole_void: np.ndarray, n_voids: int,
+                 spacing: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(volume, error) of each void (the union of its holes) [h^-3 Mpc^3], by counting the grid points of this
+    spacing in its bounding box; the error is the binomial one of that count, as VAST's Monte Carlo estimate
+    with the grid points as the samples."""
     if n_voids == 0:
-        return np.zeros(0)
+        return np.zeros(0), np.zeros(0)
     order = np.lexsort((-holes[:, 3], hole_void))
     starts = np.searchsorted(hole_void[order], np.arange(n_voids + 1))
     return _union_volumes(np.ascontiguousarray(holes[order]), starts, spacing)
@@ -571,8 +623,10 @@ def find_voids(xyz: np.ndarray, mask: Mask, params: VoidFinderParams = VoidFinde
     """VoidFinder on comoving positions (n, 3) [h^-1 Mpc] of a volume-limited sample inside `mask`; the holes are
     grown over a Dask cluster when a client is given (`mask` must then pickle, as `sky_mask` and `box_mask` do)."""
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
-    is_field, threshold = split_wall_field(xyz, params.sep_neighbor, params.field_sigma)
-    holes = find_holes(xyz[~is_field], mask, params, client)
+    split = split_wall_field(xyz, params.sep_neighbor, params.field_sigma)
+    is_field = split.is_field
+    origin = grid_origin(xyz, params)
+    holes = find_holes(xyz[~is_field], mask, params, client, origin)
     keep, boundary = hole_bounds(holes, mask, params.hole_outside_cut)
     holes, boundary = holes[keep], boundary[keep]
     maximal_index = select_maximals(holes, params.min_maximal_radius, params.maximal_overlap)
@@ -585,6 +639,18 @@ def find_voids(xyz: np.ndarray, mask: Mask, params: VoidFinderParams = VoidFinde
     holes, hole_void, boundary = holes[order], hole_void[order], boundary[order]
     n_voids = len(maximals)
     edge = edge_flags(holes, hole_void, boundary, n_voids, mask, params.edge_buffer)
-    volume = void_volumes(holes, hole_void, n_voids, params.volume_spacing)
+    volume, volume_error = void_volumes(holes, hole_void, n_voids, params.volume_spacing)
     r_eff = np.cbrt(3.0 * volume / (4.0 * np.pi))
-    return VoidCatalog(maximals, edge, r_eff, holes, hole_void, is_field, threshold)
+    with np.errstate(divide="ignore", invalid="ignore"):  # dR = dV / (4 pi R^2)
+        r_eff_uncert = np.where(r_eff > 0, volume_error / (4.0 * np.pi * r_eff**2), 0.0)
+    return VoidCatalog(maximals, edge, r_eff, r_eff_uncert, holes, hole_void, is_field, split.threshold, split.mean,
+                       split.std, origin)
+
+
+def grid_origin(xyz: np.ndarray, params: VoidFinderParams = VoidFinderParams()) -> np.ndarray:
+    """The empty-cell grid's corner [h^-1 Mpc]: params.grid_origin, else the minimum over all the galaxies, wall
+    and field (VAST's VoidFinder runs with the minimum over both); (0, 0, 0) without galaxies."""
+    if params.grid_origin is not None:
+        return np.array(params.grid_origin, dtype=np.float64)
+    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    return xyz.min(axis=0) if len(xyz) else np.zeros(3)

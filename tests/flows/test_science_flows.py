@@ -18,6 +18,7 @@ from kernels.agn import BPT
 from tasks.ingest.pipeline import ingest_file
 from tasks.ingest.sources import discover
 from tasks.science.agn import classify as agn
+from tasks.science.voids.desivast import read_spheres
 from tasks.synthetic import SampleConfig, generate_sample
 from tests.flows.test_artifacts import embedded_png
 
@@ -79,8 +80,12 @@ def test_voids_flow(void_sample, env, monkeypatch):
     fits_path = _path(out["fits"])
     assert fits_path.name == "DESIVAST_BGS_VOLLIM_VoidFinder.fits"
     with fits.open(fits_path) as hdus, build_catalog(load_settings()) as catalog:
-        assert [h.name for h in hdus] == ["PRIMARY", "MAXIMALS", "HOLES"]
-        assert hdus[0].header["ZMAX"] == 0.1 and hdus[0].header["NGAL"] == out["galaxies"] > 5000
+        assert [h.name for h in hdus] == ["PRIMARY", "MAXIMALS", "HOLES", "WALL", "FIELD", "MASK", "HPXMASK"]
+        head = hdus[0].header
+        assert head["ZLIMU"] == 0.1 and head["GALAXY"] == out["galaxies"] > 5000
+        assert head["WALLNUM"] + head["FIELDNUM"] == head["GALAXY"] == len(hdus["WALL"].data) + len(hdus["FIELD"].data)
+        assert head["COSMO"] == "Planck18" and head["NSIDE"] == 16 and head["THINDENS"] == "none"
+        assert head["GODEF"] and len(hdus["HPXMASK"].data) > 0
         for ext, table in (("MAXIMALS", "voids_maximals"), ("HOLES", "voids_holes")):
             data = hdus[ext].data
             rows = catalog.query(f"SELECT * FROM {table}")
@@ -89,6 +94,7 @@ def test_voids_flow(void_sample, env, monkeypatch):
             columns = data.columns.names
             np.testing.assert_array_equal(_rows(rows.rename_columns(columns), columns), _rows(data, columns))
         assert out["voids"] == len(hdus["MAXIMALS"].data) and out["holes"] == len(hdus["HOLES"].data)
+    holes = read_spheres(fits_path, "HOLES")
 
     # Planted voids wholly inside the shell are found: a void centre inside each, radii a little larger
     # (holes grow until they touch the galaxies just outside the empty sphere).
@@ -103,6 +109,16 @@ def test_voids_flow(void_sample, env, monkeypatch):
     for key, url in zip(("desi-voids-size-function", "desi-voids-slice-map"), out["images"], strict=True):
         assert embedded_png(Artifact.get(key).data) == _path(url).read_bytes()
 
+    # an explicit grid origin half a cell off VAST's default reaches the finder (not the persisted result) and the
+    # file; once, since the catalog backend plays no part in it
+    if env == "duckdb":
+        origin = [head["GOX"] - 2.5, head["GOY"] - 2.5, head["GOZ"] - 2.5]
+        shifted = desi_voids(grid_origin=origin, **VOID_RUN)
+        with fits.open(_path(shifted["fits"])) as hdus:
+            assert [hdus[0].header[k] for k in ("GOX", "GOY", "GOZ")] == pytest.approx(origin, abs=1e-9)
+            assert not hdus[0].header["GODEF"]
+            assert not np.array_equal(read_spheres(_path(shifted["fits"]), "HOLES"), holes)
+
     # the same run again reads the void finder's persisted result instead of finding the voids again
     import flows.voids as voids_flow
 
@@ -115,6 +131,13 @@ def test_voids_flow_rejects_a_misspelt_parameter(tmp_path, monkeypatch):
     monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path / "home"))
     with pytest.raises(ValueError, match="did you mean 'grid_edge'"):
         desi_voids(void_params={"grid_egde": 4.0})
+
+
+def test_voids_flow_rejects_a_bad_grid_origin(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path / "home"))
+    with pytest.raises(ValueError, match=r"grid_origin must be 3 finite numbers \[Mpc/h\] or None, got \(1\.0, 2\.0\)"):
+        desi_voids(grid_origin=[1.0, 2.0])
+    assert not (tmp_path / "home" / "lake").exists()
 
 
 def test_voids_flow_checks_its_truth_file_first_below_home(tmp_path, monkeypatch):

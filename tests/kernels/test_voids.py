@@ -4,12 +4,15 @@ import pytest
 from kernels.voids import (
     VoidFinderParams,
     box_mask,
+    empty_cell_grid,
     find_voids,
+    grid_origin,
     grow_holes,
     join_holes,
     select_maximals,
     sky_mask,
     split_wall_field,
+    void_volumes,
 )
 
 L = 160.0
@@ -108,11 +111,11 @@ def test_hole_grows_to_the_sphere_through_four_galaxies():
 def test_wall_field_split():
     rng = np.random.default_rng(2)
     grid = np.stack(np.meshgrid(*[np.arange(10.0)] * 3), axis=-1).reshape(-1, 3)
-    is_field, threshold = split_wall_field(grid)
+    is_field, threshold, _, _ = split_wall_field(grid)
     assert not is_field.any()  # a lattice: every 3rd neighbour at the same distance, all wall
     assert threshold == pytest.approx(1.0)
     clumps = np.concatenate([grid, rng.uniform(200.0, 300.0, (5, 3))])
-    is_field, _ = split_wall_field(clumps)
+    is_field = split_wall_field(clumps).is_field
     assert is_field[-5:].all() and not is_field[:-5].any()
 
 
@@ -145,3 +148,65 @@ def test_sky_mask_uses_distance_and_angular_mask():
     mask = sky_mask(lambda ra, dec: dec > 0, 100.0, 200.0)
     pts = np.array([[0, 0, 150.0], [0, 0, -150.0], [0, 0, 50.0], [150.0, 0, 1.0]])
     np.testing.assert_array_equal(mask(pts), [True, False, False, True])
+
+
+# --- the grid origin ------------------------------------------------------------------------------------------
+def test_default_grid_origin_is_the_minimum_over_wall_and_field():
+    rng = np.random.default_rng(4)
+    wall = rng.uniform(0.0, 60.0, (6000, 3))
+    field = np.array([[-40.0, 10.0, 20.0], [30.0, -35.0, 50.0], [20.0, 40.0, -30.0]])  # isolated, below the wall
+    xyz = np.concatenate([wall, field])
+    cat = find_voids(xyz, box_mask([-50.0] * 3, [60.0] * 3))
+    assert cat.is_field[-3:].all()
+    np.testing.assert_array_equal(cat.grid_origin, [-40.0, -35.0, -30.0])
+    np.testing.assert_array_equal(grid_origin(xyz), xyz.min(axis=0))
+    assert np.all(cat.grid_origin < xyz[~cat.is_field].min(axis=0))  # not the wall galaxies' minimum
+    np.testing.assert_array_equal(grid_origin(xyz, VoidFinderParams(grid_origin=[1, 2, 3])), [1.0, 2.0, 3.0])
+
+
+def test_empty_cell_grid_follows_vast():
+    wall = np.array([[0.5, 0.5, 0.5], [20.0, 20.0, 20.0], [-3.0, 7.0, 7.0], [-6.0, 7.0, 7.0]])
+    grid, occupied = empty_cell_grid(wall, 5.0, np.array([0.0, 0.0, 0.0]))
+    np.testing.assert_array_equal(grid.dims, [4, 4, 4])  # ceil(20 / 5): the far-edge galaxy is in the last cell
+    flat = lambda i, j, k: (i * 4 + j) * 4 + k  # noqa: E731
+    # -3 truncates to cell 0 (as VAST's int cast); -6 is more than a cell below the origin: off the grid
+    np.testing.assert_array_equal(occupied, sorted([flat(0, 0, 0), flat(3, 3, 3), flat(0, 1, 1)]))
+    grid, _ = empty_cell_grid(wall, 5.0)
+    np.testing.assert_array_equal(grid.lo, [-6.0, 0.5, 0.5])
+    with pytest.raises(ValueError, match="grid_origin .* is not below the wall galaxies' maximum"):
+        empty_cell_grid(wall, 5.0, np.array([0.0, 30.0, 0.0]))
+
+
+def test_explicit_grid_origin_shifts_the_grid_reproducibly(box_catalog):
+    pts = carved_box(PLANTED)
+    np.testing.assert_array_equal(box_catalog.grid_origin, pts.min(axis=0))
+    same = find_voids(pts, BOX, VoidFinderParams(grid_origin=tuple(pts.min(axis=0))))
+    np.testing.assert_array_equal(same.holes, box_catalog.holes)  # explicit default = default
+    shift = tuple(pts.min(axis=0) - 2.5)  # half a cell
+    shifted = find_voids(pts, BOX, VoidFinderParams(grid_origin=shift))
+    again = find_voids(pts, BOX, VoidFinderParams(grid_origin=shift))
+    np.testing.assert_array_equal(shifted.grid_origin, shift)
+    np.testing.assert_array_equal(shifted.holes, again.holes)
+    np.testing.assert_array_equal(shifted.hole_void, again.hole_void)
+    assert len(shifted.holes) != len(box_catalog.holes) or not np.array_equal(shifted.holes, box_catalog.holes)
+    for s in PLANTED:  # other seeds, the same planted voids
+        assert nearest_maximal(shifted.maximals, s)[1] < 1.5
+
+
+@pytest.mark.parametrize("origin", [(1.0, 2.0), (0.0, np.nan, 0.0), "abc"])
+def test_bad_grid_origin_is_refused(origin):
+    with pytest.raises(ValueError, match="grid_origin must be 3 finite numbers"):
+        VoidFinderParams(grid_origin=origin)
+
+
+def test_void_volume_and_its_binomial_error():
+    volume, error = void_volumes(np.array([[0.0, 0.0, 0.0, 10.0]]), np.array([0]), 1, spacing=1.0)
+    count, total = volume[0], 20**3  # grid points inside, in the bounding box
+    assert error[0] == pytest.approx(np.sqrt(count * (total - count) / total))
+    assert abs(volume[0] - 4 / 3 * np.pi * 1000) < error[0]  # 4224 counted, 44.7 error, 4188.8 true
+
+
+def test_r_eff_uncertainty(box_catalog):
+    cat = box_catalog
+    assert cat.r_eff_uncert.shape == cat.r_eff.shape
+    assert np.all(cat.r_eff_uncert > 0) and np.all(cat.r_eff_uncert < 0.02 * cat.r_eff)

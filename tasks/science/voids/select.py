@@ -12,35 +12,23 @@ from typing import Any, cast
 import numpy as np
 import pyarrow as pa
 
-from kernels.cosmology import comoving_distance
-from kernels.voids import Mask, VoidCatalog, VoidFinderParams, sky_mask
+from kernels.voids import Mask, VoidCatalog, VoidFinderParams
 from tasks.catalog.base import SqlCatalog
 from tasks.errors import did_you_mean
-from tasks.science.selection import angular_mask
 from tasks.science.voids.desivast import hole_columns, maximal_columns
+from tasks.science.voids.footprint import SkyFootprint
 
 MAXIMALS_TABLE, HOLES_TABLE = "voids_maximals", "voids_holes"
 
 
-def _distance_range(z_min: float, z_max: float) -> tuple[float, float]:
-    """Comoving distances [h^-1 Mpc] of z_min and z_max."""
-    return float(comoving_distance(z_min, "Mpc/h")), float(comoving_distance(z_max, "Mpc/h"))
-
-
-def _solid_angle(pixels: np.ndarray, nside: int) -> float:
-    """Solid angle [sr] of the pixels."""
-    return len(pixels) * 4.0 * np.pi / (12 * nside**2)
-
-
 def survey_mask(pixels: np.ndarray, nside: int, z_min: float, z_max: float) -> Mask:
     """The survey volume: occupied pixels between the comoving distances [h^-1 Mpc] of z_min and z_max."""
-    return sky_mask(angular_mask(pixels, nside), *_distance_range(z_min, z_max))
+    return SkyFootprint(pixels, nside, z_min, z_max).mask()
 
 
 def survey_volume(pixels: np.ndarray, nside: int, z_min: float, z_max: float) -> float:
     """Comoving volume [h^-3 Mpc^3] of the survey mask."""
-    r_min, r_max = _distance_range(z_min, z_max)
-    return _solid_angle(pixels, nside) / 3.0 * (r_max**3 - r_min**3)
+    return SkyFootprint(pixels, nside, z_min, z_max).volume()
 
 
 def thin_to_density(xyz: np.ndarray, density: float, pixels: np.ndarray, nside: int, z_min: float, z_max: float,
@@ -50,24 +38,28 @@ def thin_to_density(xyz: np.ndarray, density: float, pixels: np.ndarray, nside: 
     Shells already below the density keep every galaxy (the sample is not volume-limited there).
     """
     r = np.linalg.norm(xyz, axis=1)
-    r_min, r_max = _distance_range(z_min, z_max)
+    footprint = SkyFootprint(pixels, nside, z_min, z_max)
+    r_min, r_max = footprint.distance_limits()
     edges = np.append(np.arange(r_min, r_max, shell), r_max)
     counts, _ = np.histogram(r, edges)
-    shell_density = counts / (_solid_angle(pixels, nside) / 3.0 * np.diff(edges**3))
+    shell_density = counts / (footprint.solid_angle() / 3.0 * np.diff(edges**3))
     with np.errstate(divide="ignore"):
         keep_fraction = np.minimum(1.0, density / shell_density)
     index = np.clip(np.searchsorted(edges, r, side="right") - 1, 0, len(counts) - 1)
     return np.random.default_rng(seed).random(len(r)) < keep_fraction[index]
 
 
-def finder_params(overrides: dict[str, float] | None) -> VoidFinderParams:
-    """VoidFinderParams with these overrides; a misspelt name is an error with a hint."""
-    known = [f.name for f in fields(VoidFinderParams)]
+def finder_params(overrides: dict[str, float] | None,
+                  grid_origin: list[float] | None = None) -> VoidFinderParams:
+    """VoidFinderParams with these overrides and grid origin [h^-1 Mpc] (None: VAST's default, the galaxies'
+    minimum); a misspelt name is an error with a hint."""
+    known = [f.name for f in fields(VoidFinderParams) if f.name != "grid_origin"]
     for key in overrides or {}:
         if key not in known:
             raise ValueError(f"unknown VoidFinder parameter {key!r}{did_you_mean(key, known)}")
     # As before, values go in unconverted: floats (the flow's parameter schema) reach the int fields too.
-    return VoidFinderParams(**cast("dict[str, Any]", overrides or {}))
+    origin = None if grid_origin is None else tuple(grid_origin)
+    return VoidFinderParams(**cast("dict[str, Any]", overrides or {}), grid_origin=origin)
 
 
 def interior(spheres: np.ndarray, mask: Mask, n_points: int = 200) -> np.ndarray:

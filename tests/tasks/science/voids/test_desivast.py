@@ -1,33 +1,41 @@
 import healpy as hp
 import numpy as np
 import pytest
+from astropy.cosmology import Planck18
 from astropy.io import fits
 
 from kernels.cosmology import comoving_distance, radec_to_xyz, redshift_at_distance
-from kernels.voids import VoidCatalog, box_mask, find_voids, sky_mask
-from tasks.science.voids.desivast import read_spheres, score_voids, write_desivast
+from kernels.voids import VoidCatalog, VoidFinderParams, find_voids, sky_mask, xyz_to_radec
+from tasks.science.selection import occupied_pixels
+from tasks.science.voids.desivast import PARAM_KEYS, read_spheres, score_voids, write_desivast
+from tasks.science.voids.footprint import BoxFootprint, SkyFootprint
 from tasks.synthetic.blocks import Context, generate_block
 from tasks.synthetic.config import SampleConfig
 from tasks.synthetic.footprint import in_footprint
 from tasks.synthetic.voids import write_truth
 
-MAXIMAL_COLUMNS = ["X", "Y", "Z", "RADIUS", "VOID", "EDGE", "R", "RA", "DEC", "R_EFF", "REDSHIFT"]
+MAXIMAL_COLUMNS = ["X", "Y", "Z", "RADIUS", "VOID", "EDGE", "R", "RA", "DEC", "R_EFF", "R_EFF_UNCERT", "REDSHIFT"]
+BOX = BoxFootprint((200.0,) * 3, (320.0,) * 3)
 
 
 @pytest.fixture(scope="module")
-def catalog() -> VoidCatalog:
+def galaxies() -> np.ndarray:
     rng = np.random.default_rng(5)
     pts = rng.uniform(0.0, 120.0, size=(8000, 3)) + 200.0
     centre = np.array([260.0, 260.0, 260.0])
-    pts = pts[np.linalg.norm(pts - centre, axis=1) > 18.0]
-    return find_voids(pts, box_mask([200.0] * 3, [320.0] * 3))
+    return pts[np.linalg.norm(pts - centre, axis=1) > 18.0]
 
 
-def test_desivast_file_layout(tmp_path, catalog):
-    path = write_desivast(tmp_path / "out" / "voids.fits", catalog, header={"SURVEY": "test"})
+@pytest.fixture(scope="module")
+def catalog(galaxies) -> VoidCatalog:
+    return find_voids(galaxies, BOX.mask())
+
+
+def test_desivast_file_layout(tmp_path, galaxies, catalog):
+    path = write_desivast(tmp_path / "out" / "voids.fits", catalog, galaxies, BOX, header={"SURVEY": "test"})
     assert [p.name for p in tmp_path.joinpath("out").iterdir()] == ["voids.fits"]  # no temp file left
     with fits.open(path) as hdus:
-        assert [h.name for h in hdus] == ["PRIMARY", "MAXIMALS", "HOLES"]
+        assert [h.name for h in hdus] == ["PRIMARY", "MAXIMALS", "HOLES", "WALL", "FIELD"]  # a box: no MASK
         assert hdus[0].header["SURVEY"] == "test" and hdus[0].header["DISTUNIT"] == "Mpc/h"
         m, h = hdus["MAXIMALS"], hdus["HOLES"]
         assert m.columns.names == MAXIMAL_COLUMNS
@@ -110,3 +118,75 @@ def test_planted_voids_recovered_from_the_synthetic_sample(sample_region):
     big_interior = found[(found[:, 3] > 16.0) & (cat.edge == 0)]
     assert score_voids(big_interior, truth).purity >= 0.5
     assert score_voids(found[found[:, 3] > 10.0], truth).purity < 0.2  # VAST's own cut is far from pure here
+
+
+def test_desivast_records_vast_keys_wall_field_and_cosmology(tmp_path, galaxies, catalog):
+    params = VoidFinderParams(grid_origin=tuple(catalog.grid_origin))
+    path = write_desivast(tmp_path / "voids.fits", catalog, galaxies, BOX, params)
+    n_field = int(catalog.is_field.sum())
+    assert 0 < n_field < len(galaxies)
+    with fits.open(path) as hdus:
+        head = hdus[0].header
+        assert (head["COSMO"], head["METRIC"], head["HP"]) == ("Planck18", "comoving", 1.0)
+        assert head["H0"] == Planck18.H0.value and head["OMEGAM"] == Planck18.Om0 and head["OMEGAL"] == Planck18.Ode0
+        assert (head["GALAXY"], head["WALLNUM"], head["FIELDNUM"]) == (len(galaxies), len(galaxies) - n_field, n_field)
+        assert head["VOID"] == len(catalog.maximals) == hdus["MAXIMALS"].header["VOID"]
+        assert hdus["HOLES"].header["HOLE"] == len(catalog.holes)
+        assert head["VOLUME"] == 120.0**3 and head["DENSITY"] == pytest.approx(len(galaxies) / 120.0**3)
+        assert head["AVSEP"] == pytest.approx((120.0**3 / len(galaxies)) ** (1 / 3))
+        assert [head[k] for k in ("GOX", "GOY", "GOZ")] == pytest.approx(galaxies.min(axis=0), abs=0)
+        assert head["GODEF"] is False and head["CHKE"] is True and head["RMISO"] is True
+        assert (head["NNS"], head["HGEL"], head["MMR"], head["MHMO"]) == (3, 5.0, 10.0, 0.1)
+        assert {key for key, _ in PARAM_KEYS.values()} <= set(head)
+        assert head["NNSA"] + 1.5 * head["NNSS"] == pytest.approx(head["FIELDCUT"])
+        assert "DLIML" not in head and "MSKRES" not in head  # a box: VAST's 'xyz' mask has no angular limits
+        for ext, rows, num in (("WALL", galaxies[~catalog.is_field], "WALLNUM"),
+                               ("FIELD", galaxies[catalog.is_field], "FIELDNUM")):
+            data = hdus[ext].data
+            assert data.columns.names == ["X", "Y", "Z"] and data.columns["X"].unit == "Mpc/h"
+            assert hdus[ext].header[num] == len(data) == len(rows)
+            np.testing.assert_array_equal(np.stack([data["X"], data["Y"], data["Z"]], axis=1), rows)
+        m = hdus["MAXIMALS"].data
+        np.testing.assert_array_equal(m["R_EFF_UNCERT"], catalog.r_eff_uncert)
+        assert np.all(m["R_EFF_UNCERT"] > 0) and np.all(m["R_EFF_UNCERT"] < 0.05 * m["R_EFF"])
+
+
+def test_desivast_sky_footprint_has_vast_mask(tmp_path):
+    """A small sky sample (one HEALPix nside-8 patch) between z = 0.05 and 0.1: MASK as VAST stores it."""
+    rng = np.random.default_rng(9)
+    ra, dec = rng.uniform(150.0, 170.0, 6000), rng.uniform(10.0, 25.0, 6000)
+    z_min, z_max = 0.05, 0.1
+    r = np.cbrt(rng.uniform(*comoving_distance(np.array([z_min, z_max]), "Mpc/h") ** 3, 6000))
+    xyz = np.stack(radec_to_xyz(ra, dec, r), axis=1)
+    footprint = SkyFootprint(occupied_pixels(ra, dec, 8), 8, z_min, z_max)
+    xyz = xyz[footprint.mask()(xyz)]
+    cat = find_voids(xyz, footprint.mask())
+    path = write_desivast(tmp_path / "sky.fits", cat, xyz, footprint)
+    d_min, d_max = comoving_distance(np.array([z_min, z_max]), "Mpc/h")
+    res = 1 + int(np.radians(d_max) / 10.0)
+    with fits.open(path) as hdus:
+        assert [h.name for h in hdus] == ["PRIMARY", "MAXIMALS", "HOLES", "WALL", "FIELD", "MASK", "HPXMASK"]
+        head, mask = hdus[0].header, hdus["MASK"]
+        assert (head["DLIML"], head["DLIMU"]) == pytest.approx((d_min, d_max))
+        assert (head["ZLIML"], head["ZLIMU"]) == (z_min, z_max)
+        coverage = len(footprint.pixels) * 4 * np.pi / (12 * 64)
+        assert head["COVSTR"] == pytest.approx(coverage)
+        assert head["COVDEG"] == pytest.approx(coverage * (180 / np.pi) ** 2)
+        assert head["VOLUME"] == pytest.approx(coverage / 3 * (d_max**3 - d_min**3))
+        assert head["MSKRES"] == mask.header["MSKRES"] == res
+        assert mask.data.shape == (360 * res, 180 * res)
+        # VAST's lookup: mask[floor(ra * res), floor((dec + 90) * res)]; the cells of the galaxies are in, and the
+        # mask covers about the pixels' solid angle
+        g_ra, g_dec, _ = xyz_to_radec(xyz)
+        inside = mask.data.astype(bool)[(g_ra * res).astype(int), ((g_dec + 90) * res).astype(int)]
+        assert inside.mean() > 0.95
+        cell = np.radians(1 / res) ** 2 * np.cos(np.radians((np.arange(180 * res) + 0.5) / res - 90))
+        assert (mask.data * cell[None, :]).sum() == pytest.approx(coverage, rel=0.05)
+        np.testing.assert_array_equal(hdus["HPXMASK"].data["PIXEL"], footprint.pixels)
+        assert hdus["HPXMASK"].header["NSIDE"] == 8 and hdus["HPXMASK"].header["ORDERING"] == "NESTED"
+        assert len(hdus["WALL"].data) + len(hdus["FIELD"].data) == len(xyz) == head["GALAXY"]
+
+
+def test_desivast_refuses_galaxies_of_another_catalog(tmp_path, galaxies, catalog):
+    with pytest.raises(ValueError, match=r"^v.fits: 10 galaxies given for a catalog found in \d+$"):
+        write_desivast(tmp_path / "v.fits", catalog, galaxies[:10], BOX)

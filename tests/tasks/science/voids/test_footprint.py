@@ -1,0 +1,30 @@
+import numpy as np
+import pytest
+
+from kernels.cosmology import comoving_distance
+from tasks.science.selection import occupied_pixels
+from tasks.science.voids.footprint import BoxFootprint, SkyFootprint
+
+
+def test_sky_footprint_limits_volume_and_vast_mask():
+    pixel = occupied_pixels(np.array([0.0]), np.array([0.0]), 1)  # the base pixel centred on ra = dec = 0
+    sky = SkyFootprint(pixel, 1, 0.05, 0.3)
+    d_min, d_max = comoving_distance(np.array([0.05, 0.3]), "Mpc/h")
+    assert sky.distance_limits() == pytest.approx((d_min, d_max))
+    assert sky.solid_angle() == pytest.approx(np.pi / 3)
+    assert sky.volume() == pytest.approx(np.pi / 9 * (d_max**3 - d_min**3))
+    assert sky.mask()(np.array([[0.9 * d_max, 0.0, 0.0], [-0.9 * d_max, 0.0, 0.0]])).tolist() == [True, False]
+
+    mask, res = sky.vast_mask(10.0)
+    assert res == sky.vast_mask_resolution(10.0) == 1 + int(np.radians(d_max) / 10.0) == 2
+    assert mask.shape == (720, 360) and mask.dtype == bool
+    assert mask[int(0.2 * res), int((0.3 + 90) * res)] and not mask[int(180.2 * res), int((0.3 + 90) * res)]
+    dec = (np.arange(180 * res) + 0.5) / res - 90.0
+    cell = np.radians(1 / res) ** 2 * np.cos(np.radians(dec))
+    assert (mask * cell[None, :]).sum() == pytest.approx(np.pi / 3, rel=0.02)
+
+
+def test_box_footprint():
+    box = BoxFootprint((0.0, 10.0, 20.0), (10.0, 30.0, 60.0))
+    assert box.volume() == 10.0 * 20.0 * 40.0
+    assert box.mask()(np.array([[5.0, 15.0, 25.0], [5.0, 5.0, 25.0]])).tolist() == [True, False]
