@@ -86,8 +86,10 @@ def asset_resource(asset: Asset) -> dict[str, str]:
             "astrolab.backup.class": asset.asset_class, "astrolab.backup.kind": asset.kind}
 
 
-def repository(spec: RepositorySpec, settings: Settings) -> Repository:
+def repository(spec: RepositorySpec | None, settings: Settings) -> Repository:
     """An opened repository (password from its Secret block or environment), with astrolab's restic cache."""
+    if spec is None:  # the registry gives every kind backed up by restic a repository
+        raise ValueError("this asset is not backed up into a restic repository")
     return open_repository(spec, cache_dir=settings.home / "restic-cache", lock_wait=LOCK_WAIT)
 
 
@@ -123,7 +125,7 @@ def proxmox_api(settings: Settings, asset: Asset | None = None) -> ProxmoxApi:
 # -- backup ---------------------------------------------------------------------------------------------------------
 
 @task(name="backup-asset", cache_policy=NO_CACHE, **retrying(2))
-def backup_one(asset: Asset, spec: RepositorySpec, settings: Settings) -> BackupResult:
+def backup_one(asset: Asset, spec: RepositorySpec | None, settings: Settings) -> BackupResult:
     """Back up one asset and emit ``astrolab.backup.completed``; an unsupported kind fails with one line."""
     reason = supported(asset)
     if reason:
@@ -139,7 +141,7 @@ def backup_one(asset: Asset, spec: RepositorySpec, settings: Settings) -> Backup
           {"asset": asset.name, "class": asset.asset_class, "kind": asset.kind, "snapshot_id": summary.snapshot_id,
            "bytes_added": summary.bytes_added, "bytes_processed": summary.total_bytes_processed,
            "files": summary.total_files_processed, "duration_s": round(result.duration, 3),
-           "sha256": result.sha256 or "", "repository": spec.name})
+           "sha256": result.sha256 or "", "repository": asset.destination})
     get_run_logger().info("%s: snapshot %s, %d bytes added in %.1fs", asset.name, result.short_id,
                           summary.bytes_added, result.duration)
     return result
@@ -167,7 +169,7 @@ def backup(assets_file: str | None = None, asset: str | None = None, asset_class
         targets = due_assets(registry, targets, datetime.now(UTC), settings)
     dispatched = datetime.now(UTC)
     futures: list[tuple[Asset, PrefectFuture[BackupResult]]] = [
-        (a, backup_one.with_options(task_run_name=f"backup-{a.name}").submit(a, registry.repository(a.repository),
+        (a, backup_one.with_options(task_run_name=f"backup-{a.name}").submit(a, registry.repository_of(a),
                                                                             settings))
         for a in targets]
     run_id = str(flow_run.id or "local")
@@ -186,7 +188,7 @@ def backup(assets_file: str | None = None, asset: str | None = None, asset_class
         failures.append(f"{a.name}: {message}")
         records.append(BackupRun.failure(run_id, a, message, dispatched, datetime.now(UTC)))
         _emit(FAILED_EVENT, asset_resource(a), {"asset": a.name, "class": a.asset_class, "kind": a.kind,
-                                                "error": message, "repository": a.repository})
+                                                "error": message, "repository": a.destination})
         rows.append({"asset": a.name, "class": a.asset_class, "kind": a.kind, "state": "failed",
                      "snapshot": "", "bytes added": 0, "duration": "", "error": message})
     with build_catalog(settings) as catalog:  # once the backups are done: a DuckDB catalog has one writer at a time
@@ -320,7 +322,7 @@ def backup_verify(assets_file: str | None = None, day: date | None = None, parts
               for r in used}
     # restic check holds the repository's exclusive lock: a dump's listing reads the repository after its check
     dumps = {a.name: check_dump.with_options(task_run_name=f"pg-restore-list-{a.name}").submit(
-        a, registry.repository(a.repository), settings, wait_for=[checks[a.repository]], return_state=False)
+        a, registry.repository_of(a), settings, wait_for=[checks[a.destination]], return_state=False)
         for a in assets if a.kind == "postgres"}
     failures, rows = [], []
     run_id = str(flow_run.id or "local")
@@ -371,7 +373,7 @@ def backup_verify(assets_file: str | None = None, day: date | None = None, parts
 # -- prune ----------------------------------------------------------------------------------------------------------
 
 @task(name="prune-asset", cache_policy=NO_CACHE, **retrying(2))
-def prune_one(asset: Asset, spec: RepositorySpec, settings: Settings, dry_run: bool) -> ForgetResult:
+def prune_one(asset: Asset, spec: RepositorySpec | None, settings: Settings, dry_run: bool) -> ForgetResult:
     """``restic forget --prune`` of one asset's snapshots by its retention policy (a proxmox-vm asset: its archives
     deleted through the Proxmox API by the same policy)."""
     if isinstance(asset, ProxmoxVmAsset):
@@ -393,7 +395,7 @@ def prune(assets_file: str | None = None, asset: str | None = None, dry_run: boo
     for a in select_assets(registry, asset, None):
         started = datetime.now(UTC)
         future = prune_one.with_options(task_run_name=f"prune-{a.name}").submit(
-            a, registry.repository(a.repository), settings, dry_run)
+            a, registry.repository_of(a), settings, dry_run)
         future.wait()
         if not future.state.is_completed():
             message = _state_message(future)
@@ -437,7 +439,7 @@ def scratch_database(asset: PostgresAsset, settings: Settings) -> Iterator[str]:
 
 
 @task(name="restore-drill", cache_policy=NO_CACHE)
-def drill_one(asset: Asset, spec: RepositorySpec, settings: Settings) -> DrillResult:
+def drill_one(asset: Asset, spec: RepositorySpec | None, settings: Settings) -> DrillResult:
     """Restore the asset's newest snapshot into scratch and compare it with the backup's record; time it (a
     proxmox-vm asset: its newest good archive into a scratch VM, compared with the archive's config, destroyed)."""
     if isinstance(asset, ProxmoxVmAsset):
@@ -446,7 +448,7 @@ def drill_one(asset: Asset, spec: RepositorySpec, settings: Settings) -> DrillRe
     repo = repository(spec, settings)
     snapshots = repo.snapshots(tags=[asset.tag])
     if not snapshots:
-        raise ValueError(f"asset {asset.name}: no snapshot in repository {spec.name} to drill")
+        raise ValueError(f"asset {asset.name}: no snapshot in repository {asset.repository} to drill")
     snap = max(snapshots, key=lambda s: s.time)
     with build_catalog(settings, read_only=True) as catalog:
         record = backup_of_snapshot(catalog, asset.name, snap.id) or {}
@@ -494,7 +496,7 @@ def restore_drill(assets_file: str | None = None, asset: str | None = None, seed
             drills = latest_drills(catalog)
         chosen = sample_asset(candidates, drills, random.Random(seed))
     future = drill_one.with_options(task_run_name=f"drill-{chosen.name}").submit(
-        chosen, registry.repository(chosen.repository), settings)
+        chosen, registry.repository_of(chosen), settings)
     result = future.result()
     run_id = str(flow_run.id or "local")
     with build_catalog(settings) as catalog:

@@ -62,7 +62,7 @@ class BackupRun:
     def of_summary(cls, run_id: str, asset: Asset, summary: BackupSummary, started: datetime, finished: datetime,
                    sha256: str | None = None, row_counts: Mapping[str, int] | None = None) -> BackupRun:
         """A completed restic backup."""
-        return cls(run_id, asset.name, asset.asset_class, asset.kind, asset.repository, started, finished, "ok",
+        return cls(run_id, asset.name, asset.asset_class, asset.kind, asset.destination, started, finished, "ok",
                    snapshot_id=summary.snapshot_id, bytes_added=summary.bytes_added, files_new=summary.files_new,
                    total_files=summary.total_files_processed, total_bytes=summary.total_bytes_processed,
                    sha256=sha256, row_counts=row_counts)
@@ -77,7 +77,7 @@ class BackupRun:
     def failure(cls, run_id: str, asset: Asset, error: str, started: datetime, finished: datetime,
                 snapshot_id: str | None = None) -> BackupRun:
         """A backup that failed, with its one-line reason."""
-        return cls(run_id, asset.name, asset.asset_class, asset.kind, asset.repository, started, finished, "failed",
+        return cls(run_id, asset.name, asset.asset_class, asset.kind, asset.destination, started, finished, "failed",
                    snapshot_id=snapshot_id, error=one_line(error))
 
 
@@ -120,14 +120,14 @@ class PruneRun:
     def of_forget(cls, run_id: str, asset: Asset, result: ForgetResult, started: datetime,
                   finished: datetime) -> PruneRun:
         """A completed forget (with prune unless it was a dry run)."""
-        return cls(run_id, asset.name, asset.repository, started, finished, "ok", dry_run=not result.pruned,
+        return cls(run_id, asset.name, asset.destination, started, finished, "ok", dry_run=not result.pruned,
                    kept=len(result.keep), removed=len(result.remove), bytes_freed=result.bytes_freed)
 
     @classmethod
     def failure(cls, run_id: str, asset: Asset, error: str, started: datetime, finished: datetime,
                 dry_run: bool = False) -> PruneRun:
         """A prune that failed, with its one-line reason."""
-        return cls(run_id, asset.name, asset.repository, started, finished, "failed", dry_run=dry_run,
+        return cls(run_id, asset.name, asset.destination, started, finished, "failed", dry_run=dry_run,
                    error=one_line(error))
 
 

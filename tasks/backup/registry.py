@@ -193,12 +193,13 @@ def _host_in(inventory: Inventory | None, name: str | None, what: str, role: str
 
 
 class _Asset(_Model):
-    """What every asset has: a class (its RPO/RTO), a kind (how it is backed up), a repository and a retention."""
+    """What every asset has: a class (its RPO/RTO), a kind (how it is backed up), where its backups go (a restic
+    repository; a proxmox-vm asset's go to its Proxmox storage instead) and a retention."""
 
     name: str = Field(pattern=_NAME)
     asset_class: Literal["documentation", "infrastructure", "security", "research-data", "development"] = Field(
         alias="class")
-    repository: str
+    repository: str | None = None
     rpo: Duration
     rto: Duration
     schedule: str
@@ -206,6 +207,11 @@ class _Asset(_Model):
     tags: tuple[str, ...] = ()
     enabled: bool = True
     description: str = ""
+
+    @property
+    def destination(self) -> str:
+        """Where the asset's backups go, as records name it: its restic repository."""
+        return self.repository or ""
 
     @model_validator(mode="before")
     @classmethod
@@ -309,6 +315,11 @@ class ProxmoxVmAsset(_Asset):
     storage: str
     mode: Literal["snapshot", "suspend", "stop"] = "snapshot"
 
+    @property
+    def destination(self) -> str:
+        """The Proxmox storage that holds its vzdump archives."""
+        return f"proxmox:{self.storage}"
+
     @model_validator(mode="after")
     def _vm(self, info: ValidationInfo) -> ProxmoxVmAsset:
         inventory = _context_inventory(info)
@@ -387,7 +398,14 @@ class Registry(_Model):
                 raise ValueError(f"{what} names must be unique: {', '.join(dupes)} appear more than once")
         repos = [r.name for r in self.repositories]
         for asset in self.assets:
-            if asset.repository not in repos:
+            if isinstance(asset, ProxmoxVmAsset):
+                if asset.repository is not None:
+                    raise ValueError(f"asset {asset.name}: a proxmox-vm asset's archives go to its Proxmox storage "
+                                     f"({asset.storage}), not to a restic repository: remove repository")
+            elif asset.repository is None:
+                raise ValueError(f"asset {asset.name}: repository is required (a {asset.kind} asset is backed up "
+                                 f"into a restic repository: one of {', '.join(repos)})")
+            elif asset.repository not in repos:
                 raise ValueError(f"asset {asset.name}: repository {asset.repository!r} is not in repositories"
                                  f"{did_you_mean(asset.repository, repos)}")
         return self
@@ -397,6 +415,10 @@ class Registry(_Model):
             if a.name == name:
                 return a
         raise KeyError(f"no asset {name!r} in the registry{did_you_mean(name, [a.name for a in self.assets])}")
+
+    def repository_of(self, asset: Asset) -> RepositorySpec | None:
+        """The restic repository an asset is backed up into (None for a proxmox-vm asset)."""
+        return self.repository(asset.repository) if asset.repository else None
 
     def repository(self, name: str) -> RepositorySpec:
         for r in self.repositories:

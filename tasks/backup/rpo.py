@@ -77,7 +77,7 @@ def assess(asset: Asset, last_backup: Freshness, now: datetime) -> RpoStatus:
     def status(state: RpoState, last: datetime | None = None, age: timedelta | None = None,
                reason: str = "") -> RpoStatus:
         return RpoStatus(asset=asset.name, asset_class=asset.asset_class, kind=asset.kind, rpo=asset.rpo,
-                         last_backup=last, age=age, state=state, reason=reason, repository=asset.repository)
+                         last_backup=last, age=age, state=state, reason=reason, repository=asset.destination)
 
     if isinstance(last_backup, Unreadable):
         return status("unknown", reason=last_backup.reason)
@@ -125,7 +125,7 @@ def last_backups(registry: Registry, open_repo: RepoOpener = open_repository,
         if a.kind in readers:
             continue
         if a.kind in RESTIC_KINDS:
-            by_repo.setdefault(a.repository, []).append(a)
+            by_repo.setdefault(a.destination, []).append(a)
         else:
             out[a.name] = Unreadable(f"no freshness reader for kind {a.kind} (its backups are not in restic)")
     for repo_name, members in by_repo.items():

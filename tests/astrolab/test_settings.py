@@ -168,7 +168,7 @@ def test_rpo_check_says_what_to_set_for_a_vm_when_the_proxmox_api_is_not_configu
 
     registry = parse_assets({"repositories": [{"name": "nfs", "url": "/srv/restic"}],
                              "assets": [{"name": "wazuh-vm", "class": "security", "kind": "proxmox-vm",
-                                         "vm": "wazuh1", "storage": "pbs-lab", "repository": "nfs"}]}, "assets.yaml")
+                                         "vm": "wazuh1", "storage": "pbs-lab"}]}, "assets.yaml")
     [status] = check_rpo(registry, datetime.now(UTC), readers=build_freshness_readers(load_settings(env={})))
     assert (status.state, status.reason) == ("unknown", "the Proxmox API is not configured: set backup.proxmox_url, "
                                              "backup.proxmox_token_id and backup.proxmox_token or "

@@ -65,7 +65,8 @@ class Lab:
     def registry(self, *assets: dict) -> str:
         path = self.root / "assets.yaml"
         path.write_text(yaml.safe_dump({"repositories": [{"name": "local", "url": str(self.repo_path)}],
-                                        "assets": [{"repository": "local", **a} for a in assets]}))
+                                        "assets": [a if a["kind"] == "proxmox-vm" else {"repository": "local", **a}
+                                                   for a in assets]}))
         return str(path)
 
 

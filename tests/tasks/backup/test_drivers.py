@@ -13,7 +13,7 @@ def registry(source, **extra):
                          "assets": [{"name": "docs", "class": "documentation", "kind": "path", "paths": [str(source)],
                                      "repository": "local", **extra},
                                     {"name": "vm", "class": "development", "kind": "proxmox-vm", "vm": "dev1",
-                                     "storage": "pbs", "repository": "local"}]}, "test.yaml")
+                                     "storage": "pbs"}]}, "test.yaml")
 
 
 def test_a_path_asset_is_backed_up_under_its_tag_and_recorded(repo, source, digest):

@@ -68,8 +68,8 @@ def _client(server, tls, secret=TOKEN_SECRET):
 def _registry(*vms):
     return parse_assets({
         "repositories": [{"name": "nfs", "url": "/srv/restic"}],
-        "assets": [{"name": name, "class": cls, "kind": "proxmox-vm", "vm": vm, "storage": storage,
-                    "repository": "nfs"} for name, cls, vm, storage in vms]}, "assets.yaml", INVENTORY)
+        "assets": [{"name": name, "class": cls, "kind": "proxmox-vm", "vm": vm, "storage": storage}
+                   for name, cls, vm, storage in vms]}, "assets.yaml", INVENTORY)
 
 
 def test_archives_are_listed_through_the_api(pve, tls):

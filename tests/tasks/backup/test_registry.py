@@ -37,6 +37,9 @@ def test_the_example_covers_every_class_and_kind():
     assert reg.repository(db.repository).is_s3 and not reg.repository("nfs").is_s3
     assert reg.asset("rke2-etcd").schedule == "15 */2 * * *"
     assert [a.name for a in reg.select(kinds=["proxmox-vm"])] == ["wazuh-vm", "dev-vm-prefect"]
+    vm = reg.asset("wazuh-vm")
+    assert vm.repository is None and reg.repository_of(vm) is None and vm.destination == "proxmox:pbs-lab"
+    assert reg.repository_of(db) == reg.repository(db.repository) and db.destination == db.repository
     assert reg.asset("lab-docs").tag == "asset=lab-docs"
 
 
@@ -99,6 +102,11 @@ def test_retention_args_and_a_policy_that_keeps_nothing():
      r"repository minio: the url must not carry credentials"),
     (lambda d: d["assets"].append(dict(d["assets"][0])), r"asset names must be unique: lab-docs"),
     (lambda d: d["assets"][0].pop("kind"), r"assets\.0 \(asset lab-docs\): missing kind"),
+    (lambda d: d["assets"][0].pop("repository"),
+     r"asset lab-docs: repository is required \(a path asset is backed up into a restic repository: one of "),
+    (lambda d: next(a for a in d["assets"] if a["kind"] == "proxmox-vm").update(repository="nfs"),
+     r"asset wazuh-vm: a proxmox-vm asset's archives go to its Proxmox storage \(pbs-lab\), not to a restic "
+     r"repository: remove repository"),
 ])
 def test_mistakes_are_one_line_naming_the_file_and_the_place(mutate, message):
     data = _example()

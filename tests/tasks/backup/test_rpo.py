@@ -128,8 +128,8 @@ def test_no_password_is_unknown_too(monkeypatch, opener, tmp_path):
 def test_a_kind_with_its_own_reader_is_not_read_from_restic(restic_bin, monkeypatch, tmp_path):
     reg = parse_assets({
         "repositories": [{"name": "r", "url": str(tmp_path / "r"), "password_env": "ASTROLAB_TEST_PW"}],
-        "assets": [{"name": "vm1", "class": "development", "kind": "proxmox-vm", "vm": "vm1", "storage": "pbs",
-                    "repository": "r"}]}, "assets.yaml")
+        "assets": [{"name": "vm1", "class": "development", "kind": "proxmox-vm", "vm": "vm1", "storage": "pbs"}]},
+        "assets.yaml")
 
     def refuse(spec) -> Repository:
         raise AssertionError("restic must not be read for a proxmox-vm")
