@@ -1,9 +1,13 @@
 """Nearest neighbour within a radius on the sphere.
 
-Positions become unit vectors; the angular radius becomes a chord, and the search runs over the cell grid of
-`kernels.cellgrid` (numba on the CPU, CUDA through cupy on the GPU). For each point of the first set the result is
-the index of the nearest point of the second set within the radius (-1 when none) and the separation in degrees.
-Equal distances resolve to the smaller index, as an argmin over a brute-force distance matrix does.
+Positions become unit vectors; the angular radius becomes a chord, and the search runs over a grid of cubic cells.
+On the CPU (numba) both sets are counting-sorted into a dense table of cells a few mean spacings wide, and each
+first-set point scans only the cells that its radius reaches along each axis: for radii much smaller than a cell, its
+own cell alone. Unlike a KD-tree nearest-neighbour search (astropy's match_coordinates_sky), nothing beyond the
+radius is ever looked at. On the GPU (CUDA through cupy) the search runs over the sparse grid of `kernels.cellgrid`.
+For each point of the first set the result is the index of the nearest point of the second set within the radius
+(-1 when none) and the separation in degrees. Distances are compared as squared chords in float64, the same sums a
+brute-force distance matrix computes, and equal distances resolve to the smaller index, as its argmin does.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from .xp import namespace
 
 DENSE_CELLS_MAX = 1 << 24  # up to this many cells in the frame, a table gives each cell's points in one load
 CELL_SPACINGS = 3.0  # CPU cell width in mean spacings of the second set
-CELLS_PER_POINT = 4  # at most this many cells (table entries) per second-set point
+CELLS_PER_POINT = 2  # at most this many cells (table entries) per second-set point
 
 
 @dataclass(frozen=True)
@@ -101,8 +105,8 @@ def _nearest_cpu(v1: np.ndarray, v2: np.ndarray, c: float) -> Matches:
     reach = c * (1 + 1e-9)  # a point within the chord lies within this per axis, whatever the rounding
     cell, dims = _cell_size(hi - lo, n2, reach)
     pos2, order2, starts = _sort_into_cells(v2, lo, cell, dims)
-    pos1, order1, _ = _sort_into_cells(v1, lo, cell, dims)  # neighbouring queries reuse the same cells in cache
-    best, sep = _search(pos1, order1, pos2, order2, starts, lo, cell, dims, reach, c * c)
+    pos1, order1 = _sort_into_cells(v1, lo, cell, dims)[:2]  # neighbouring queries reuse the same cells in cache
+    best, sep = _search(pos1, order1, pos2, order2, starts, lo, hi, cell, dims, reach, c * c)
     return Matches(best, sep)
 
 
@@ -165,12 +169,15 @@ def _cell_of(x, lo, cell, dim):
 
 
 @numba.njit(parallel=True, cache=True)
-def _search(v1, order1, pos2, order2, starts, lo, cell, dims, reach, c2):
+def _search(v1, order1, pos2, order2, starts, lo, hi, cell, dims, reach, c2):
     n = v1.shape[0]
     best = np.full(n, -1, dtype=np.int64)
     sep = np.full(n, np.nan)
     for i in numba.prange(n):
         x, y, z = v1[i, 0], v1[i, 1], v1[i, 2]
+        if (x + reach < lo[0] or y + reach < lo[1] or z + reach < lo[2]
+                or x - reach > hi[0] or y - reach > hi[1] or z - reach > hi[2]):
+            continue  # outside the second set's box by more than the radius (the clipped cells would be scanned)
         ax, bx = _cell_of(x - reach, lo[0], cell, dims[0]), _cell_of(x + reach, lo[0], cell, dims[0])
         ay, by = _cell_of(y - reach, lo[1], cell, dims[1]), _cell_of(y + reach, lo[1], cell, dims[1])
         az, bz = _cell_of(z - reach, lo[2], cell, dims[2]), _cell_of(z + reach, lo[2], cell, dims[2])
