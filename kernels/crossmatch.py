@@ -76,8 +76,8 @@ def nearest_within_xyz(v1: Any, v2: Any, radius_deg: float) -> Matches:
     if xp is np:
         return _nearest_cpu(v1, np.ascontiguousarray(v2), c)
     # Cells a few mean spacings of the second set wide hold ~10 points each even for tiny radii; the first set is
-    # sorted by cell too, so the neighbour cells are looked up once per cell rather than once per point. The
-    # spacing comes from the points' own extent: a HATS partition covers a small patch, not the sphere.
+    # sorted by cell too, so neighbouring threads read the same cells. The spacing comes from the points' own
+    # extent: a HATS partition covers a small patch, not the sphere.
     n2 = v2.shape[0]
     extent = float((v2.max(axis=0) - v2.min(axis=0)).max()) if n2 else 0.0
     spacing = extent / np.sqrt(max(n2, 1))
