@@ -131,11 +131,9 @@ def _cell_size(extent: np.ndarray, n: int, reach: float) -> tuple[float, np.ndar
     """Cell width and cells per axis: CELL_SPACINGS mean spacings of the points (on their patch of the sphere), at
     least the search reach, with at most CELLS_PER_POINT cells per point in the dense table."""
     cell = max(reach, CELL_SPACINGS * float(extent.max()) / np.sqrt(n))
-    while True:
-        dims = (extent // cell).astype(np.int64) + 1
-        if float(np.prod(dims.astype(np.float64))) <= max(CELLS_PER_POINT * n, 64):
-            return cell, dims
+    while np.prod(extent // cell + 1) > max(CELLS_PER_POINT * n, 64):  # in floats: no integer overflow
         cell *= 1.25
+    return cell, (extent // cell).astype(np.int64) + 1
 
 
 @numba.njit(cache=True)
