@@ -53,6 +53,20 @@ def median_time(func: Callable[[], object], repeats: int, sync: Callable[[], obj
     return statistics.median(times)
 
 
+def interleaved_medians(funcs: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Median wall time of each of `funcs`, called in turn in every repeat (after one warm-up call each), so that
+    other load on the machine falls on all of them alike rather than on whichever ran during it."""
+    for func in funcs:
+        func()
+    times: list[list[float]] = [[] for _ in funcs]
+    for _ in range(repeats):
+        for func, spent in zip(funcs, times):
+            t0 = time.perf_counter()
+            func()
+            spent.append(time.perf_counter() - t0)
+    return [statistics.median(spent) for spent in times]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
@@ -126,9 +140,9 @@ def crossmatch(rng: np.random.Generator, repeats: int) -> dict:
     ra2 = (ra1 + rng.normal(0, 0.5 / 3600, n)) % 360
     dec2 = np.clip(dec1 + rng.normal(0, 0.5 / 3600, n), -90, 90)
     radius = 2 / 3600
-    ours = median_time(lambda: nearest_within(ra1, dec1, ra2, dec2, radius), repeats)
     c1, c2 = SkyCoord(ra1 * u.deg, dec1 * u.deg), SkyCoord(ra2 * u.deg, dec2 * u.deg)
-    ref = median_time(lambda: match_coordinates_sky(c1, c2), repeats)
+    ours, ref = interleaved_medians([lambda: nearest_within(ra1, dec1, ra2, dec2, radius),
+                                     lambda: match_coordinates_sky(c1, c2)], repeats)
     idx, sep, _ = match_coordinates_sky(c1, c2)
     got = nearest_within(ra1, dec1, ra2, dec2, radius)
     agree = float((np.where(sep.deg <= radius, idx, -1) == got.index).mean())
