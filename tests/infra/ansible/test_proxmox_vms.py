@@ -1,7 +1,7 @@
 """The proxmox_vms role against a small fake of the Proxmox VE API (tests/tasks/backup/proxmox_fake.py): a plan sends
 no POST or PUT, an apply clones the template, configures the clone, grows its boot disk to the spec and starts it, a
 second apply sends nothing; a change of cores, memory or disk size is planned, then applied; a spec smaller than the
-disk fails with one clear line (Proxmox cannot shrink a disk)."""
+disk, or a disk the VM does not have, fails with one clear line (Proxmox cannot shrink a disk)."""
 
 import os
 import subprocess
@@ -118,10 +118,14 @@ def test_a_stopped_vm_is_planned_then_started(pve, tmp_path):
 
 
 @pytest.mark.parametrize("check", [True, False], ids=["plan", "apply"])
-def test_a_spec_smaller_than_the_disk_fails_and_sends_nothing(pve, tmp_path, check):
+@pytest.mark.parametrize(("disk", "error"), [
+    ("scsi0", "vm rke2-s1 (101): scsi0 is 64G, larger than disk_gb 32; Proxmox cannot shrink a disk: raise disk_gb "
+              "in the inventory to at least the disk's size"),
+    ("virtio0", "vm rke2-s1 (101): no disk virtio0 with a size in its config (disks: scsi0); set the VM's disk in the "
+                "inventory")], ids=["shrink", "missing"])
+def test_a_disk_it_cannot_grow_fails_with_one_line_and_sends_nothing(pve, tmp_path, check, disk, error):
     existing(pve, "64G", cores=2)
-    proc = play(pve, tmp_path / "shrink", VM, check)
+    proc = play(pve, tmp_path / "fail", {**VM, "disk": disk}, check)
     assert proc.returncode != 0
-    assert ("vm rke2-s1 (101): scsi0 is 64G, larger than disk_gb 32; Proxmox cannot shrink a disk: raise disk_gb in "
-            "the inventory to at least the disk's size") in proc.stdout
+    assert error in proc.stdout
     assert pve.changes == [] and pve.vms[101]["scsi0"] == "local-zfs:vm-101-disk-0,size=64G"
