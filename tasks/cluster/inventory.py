@@ -49,7 +49,8 @@ def vm_specs(inventory: Inventory) -> list[dict[str, Any]]:
     for vm in inventory.vms:
         template = templates.get(vm.template)
         spec: dict[str, Any] = {"name": vm.name, "node": vm.node, "vmid": vm.vmid, "cores": vm.cores,
-                                "memory_mb": vm.memory_mb, "disk_gb": vm.disk_gb, "address": vm.address,
+                                "memory_mb": vm.memory_mb, "disk_gb": vm.disk_gb, "disk": vm.disk,
+                                "address": vm.address,
                                 "template_vmid": template.vmid if template else None,
                                 "template_node": template.node if template else vm.node}
         for network in inventory.networks:

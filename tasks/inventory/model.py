@@ -66,7 +66,8 @@ class Vm(Host):
     vmid: int = Field(ge=100)
     cores: int = Field(default=2, ge=1)
     memory_mb: int = Field(default=4096, ge=256)
-    disk_gb: int = Field(default=32, ge=1)
+    disk_gb: int = Field(default=32, ge=1)  # the boot disk is grown to this, never shrunk (Proxmox cannot)
+    disk: str = Field(default="scsi0", pattern=r"^(?:scsi|virtio|sata|ide)\d+$")  # the boot disk's slot
 
 
 class Network(_Model):

@@ -7,9 +7,14 @@ with the reason as the status text, as PVE answers it. Requests are counted per 
 For the cluster build (infra/ansible role proxmox_vms) it also answers what cloning a template takes
 (qemu-server API2/Qemu.pm): ``GET /version``, ``GET /nodes``, ``GET /cluster/resources?type=vm``,
 ``GET /nodes/{node}/qemu[/{vmid}/config]``,
-``POST /nodes/{node}/qemu/{vmid}/clone`` (-> a UPID; the clone exists at once),
-``GET /nodes/{node}/tasks/{upid}/status`` and ``PUT|POST /nodes/{node}/qemu/{vmid}/config``; every POST, PUT and
-DELETE is recorded in ``changes`` with its form (or query) parameters.
+``POST /nodes/{node}/qemu/{vmid}/clone`` (-> a UPID; the clone exists at once, with the template's config and its
+disks as ``<storage>:vm-<newid>-disk-<n>,size=...``), ``GET /nodes/{node}/tasks/{upid}/status``,
+``PUT|POST /nodes/{node}/qemu/{vmid}/config``, ``PUT /nodes/{node}/qemu/{vmid}/resize`` (disk, size: ``[+]N[KMGT]``,
+absolute or added -> a UPID, as PVE 8 answers it; a smaller size is refused, "shrinking disks is not supported"),
+``POST /nodes/{node}/qemu/{vmid}/status/start`` (-> a UPID; the VM runs when the task stops OK) and
+``GET /nodes/{node}/qemu/{vmid}/status/current`` (``status``: running or stopped, also in the VM lists). Pending
+changes are not modelled: a config PUT applies at once. Every POST, PUT and DELETE is recorded in ``changes`` with its
+form (or query) parameters.
 
 For backups (pve-manager VZDump.pm, qemu-server Qemu.pm, pve-storage Content.pm, Tasks.pm) it answers
 ``POST /nodes/{node}/vzdump`` (vmid, storage, mode, compress -> a UPID; the archive,
@@ -33,6 +38,24 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 TOKEN_ID, TOKEN_SECRET = "astrolab@pve!backup-ro", "0b5e3a52-2c1f-4f7e-9d3a-5a1c2b3d4e5f"
+UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+DISK_KEY = re.compile(r"(?:ide|sata|scsi|virtio|efidisk|tpmstate)\d+")
+
+
+def size_bytes(size: str) -> int:
+    """A PVE disk size (``32G``, ``2252M``, ``512``: bytes without a unit) in bytes."""
+    found = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)", size)
+    if found is None:
+        raise ValueError(f"unrecognised size {size!r}")
+    return int(float(found.group(1)) * UNITS[found.group(2)])
+
+
+def format_size(size: int) -> str:
+    """Bytes as PVE writes a disk's size: in the largest unit that divides it."""
+    for unit in "TGMK":
+        if size % UNITS[unit] == 0:
+            return f"{size // UNITS[unit]}{unit}"
+    return str(size)
 
 
 def archive(storage: str, vmid: int, ctime: int, verification: str | None = None, size: int = 1 << 30) -> dict:
@@ -63,6 +86,7 @@ class FakeProxmox:
         self.requests: list[str] = []
         self.vms = vms if vms is not None else {}  # vmid -> {name, node, template (0|1), config keys (scsi0, ...)}
         self.nodes = nodes
+        self.running: set[int] = set()  # vmids whose status is running
         self.changes: list[tuple[str, str, dict[str, str]]] = []
         self.archive_configs: dict[str, str] = {}  # volid -> the config text vzdump stored in it
         self.tasks: dict[str, dict[str, Any]] = {}  # upid -> {type, polls, done (effect on success)}
@@ -105,11 +129,17 @@ class FakeProxmox:
                 elif parts[2:] == ["nodes"]:
                     self._send(200, {"data": [{"node": n, "status": "online", "type": "node"} for n in fake.nodes]})
                 elif parts[2:] == ["cluster", "resources"]:
-                    self._send(200, {"data": [{"vmid": vmid, "id": f"qemu/{vmid}", "type": "qemu", "status": "stopped",
-                                               **vm} for vmid, vm in sorted(fake.vms.items())]})
+                    self._send(200, {"data": [{"vmid": vmid, "id": f"qemu/{vmid}", "type": "qemu",
+                                               "status": fake.status(vmid), **vm}
+                                              for vmid, vm in sorted(fake.vms.items())]})
                 elif len(parts) == 5 and parts[2] == "nodes" and parts[4] == "qemu":
-                    self._send(200, {"data": [{"vmid": vmid, "name": vm["name"], "status": "stopped"}
+                    self._send(200, {"data": [{"vmid": vmid, "name": vm["name"], "status": fake.status(vmid)}
                                               for vmid, vm in sorted(fake.vms.items()) if vm["node"] == parts[3]]})
+                elif len(parts) == 8 and parts[2] == "nodes" and parts[4] == "qemu" \
+                        and parts[6:] == ["status", "current"] and int(parts[5]) in fake.vms:
+                    vmid = int(parts[5])
+                    self._send(200, {"data": {"vmid": vmid, "name": fake.vms[vmid]["name"],
+                                              "status": fake.status(vmid), "qmpstatus": fake.status(vmid)}})
                 elif len(parts) == 7 and parts[2] == "nodes" and parts[4] == "qemu" and parts[6] == "config" \
                         and int(parts[5]) in fake.vms:
                     self._send(200, {"data": {k: v for k, v in fake.vms[int(parts[5])].items() if k != "node"}})
@@ -149,22 +179,31 @@ class FakeProxmox:
                     status, body, reason = (fake.vzdump if parts[4] == "vzdump" else fake.restore)(parts[3], form)
                     self._send(status, {"data": body}, reason)
                     return
-                if len(parts) != 7 or parts[2] != "nodes" or parts[4] != "qemu" or parts[6] not in ("clone", "config"):
+                action = (self.command, *parts[6:])
+                if len(parts) < 7 or parts[2] != "nodes" or parts[4] != "qemu" or action not in (
+                        ("POST", "clone"), ("POST", "config"), ("PUT", "config"), ("PUT", "resize"),
+                        ("POST", "status", "start")):
                     self._send(501, {"data": None}, f"Method '{self.command} {url.path}' not implemented")
                     return
                 vmid = int(parts[5])
                 if vmid not in fake.vms:
                     self._send(500, {"data": None}, f"Configuration file 'nodes/{parts[3]}/qemu-server/{vmid}.conf' "
                                                     "does not exist")
-                elif parts[6] == "clone":
+                elif action[1] == "clone":
                     newid = int(form["newid"])
-                    fake.vms[newid] = {"name": form.get("name", f"Copy-of-VM-{vmid}"),
+                    config = {k: v for k, v in fake.vms[vmid].items() if k not in ("name", "node", "template")}
+                    fake.vms[newid] = {**fake.rehome_disks(config, newid, form.get("storage")),
+                                       "name": form.get("name", f"Copy-of-VM-{vmid}"),
                                        "node": form.get("target", parts[3]), "template": 0}
                     self._send(200, {"data": f"UPID:{parts[3]}:0000A1B2:00C3D4E5:6740A000:qmclone:{vmid}:"
                                              f"{TOKEN_ID}:"})
-                else:
+                elif action[1] == "config":
                     fake.vms[vmid].update(form)
                     self._send(200, {"data": None})
+                else:
+                    status, body, reason = (fake.resize(parts[3], vmid, form) if action[1] == "resize"
+                                            else fake.start(parts[3], vmid))
+                    self._send(status, {"data": body}, reason)
 
             do_POST = do_PUT = _change  # noqa: N815 - the http.server API
 
@@ -246,21 +285,53 @@ class FakeProxmox:
             return 500, None, f"volume '{volid}' does not exist"
 
         def done() -> None:
-            config: dict[str, Any] = {"node": node, "template": 0}
-            disks = 0
-            for line in self.archive_configs[volid].splitlines():
-                key, value = line.split(": ", 1)
-                if re.fullmatch(r"(?:ide|sata|scsi|virtio|efidisk|tpmstate)\d+", key) and "media=cdrom" not in value:
-                    if key in self.restore_drops:
-                        continue
-                    size = re.search(r"size=([^,]+)", value)
-                    value = f"{form.get('storage') or value.split(':')[0]}:vm-{vmid}-disk-{disks}" + (
-                        f",size={size.group(1)}" if size else "")
-                    disks += 1
-                config[key] = value
-            self.vms[vmid] = config
+            lines = (line.split(": ", 1) for line in self.archive_configs[volid].splitlines())
+            config = {key: value for key, value in lines if key not in self.restore_drops}
+            self.vms[vmid] = {"node": node, "template": 0, **self.rehome_disks(config, vmid, form.get("storage"))}
 
         return 200, self._task(node, "qmrestore", vmid, done), None
+
+    def status(self, vmid: int) -> str:
+        return "running" if vmid in self.running else "stopped"
+
+    @staticmethod
+    def rehome_disks(config: dict[str, Any], vmid: int, storage: str | None) -> dict[str, Any]:
+        """``config`` with its disks (not CD-ROMs) as new volumes of ``vmid``, ``<storage>:vm-<vmid>-disk-<n>``
+        (``storage`` unset: each disk's own), their sizes kept: what a restore or a full clone makes."""
+        disks, out = 0, {}
+        for key, value in config.items():
+            if DISK_KEY.fullmatch(key) and "media=cdrom" not in value:
+                size = re.search(r"size=([^,]+)", value)
+                value = f"{storage or value.split(':')[0]}:vm-{vmid}-disk-{disks}" + (
+                    f",size={size.group(1)}" if size else "")
+                disks += 1
+            out[key] = value
+        return out
+
+    def resize(self, node: str, vmid: int, form: dict[str, str]) -> tuple[int, Any, str | None]:
+        """PUT .../resize as qemu-server checks it: the disk must exist, a size is ``[+]N[KMGT]``, never smaller."""
+        disk, size = form.get("disk", ""), form.get("size", "")
+        grow = re.fullmatch(r"(\+)?(\d+(?:\.\d+)?[KMGT]?)", size)
+        if not DISK_KEY.fullmatch(disk) or grow is None:
+            return 400, None, "Parameter verification failed."
+        value = self.vms[vmid].get(disk)
+        current = re.search(r"(?:^|,)size=([^,]+)", value or "")
+        if value is None or current is None:
+            return 500, None, f"disk '{disk}' does not exist"
+        old = size_bytes(current.group(1))
+        new = old + size_bytes(grow.group(2)) if grow.group(1) else size_bytes(grow.group(2))
+        if new < old:
+            return 500, None, "shrinking disks is not supported"
+
+        def done() -> None:
+            self.vms[vmid][disk] = value[:current.start(1)] + format_size(new) + value[current.end(1):]
+
+        return 200, self._task(node, "resize", vmid, done), None
+
+    def start(self, node: str, vmid: int) -> tuple[int, Any, str | None]:
+        if vmid in self.running:
+            return 500, None, f"VM {vmid} already running"
+        return 200, self._task(node, "qmstart", vmid, lambda: self.running.add(vmid)), None
 
     def destroy(self, node: str, vmid: int) -> tuple[int, Any, str | None]:
         if vmid not in self.vms or self.vms[vmid]["node"] != node:

@@ -35,8 +35,8 @@ def test_the_lab_inventory_as_ansible_reads_it(tmp_path):
     vms = {vm["name"]: vm for vm in hostvars["rke2-s1"]["astrolab_vms"]}  # what the proxmox_vms role clones
     assert list(vms) == [vm.name for vm in lab.vms]
     assert vms["rke2-s1"] == {"name": "rke2-s1", "node": "pve1", "vmid": 101, "cores": 4, "memory_mb": 8192,
-                              "disk_gb": 32, "address": "10.20.0.21", "template_vmid": 9000, "template_node": "pve1",
-                              "prefix": 24, "gateway": None}
+                              "disk_gb": 32, "disk": "scsi0", "address": "10.20.0.21", "template_vmid": 9000,
+                              "template_node": "pve1", "prefix": 24, "gateway": None}
     assert hostvars["rke2-s1"] | {"ansible_ssh_common_args": None, "astrolab_vms": None} == {
         "astrolab_roles": ["rke2-server"], "ansible_connection": "ssh", "ansible_host": "10.20.0.21",
         "ansible_port": 22, "ansible_user": "astrolab", "ansible_ssh_private_key_file": "~/.ssh/astrolab_ed25519",
