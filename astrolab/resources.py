@@ -29,6 +29,7 @@ from tasks.storage.s3 import ObjectStore, S3Config, fsspec_filesystem
 if TYPE_CHECKING:
     from distributed import Client
     from prefect.filesystems import LocalFileSystem
+    from pydantic import SecretStr
 
     from tasks.backup.proxmox import ProxmoxApi
     from tasks.backup.rpo import FreshnessReader
@@ -184,6 +185,16 @@ def dask_client(settings: Settings) -> Iterator[Client]:
         yield client
 
 
+def _secret_setting(section: str, url_field: str, field: str, value: SecretStr | None, block: str | None) -> str:
+    """A secret setting ``section.field`` needed because ``section.url_field`` is set: from the Prefect Secret block
+    ``section.field_secret`` names, else the value itself; an error naming both when neither is set."""
+    if block:
+        return str(_secret(block, f"{section}.{field}_secret"))
+    if value is not None and value.get_secret_value():
+        return value.get_secret_value()
+    raise SettingsError(f"{section}.{url_field} is set but neither {section}.{field} nor {section}.{field}_secret is")
+
+
 def build_wazuh_client(settings: Settings) -> WazuhClient | None:
     """The Wazuh manager's API client when ``compliance.wazuh_url`` is set (password from the settings or a
     Prefect Secret block); None without a manager."""
@@ -192,13 +203,8 @@ def build_wazuh_client(settings: Settings) -> WazuhClient | None:
         return None
     from tasks.compliance.wazuh_api import WazuhClient
 
-    if c.wazuh_password_secret:
-        password = str(_secret(c.wazuh_password_secret, "compliance.wazuh_password_secret"))
-    elif c.wazuh_password:
-        password = c.wazuh_password.get_secret_value()
-    else:
-        raise SettingsError("compliance.wazuh_url is set but neither compliance.wazuh_password nor "
-                            "compliance.wazuh_password_secret is")
+    password = _secret_setting("compliance", "wazuh_url", "wazuh_password", c.wazuh_password,
+                               c.wazuh_password_secret)
     verify: bool | str = {"true": True, "false": False}.get(c.wazuh_verify.lower(), c.wazuh_verify)
     return WazuhClient(c.wazuh_url, c.wazuh_user, password, verify=verify)
 
@@ -211,13 +217,7 @@ def build_proxmox(settings: Settings) -> ProxmoxApi | None:
         return None
     from tasks.backup.proxmox import ProxmoxApi, connect
 
-    if b.proxmox_token_secret:
-        token = str(_secret(b.proxmox_token_secret, "backup.proxmox_token_secret"))
-    elif b.proxmox_token:
-        token = b.proxmox_token.get_secret_value()
-    else:
-        raise SettingsError("backup.proxmox_url is set but neither backup.proxmox_token nor "
-                            "backup.proxmox_token_secret is")
+    token = _secret_setting("backup", "proxmox_url", "proxmox_token", b.proxmox_token, b.proxmox_token_secret)
     if not b.proxmox_token_id:
         raise SettingsError("backup.proxmox_url is set but backup.proxmox_token_id (user@realm!tokenname) is not")
     install_log_redaction([token])

@@ -55,3 +55,8 @@ def install_log_redaction(secrets: Iterable[str | None] = ()) -> None:
         factory = _RedactingFactory(factory)
         logging.setLogRecordFactory(factory)
     factory.secrets.update(s for s in secrets if s and len(s) >= 3)
+
+
+def one_line(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """A message as one line of at most 500 characters, passwords masked (a reason kept in a record)."""
+    return " ".join(redact(text, secrets).split())[:500]

@@ -26,6 +26,7 @@ from typing import Literal
 from tasks.backup.postgres import PostgresBackupError, compare_row_counts, restore_database
 from tasks.backup.registry import PathAsset, PostgresAsset, Rke2EtcdAsset, S3Asset
 from tasks.backup.restic import CHUNK, Repository, ResticError, Snapshot
+from tasks.redact import one_line
 
 DrillOutcome = Literal["passed", "failed"]
 
@@ -56,7 +57,8 @@ class DrillResult:
         return "passed" if self.passed else "failed"
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The file's sha256, read in chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(CHUNK), b""):
@@ -64,16 +66,29 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())[:500]
-
-
-def _detail(mismatches: list[str], restore_s: float, rto: timedelta, body: str) -> str:
+def drill_detail(mismatches: list[str], restore_s: float, rto: timedelta, body: str) -> str:
     """The drill's one line: the first mismatch (if any), what was compared, the restore time against the RTO."""
     over = restore_s > rto.total_seconds()
     timing = f"restore {restore_s:.1f} s, {'OVER' if over else 'within'} the RTO of {rto.total_seconds():.0f} s"
     head = f"{len(mismatches)} mismatch(es), first: {mismatches[0]}; " if mismatches else ""
-    return _one_line(f"{head}{body}; {timing}")
+    return one_line(f"{head}{body}; {timing}")
+
+
+def count_mismatches(snap: Snapshot, count: int, size: int, expected_count: int | None, expected_bytes: int | None,
+                     unit: str) -> tuple[list[str], str]:
+    """The restored count of ``unit`` (files, objects) and bytes against the backup's record, else restic's snapshot
+    summary: the differences (bytes first), and how the drill's line says what they were compared with."""
+    summary = snap.summary or {}
+    expected_count = expected_count if expected_count is not None else summary.get("total_files_processed")
+    expected_bytes = expected_bytes if expected_bytes is not None else summary.get("total_bytes_processed")
+    found = []
+    if expected_bytes is not None and size != expected_bytes:
+        found.append(f"{size} bytes restored, the backup recorded {expected_bytes}")
+    if expected_count is not None and count != expected_count:
+        found.append(f"{count} {unit} restored, the backup recorded {expected_count}")
+    recorded = "vs the backup's record" if expected_count is not None or expected_bytes is not None else \
+        "(no record to compare counts with)"
+    return found, recorded
 
 
 def _compare_tree(restored_root: Path, sources: tuple[str, ...],
@@ -103,7 +118,7 @@ def _compare_tree(restored_root: Path, sources: tuple[str, ...],
                                                                                              st.st_mtime_ns):
                         changed += 1
                         continue
-                    same = _sha256(source_file) == _sha256(restored)
+                    same = sha256_of(source_file) == sha256_of(restored)
                 except OSError:
                     continue  # not readable here (removed since): nothing to compare with
                 compared += 1
@@ -132,7 +147,7 @@ def drill_path(repo: Repository, asset: PathAsset | S3Asset | Rke2EtcdAsset, sna
     except ResticError as exc:
         shutil.rmtree(target, ignore_errors=True)
         return DrillResult(asset.name, asset.kind, snap_id, started, time.monotonic() - clock, asset.rto,
-                           (_one_line(str(exc)),), f"restore failed: {_one_line(str(exc))}")
+                           (one_line(str(exc)),), f"restore failed: {one_line(str(exc))}")
     restore_s = time.monotonic() - clock
     try:
         if asset.tag not in snap.tags:
@@ -140,23 +155,16 @@ def drill_path(repo: Repository, asset: PathAsset | S3Asset | Rke2EtcdAsset, sna
             files = size = compared = changed = 0
         else:
             files, size, mismatches, compared, changed = _compare_tree(target, snap.paths, live)
-        summary = snap.summary or {}
-        expected_files = expected_files if expected_files is not None else summary.get("total_files_processed")
-        expected_bytes = expected_bytes if expected_bytes is not None else summary.get("total_bytes_processed")
-        if expected_files is not None and files != expected_files:
-            mismatches.insert(0, f"{files} files restored, the backup recorded {expected_files}")
-        if expected_bytes is not None and size != expected_bytes:
-            mismatches.insert(0, f"{size} bytes restored, the backup recorded {expected_bytes}")
+        counted, recorded = count_mismatches(snap, files, size, expected_files, expected_bytes, "files")
+        mismatches[:0] = counted
     finally:
         if not keep:
             shutil.rmtree(target, ignore_errors=True)
-    recorded = "vs the backup's record" if expected_files is not None or expected_bytes is not None else \
-        "(no record to compare counts with)"
     against = (f"{compared} compared with the live source by sha256, {changed} changed since the backup" if live
                else f"the live source is on host {snap.hostname}, not compared here")
     body = f"{files} files, {size} bytes restored {recorded}; {against}"
     return DrillResult(asset.name, asset.kind, snap.id, started, restore_s, asset.rto, tuple(mismatches),
-                       _detail(mismatches, restore_s, asset.rto, body))
+                       drill_detail(mismatches, restore_s, asset.rto, body))
 
 
 def drill_postgres(repo: Repository, asset: PostgresAsset, snapshot: str | Snapshot, scratch_url: str,
@@ -176,7 +184,7 @@ def drill_postgres(repo: Repository, asset: PostgresAsset, snapshot: str | Snaps
                                     source_url=asset.database_url)
     except (ResticError, PostgresBackupError) as exc:
         return DrillResult(asset.name, asset.kind, snap_id, started, time.monotonic() - clock, asset.rto,
-                           (_one_line(str(exc)),), f"restore failed: {_one_line(str(exc))}")
+                           (one_line(str(exc)),), f"restore failed: {one_line(str(exc))}")
     restore_s = time.monotonic() - clock
     mismatches = []
     if asset.tag not in snap.tags:
@@ -188,4 +196,4 @@ def drill_postgres(repo: Repository, asset: PostgresAsset, snapshot: str | Snaps
     body = (f"{restored.size} bytes of dump restored into {restored.database}; {compared}row counts of "
             f"{len(tables)} tables compared")
     return DrillResult(asset.name, asset.kind, snap.id, started, restore_s, asset.rto, tuple(mismatches),
-                       _detail(mismatches, restore_s, asset.rto, body))
+                       drill_detail(mismatches, restore_s, asset.rto, body))

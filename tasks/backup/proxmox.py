@@ -34,7 +34,7 @@ import requests
 from proxmoxer import ProxmoxAPI
 from proxmoxer.core import AuthenticationError, ResourceException
 
-from tasks.backup.drill import DrillResult, _detail
+from tasks.backup.drill import DrillResult, drill_detail
 from tasks.backup.registry import Asset, ProxmoxVmAsset, Retention
 from tasks.backup.retention import kept
 from tasks.backup.rpo import Freshness, FreshnessReader, Unreadable
@@ -255,7 +255,7 @@ def drill_vm(api: ProxmoxApi, asset: ProxmoxVmAsset, vm: Vm, now: datetime | Non
         except ProxmoxError as exc:
             mismatches.append(f"scratch vm {scratch} left behind: {exc}")
     return DrillResult(asset.name, asset.kind, archive.volid, started, restore_s, asset.rto, tuple(mismatches),
-                       _detail(mismatches, restore_s, asset.rto, body))
+                       drill_detail(mismatches, restore_s, asset.rto, body))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ with passwords masked.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -21,16 +21,11 @@ from tasks.backup.postgres import PgBackup
 from tasks.backup.registry import Asset
 from tasks.backup.restic import BackupSummary, CheckResult, ForgetResult
 from tasks.catalog.base import SqlCatalog
-from tasks.redact import redact
+from tasks.redact import one_line
 
 RunStatus = Literal["ok", "failed"]
 KEYS = {"backup_runs": ("run_id", "asset"), "backup_verifications": ("repository", "checked_at"),
         "restore_drills": ("asset", "started_at"), "backup_prunes": ("run_id", "asset")}
-
-
-def one_line(text: str, secrets: Sequence[str] = ()) -> str:
-    """An error text as one line of at most 500 characters, passwords masked."""
-    return " ".join(redact(text, secrets).split())[:500]
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from tasks.backup.drill import DrillResult, _detail, _one_line, _sha256
+from tasks.backup.drill import DrillResult, count_mismatches, drill_detail, sha256_of
 from tasks.backup.registry import S3Asset
 from tasks.backup.restic import Repository, ResticError, Snapshot
 from tasks.backup.s3mirror import UnsafeKey, relative_path
+from tasks.redact import one_line
 from tasks.storage.s3 import ObjectInfo, ObjectStore, ObjectStoreError, join
 
 
@@ -53,7 +54,7 @@ def _restored_files(root: Path, scratch_prefix: str) -> dict[PurePosixPath, _Res
     for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
         rel = PurePosixPath(path.relative_to(root).as_posix())
         st = path.stat()
-        files[rel] = _Restored(join(scratch_prefix, str(rel)), st.st_size, st.st_mtime, _sha256(path))
+        files[rel] = _Restored(join(scratch_prefix, str(rel)), st.st_size, st.st_mtime, sha256_of(path))
     return files
 
 
@@ -136,7 +137,7 @@ def drill_s3(repo: Repository, asset: S3Asset, snapshot: str | Snapshot, store: 
             mismatches, compared, changed = _compare(store, asset, scratch_bucket, name, restored)
         except (ResticError, ObjectStoreError) as exc:
             return DrillResult(asset.name, asset.kind, snap_id, started, time.monotonic() - clock, asset.rto,
-                               (_one_line(str(exc)),), f"restore failed: {_one_line(str(exc))}")
+                               (one_line(str(exc)),), f"restore failed: {one_line(str(exc))}")
     finally:
         if not keep:
             shutil.rmtree(target, ignore_errors=True)
@@ -146,20 +147,13 @@ def drill_s3(repo: Repository, asset: S3Asset, snapshot: str | Snapshot, store: 
     if asset.tag not in snap.tags:
         mismatches.insert(0, f"snapshot {snap.short_id} is not tagged {asset.tag}")
     files, size = len(restored), sum(r.size for r in restored.values())
-    summary = snap.summary or {}
-    expected_files = expected_files if expected_files is not None else summary.get("total_files_processed")
-    expected_bytes = expected_bytes if expected_bytes is not None else summary.get("total_bytes_processed")
-    if expected_files is not None and files != expected_files:
-        mismatches.insert(0, f"{files} objects restored, the backup recorded {expected_files}")
-    if expected_bytes is not None and size != expected_bytes:
-        mismatches.insert(0, f"{size} bytes restored, the backup recorded {expected_bytes}")
-    recorded = "vs the backup's record" if expected_files is not None or expected_bytes is not None else \
-        "(no record to compare counts with)"
+    counted, recorded = count_mismatches(snap, files, size, expected_files, expected_bytes, "objects")
+    mismatches[:0] = counted
     body = (f"{files} objects, {size} bytes restored into s3://{scratch_bucket}/{name}/ {recorded}; {compared} "
             f"compared with the live bucket by sha256, {changed} changed since the backup; scratch "
             f"{'kept' if keep else 'removed'}; timed: restic restore and upload")
     return DrillResult(asset.name, asset.kind, snap.id, started, restore_s, asset.rto, tuple(mismatches),
-                       _detail(mismatches, restore_s, asset.rto, body))
+                       drill_detail(mismatches, restore_s, asset.rto, body))
 
 
 def _remove_prefix(store: ObjectStore, bucket: str, prefix: str) -> str | None:
@@ -167,5 +161,5 @@ def _remove_prefix(store: ObjectStore, bucket: str, prefix: str) -> str | None:
     try:
         store.delete_prefix(bucket, prefix + "/")
     except ObjectStoreError as exc:
-        return f"scratch prefix s3://{bucket}/{prefix}/ not removed: {_one_line(str(exc))}"
+        return f"scratch prefix s3://{bucket}/{prefix}/ not removed: {one_line(str(exc))}"
     return None
