@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from hats.io import paths
+from hats.pixel_math import HealpixPixel
 
 Partition = tuple[int, int]  # (order, pixel), NESTED
 
@@ -22,8 +24,12 @@ class HatsCatalog:
 
     def partition_file(self, partition: Partition) -> Path:
         """The Parquet file of one partition."""
-        order, pixel = partition
-        return self.root / "dataset" / f"Norder={order}" / f"Dir={pixel // 10_000 * 10_000}" / f"Npix={pixel}.parquet"
+        return partition_path(self.root, partition)
+
+
+def partition_path(root: Path, partition: Partition) -> Path:
+    """Where HATS keeps one partition's Parquet file under a catalog root (``dataset/Norder=K/Dir=D/Npix=N``)."""
+    return Path(paths.pixel_catalog_file(root, HealpixPixel(*partition)).path)
 
 
 def open_hats(path: str | Path) -> HatsCatalog:
