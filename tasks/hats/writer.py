@@ -21,21 +21,19 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from hats.catalog import CatalogType, TableProperties
 from hats.io import file_io, paths
 from hats.io.skymap import write_skymap
-from upath import UPath
 
 from tasks.crashpoints import crash_point
+from tasks.hats.margin import MarginSummary, margin_name, write_margin_catalog
+from tasks.hats.properties import HEALPIX_COLUMN, catalog_properties, write_properties
 from tasks.hats.reader import partition_path
 
-HEALPIX_COLUMN = "_healpix_29"
 SEQ_COLUMN = "_seq"  # staging-only: ingest order, newest wins on duplicate keys
 
 
@@ -48,6 +46,7 @@ class HatsSummary:
     partitions: list[tuple[int, int]]
     rewritten: int
     linked: int
+    margin: MarginSummary | None = None
 
 
 def pixel_range(order: int, pixel: int) -> tuple[int, int]:
@@ -146,21 +145,6 @@ def _drop_superseded(table: pa.Table, superseded: pa.Table | None, key: Sequence
         keep[hits] = False
         table = table.filter(keep)
     return table
-
-
-def catalog_properties(out: Path, name: str, nrows: int, ra: str, dec: str,
-                       catalog_type: CatalogType = CatalogType.OBJECT, **fields: Any) -> TableProperties:
-    """A catalog's hats.properties as ``hats`` validates them (the type's required keys, provenance, size)."""
-    values: dict[str, Any] = dict(
-        catalog_name=name, catalog_type=catalog_type, total_rows=nrows, ra_column=ra, dec_column=dec,
-        healpix_column=HEALPIX_COLUMN, healpix_order=29, npix_suffix=".parquet", obs_regime="Optical",
-    )
-    return TableProperties(**values, **fields, **TableProperties.new_provenance_dict(out, builder="astrolab"))
-
-
-def write_properties(out: Path, properties: TableProperties) -> None:
-    """Write ``hats.properties``: the last file of a build, so its presence marks the catalog complete."""
-    properties.to_properties_file_path(UPath(out / "hats.properties"), initial_comments="HATS catalog")
 
 
 class _PartitionWriters:
@@ -265,8 +249,10 @@ def write_hats_catalog(
     previous: Path | None = None,
     max_rows: int = 1_000_000,
     highest_order: int = 8,
+    margin_arcsec: float | None = None,
 ) -> HatsSummary:
-    """Build a HATS catalog in ``out`` from ``previous`` (a catalog dir, or None) plus ``staged`` parquet parts.
+    """Build a HATS catalog in ``out`` from ``previous`` (a catalog dir, or None) plus ``staged`` parquet parts;
+    with ``margin_arcsec``, also its margin catalog in ``out/<name>_<margin>arcs`` (before hats.properties).
 
     Every input file is read once in batches and its rows routed to the new partitions; memory is bounded by
     the batch size and the writers' buffer, not by the partition or catalog size.
@@ -325,9 +311,13 @@ def write_hats_catalog(
         writer.writerow(["Norder", "Npix"])
         writer.writerows(written)
     write_skymap(final_counts, out)
+    margin = None
+    if margin_arcsec:
+        margin = write_margin_catalog(out, out / margin_name(name, margin_arcsec), name, ra, dec, written,
+                                      out_schema, margin_arcsec)
     sky_fraction = float(np.count_nonzero(final_counts)) / final_counts.size
     write_properties(out, catalog_properties(
         out, name, nrows, ra, dec, hats_max_rows=max_rows, skymap_order=highest_order,
         moc_sky_fraction=round(sky_fraction, 6), hats_order=highest_order,
     ))
-    return HatsSummary(out, nrows, written, len(rewritten), len(linked))
+    return HatsSummary(out, nrows, written, len(rewritten), len(linked), margin)
