@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import lsdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -100,8 +101,6 @@ def test_crossmatch_flow_names_a_missing_catalog(env, tmp_path):
 
 
 def test_crossmatch_flow_gives_lsdb_pairs_on_the_lake_products(env):
-    import lsdb
-
     out = desi_crossmatch(left="redshifts", right="fastspec", radius_arcsec=10.0, left_columns=["TARGETID"],
                           right_columns=["TARGETID"])
     ours = pq.read_table(out["matches"].removeprefix("file://")).to_pandas()

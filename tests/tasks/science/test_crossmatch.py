@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 
+import lsdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import tasks.science.crossmatch as xm
 from kernels.crossmatch import chord, unit_vectors
 from kernels.healpix import ang2pix_nest, healpix_29
 from tasks.hats.reader import HatsCatalog, open_hats
-from tasks.hats.writer import pixel_range
+from tasks.hats.writer import HEALPIX_COLUMN, SEQ_COLUMN, pixel_range, write_hats_catalog
 from tasks.science.crossmatch import candidate_partitions, crossmatch, match_stats
+from tests.tasks.hats.test_writer import KEY, SCHEMA
 
 
 def write_hats(root, ra, dec, order, ra_col="RA", dec_col="DEC"):
@@ -122,8 +125,6 @@ def test_a_dense_patch_matches_brute_force(tmp_path):
 def jittered_products(tmp_path, threshold_arcsec=60.0):
     """Two products as the lake builds them (margins included) over a 10x10 degree patch: the right one holds
     each left position moved by up to ~30 arcsec plus as many unrelated rows, partitioned differently."""
-    from tasks.hats.writer import HEALPIX_COLUMN, SEQ_COLUMN, write_hats_catalog
-    from tests.tasks.hats.test_writer import KEY, SCHEMA
 
     rng = np.random.default_rng(5)
     n = 6000
@@ -143,8 +144,6 @@ def jittered_products(tmp_path, threshold_arcsec=60.0):
 
 
 def test_crossmatch_with_margins_gives_lsdb_pairs(tmp_path):
-    import lsdb
-
     left, right = jittered_products(tmp_path)
     assert right.margin is not None and right.margin_arcsec == 60.0
     assert set(left.partitions) - set(right.partitions) and len(left.partitions) > len(right.partitions)
@@ -171,8 +170,6 @@ def test_crossmatch_with_margins_gives_lsdb_pairs(tmp_path):
 
 
 def test_margin_narrower_than_the_radius_is_not_used(tmp_path, monkeypatch):
-    import tasks.science.crossmatch as xm
-
     left, right = jittered_products(tmp_path, threshold_arcsec=5.0)
     used = []
     real = xm.match_partition
