@@ -99,6 +99,10 @@ class IngestSettings(_Section):
     hats_highest_order: int = Field(
         default=8, ge=0, le=19, description="Finest HEALPix order a HATS partition may have"
     )
+    hats_margin_arcsec: float = Field(
+        default=10.0, ge=0, description="Width (arcsec) of each published catalog's margin catalog, the rows of "
+                                        "neighbouring partitions lsdb and desi-crossmatch match against; 0: none"
+    )
     expectations_dir: Path = Field(
         default=REPO_ROOT / "expectations", description="Great Expectations suites (JSON)"
     )

@@ -83,7 +83,7 @@ def run_astrolab(path: Path, work: Path) -> dict:
         if result.status != "ingested":
             raise RuntimeError(f"ingest failed: {result.error}")
         published = publish(REDSHIFTS, lake, catalog, settings.ingest.hats_max_rows,
-                            settings.ingest.hats_highest_order)
+                            settings.ingest.hats_highest_order, settings.ingest.hats_margin_arcsec)
     t2 = time.perf_counter()
     return {"seconds": t2 - t0, "ingest_seconds": t1 - t0, "publish_seconds": t2 - t1, "rows": result.rows,
             "timings": result.timings, "partitions": published.partitions if published else 0}

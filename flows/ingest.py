@@ -149,7 +149,8 @@ def publish_hats(settings: Settings) -> list[PublishResult]:
     with build_catalog(settings) as catalog:
         out = []
         for product in PRODUCTS.values():
-            result = publish(product, lake, catalog, settings.ingest.hats_max_rows, settings.ingest.hats_highest_order)
+            result = publish(product, lake, catalog, settings.ingest.hats_max_rows, settings.ingest.hats_highest_order,
+                             settings.ingest.hats_margin_arcsec)
             if result:
                 out.append(result)
         return out

@@ -1,10 +1,11 @@
 """Write a HATS catalog (HEALPix-partitioned Parquet) from sorted parquet fragments.
 
 Partitioning follows HATS: every row carries ``_healpix_29`` (order-29 NESTED pixel); partitions are HEALPix
-pixels of mixed orders, each as coarse as possible while holding at most ``max_rows`` rows. Files are
-``dataset/Norder=K/Dir=D/Npix=N.parquet`` with ``D = N // 10000 * 10000``, plus ``partition_info.csv``,
-``hats.properties``, ``dataset/_metadata`` and ``dataset/_common_metadata``, which the ``hats`` and ``lsdb``
-packages open.
+pixels of mixed orders, each as coarse as possible while holding at most ``max_rows`` rows. The layout is the
+``hats`` package's own: partition files at ``hats.io.paths`` (``dataset/Norder=K/Dir=D/Npix=N.parquet``),
+``partition_info.csv``, ``dataset/_metadata`` and ``dataset/_common_metadata``, the row-count skymap
+``skymap.fits`` (written by ``hats.io.skymap``, at ``highest_order``) and ``hats.properties`` (a
+``hats.catalog.TableProperties``), written last: it marks the build complete.
 
 A catalog is rebuilt from the previous version's partitions plus newly staged fragments; of the copies of one key
 only the newest (highest ``_seq``; old rows count as 0) is kept, wherever the copies sit on the sky. A partition
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import os
-import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,12 +26,15 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from hats.io import file_io, paths
+from hats.io.skymap import write_skymap
 
 from tasks.crashpoints import crash_point
+from tasks.hats.margin import MarginSummary, margin_name, write_margin_catalog
+from tasks.hats.properties import HEALPIX_COLUMN, catalog_properties, write_properties
+from tasks.hats.reader import partition_path
 
-HEALPIX_COLUMN = "_healpix_29"
 SEQ_COLUMN = "_seq"  # staging-only: ingest order, newest wins on duplicate keys
-COUNTS_FILE = "_astrolab_counts.parquet"  # histogram at the highest order, reused by the next rebuild
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class HatsSummary:
     partitions: list[tuple[int, int]]
     rewritten: int
     linked: int
+    margin: MarginSummary | None = None
 
 
 def pixel_range(order: int, pixel: int) -> tuple[int, int]:
@@ -80,27 +84,16 @@ def histogram(paths: Sequence[Path], highest_order: int) -> np.ndarray:
 
 
 def _partition_file(root: Path, order: int, pixel: int) -> Path:
-    return root / "dataset" / f"Norder={order}" / f"Dir={pixel // 10_000 * 10_000}" / f"Npix={pixel}.parquet"
+    return partition_path(root, (order, pixel))
 
 
 def _read_counts(catalog: Path, highest_order: int) -> np.ndarray | None:
-    path = catalog / COUNTS_FILE
+    """The previous version's row-count skymap, if it has one at ``highest_order`` (reused by the rebuild)."""
+    path = paths.get_skymap_file_pointer(catalog)
     if not path.exists():
         return None
-    table = pq.read_table(path)
-    if table.schema.metadata.get(b"order") != str(highest_order).encode():
-        return None
-    counts = np.zeros(12 * 4**highest_order, dtype=np.int64)
-    counts[table["pixel"].to_numpy()] = table["count"].to_numpy()
-    return counts
-
-
-def _write_counts(catalog: Path, counts: np.ndarray, highest_order: int) -> None:
-    nonzero = np.flatnonzero(counts)
-    table = pa.table({"pixel": nonzero, "count": counts[nonzero]}).replace_schema_metadata(
-        {"order": str(highest_order)}
-    )
-    pq.write_table(table, catalog / COUNTS_FILE)
+    counts = np.asarray(file_io.read_fits_image(path), dtype=np.int64)
+    return counts if counts.size == 12 * 4**highest_order else None
 
 
 def _old_partitions(previous: Path | None) -> dict[tuple[int, int], Path]:
@@ -152,31 +145,6 @@ def _drop_superseded(table: pa.Table, superseded: pa.Table | None, key: Sequence
         keep[hits] = False
         table = table.filter(keep)
     return table
-
-
-def write_properties(out: Path, name: str, nrows: int, ra: str, dec: str, max_rows: int, highest_order: int,
-                     sky_fraction: float, est_kib: int) -> None:
-    """Write hats.properties (the keys the hats package reads)."""
-    props = {
-        "obs_collection": name,
-        "dataproduct_type": "object",
-        "hats_nrows": nrows,
-        "hats_col_ra": ra,
-        "hats_col_dec": dec,
-        "hats_col_healpix": HEALPIX_COLUMN,
-        "hats_col_healpix_order": 29,
-        "hats_npix_suffix": ".parquet",
-        "hats_max_rows": max_rows,
-        "hats_order": highest_order,
-        "moc_sky_fraction": f"{sky_fraction:.6f}",
-        "hats_builder": "astrolab",
-        "hats_creation_date": time.strftime("%Y-%m-%dT%H:%M%Z", time.gmtime()),
-        "hats_estsize": est_kib,
-        "hats_release_date": "2025-08-22",
-        "hats_version": "v1.0",
-        "obs_regime": "Optical",
-    }
-    (out / "hats.properties").write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
 
 class _PartitionWriters:
@@ -281,8 +249,10 @@ def write_hats_catalog(
     previous: Path | None = None,
     max_rows: int = 1_000_000,
     highest_order: int = 8,
+    margin_arcsec: float | None = None,
 ) -> HatsSummary:
-    """Build a HATS catalog in ``out`` from ``previous`` (a catalog dir, or None) plus ``staged`` parquet parts.
+    """Build a HATS catalog in ``out`` from ``previous`` (a catalog dir, or None) plus ``staged`` parquet parts;
+    with ``margin_arcsec``, also its margin catalog in ``out/<name>_<margin>arcs`` (before hats.properties).
 
     Every input file is read once in batches and its rows routed to the new partitions; memory is bounded by
     the batch size and the writers' buffer, not by the partition or catalog size.
@@ -327,13 +297,11 @@ def write_hats_catalog(
 
     written = sorted(linked + rewritten)
     metadata = []
-    est_bytes = 0
     for order, pixel in written:
         target = _partition_file(out, order, pixel)
         meta = pq.read_metadata(target)
         meta.set_file_path(str(target.relative_to(out / "dataset")))
         metadata.append(meta)
-        est_bytes += target.stat().st_size
     nrows = sum(m.num_rows for m in metadata)
     (out / "dataset").mkdir(parents=True, exist_ok=True)
     pq.write_metadata(out_schema, out / "dataset" / "_common_metadata")
@@ -342,7 +310,14 @@ def write_hats_catalog(
         writer = csv.writer(fh)
         writer.writerow(["Norder", "Npix"])
         writer.writerows(written)
-    _write_counts(out, final_counts, highest_order)
+    write_skymap(final_counts, out)
+    margin = None
+    if margin_arcsec:
+        margin = write_margin_catalog(out, out / margin_name(name, margin_arcsec), name, ra, dec, written,
+                                      out_schema, margin_arcsec)
     sky_fraction = float(np.count_nonzero(final_counts)) / final_counts.size
-    write_properties(out, name, nrows, ra, dec, max_rows, highest_order, sky_fraction, est_bytes // 1024)
-    return HatsSummary(out, nrows, written, len(rewritten), len(linked))
+    write_properties(out, catalog_properties(
+        out, name, nrows, ra, dec, hats_max_rows=max_rows, skymap_order=highest_order,
+        moc_sky_fraction=round(sky_fraction, 6), hats_order=highest_order,
+    ))
+    return HatsSummary(out, nrows, written, len(rewritten), len(linked), margin)

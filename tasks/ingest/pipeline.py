@@ -378,9 +378,11 @@ def _ingest_local_copy(src: SourceFile, lake: Lake, catalog: SqlCatalog, validat
 
 
 def publish(
-    product: Product, lake: Lake, catalog: SqlCatalog, max_rows: int, highest_order: int
+    product: Product, lake: Lake, catalog: SqlCatalog, max_rows: int, highest_order: int, margin_arcsec: float = 10.0
 ) -> PublishResult | None:
-    """Rebuild the product's HATS catalog with every loaded-but-unpublished file, and publish it atomically.
+    """Rebuild the product's HATS catalog with every loaded-but-unpublished file, and publish it atomically; its
+    margin catalog (``margin_arcsec`` wide, none if 0) is built inside the version, so it is saved, published and
+    pruned with it.
 
     Runs under the product's publish lock, so concurrent runs publish one after the other, each on top of the
     version the previous one committed.
@@ -403,6 +405,7 @@ def publish(
         summary = write_hats_catalog(
             out, product.name, product.schema.append(pa.field(SEQ_COLUMN, pa.int64())), product.key,
             product.ra, product.dec, parts, previous, max_rows=max_rows, highest_order=highest_order,
+            margin_arcsec=margin_arcsec or None,
         )
         lake.save_version(product.name, version)
         catalog.mark_published(product.name, version, summary.nrows, list(pending))  # the commit point

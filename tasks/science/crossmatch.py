@@ -1,11 +1,14 @@
 """Crossmatch of two HATS catalogs, partition by partition with margins.
 
-For each partition of the left catalog, the right catalog's rows that could be its matches are those within the
-match radius of the partition: the right partitions whose bounding cones come that close are read, their rows
-are cut to the left partition's cone widened by the radius (the margin), and `kernels.crossmatch` finds each
-left row's nearest right row within the radius. A match across a partition edge is therefore never lost, and the
-result equals a brute-force nearest-neighbour match over the whole catalogs. Partitions may be of any order in
-either catalog. Each left partition is one unit of work (a Dask task when a client is given).
+When the right catalog has a margin catalog at least as wide as the match radius (each published lake product
+does, see ``tasks.hats.margin``), the left rows inside each right partition are matched against that partition's
+rows plus its margin, as lsdb's crossmatch does: nothing else is read. Left rows where the right catalog has no
+partition, and every left row when the right catalog has no margin that wide, are matched against the right
+partitions whose bounding cones come within the radius of the left partition, cut to the left partition's cone
+widened by the radius. Either way `kernels.crossmatch` finds each left row's nearest right row within the radius,
+a match across a partition edge is never lost, and the result equals a brute-force nearest-neighbour match over
+the whole catalogs. Partitions may be of any order in either catalog. Each left partition is one unit of work (a
+Dask task when a client is given).
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ import healpy as hp
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from hats.pixel_math import compute_spatial_index
 
 from kernels.crossmatch import nearest_within_xyz, unit_vectors
 from kernels.xp import to_device, to_host
 from tasks.hats.reader import HatsCatalog, Partition
+from tasks.hats.writer import pixel_range
 from tasks.plots import figure, png
 
 
@@ -48,27 +53,85 @@ def candidate_partitions(left: HatsCatalog, right: HatsCatalog, radius_deg: floa
     return out
 
 
+def overlapping_partitions(left: HatsCatalog, right: HatsCatalog) -> dict[Partition, list[Partition]]:
+    """For each left partition, the right partitions that overlap it (the same pixel, or inside it, or around it)."""
+    bounds = np.array([pixel_range(*p) for p in right.partitions], dtype=np.int64).reshape(-1, 2)
+    out = {}
+    for part in left.partitions:
+        lo, hi = pixel_range(*part)
+        out[part] = [right.partitions[k] for k in np.flatnonzero((bounds[:, 0] < hi) & (bounds[:, 1] > lo))]
+    return out
+
+
+def _read(catalog: HatsCatalog, parts: list[Partition], columns: list[str]) -> pa.Table | None:
+    tables = [_finite(pq.read_table(catalog.partition_file(p), columns=columns), catalog) for p in parts]
+    return pa.concat_tables(tables) if tables else None
+
+
+def _cone_candidates(right: HatsCatalog, right_parts: list[Partition], part: Partition, radius_deg: float,
+                     columns: list[str]) -> pa.Table | None:
+    """Rows of ``right_parts`` within ``radius_deg`` of the left partition's bounding cone."""
+    cand = _read(right, right_parts, columns)
+    if cand is None or len(cand) == 0:
+        return cand
+    centre, cone = bounding_cone(part)
+    v2 = unit_vectors(cand[right.ra].to_numpy(), cand[right.dec].to_numpy())
+    return cand.filter(pa.array(v2 @ centre >= np.cos(np.radians(min(cone + radius_deg, 180.0)))))
+
+
+def _spatial_index(rows: pa.Table, catalog: HatsCatalog) -> np.ndarray:
+    """Order-29 pixel of each row: the catalog's own column (as lsdb aligns on it), else from the position."""
+    if catalog.healpix in rows.column_names:
+        return rows[catalog.healpix].to_numpy()
+    ra, dec = rows[catalog.ra].to_numpy(), rows[catalog.dec].to_numpy()
+    return np.asarray(compute_spatial_index(ra, dec), dtype=np.int64)
+
+
 def match_partition(left: HatsCatalog, part: Partition, right: HatsCatalog, right_parts: list[Partition],
                     radius_deg: float, left_columns: list[str], right_columns: list[str],
-                    gpu: bool = False) -> pa.Table:
-    """Nearest right row within the radius of each row of one left partition (matched rows only); with `gpu` the
-    match runs on the worker's GPU (cupy, imported only then)."""
-    rows = _finite(pq.read_table(left.partition_file(part), columns=[left.ra, left.dec, *left_columns]), left)
-    v1 = unit_vectors(rows[left.ra].to_numpy(), rows[left.dec].to_numpy())
-    others = [_finite(pq.read_table(right.partition_file(p), columns=[right.ra, right.dec, *right_columns]), right)
-              for p in right_parts]
-    cand = pa.concat_tables(others) if others else None
-    if cand is None or len(cand) == 0 or len(rows) == 0:
+                    gpu: bool = False, overlapping: list[Partition] | None = None) -> pa.Table:
+    """Nearest right row within the radius of each row of one left partition (matched rows only). With
+    ``overlapping`` (the right partitions overlapping it; the right catalog has a wide enough margin), left rows
+    inside each of those are matched against it plus its margin; the rest against ``right_parts`` cut to the
+    partition's cone. With `gpu` the match runs on the worker's GPU (cupy, imported only then)."""
+    lcols = list(dict.fromkeys([left.ra, left.dec, *left_columns]))
+    file_columns = pq.read_schema(left.partition_file(part)).names
+    rows = _finite(pq.read_table(left.partition_file(part),
+                                 columns=lcols + [left.healpix] * (left.healpix in file_columns
+                                                                   and left.healpix not in lcols)), left)
+    rcols = list(dict.fromkeys([right.ra, right.dec, *right_columns]))
+    groups: list[tuple[np.ndarray, pa.Table | None]] = []
+    rest = np.ones(len(rows), dtype=bool)
+    if overlapping is not None and len(rows):
+        assert right.margin is not None  # the caller checked the margin is there and wide enough
+        h = _spatial_index(rows, left)
+        in_margin = set(right.margin.partitions)
+        for rpart in overlapping:
+            lo, hi = pixel_range(*rpart)
+            inside = rest & (h >= lo) & (h < hi)
+            if inside.any():
+                cand = _read(right, [rpart], rcols)
+                if rpart in in_margin:
+                    cand = pa.concat_tables([cand, _read(right.margin, [rpart], rcols)])
+                groups.append((inside, cand))
+                rest &= ~inside
+    if rest.any():
+        groups.append((rest, _cone_candidates(right, right_parts, part, radius_deg, rcols)))
+    results = []
+    for mask, cand in groups:
+        if cand is None or len(cand) == 0:
+            continue
+        sub = rows.filter(pa.array(mask))
+        v1 = unit_vectors(sub[left.ra].to_numpy(), sub[left.dec].to_numpy())
+        v2 = unit_vectors(cand[right.ra].to_numpy(), cand[right.dec].to_numpy())
+        found = nearest_within_xyz(to_device(v1, gpu), to_device(v2, gpu), radius_deg)
+        index, separation = to_host(found.index), to_host(found.separation_deg)
+        hit = np.flatnonzero(index >= 0)
+        results.append(_result(left, right, sub.take(pa.array(hit)), cand.take(pa.array(index[hit])),
+                               left_columns, right_columns, separation[hit]))
+    if not results:
         return _empty_result(left, right, rows.schema, left_columns, right_columns)
-    v2 = unit_vectors(cand[right.ra].to_numpy(), cand[right.dec].to_numpy())
-    centre, cone = bounding_cone(part)
-    margin = v2 @ centre >= np.cos(np.radians(min(cone + radius_deg, 180.0)))
-    cand, v2 = cand.filter(pa.array(margin)), v2[margin]
-    found = nearest_within_xyz(to_device(v1, gpu), to_device(v2, gpu), radius_deg)
-    index, separation = to_host(found.index), to_host(found.separation_deg)
-    hit = np.flatnonzero(index >= 0)
-    left_rows, right_rows = rows.take(pa.array(hit)), cand.take(pa.array(index[hit]))
-    return _result(left, right, left_rows, right_rows, left_columns, right_columns, separation[hit])
+    return pa.concat_tables(results)
 
 
 def _finite(rows: pa.Table, catalog: HatsCatalog) -> pa.Table:
@@ -99,13 +162,16 @@ def _empty_result(left: HatsCatalog, right: HatsCatalog, left_schema: pa.Schema,
 def crossmatch(left: HatsCatalog, right: HatsCatalog, radius_arcsec: float, left_columns: list[str] | None = None,
                right_columns: list[str] | None = None, client: Any | None = None, gpu: bool = False) -> pa.Table:
     """Every left row's nearest right row within `radius_arcsec`; one unit of work per left partition (on the
-    workers' GPUs with `gpu`)."""
+    workers' GPUs with `gpu`). The right catalog's margin is used when it is at least `radius_arcsec` wide."""
     if radius_arcsec <= 0:
         raise ValueError(f"match radius must be positive, got {radius_arcsec} arcsec")
     radius = radius_arcsec / 3600.0
     lcols, rcols = list(left_columns or []), list(right_columns or [])
     plan = candidate_partitions(left, right, radius)
-    args = [(left, part, right, plan[part], radius, lcols, rcols, gpu) for part in left.partitions]
+    with_margin = right.margin is not None and right.margin_arcsec >= radius_arcsec
+    overlap = overlapping_partitions(left, right) if with_margin else {}
+    args = [(left, part, right, plan[part], radius, lcols, rcols, gpu, overlap.get(part))
+            for part in left.partitions]
     if client is not None:
         parts = client.gather([client.submit(match_partition, *a, pure=False) for a in args])
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import lsdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -97,3 +98,20 @@ def test_crossmatch_flow_names_a_missing_catalog(env, tmp_path):
         desi_crossmatch(left="nowhere", right="redshifts")
     with pytest.raises(FileNotFoundError, match="not a HATS catalog: hats.properties is missing"):
         desi_crossmatch(left=str(tmp_path), right="redshifts")
+
+
+def test_crossmatch_flow_gives_lsdb_pairs_on_the_lake_products(env):
+    out = desi_crossmatch(left="redshifts", right="fastspec", radius_arcsec=10.0, left_columns=["TARGETID"],
+                          right_columns=["TARGETID"])
+    ours = pq.read_table(out["matches"].removeprefix("file://")).to_pandas()
+    hats_dir = env / "lake" / "hats"
+    margin = hats_dir / "fastspec" / "fastspec_10arcs"  # published with the product (ingest.hats_margin_arcsec)
+    theirs = lsdb.open_catalog(hats_dir / "redshifts").crossmatch(
+        lsdb.open_catalog(hats_dir / "fastspec", margin_cache=margin), n_neighbors=1, radius_arcsec=10.0,
+        suffixes=("_l", "_r"), suffix_method="all_columns").compute()
+    assert len(ours) == len(theirs) == out["matched"] > 0
+    ours = ours.sort_values(["left_TARGETID", "separation_arcsec"])
+    theirs = theirs.sort_values(["TARGETID_l", "_dist_arcsec"])
+    assert ours["left_TARGETID"].tolist() == theirs["TARGETID_l"].tolist()
+    assert ours["right_TARGETID"].tolist() == theirs["TARGETID_r"].tolist()
+    assert np.allclose(ours["separation_arcsec"], theirs["_dist_arcsec"], rtol=0, atol=1e-9)

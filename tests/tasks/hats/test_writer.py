@@ -72,6 +72,25 @@ def test_build_opens_in_hats_and_lsdb(tmp_path):
     assert pq.read_metadata(out / "dataset" / "_metadata").num_rows == 3000
 
 
+def test_properties_and_skymap_are_hats_own(tmp_path):
+    parts = [fragment(tmp_path / "p.parquet", range(2000), np.zeros(2000), 7, 1)]
+    out = tmp_path / "cat"
+    write_hats_catalog(out, "redshifts", SCHEMA, KEY, "RA", "DEC", parts, max_rows=300, highest_order=3)
+    props = hats.catalog.TableProperties.read_from_dir(out)  # validated: an object catalog's required keys
+    assert (props.catalog_name, props.catalog_type, props.total_rows) == ("redshifts", "object", 2000)
+    assert (props.healpix_column, props.healpix_order, props.skymap_order) == (HEALPIX_COLUMN, 29, 3)
+    assert props.hats_max_rows == 300 and props.hats_estsize > 0
+    # the row-count skymap: hats reads it back with the rows per order-3 pixel
+    cat = hats.read_hats(out)
+    skymap = hats.io.skymap.read_skymap(cat, None)
+    t = pq.read_table(parts[0])
+    expected = np.bincount(t[HEALPIX_COLUMN].to_numpy() >> 2 * (29 - 3), minlength=12 * 4**3)
+    assert np.array_equal(skymap, expected)
+    # hats.properties is written last: no file of the build is newer
+    newest = max((p for p in out.rglob("*") if p.is_file()), key=lambda p: p.stat().st_mtime_ns)
+    assert newest.stat().st_mtime_ns == (out / "hats.properties").stat().st_mtime_ns
+
+
 def two_versions(tmp_path, old: dict, new: dict, max_rows: int):
     """Build version 1 from fragment(**old), then version 2 from it plus fragment(**new)."""
     first, second = tmp_path / "v1", tmp_path / "v2"

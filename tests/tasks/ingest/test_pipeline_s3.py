@@ -102,6 +102,11 @@ def test_crash_between_catalog_commit_and_pointer_put_is_reconciled_on_s3(sample
         assert reconcile(fresh, catalog) == [f"redshifts: lake now points at {wanted}"]
         df = lsdb.open_catalog(fresh.local_catalog("redshifts")).compute()
         assert len(df) == count(catalog, "SELECT count(*) FROM redshifts") == zpix_rows(sample)[source.name]
+        # the margin catalog travelled with the version (uploaded before its hats.properties)
+        margin = fresh.local_catalog("redshifts") / "redshifts_10arcs"
+        opened = lsdb.open_catalog(fresh.local_catalog("redshifts"), margin_cache=margin)
+        assert opened.margin is not None and opened.margin.hc_structure.catalog_info.margin_threshold == 10.0
+        assert opened.margin.hc_structure.catalog_info.total_rows == len(opened.margin.compute())
 
 
 def test_a_bad_s3_file_is_quarantined_under_its_url(sample, s3_lake_env, tmp_path):

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import lsdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import tasks.science.crossmatch as xm
 from kernels.crossmatch import chord, unit_vectors
-from kernels.healpix import ang2pix_nest
+from kernels.healpix import ang2pix_nest, healpix_29
 from tasks.hats.reader import HatsCatalog, open_hats
+from tasks.hats.writer import HEALPIX_COLUMN, SEQ_COLUMN, pixel_range, write_hats_catalog
 from tasks.science.crossmatch import candidate_partitions, crossmatch, match_stats
+from tests.tasks.hats.test_writer import KEY, SCHEMA
 
 
 def write_hats(root, ra, dec, order, ra_col="RA", dec_col="DEC"):
@@ -114,3 +120,62 @@ def test_a_dense_patch_matches_brute_force(tmp_path):
     want = brute_force(ra1, dec1, ra2, dec2, 3 / 3600)
     assert dict(zip(got["left_ID"].to_pylist(), got["right_ID"].to_pylist())) == \
         {i: int(j) for i, j in enumerate(want) if j >= 0}
+
+
+def jittered_products(tmp_path, threshold_arcsec=60.0):
+    """Two products as the lake builds them (margins included) over a 10x10 degree patch: the right one holds
+    each left position moved by up to ~30 arcsec plus as many unrelated rows, partitioned differently."""
+
+    rng = np.random.default_rng(5)
+    n = 6000
+    ra, dec = rng.uniform(40, 50, n), rng.uniform(-5, 5, n)
+    ra2 = np.r_[ra + rng.normal(0, 10, n) / 3600 / np.cos(np.radians(dec)), rng.uniform(40, 50, n)]
+    dec2 = np.r_[dec + rng.normal(0, 10, n) / 3600, rng.uniform(-5, 5, n)]
+    out = []
+    for name, (r, d, max_rows) in {"left": (ra, dec, 400), "right": (ra2, dec2, 1500)}.items():
+        t = pa.table({"TARGETID": np.arange(len(r)), "SURVEY": ["main"] * len(r), "PROGRAM": ["dark"] * len(r),
+                      "RA": r, "DEC": d, "Z": np.zeros(len(r)), HEALPIX_COLUMN: healpix_29(r, d),
+                      SEQ_COLUMN: np.ones(len(r), dtype=np.int64)}, schema=SCHEMA).sort_by(HEALPIX_COLUMN)
+        pq.write_table(t, tmp_path / f"{name}.parquet")
+        write_hats_catalog(tmp_path / name, name, SCHEMA, KEY, "RA", "DEC", [tmp_path / f"{name}.parquet"],
+                           max_rows=max_rows, highest_order=7, margin_arcsec=threshold_arcsec)
+        out.append(open_hats(tmp_path / name))
+    return out
+
+
+def test_crossmatch_with_margins_gives_lsdb_pairs(tmp_path):
+    left, right = jittered_products(tmp_path)
+    assert right.margin is not None and right.margin_arcsec == 60.0
+    assert set(left.partitions) - set(right.partitions) and len(left.partitions) > len(right.partitions)
+    ours = crossmatch(left, right, 30.0, ["TARGETID"], ["TARGETID"]).to_pandas()
+    assert len(right.margin.partitions) > 5
+    theirs = lsdb.open_catalog(left.root).crossmatch(
+        lsdb.open_catalog(right.root, margin_cache=right.margin.root), n_neighbors=1, radius_arcsec=30.0,
+        suffixes=("_l", "_r"), suffix_method="all_columns").compute()
+    assert len(ours) == len(theirs) > 5000
+    ours = ours.set_index("left_TARGETID").sort_index()
+    theirs = theirs.set_index("TARGETID_l").sort_index()
+    assert (ours.index == theirs.index).all()
+    assert (ours["right_TARGETID"].to_numpy() == theirs["TARGETID_r"].to_numpy()).all()
+    assert np.allclose(ours["separation_arcsec"], theirs["_dist_arcsec"], rtol=0, atol=1e-9)
+    # many pairs cross a right partition's edge: those right rows came from its margin
+    starts = np.array(sorted(pixel_range(*p)[0] for p in right.partitions))
+    side = [np.searchsorted(starts, healpix_29(ours[f"{s}_RA"].to_numpy(), ours[f"{s}_DEC"].to_numpy()), "right")
+            for s in ("left", "right")]
+    assert (side[0] != side[1]).sum() > 5
+    # matches across partition edges came from the margin: the same pairs without it (neighbours re-read)
+    plain = crossmatch(left, dataclasses.replace(right, margin=None), 30.0, ["TARGETID"], ["TARGETID"])
+    plain = plain.to_pandas().set_index("left_TARGETID").sort_index()
+    assert (plain["right_TARGETID"] == ours["right_TARGETID"]).all()
+
+
+def test_margin_narrower_than_the_radius_is_not_used(tmp_path, monkeypatch):
+    left, right = jittered_products(tmp_path, threshold_arcsec=5.0)
+    used = []
+    real = xm.match_partition
+    monkeypatch.setattr(xm, "match_partition", lambda *a: used.append(a[-1]) or real(*a))
+    xm.crossmatch(left, right, 30.0)
+    assert used and all(o is None for o in used)
+    used.clear()
+    xm.crossmatch(left, right, 5.0)
+    assert used and all(o is not None for o in used)

@@ -1,0 +1,162 @@
+"""Margin catalogs: for each partition of a HATS catalog, the rows of other partitions within a threshold of it.
+
+Laid out as the HATS ecosystem (hats-import, lsdb) lays margins out: a catalog of its own, partitioned at the
+primary's partition pixels (one ``Npix`` file per primary partition that has neighbours that close), with its
+own ``partition_info.csv``, ``_metadata`` and ``hats.properties`` (``dataproduct_type=margin``,
+``hats_primary_table_url`` the primary's name, ``hats_margin_threshold`` in arcsec). lsdb opens it with
+``lsdb.open_catalog(primary, margin_cache=margin)`` and crossmatches within any radius up to the threshold.
+
+Candidates are the rows in the ring of order-``m`` pixels just outside each partition (``hats.pixel_math
+.get_margin``, ``m`` the order whose pixels are about as wide as the threshold, ``hats``' ``margin2order``);
+of those, a row is kept when its distance to the partition (to the pixel's boundary, sampled finely and measured
+to the great-circle arcs between samples) is at most the threshold. So a margin holds every row within the
+threshold and none farther (to far below a milliarcsecond).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import healpy as hp
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from hats.catalog import CatalogType
+from hats.pixel_math import get_margin
+from hats.pixel_math.healpix_shim import margin2order
+from scipy.spatial import cKDTree
+
+from kernels.crossmatch import unit_vectors
+from tasks.hats.properties import HEALPIX_COLUMN, catalog_properties, write_properties
+from tasks.hats.reader import Partition, partition_path
+
+SAMPLES_PER_THRESHOLD = 4  # boundary samples per threshold length; the arcs between them are exact to ~1e-6"
+
+
+@dataclass(frozen=True)
+class MarginSummary:
+    """What a margin build wrote."""
+
+    path: Path
+    threshold_arcsec: float
+    order: int
+    nrows: int
+    partitions: list[Partition]
+
+
+def margin_name(name: str, threshold_arcsec: float) -> str:
+    """The margin catalog's name and directory, as hats-import names them (``<primary>_<threshold>arcs``)."""
+    return f"{name}_{threshold_arcsec:g}arcs"
+
+
+def margin_pixel_order(threshold_arcsec: float, partitions: list[Partition]) -> int:
+    """The order of the ring pixels: as fine as ``hats`` allows for the threshold, finer than every partition."""
+    if threshold_arcsec <= 0:
+        raise ValueError(f"margin threshold must be positive, got {threshold_arcsec} arcsec")
+    order = int(margin2order(np.asarray(threshold_arcsec / 60.0)))
+    deepest = max((o for o, _ in partitions), default=0)
+    if order <= deepest:
+        raise ValueError(f"margin threshold {threshold_arcsec:g} arcsec is too wide for partitions of order "
+                         f"{deepest} (the ring pixels would be order {order}); use a smaller threshold")
+    return order
+
+
+def _arc_distance(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angle (radians) from points ``x`` to the great-circle arcs ``a``-``b`` (row-wise unit vectors)."""
+    def angle(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        return np.arctan2(np.linalg.norm(np.cross(u, v), axis=1), np.einsum("ij,ij->i", u, v))
+
+    n = np.cross(a, b)
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    foot = x - np.einsum("ij,ij->i", x, n)[:, None] * n
+    inside = (np.einsum("ij,ij->i", np.cross(a, foot), n) >= 0) & (np.einsum("ij,ij->i", np.cross(foot, b), n) >= 0)
+    to_circle = np.arcsin(np.clip(np.abs(np.einsum("ij,ij->i", x, n)), 0.0, 1.0))
+    return np.where(inside, to_circle, np.minimum(angle(x, a), angle(x, b)))
+
+
+def distance_to_pixel_arcsec(vectors: np.ndarray, partition: Partition, threshold_arcsec: float) -> np.ndarray:
+    """Distance (arcsec) from points outside a HEALPix pixel to the pixel, accurate where it is near the
+    threshold: the boundary is sampled every threshold/4 and the arcs next to the nearest samples are measured."""
+    order, pixel = partition
+    edge_arcsec = math.degrees(hp.nside2resol(2**order)) * 3600.0 * 1.5  # longer than any pixel edge
+    step = max(4, math.ceil(edge_arcsec / threshold_arcsec * SAMPLES_PER_THRESHOLD))
+    boundary = hp.boundaries(2**order, pixel, step=step, nest=True).T  # (4*step, 3), counter-clockwise
+    if len(vectors) == 0:
+        return np.zeros(0)
+    _, nearest = cKDTree(boundary).query(vectors, k=min(4, len(boundary)))
+    best = np.full(len(vectors), np.inf)
+    for i in np.atleast_2d(nearest.T):  # the arcs on both sides of each of the nearest samples
+        for j in ((i - 1) % len(boundary), (i + 1) % len(boundary)):
+            best = np.minimum(best, _arc_distance(vectors, boundary[i], boundary[j]))
+    return np.degrees(best) * 3600.0
+
+
+def _rings(partitions: list[Partition], order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Order-``order`` pixels bordering each partition from outside, sorted, with the partition index of each."""
+    pixels, owners = [], []
+    for index, (o, p) in enumerate(partitions):
+        ring = np.asarray(get_margin(o, p, order - o), dtype=np.int64)
+        pixels.append(ring)
+        owners.append(np.full(ring.size, index))
+    pix, own = np.concatenate(pixels), np.concatenate(owners)
+    by_pixel = np.argsort(pix, kind="stable")
+    return pix[by_pixel], own[by_pixel]
+
+
+def write_margin_catalog(primary: Path, out: Path, name: str, ra: str, dec: str, partitions: list[Partition],
+                         schema: pa.Schema, threshold_arcsec: float) -> MarginSummary:
+    """Write the margin catalog of the HATS catalog at ``primary`` (partitions ``partitions``) into ``out``;
+    its ``hats.properties`` goes last."""
+    order = margin_pixel_order(threshold_arcsec, partitions)
+    ring_pix, ring_owner = _rings(partitions, order)
+    shift = 2 * (29 - order)
+    candidates: dict[int, list[pa.Table]] = {}  # per partition, the rows in its ring (each file read once)
+    for source in partitions:
+        path = partition_path(primary, source)
+        pix = pq.read_table(path, columns=[HEALPIX_COLUMN])[HEALPIX_COLUMN].to_numpy() >> shift
+        lo, hi = np.searchsorted(ring_pix, pix, "left"), np.searchsorted(ring_pix, pix, "right")
+        per_row = hi - lo  # how many rings (partitions) the row's pixel borders
+        rows = np.repeat(np.arange(pix.size), per_row)
+        if rows.size == 0:
+            continue
+        owners = ring_owner[np.repeat(lo, per_row) + np.arange(rows.size) - np.repeat(np.cumsum(per_row) - per_row,
+                                                                                      per_row)]
+        table = pq.read_table(path, schema=schema)
+        for owner in np.unique(owners):
+            candidates.setdefault(int(owner), []).append(table.take(pa.array(rows[owners == owner])))
+
+    found: dict[int, pa.Table] = {}
+    for owner, tables in candidates.items():  # one boundary per partition: measured once, for all its candidates
+        cand = pa.concat_tables(tables)
+        vectors = unit_vectors(cand[ra].to_numpy(), cand[dec].to_numpy())
+        near = distance_to_pixel_arcsec(vectors, partitions[owner], threshold_arcsec) <= threshold_arcsec
+        if near.any():
+            found[owner] = cand.filter(pa.array(near))
+
+    written: list[Partition] = []
+    metadata = []
+    for owner in sorted(found):
+        part = partitions[owner]
+        target = partition_path(out, part)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(found[owner].sort_by(HEALPIX_COLUMN), target, compression="snappy")
+        meta = pq.read_metadata(target)
+        meta.set_file_path(str(target.relative_to(out / "dataset")))
+        metadata.append(meta)
+        written.append(part)
+    (out / "dataset").mkdir(parents=True, exist_ok=True)
+    pq.write_metadata(schema, out / "dataset" / "_common_metadata")
+    pq.write_metadata(schema, out / "dataset" / "_metadata", metadata_collector=metadata)
+    with open(out / "partition_info.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["Norder", "Npix"])
+        writer.writerows(sorted(written))
+    nrows = sum(m.num_rows for m in metadata)
+    write_properties(out, catalog_properties(
+        out, margin_name(name, threshold_arcsec), nrows, ra, dec, CatalogType.MARGIN, primary_catalog=name,
+        margin_threshold=threshold_arcsec, hats_margin_order=order,
+    ))
+    return MarginSummary(out, threshold_arcsec, order, nrows, sorted(written))

@@ -1,0 +1,84 @@
+"""Margin catalogs written with a HATS build: every row within the threshold of a partition, and none farther."""
+
+import hats
+import healpy as hp
+import lsdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from kernels.crossmatch import unit_vectors
+from tasks.hats.margin import margin_name, margin_pixel_order
+from tasks.hats.reader import partition_path
+from tasks.hats.writer import HEALPIX_COLUMN, SEQ_COLUMN, pixel_range, write_hats_catalog
+from tests.tasks.hats.test_writer import KEY, SCHEMA, fragment
+
+THRESHOLD = 60.0  # arcsec: wide enough that a small catalog has many rows that close to partition edges
+SPACING = 4.0  # arcsec between the brute force's boundary samples: its distances are long by at most half that
+
+
+def patch_catalog(tmp_path, threshold=THRESHOLD):
+    """A catalog over a 10x10 degree patch with a dense cluster: partitions of orders 4 to 6."""
+    parts = [fragment(tmp_path / "wide.parquet", range(60_000), np.zeros(60_000), 1, 1, ra_range=(40, 50)),
+             fragment(tmp_path / "dense.parquet", range(60_000, 90_000), np.zeros(30_000), 2, 1, ra_range=(44, 45))]
+    for path in parts:  # keep the patch to -5 < dec < 5
+        t = pq.read_table(path)
+        pq.write_table(t.filter(np.abs(t["DEC"].to_numpy()) < 5), path)
+    out = tmp_path / "cat"
+    return out, write_hats_catalog(out, "redshifts", SCHEMA, KEY, "RA", "DEC", parts, max_rows=250,
+                                   highest_order=6, margin_arcsec=threshold)
+
+
+def brute_distance_arcsec(vectors, partition):
+    """Distance from each point to a pixel's boundary, sampled every SPACING arcsec (angles from chords)."""
+    order, pixel = partition
+    edge = np.degrees(hp.nside2resol(2**order)) * 3600 * 1.5
+    boundary = hp.boundaries(2**order, pixel, step=int(edge / SPACING) + 1, nest=True).T
+    chord = np.array([np.min(np.linalg.norm(v[None, :] - boundary, axis=1)) for v in vectors])
+    return np.degrees(2 * np.arcsin(chord / 2)) * 3600
+
+
+def test_margin_holds_rows_within_threshold_and_none_farther(tmp_path):
+    out, summary = patch_catalog(tmp_path)
+    assert len({o for o, _ in summary.partitions}) >= 2  # mixed orders
+    margin = summary.margin
+    assert margin is not None and margin.path == out / "redshifts_60arcs" and margin.nrows > 100
+    everything = pa.concat_tables(pq.read_table(partition_path(out, p)) for p in summary.partitions)
+    ids, h = everything["TARGETID"].to_numpy(), everything[HEALPIX_COLUMN].to_numpy()
+    vectors = unit_vectors(everything["RA"].to_numpy(), everything["DEC"].to_numpy())
+    checked = 0
+    for part in summary.partitions:
+        lo, hi = pixel_range(*part)
+        outside = (h < lo) | (h >= hi)
+        centre = np.asarray(hp.pix2vec(2**part[0], part[1], nest=True))
+        cone = np.radians(np.degrees(hp.max_pixrad(2**part[0])) + THRESHOLD / 3600)
+        near = np.flatnonzero(outside & (vectors @ centre > np.cos(cone)))
+        distance = brute_distance_arcsec(vectors[near], part)
+        path = partition_path(margin.path, part)
+        in_margin = set(pq.read_table(path)["TARGETID"].to_pylist()) if path.exists() else set()
+        assert set(ids[near[distance <= THRESHOLD]]) <= in_margin  # every row that close (true distance <= this)
+        assert in_margin <= set(ids[near[distance <= THRESHOLD + SPACING / 2]])  # and none farther
+        checked += len(in_margin)
+    assert checked == margin.nrows
+
+
+def test_margin_catalog_is_hats_and_opens_in_lsdb(tmp_path):
+    out, summary = patch_catalog(tmp_path)
+    margin_dir = out / margin_name("redshifts", THRESHOLD)
+    props = hats.catalog.TableProperties.read_from_dir(margin_dir)
+    assert (props.catalog_type, props.primary_catalog, props.margin_threshold) == ("margin", "redshifts", 60.0)
+    assert props.total_rows == summary.margin.nrows
+    cat = lsdb.open_catalog(out, margin_cache=margin_dir)
+    assert cat.margin is not None and cat.margin.hc_structure.catalog_info.margin_threshold == 60.0
+    assert len(cat.margin.compute()) == summary.margin.nrows
+    assert SEQ_COLUMN not in cat.margin.columns
+    # the margin is written before the primary's hats.properties, which stays the last file of the build
+    newest = max((p for p in out.rglob("*") if p.is_file()), key=lambda p: p.stat().st_mtime_ns)
+    assert newest == out / "hats.properties"
+
+
+def test_threshold_too_wide_for_the_partitions_is_refused():
+    assert margin_pixel_order(10.0, [(8, 1)]) == 13
+    with pytest.raises(ValueError, match="too wide for partitions of order 8"):
+        margin_pixel_order(3600.0, [(8, 1)])
