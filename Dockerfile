@@ -22,6 +22,9 @@ COPY tasks ./tasks
 COPY kernels ./kernels
 COPY infra_flows ./infra_flows
 RUN pip install . prefect-kubernetes
+# Data Docs' stylesheets and scripts, checked against pinned hashes, so that pages work offline in the cluster
+COPY scripts/data_docs_assets.py ./scripts/
+RUN python scripts/data_docs_assets.py
 
 COPY expectations ./expectations
 COPY infra ./infra

@@ -269,10 +269,16 @@ class PruneResult:
 
 def prune_vm(api: ProxmoxApi, vm: Vm, storage: str, retention: Retention, dry_run: bool = False) -> PruneResult:
     """Delete the VM's archives on ``storage`` that ``retention`` does not keep (restic's forget semantics, see
-    tasks.backup.retention); the newest and protected archives are always kept; ``dry_run`` only lists."""
+    tasks.backup.retention). The retention counts good archives only (a failed verification never takes a good
+    archive's place); the newest good and protected archives are always kept, and failed ones newer than the newest
+    good (left for inspection); ``dry_run`` only lists."""
     archives = backup_archives(api.client, vm.node, storage, vm.vmid)
-    keep = kept([a.created for a in archives], retention)
-    keep |= {i for i, a in enumerate(archives) if a.protected} | ({len(archives) - 1} if archives else set())
+    good = [i for i, a in enumerate(archives) if a.verification != "failed"]
+    keep = {good[j] for j in kept([archives[i].created for i in good], retention)}
+    keep |= {i for i, a in enumerate(archives) if a.protected} | ({good[-1]} if good else set())
+    newest_good = archives[good[-1]].created if good else None
+    keep |= {i for i, a in enumerate(archives)
+             if a.verification == "failed" and (newest_good is None or a.created > newest_good)}
     remove = [a for i, a in enumerate(archives) if i not in keep]
     for archive in [] if dry_run else remove:
         what = f"proxmox prune of vm {vm.name} ({vm.vmid}) on node {vm.node}: delete {archive.volid}"

@@ -413,8 +413,12 @@ class SshTarget:
         """An SFTP client of an sftp-server started as root through sudo on a command channel (the "sftp"
         subsystem would run as the login user); asyncssh's own start_sftp_client does the same over the subsystem."""
         writer, reader, _ = await conn.open_session(f"{_SUDO} {_SFTP_SERVER}", encoding=None)
-        return await asyncssh.sftp.start_sftp_client(conn, asyncio.get_running_loop(), "strict", reader, writer,
-                                                     "utf-8", "surrogateescape", asyncssh.sftp.MIN_SFTP_VERSION)
+        try:
+            return await asyncssh.sftp.start_sftp_client(conn, asyncio.get_running_loop(), "strict", reader, writer,
+                                                         "utf-8", "surrogateescape", asyncssh.sftp.MIN_SFTP_VERSION)
+        except BaseException:
+            writer.close()
+            raise
 
     # -- files (SFTP) --------------------------------------------------------------------------------------------
 

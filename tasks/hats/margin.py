@@ -53,10 +53,12 @@ def margin_name(name: str, threshold_arcsec: float) -> str:
 
 
 def margin_pixel_order(threshold_arcsec: float, partitions: list[Partition]) -> int:
-    """The order of the ring pixels: as fine as ``hats`` allows for the threshold, finer than every partition."""
+    """The order of the ring pixels: one coarser than ``hats``' estimate for the threshold (which compares the
+    average pixel size; pixels near the poles and base-pixel corners are narrower), finer than every partition. The
+    exact distance filter keeps the margin exact whatever the ring's width."""
     if threshold_arcsec <= 0:
         raise ValueError(f"margin threshold must be positive, got {threshold_arcsec} arcsec")
-    order = int(margin2order(np.asarray(threshold_arcsec / 60.0)))
+    order = int(margin2order(np.asarray(threshold_arcsec / 60.0))) - 1
     deepest = max((o for o, _ in partitions), default=0)
     if order <= deepest:
         raise ValueError(f"margin threshold {threshold_arcsec:g} arcsec is too wide for partitions of order "

@@ -298,3 +298,21 @@ def test_prune_keeps_exactly_the_retention_and_always_the_newest(lab_pve, tls):
     assert deletes == [f"/api2/json/nodes/pve3/storage/pbs-lab/content/{v.replace(':', '%3A').replace('/', '%2F')}"
                        for v in preview.remove]
     assert prune_vm(api, vm, "pbs-lab", Retention(keep_hourly=1)).keep == (vols[0], vols[5])  # newest, protected
+
+
+def test_prune_counts_good_archives_only(lab_pve, tls):
+    days = [datetime(2026, 3, d, 10, tzinfo=UTC) for d in (1, 2, 3, 4, 5)]
+    states = ["ok", "ok", "failed", "failed", "failed"]  # the three newest failed their verification
+    items = [archive("pbs-lab", 141, _epoch(t), state) for t, state in zip(days, states, strict=True)]
+    lab_pve.storages[("pve3", "pbs-lab")] = list(items)
+    api, vm = _api(lab_pve, tls), inventory_vm(INVENTORY, _wazuh())
+    vols = [i["volid"] for i in items]
+    done = prune_vm(api, vm, "pbs-lab", Retention(keep_last=2))
+    # both good archives are kept (the failed ones do not count); the failed ones newer than them are left
+    assert done.keep == tuple(vols) and done.remove == ()
+    items.insert(3, archive("pbs-lab", 141, _epoch(datetime(2026, 3, 3, 12, tzinfo=UTC)), "ok"))
+    lab_pve.storages[("pve3", "pbs-lab")] = list(items)
+    vols = [i["volid"] for i in items]
+    done = prune_vm(api, vm, "pbs-lab", Retention(keep_last=2))
+    # good: 1st, 2nd, 3rd 12:00 -> the last two kept; the failed 3rd 10:00 is older than the newest good: removed
+    assert done.keep == (vols[1], vols[3], vols[4], vols[5]) and done.remove == (vols[0], vols[2])

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from kernels.crossmatch import unit_vectors
+from kernels.healpix import healpix_29
 from tasks.hats.margin import margin_name, margin_pixel_order
 from tasks.hats.reader import partition_path
 from tasks.hats.writer import HEALPIX_COLUMN, SEQ_COLUMN, pixel_range, write_hats_catalog
@@ -18,13 +19,33 @@ THRESHOLD = 60.0  # arcsec: wide enough that a small catalog has many rows that 
 SPACING = 4.0  # arcsec between the brute force's boundary samples: its distances are long by at most half that
 
 
-def patch_catalog(tmp_path, threshold=THRESHOLD):
-    """A catalog over a 10x10 degree patch with a dense cluster: partitions of orders 4 to 6."""
-    parts = [fragment(tmp_path / "wide.parquet", range(60_000), np.zeros(60_000), 1, 1, ra_range=(40, 50)),
-             fragment(tmp_path / "dense.parquet", range(60_000, 90_000), np.zeros(30_000), 2, 1, ra_range=(44, 45))]
-    for path in parts:  # keep the patch to -5 < dec < 5
-        t = pq.read_table(path)
-        pq.write_table(t.filter(np.abs(t["DEC"].to_numpy()) < 5), path)
+def band_fragment(path, ids, seed, ra_range, dec_range):
+    """Rows spread uniformly over the sky between ``ra_range`` and ``dec_range`` (degrees)."""
+    out = fragment(path, ids, np.zeros(len(ids)), seed, 1)
+    rng = np.random.default_rng(seed)
+    sin_dec = np.sin(np.radians(dec_range))
+    ra, dec = rng.uniform(*ra_range, len(ids)), np.degrees(np.arcsin(rng.uniform(*sin_dec, len(ids))))
+    t = pq.read_table(out)
+    t = t.set_column(t.schema.get_field_index("RA"), "RA", pa.array(ra))
+    t = t.set_column(t.schema.get_field_index("DEC"), "DEC", pa.array(dec))
+    t = t.set_column(t.schema.get_field_index(HEALPIX_COLUMN), HEALPIX_COLUMN, pa.array(healpix_29(ra, dec)))
+    pq.write_table(t.sort_by(HEALPIX_COLUMN), out)
+    return out
+
+
+PATCHES = {  # (ra range, dec range) of the wide rows; a dense cluster in the first degree of each
+    "equator": ((40, 50), (-5, 5)),
+    "pole": ((0, 360), (80, 90)),  # the polar caps' narrow pixels
+    "base-pixel-vertex": ((85, 95), (37, 47)),  # where equatorial and polar base pixels meet (dec 41.8, ra 90)
+}
+
+
+def patch_catalog(tmp_path, threshold=THRESHOLD, patch="equator"):
+    """A catalog over a patch of sky with a dense cluster: partitions of mixed orders (4 to 6 on the equator)."""
+    (ra0, ra1), (dec0, dec1) = PATCHES[patch]
+    parts = [band_fragment(tmp_path / "wide.parquet", range(60_000), 1, (ra0, ra1), (dec0, dec1)),
+             band_fragment(tmp_path / "dense.parquet", range(60_000, 90_000), 2, (ra0 + 4, ra0 + 5),
+                           (dec0 + 4, dec0 + 5))]
     out = tmp_path / "cat"
     return out, write_hats_catalog(out, "redshifts", SCHEMA, KEY, "RA", "DEC", parts, max_rows=250,
                                    highest_order=6, margin_arcsec=threshold)
@@ -39,8 +60,9 @@ def brute_distance_arcsec(vectors, partition):
     return np.degrees(2 * np.arcsin(chord / 2)) * 3600
 
 
-def test_margin_holds_rows_within_threshold_and_none_farther(tmp_path):
-    out, summary = patch_catalog(tmp_path)
+@pytest.mark.parametrize("patch", list(PATCHES))
+def test_margin_holds_rows_within_threshold_and_none_farther(tmp_path, patch):
+    out, summary = patch_catalog(tmp_path, patch=patch)
     assert len({o for o, _ in summary.partitions}) >= 2  # mixed orders
     margin = summary.margin
     assert margin is not None and margin.path == out / "redshifts_60arcs" and margin.nrows > 100
@@ -79,6 +101,6 @@ def test_margin_catalog_is_hats_and_opens_in_lsdb(tmp_path):
 
 
 def test_threshold_too_wide_for_the_partitions_is_refused():
-    assert margin_pixel_order(10.0, [(8, 1)]) == 13
+    assert margin_pixel_order(10.0, [(8, 1)]) == 12  # one coarser than hats.pixel_math.margin2order(10 arcsec) = 13
     with pytest.raises(ValueError, match="too wide for partitions of order 8"):
         margin_pixel_order(3600.0, [(8, 1)])
