@@ -9,6 +9,8 @@ import subprocess
 from collections.abc import Sequence
 from datetime import datetime
 
+from tasks.inventory.ssh import remote_command
+
 
 class EtcdSnapshotError(RuntimeError):
     """The snapshot could not be taken or found; one line naming the host."""
@@ -27,7 +29,7 @@ def save_snapshot(via: Sequence[str], host: str, name: str, snapshot_dir: str, t
               f"rke2 etcd-snapshot save --name {shlex.quote(name)} --dir {directory} >&2 && "
               f"cd {directory} && ls -1t -- {shlex.quote(name)}-* | head -n 1")
     try:
-        proc = subprocess.run([*via, script], capture_output=True, timeout=timeout, check=False)
+        proc = subprocess.run(remote_command(via, script), capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise EtcdSnapshotError(f"host {host}: rke2 etcd-snapshot save gave no answer within {timeout:g}s") from None
     stderr = proc.stderr.decode(errors="replace")

@@ -37,6 +37,7 @@ from typing import IO, Any
 
 from tasks.backup.registry import RepositorySpec, Retention
 from tasks.errors import TransientError
+from tasks.inventory.ssh import login_of, remote_command
 
 CHUNK = 1 << 20
 EXIT_PARTIAL = 3  # backup: some source files could not be read (the snapshot exists but is incomplete)
@@ -345,11 +346,11 @@ class Repository:
                   f"command -v {shlex.quote(self.binary)} >/dev/null || {missing}; "
                   f"exec {shlex.join([self.binary, *options, *args])}")
         stdin = "".join(f"{name}={value}\n" for name, value in env.items()) + "\n"
-        return [*via, script], stdin.encode()
+        return remote_command(via, script), stdin.encode()
 
     def _remote_error(self, via: Sequence[str], args: Sequence[str], returncode: int, stderr: str) -> ResticError:
         """ssh's own failures (exit code 255) and a host without restic, named by the host."""
-        where = via[-2] if len(via) >= 2 else "the host"
+        where = login_of(via)
         if "restic-not-installed" in stderr:
             return ResticError("not-installed", f"restic {args[0]} {self.url}: {self.binary} is not installed on "
                                                 f"{where} (the backup_client role installs it)")

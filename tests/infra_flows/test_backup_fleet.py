@@ -1,5 +1,5 @@
 """Assets on inventory hosts (the SSH test fleet): restic runs on that host, started over SSH with the password on
-stdin, into an S3 repository both sides reach; the drill restores here. A path asset, and an RKE2 etcd snapshot taken
+stdin (as root, or as the sudo admin with ssh.become), into an S3 repository both sides reach; the drill restores here. A path asset, and an RKE2 etcd snapshot taken
 there first (``rke2 etcd-snapshot save``, by a stand-in for RKE2's CLI, which needs a running etcd). A host without
 restic or rke2, and a host that cannot be reached, fail with one line naming the host."""
 
@@ -74,6 +74,12 @@ class FleetBackup:
         assert run.rc == 0 and run.changed(self.host.name) > 0, run.output[-4000:]
         return run
 
+    def as_sudo_admin(self) -> None:
+        """Reach the host as the fleet's sudo admin with ssh.become, as the lab's inventory does."""
+        inventory = yaml.safe_load(self.inventory.read_text())
+        inventory["nodes"][-1]["ssh"].update(user="astrolab", become=True)
+        self.inventory.write_text(yaml.safe_dump(inventory))
+
     def cleanup(self) -> None:
         on_host(self.fleet, self.host, f"rm -rf {self.where} /usr/local/bin/rke2 /root/.cache/restic /etc/restic; "
                                        "dpkg --purge restic >/dev/null 2>&1 || true")
@@ -115,7 +121,10 @@ def test_a_path_on_a_fleet_host_is_backed_up_there_and_drilled_here(fleet, lab):
 
 def test_an_etcd_snapshot_and_the_server_token_are_backed_up_on_the_server(fleet, lab):
     token = f"K10{secrets.token_hex(16)}::server:{secrets.token_hex(8)}"
-    on_host(fleet, lab.host, f"mkdir -p {lab.where}/server && cat > {lab.where}/server/token", token.encode())
+    # root's only, as RKE2 keeps it: read through sudo by the admin the inventory logs in as (ssh.become)
+    on_host(fleet, lab.host, f"mkdir -p {lab.where}/server && chmod 700 {lab.where}/server && "
+                             f"cat > {lab.where}/server/token && chmod 600 {lab.where}/server/token", token.encode())
+    lab.as_sudo_admin()
     registry = lab.registry({"name": "etcd", "class": "infrastructure", "kind": "rke2-etcd",
                              "snapshot_dir": f"{lab.where}/snapshots", "token_path": f"{lab.where}/server/token"})
     lab.install_restic()
