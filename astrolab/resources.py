@@ -245,6 +245,10 @@ def build_freshness_readers(settings: Settings) -> dict[str, FreshnessReader]:
         inventory = load_inventory(settings.compliance.inventory) if api is not None else None
     except (ValueError, ProxmoxError) as exc:  # settings, Secret block, inventory: the VMs' state says why
         api, reason = None, Unreadable(" ".join(str(exc).split()))
+    except Exception as exc:  # noqa: BLE001 - e.g. the Prefect API down while loading the Secret block: only the
+        # proxmox-vm assets are unknown, the restic ones are still checked
+        api, reason = None, Unreadable(f"the Proxmox API client could not be built: {type(exc).__name__}: "
+                                       + redact(" ".join(str(exc).split()))[:300])
     else:
         reason = Unreadable(PROXMOX_UNSET)
     if api is None or inventory is None:

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from tasks.errors import did_you_mean
 from tasks.redact import install_log_redaction, redact
@@ -110,6 +110,15 @@ class IngestSettings(_Section):
         default=None,
         description="Ingest files in parallel on the Dask cluster; default: when the catalog is PostgreSQL "
                     "(a DuckDB file takes one writer process, so its files load in the flow's process)")
+
+    @model_validator(mode="after")
+    def _margin_fits_the_partitions(self) -> IngestSettings:
+        """A margin too wide for partitions of the highest order is refused now, not at the first publish."""
+        if self.hats_margin_arcsec > 0:
+            from tasks.hats.margin import margin_pixel_order
+
+            margin_pixel_order(self.hats_margin_arcsec, [(self.hats_highest_order, 0)])
+        return self
 
 
 class AlertSettings(_Section):

@@ -74,6 +74,7 @@ class VzdumpArchive:
 
     @classmethod
     def from_api(cls, item: dict[str, Any]) -> VzdumpArchive:
+        """An archive from one item of the storage's content list."""
         verification = item.get("verification") or {}
         return cls(volid=str(item["volid"]), vmid=int(item["vmid"]),
                    created=datetime.fromtimestamp(int(item["ctime"]), UTC), size=int(item.get("size") or 0),

@@ -122,27 +122,29 @@ def drill_s3(repo: Repository, asset: S3Asset, snapshot: str | Snapshot, store: 
     Path(scratch_dir).mkdir(parents=True, exist_ok=True)
     target = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=scratch_dir))
     restored: dict[PurePosixPath, _Restored] = {}
+    failure = cleanup = None
     try:
-        try:
-            snap = snapshot if isinstance(snapshot, Snapshot) else repo.snapshot(snapshot)
-            if len(snap.paths) != 1:
-                raise ResticError("failed", f"snapshot {snap.short_id} is not one mirror directory "
-                                            f"({len(snap.paths)} paths)")
-            repo.restore(snap, target)
-            root = target / snap.paths[0].lstrip("/")
-            store.ensure_bucket(scratch_bucket)
-            store.upload_dir(root, scratch_bucket, join(name, asset.prefix))
-            restore_s = time.monotonic() - clock
-            restored = _restored_files(root, join(name, asset.prefix))
-            mismatches, compared, changed = _compare(store, asset, scratch_bucket, name, restored)
-        except (ResticError, ObjectStoreError) as exc:
-            return DrillResult(asset.name, asset.kind, snap_id, started, time.monotonic() - clock, asset.rto,
-                               (one_line(str(exc)),), f"restore failed: {one_line(str(exc))}")
+        snap = snapshot if isinstance(snapshot, Snapshot) else repo.snapshot(snapshot)
+        if len(snap.paths) != 1:
+            raise ResticError("failed", f"snapshot {snap.short_id} is not one mirror directory "
+                                        f"({len(snap.paths)} paths)")
+        repo.restore(snap, target)
+        root = target / snap.paths[0].lstrip("/")
+        store.ensure_bucket(scratch_bucket)
+        store.upload_dir(root, scratch_bucket, join(name, asset.prefix))
+        restore_s = time.monotonic() - clock
+        restored = _restored_files(root, join(name, asset.prefix))
+        mismatches, compared, changed = _compare(store, asset, scratch_bucket, name, restored)
+    except (ResticError, ObjectStoreError) as exc:
+        failure = one_line(str(exc))
     finally:
         if not keep:
             shutil.rmtree(target, ignore_errors=True)
             cleanup = _remove_prefix(store, scratch_bucket, name)
-    if not keep and cleanup:
+    if failure is not None:
+        return DrillResult(asset.name, asset.kind, snap_id, started, time.monotonic() - clock, asset.rto,
+                           (failure, *([cleanup] if cleanup else [])), f"restore failed: {failure}")
+    if cleanup:
         mismatches.append(cleanup)
     if asset.tag not in snap.tags:
         mismatches.insert(0, f"snapshot {snap.short_id} is not tagged {asset.tag}")

@@ -103,7 +103,8 @@ def match_partition(left: HatsCatalog, part: Partition, right: HatsCatalog, righ
     groups: list[tuple[np.ndarray, pa.Table | None]] = []
     rest = np.ones(len(rows), dtype=bool)
     if overlapping is not None and len(rows):
-        assert right.margin is not None  # the caller checked the margin is there and wide enough
+        if right.margin is None:  # the caller passes overlapping partitions only with a wide enough margin
+            raise ValueError(f"{right.root}: matching against its partitions needs its margin catalog")
         h = _spatial_index(rows, left)
         in_margin = set(right.margin.partitions)
         for rpart in overlapping:

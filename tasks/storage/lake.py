@@ -89,8 +89,8 @@ def retained_versions(versions: list[str], current: str | None, retention: Versi
 
 def prune_versions(lake: Lake, product: str, current: str | None, now: float | None = None) -> list[str]:
     """Delete the product's versions its lake's retention no longer keeps, and builds a killed run left incomplete
-    (no reader can open those); returns those deleted. Called under the product's publish lock, so no build is in
-    progress."""
+    (no reader can open those, whatever their names); returns those deleted. Called under the product's publish
+    lock, so no build is in progress."""
     complete = [v for v in lake.versions(product) if lake.is_complete(product, v)]
     keep = retained_versions(complete, current, lake.retention, now)
     return lake.remove_versions(product, keep)

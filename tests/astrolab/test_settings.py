@@ -177,3 +177,10 @@ def test_rpo_check_says_what_to_set_for_a_vm_when_the_proxmox_api_is_not_configu
     [status] = check_rpo(registry, datetime.now(UTC), readers=build_freshness_readers(half))
     assert (status.state, status.reason) == ("unknown", "backup.proxmox_url is set but neither "
                                                         "backup.proxmox_token nor backup.proxmox_token_secret is")
+
+
+def test_a_margin_too_wide_for_the_highest_order_is_refused_at_load():
+    with pytest.raises(SettingsError, match=r"margin threshold 3600 arcsec is too wide for partitions of order 8"):
+        load_settings(env={"ASTROLAB_INGEST_HATS_MARGIN_ARCSEC": "3600", "ASTROLAB_INGEST_HATS_HIGHEST_ORDER": "8"})
+    assert load_settings(env={"ASTROLAB_INGEST_HATS_MARGIN_ARCSEC": "0",
+                              "ASTROLAB_INGEST_HATS_HIGHEST_ORDER": "19"}).ingest.hats_highest_order == 19

@@ -1,7 +1,8 @@
 """Assets on inventory hosts (the SSH test fleet): restic runs on that host, started over SSH with the password on
-stdin (as root, or as the sudo admin with ssh.become), into an S3 repository both sides reach; the drill restores here. A path asset, and an RKE2 etcd snapshot taken
-there first (``rke2 etcd-snapshot save``, by a stand-in for RKE2's CLI, which needs a running etcd). A host without
-restic or rke2, and a host that cannot be reached, fail with one line naming the host."""
+stdin (as root, or as the sudo admin with ssh.become), into an S3 repository both sides reach; the drill restores
+here. A path asset, and an RKE2 etcd snapshot taken there first (``rke2 etcd-snapshot save``, by a stand-in for
+RKE2's CLI, which needs a running etcd). A host without restic or rke2, and a host that cannot be reached, fail with
+one line naming the host."""
 
 import os
 import secrets
