@@ -15,7 +15,6 @@ threshold and none farther (to far below a milliarcsecond).
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from hats.pixel_math.healpix_shim import margin2order
 from scipy.spatial import cKDTree
 
 from kernels.crossmatch import unit_vectors
+from tasks.hats.index import write_partition_index
 from tasks.hats.properties import HEALPIX_COLUMN, catalog_properties, write_properties
 from tasks.hats.reader import Partition, partition_path
 
@@ -139,24 +139,13 @@ def write_margin_catalog(primary: Path, out: Path, name: str, ra: str, dec: str,
             found[owner] = cand.filter(pa.array(near))
 
     written: list[Partition] = []
-    metadata = []
     for owner in sorted(found):
         part = partitions[owner]
         target = partition_path(out, part)
         target.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(found[owner].sort_by(HEALPIX_COLUMN), target, compression="snappy")
-        meta = pq.read_metadata(target)
-        meta.set_file_path(str(target.relative_to(out / "dataset")))
-        metadata.append(meta)
         written.append(part)
-    (out / "dataset").mkdir(parents=True, exist_ok=True)
-    pq.write_metadata(schema, out / "dataset" / "_common_metadata")
-    pq.write_metadata(schema, out / "dataset" / "_metadata", metadata_collector=metadata)
-    with open(out / "partition_info.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["Norder", "Npix"])
-        writer.writerows(sorted(written))
-    nrows = sum(m.num_rows for m in metadata)
+    nrows = write_partition_index(out, schema, sorted(written))
     write_properties(out, catalog_properties(
         out, margin_name(name, threshold_arcsec), nrows, ra, dec, CatalogType.MARGIN, primary_catalog=name,
         margin_threshold=threshold_arcsec, hats_margin_order=order,

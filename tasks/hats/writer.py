@@ -30,6 +30,7 @@ from hats.io import file_io, paths
 from hats.io.skymap import write_skymap
 
 from tasks.crashpoints import crash_point
+from tasks.hats.index import write_partition_index
 from tasks.hats.margin import MarginSummary, margin_name, write_margin_catalog
 from tasks.hats.properties import HEALPIX_COLUMN, catalog_properties, write_properties
 from tasks.hats.reader import partition_path
@@ -296,20 +297,7 @@ def write_hats_catalog(
     final_counts += writers.counts
 
     written = sorted(linked + rewritten)
-    metadata = []
-    for order, pixel in written:
-        target = _partition_file(out, order, pixel)
-        meta = pq.read_metadata(target)
-        meta.set_file_path(str(target.relative_to(out / "dataset")))
-        metadata.append(meta)
-    nrows = sum(m.num_rows for m in metadata)
-    (out / "dataset").mkdir(parents=True, exist_ok=True)
-    pq.write_metadata(out_schema, out / "dataset" / "_common_metadata")
-    pq.write_metadata(out_schema, out / "dataset" / "_metadata", metadata_collector=metadata)
-    with open(out / "partition_info.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["Norder", "Npix"])
-        writer.writerows(written)
+    nrows = write_partition_index(out, out_schema, written)
     write_skymap(final_counts, out)
     margin = None
     if margin_arcsec:
