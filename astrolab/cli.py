@@ -375,22 +375,34 @@ def cmd_docs(args: argparse.Namespace) -> int:
     with server:
         server.serve_forever()
     return 0
-def _backup_records(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """The newest verification per repository, drill and prune per asset from the catalog; none (with a warning)
-    when the catalog has none to give, since the repositories alone still answer the RPO question."""
+BackupRecords = dict[str, dict[str, Any]] | None
+
+
+def _backup_records(args: argparse.Namespace) -> tuple[BackupRecords, BackupRecords, BackupRecords]:
+    """The newest verification per repository, drill and prune per asset from the catalog, opened read-only (never
+    upgraded); None, shown as unknown with one line saying why, for what the catalog cannot give, since the
+    repositories alone still answer the RPO question."""
     import duckdb
     import psycopg
 
-    from tasks.backup.records import latest_drills, latest_prunes, latest_verifications
+    from tasks.backup.records import status_records
+    from tasks.catalog.schema import SCHEMA_VERSION
 
     try:
         with _catalog(args) as catalog:
-            return latest_verifications(catalog), latest_drills(catalog), latest_prunes(catalog)
+            records = status_records(catalog)
+            missing = [what for what, rows in zip(("verification", "drill", "prune"), records) if rows is None]
+            if missing:
+                console.print(f"[yellow]catalog {catalog.name} is at schema version {catalog.schema_version()}, older "
+                              f"than this astrolab's {SCHEMA_VERSION}[/]: it has no {', '.join(missing)} records "
+                              "(shown as unknown); read-only, it is not upgraded here: the next backup or ingest "
+                              "run upgrades it", highlight=False, soft_wrap=True)
+            return records
     except (CatalogError, duckdb.Error, psycopg.Error) as exc:
         reason = redact(_sql_reason(exc), _known_secrets(args))
         console.print(f"[yellow]no backup records read from the catalog[/] ({reason}); verification, drill and "
-                      "prune columns are empty", highlight=False, soft_wrap=True)
-        return {}, {}, {}
+                      "prune columns are unknown", highlight=False, soft_wrap=True)
+        return None, None, None
 
 
 def cmd_backups_status(args: argparse.Namespace) -> int:

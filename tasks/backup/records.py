@@ -9,7 +9,7 @@ with passwords masked.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -249,3 +249,17 @@ def latest_drills(store: SqlCatalog) -> dict[str, dict[str, Any]]:
 def latest_prunes(store: SqlCatalog) -> dict[str, dict[str, Any]]:
     """The newest prune of every asset (dry runs left out: they remove nothing): asset -> row."""
     return _newest(store, "backup_prunes", "asset", "finished_at", "WHERE NOT dry_run")
+
+
+def status_records(store: SqlCatalog) -> tuple[dict[str, dict[str, Any]] | None, dict[str, dict[str, Any]] | None,
+                                               dict[str, dict[str, Any]] | None]:
+    """The newest verifications, drills and prunes (as latest_verifications, latest_drills, latest_prunes), each
+    None where the catalog has no such table: an older schema not yet upgraded (backup records came with version 4,
+    prunes with 6), as when it is opened read-only. Reads only."""
+    present = store.tables()
+
+    def read(table: str, latest: Callable[[SqlCatalog], dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]] | None:
+        return latest(store) if table in present else None
+
+    return (read("backup_verifications", latest_verifications), read("restore_drills", latest_drills),
+            read("backup_prunes", latest_prunes))

@@ -4,7 +4,7 @@ time against the RTO and its last prune; and the list of problems, one line each
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,6 +13,7 @@ from tasks.backup.rpo import RpoStatus
 
 STATUS_COLUMNS = ("asset", "class", "kind", "last_backup", "age_vs_rpo", "state", "last_verification",
                   "last_drill_vs_rto", "last_prune")
+UNKNOWN = "unknown"  # a column whose records the catalog could not give
 
 
 def _when(moment: datetime | None) -> str:
@@ -48,28 +49,35 @@ def _prune(row: Mapping[str, Any] | None) -> str:
     return f"kept {row['snapshots_kept']}, removed {row['snapshots_removed']} ({_when(row['finished_at'])})"
 
 
-def status_rows(statuses: Sequence[RpoStatus], verifications: Mapping[str, Mapping[str, Any]],
-                drills: Mapping[str, Mapping[str, Any]],
-                prunes: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, str]]:
+def _cell(show: Callable[[Mapping[str, Any] | None], str], records: Mapping[str, Mapping[str, Any]] | None,
+          key: str) -> str:
+    return UNKNOWN if records is None else show(records.get(key))
+
+
+def status_rows(statuses: Sequence[RpoStatus], verifications: Mapping[str, Mapping[str, Any]] | None,
+                drills: Mapping[str, Mapping[str, Any]] | None,
+                prunes: Mapping[str, Mapping[str, Any]] | None) -> list[dict[str, str]]:
     """One row per asset (columns STATUS_COLUMNS); ``verifications`` by repository, ``drills`` and ``prunes`` by
-    asset are the catalog's newest records (tasks.backup.records.latest_verifications / latest_drills /
-    latest_prunes)."""
+    asset are the catalog's newest records (tasks.backup.records.status_records); None where the catalog could not
+    say (no such table in an older schema, or the catalog unreadable): that column reads ``unknown``."""
     rows = []
     for s in statuses:
         age = "-" if s.age is None else f"{_span(s.age)} of {_span(s.rpo)} ({s.fraction:.0%})"
         rows.append({"asset": s.asset, "class": s.asset_class, "kind": s.kind, "last_backup": _when(s.last_backup),
                      "age_vs_rpo": age, "state": s.state,
-                     "last_verification": _verification(verifications.get(s.repository)),
-                     "last_drill_vs_rto": _drill(drills.get(s.asset)),
-                     "last_prune": _prune((prunes or {}).get(s.asset))})
+                     "last_verification": _cell(_verification, verifications, s.repository),
+                     "last_drill_vs_rto": _cell(_drill, drills, s.asset),
+                     "last_prune": _cell(_prune, prunes, s.asset)})
     return rows
 
 
-def problems(statuses: Sequence[RpoStatus], verifications: Mapping[str, Mapping[str, Any]],
-             drills: Mapping[str, Mapping[str, Any]],
+def problems(statuses: Sequence[RpoStatus], verifications: Mapping[str, Mapping[str, Any]] | None,
+             drills: Mapping[str, Mapping[str, Any]] | None,
              prunes: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
     """One line per thing an admin must look at: an asset not ok (warning, breach, never, unknown and why), a
-    repository whose last verification failed, an asset whose last drill or last prune failed."""
+    repository whose last verification failed, an asset whose last drill or last prune failed (records that are
+    None, unknown, give no lines)."""
+    verifications, drills = verifications or {}, drills or {}
     lines = []
     for s in statuses:
         if s.state == "unknown":

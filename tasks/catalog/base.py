@@ -164,6 +164,18 @@ class SqlCatalog:
             self._rollback()
             raise
 
+    def tables(self) -> set[str]:
+        """Names of the tables and views in the catalog's schema (lower case); reads only."""
+        rows = self._rows("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")
+        return {str(r[0]).lower() for r in rows}
+
+    def schema_version(self) -> int | None:
+        """The schema version the catalog records (None for an empty database); reads only."""
+        if "schema_version" not in self.tables():
+            return None
+        found = self._rows("SELECT max(version) FROM schema_version")[0][0]
+        return None if found is None else int(found)
+
     # --- lineage -------------------------------------------------------------------------------------------
     def lineage(self, file_hash: str) -> dict[str, Any] | None:
         """The lineage row of a file, by content hash."""

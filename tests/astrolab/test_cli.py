@@ -526,3 +526,31 @@ def test_backups_status_table_and_exit_codes(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("ASTROLAB_BACKUP_ASSETS")
     assert main(["backups", "status"]) == 2
     assert one_error_line(capsys.readouterr().err).startswith("error: no asset registry: pass one or set backup.assets")
+
+
+def test_backups_status_of_a_version_5_catalog_shows_its_records_and_leaves_it_as_it_is(tmp_path, monkeypatch,
+                                                                                         capsys):
+    from tasks.backup.drill import DrillResult
+    from tasks.backup.records import Verification, record_drill, record_verification
+
+    monkeypatch.setenv("ASTROLAB_HOME", str(tmp_path))
+    monkeypatch.setenv("ASTROLAB_TEST_RESTIC_PW", "pw-cli-status-5")
+    now = datetime.now(UTC)
+    with DuckDBCatalog(tmp_path / "catalog.duckdb") as catalog:  # as astrolab left it before prunes (version 6)
+        catalog._execute("DROP TABLE backup_prunes")
+        catalog._execute("UPDATE schema_version SET version = 5")
+        record_verification(catalog, Verification("local", now - timedelta(hours=1), True, read_data_subset="1/7"))
+        record_drill(catalog, DrillResult("docs", "path", "abcd1234", now - timedelta(days=1), 42.0,
+                                          timedelta(hours=1), (), "3 files"))
+    assets = _backup_registry(tmp_path / "a.yaml", {"local": str(tmp_path / "no-repo")},
+                              [("docs", "documentation", "local")])
+    assert main(["backups", "status", "--assets", assets]) == 1  # docs: unknown, there is no repository
+    out, err = capsys.readouterr()
+    [row] = list(csv.DictReader(io.StringIO(out)))
+    assert row["last_verification"].startswith("ok ") and row["last_drill_vs_rto"].startswith("passed 42s of 1h (")
+    assert row["last_prune"] == "unknown"
+    err = " ".join(err.split())
+    assert f"catalog {tmp_path / 'catalog.duckdb'} is at schema version 5, older than this astrolab's 6: it has no " \
+           "prune records (shown as unknown)" in err
+    with DuckDBCatalog(tmp_path / "catalog.duckdb", read_only=True) as catalog:  # nothing written
+        assert catalog.schema_version() == 5 and "backup_prunes" not in catalog.tables()

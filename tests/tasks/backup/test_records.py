@@ -1,6 +1,7 @@
 """tasks.backup.records on both catalog backends (DuckDB, PostgreSQL): runs, verifications, drills and prunes stored
 and read back newest-first per asset or repository (a prune's counts are restic's snapshots before and after); bad
-records refused before writing; version-3 and version-5 catalogs upgraded with their data kept."""
+records refused before writing; version-3 and version-5 catalogs upgraded with their data kept, and a version-5
+catalog read as it is when opened read-only."""
 
 import os
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from tasks.backup.records import (
     record_drill,
     record_prune,
     record_verification,
+    status_records,
 )
 from tasks.backup.registry import Retention, parse_assets
 from tasks.backup.restic import BackupSummary, CheckResult, ResticError
@@ -188,3 +190,19 @@ def test_a_version_5_catalog_is_upgraded_to_record_prunes(catalog_url):
         assert latest_drills(cat)["docs"]["snapshot_id"] == "s1" and latest_prunes(cat) == {}
         record_prune(cat, PruneRun("p", "docs", "nfs", T0, T0 + M, "ok", kept=1, removed=0))
         assert latest_prunes(cat)["docs"]["snapshots_kept"] == 1
+
+
+def test_a_version_5_catalog_opened_read_only_gives_its_records_and_unknown_prunes(catalog_url):
+    with open_catalog(catalog_url) as cat:
+        cat._execute("DROP TABLE backup_prunes")
+        cat._execute("UPDATE schema_version SET version = 5")
+        record_verification(cat, Verification("nfs", T0, True, read_data_subset="1/7"))
+        record_drill(cat, DrillResult("docs", "path", "s1", T0, 42.0, timedelta(hours=1), (), "3 files"))
+    with open_catalog(catalog_url, read_only=True) as cat:
+        verifications, drills, prunes = status_records(cat)
+        assert verifications is not None and verifications["nfs"]["read_data_subset"] == "1/7"
+        assert drills is not None and drills["docs"]["restore_s"] == 42.0
+        assert prunes is None
+        assert cat.schema_version() == 5 and "backup_prunes" not in cat.tables()  # read-only: never upgraded
+    with open_catalog(catalog_url) as cat:  # opened to write, it is upgraded and prunes are known (none yet)
+        assert cat.schema_version() == SCHEMA_VERSION and status_records(cat)[2] == {}

@@ -51,3 +51,8 @@ def test_rows_and_problems():
     assert problems(statuses, verifications, drills, prunes)[-1] == \
         "lake: last prune failed (2026-03-02 10:00 UTC): restic forget /srv/m: the repository is locked"
     assert problems(statuses[:1], {}, {}) == []
+    unknown = status_rows(statuses, verifications, drills, None)  # a catalog without prune records (schema < 6)
+    assert [r["last_prune"] for r in unknown] == ["unknown"] * 3 and unknown[0]["last_verification"] == \
+        docs["last_verification"]
+    assert {r["last_verification"] for r in status_rows(statuses, None, None, None)} == {"unknown"}
+    assert problems(statuses, None, None, None) == problems(statuses, {}, {}, {})[:2]
