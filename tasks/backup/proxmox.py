@@ -15,7 +15,9 @@ mode, ``compress=zstd``), its archive the one that was not on the storage before
 archive with ``POST /nodes/{node}/qemu`` (``archive``, a scratch ``vmid``, ``unique=1``, never ``force``: PVE refuses
 an existing vmid) into a vmid of the configured scratch range or ``GET /cluster/nextid``, compares its disks with the
 archive's own config (``GET /nodes/{node}/vzdump/extractconfig``) and destroys it
-(``DELETE /nodes/{node}/qemu/{vmid}``); the live vmid is never a target. Prune deletes the archives that the asset's
+(``DELETE /nodes/{node}/qemu/{vmid}``); the live vmid is never a target. A restore request whose answer is lost
+(connection reset, read timeout) may still have been accepted: when its vmid then exists, the drill's line says the
+scratch VM may be left on that node. Prune deletes the archives that the asset's
 retention does not keep (``DELETE /nodes/{node}/storage/{storage}/content/{volid}``); the newest and protected
 archives are always kept.
 """
@@ -45,6 +47,10 @@ DISK_KEY = re.compile(r"^(?:ide|sata|scsi|virtio|efidisk|tpmstate)\d+$")
 
 class ProxmoxError(Exception):
     """A Proxmox API call that failed; one line, no token."""
+
+
+class ProxmoxNoAnswer(ProxmoxError):
+    """A request whose answer was lost (connection reset or dropped, read timeout): PVE may have acted on it."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,10 @@ def _call(where: str, request: Callable[[], Any]) -> Any:
     """One API call; its failure is a ProxmoxError naming ``where`` and the reason (never the token)."""
     try:
         return request()
+    except (requests.ReadTimeout, requests.ConnectionError) as exc:
+        if isinstance(exc, requests.exceptions.SSLError | requests.ConnectTimeout):  # never sent
+            raise ProxmoxError(_reason(exc, where)) from None
+        raise ProxmoxNoAnswer(_reason(exc, where)) from None
     except (ResourceException, AuthenticationError, requests.RequestException) as exc:
         raise ProxmoxError(_reason(exc, where)) from None
 
@@ -199,18 +209,37 @@ def scratch_vmid(api: ProxmoxApi, live: int) -> int:
     return vmid
 
 
+def node_vmids(api: ProxmoxApi, node: str, what: str) -> set[int]:
+    """The vmids of the VMs on a node (``GET /nodes/{node}/qemu``)."""
+    return {int(v["vmid"]) for v in _call(what, lambda: api.client.nodes(node).qemu.get()) or ()}
+
+
 def destroy_scratch(api: ProxmoxApi, node: str, vmid: int, live: int) -> bool:
     """Destroy a drill's scratch VM (its disks purged) if it exists; True when one was destroyed. Refuses ``live``."""
     if vmid == live:
         raise ProxmoxError(f"proxmox: refusing to destroy vm {vmid} on node {node}: it is the live vm")
     what = f"proxmox destroy of scratch vm {vmid} on node {node}"
-    present = {int(v["vmid"]) for v in _call(what, lambda: api.client.nodes(node).qemu.get()) or ()}
-    if vmid not in present:
+    if vmid not in node_vmids(api, node, what):
         return False
     upid = _call(what, lambda: api.client.nodes(node).qemu(vmid).delete(**{"purge": 1,
                                                                         "destroy-unreferenced-disks": 1}))
     wait_task(api, node, str(upid), what)
     return True
+
+
+def unanswered_restore(api: ProxmoxApi, node: str, vmid: int) -> str | None:
+    """After a restore into ``vmid`` whose answer was lost: a line saying the scratch VM may be left when ``vmid``
+    exists now (PVE shows a restoring VM at once, locked) or when that cannot be checked; None when it does not exist.
+    Such a VM is not destroyed: without the restore's task id it cannot be told from a VM created meanwhile."""
+    what = f"proxmox check of scratch vm {vmid} on node {node}"
+    try:
+        present = vmid in node_vmids(api, node, what)
+    except ProxmoxError as exc:
+        return f"scratch vm {vmid} may be left on node {node} (the restore's answer was lost; {exc})"
+    if not present:
+        return None
+    return (f"scratch vm {vmid} may be left on node {node} (the restore's answer was lost and vm {vmid} exists now; "
+            f"not destroyed: check that it is the drill's restore and destroy it)")
 
 
 def drill_vm(api: ProxmoxApi, asset: ProxmoxVmAsset, vm: Vm, now: datetime | None = None) -> DrillResult:
@@ -227,13 +256,18 @@ def drill_vm(api: ProxmoxApi, asset: ProxmoxVmAsset, vm: Vm, now: datetime | Non
     what = f"proxmox restore drill of vm {vm.name} ({vm.vmid}) on node {node}"
     mismatches: list[str] = []
     scratch: int | None = None  # set once PVE has accepted the restore: from then on the vmid is ours to destroy
+    unanswered: int | None = None  # a vmid whose restore PVE may have accepted, though its answer was lost
     body = ""
     try:
         expected = config_disks(str(_call(f"{what}: extractconfig", lambda: api.client.nodes(node).vzdump
                                           .extractconfig.get(volume=archive.volid))))
         vmid = scratch_vmid(api, vm.vmid)
         params = {"vmid": vmid, "archive": archive.volid, "unique": 1, "storage": api.scratch_storage}
-        upid = _call(f"{what}: restore into vm {vmid}", lambda: api.client.nodes(node).qemu.post(**params))
+        try:
+            upid = _call(f"{what}: restore into vm {vmid}", lambda: api.client.nodes(node).qemu.post(**params))
+        except ProxmoxNoAnswer:
+            unanswered = vmid
+            raise
         scratch = vmid  # not before: a vmid taken meanwhile by another VM is refused by PVE and never destroyed
         wait_task(api, node, str(upid), f"{what}: restore into vm {scratch}")
         restored = config_disks(_call(f"{what}: config of vm {scratch}",
@@ -255,6 +289,9 @@ def drill_vm(api: ProxmoxApi, asset: ProxmoxVmAsset, vm: Vm, now: datetime | Non
             body += f"; scratch vm {scratch} destroyed"
         except ProxmoxError as exc:
             mismatches.append(f"scratch vm {scratch} left behind: {exc}")
+    elif unanswered is not None and (left := unanswered_restore(api, node, unanswered)) is not None:
+        mismatches.append(left)
+        body += f"; {left}"
     return DrillResult(asset.name, asset.kind, archive.volid, started, restore_s, asset.rto, tuple(mismatches),
                        drill_detail(mismatches, restore_s, asset.rto, body))
 

@@ -20,11 +20,13 @@ For backups (pve-manager VZDump.pm, qemu-server Qemu.pm, pve-storage Content.pm,
 ``POST /nodes/{node}/vzdump`` (vmid, storage, mode, compress -> a UPID; the archive,
 ``vzdump-qemu-<vmid>-<time>.vma.zst`` with the VM's config, appears when the task stops OK),
 ``GET /nodes/{node}/vzdump/extractconfig?volume=`` (the archive's config text), ``GET /cluster/nextid``,
-``POST /nodes/{node}/qemu`` with ``archive`` (a restore into a new vmid: refused when it exists; its disks named for
-the new vmid on ``storage``, sizes kept), ``DELETE /nodes/{node}/qemu/{vmid}`` and
+``POST /nodes/{node}/qemu`` with ``archive`` (a restore into a new vmid: refused when it exists; once accepted the VM
+is listed at once with ``lock: create``, as PVE shows a restoring VM, gone again if the restore fails; its disks named
+for the new vmid on ``storage``, sizes kept), ``DELETE /nodes/{node}/qemu/{vmid}`` and
 ``DELETE /nodes/{node}/storage/{storage}/content/{volid}`` (-> UPIDs). A task's status is ``running`` for
 ``running_polls`` polls, then ``stopped`` with ``exitstatus`` "OK" or ``task_errors[type]``; a type in ``hang`` runs
-forever. Tasks the fake did not start (a clone) are stopped, OK."""
+forever. Tasks the fake did not start (a clone) are stopped, OK. A task type in ``drop_answers`` is accepted (started)
+and its request's connection then closed unanswered, as when a connection resets after PVE took the request."""
 
 import json
 import re
@@ -95,6 +97,7 @@ class FakeProxmox:
         self.restore_drops: set[str] = set()  # disks a restore leaves out (to show that a drill catches it)
         self.task_errors: dict[str, str] = {}  # task type -> its exitstatus instead of OK
         self.hang: set[str] = set()
+        self.drop_answers: set[str] = set()  # task types started without answering (the connection dropped)
         self.clock = time.time
         self._lock = threading.Lock()
         fake = self
@@ -133,13 +136,14 @@ class FakeProxmox:
                                                "status": fake.status(vmid), **vm}
                                               for vmid, vm in sorted(fake.vms.items())]})
                 elif len(parts) == 5 and parts[2] == "nodes" and parts[4] == "qemu":
-                    self._send(200, {"data": [{"vmid": vmid, "name": vm["name"], "status": fake.status(vmid)}
+                    self._send(200, {"data": [{"vmid": vmid, "status": fake.status(vmid),
+                                               **{k: vm[k] for k in ("name", "lock") if k in vm}}
                                               for vmid, vm in sorted(fake.vms.items()) if vm["node"] == parts[3]]})
                 elif len(parts) == 8 and parts[2] == "nodes" and parts[4] == "qemu" \
                         and parts[6:] == ["status", "current"] and int(parts[5]) in fake.vms:
-                    vmid = int(parts[5])
-                    self._send(200, {"data": {"vmid": vmid, "name": fake.vms[vmid]["name"],
-                                              "status": fake.status(vmid), "qmpstatus": fake.status(vmid)}})
+                    vmid, vm = int(parts[5]), fake.vms[int(parts[5])]
+                    self._send(200, {"data": {"vmid": vmid, "status": fake.status(vmid), "qmpstatus": fake.status(vmid),
+                                              **{k: vm[k] for k in ("name", "lock") if k in vm}}})
                 elif len(parts) == 7 and parts[2] == "nodes" and parts[4] == "qemu" and parts[6] == "config" \
                         and int(parts[5]) in fake.vms:
                     self._send(200, {"data": {k: v for k, v in fake.vms[int(parts[5])].items() if k != "node"}})
@@ -177,6 +181,9 @@ class FakeProxmox:
                 if self.command == "POST" and len(parts) == 5 and parts[2] == "nodes" and parts[4] in ("vzdump",
                                                                                                         "qemu"):
                     status, body, reason = (fake.vzdump if parts[4] == "vzdump" else fake.restore)(parts[3], form)
+                    if status == 200 and fake.tasks[body]["type"] in fake.drop_answers:
+                        self.close_connection = True  # started, and no answer: the client sees the connection drop
+                        return
                     self._send(status, {"data": body}, reason)
                     return
                 action = (self.command, *parts[6:])
@@ -229,12 +236,14 @@ class FakeProxmox:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
-    def _task(self, node: str, kind: str, ident: str | int, done: Any) -> str:
-        """Start a task: its UPID (pid, pstart and start time in hex, as PVE writes them)."""
+    def _task(self, node: str, kind: str, ident: str | int, done: Any, failed: Any = None) -> str:
+        """Start a task: its UPID (pid, pstart and start time in hex, as PVE writes them); ``done`` runs when it
+        stops OK, ``failed`` when it stops with an error."""
         with self._lock:
             upid = (f"UPID:{node}:{0xA000 + len(self.tasks):08X}:{0x00C3D4E5:08X}:{int(self.clock()):08X}:{kind}:"
                     f"{ident}:{TOKEN_ID}:")
-            self.tasks[upid] = {"type": kind, "id": str(ident), "node": node, "polls": 0, "done": done}
+            self.tasks[upid] = {"type": kind, "id": str(ident), "node": node, "polls": 0, "done": done,
+                                "failed": failed}
         return upid
 
     def task_status(self, node: str, upid: str) -> dict[str, Any]:
@@ -249,9 +258,10 @@ class FakeProxmox:
             if task["type"] in self.hang or task["polls"] <= self.running_polls:
                 return {**base, "status": "running"}
             exitstatus = self.task_errors.get(task["type"], "OK")
-            done = task.pop("done", None)  # once, on the first poll that sees it stopped
-            if exitstatus == "OK" and done is not None:
-                done()
+            done, failed = task.pop("done", None), task.pop("failed", None)  # once, when first seen stopped
+            effect = done if exitstatus == "OK" else failed
+            if effect is not None:
+                effect()
             return {**base, "status": "stopped", "exitstatus": exitstatus}
 
     def vzdump(self, node: str, form: dict[str, str]) -> tuple[int, Any, str | None]:
@@ -289,7 +299,8 @@ class FakeProxmox:
             config = {key: value for key, value in lines if key not in self.restore_drops}
             self.vms[vmid] = {"node": node, "template": 0, **self.rehome_disks(config, vmid, form.get("storage"))}
 
-        return 200, self._task(node, "qmrestore", vmid, done), None
+        self.vms[vmid] = {"node": node, "template": 0, "lock": "create"}
+        return 200, self._task(node, "qmrestore", vmid, done, lambda: self.vms.pop(vmid, None)), None
 
     def status(self, vmid: int) -> str:
         return "running" if vmid in self.running else "stopped"

@@ -269,6 +269,34 @@ def test_a_drill_restores_into_a_scratch_vmid_and_destroys_it(lab_pve, tls):
         drill_vm(api, _wazuh(), vm)
 
 
+def test_a_restore_whose_answer_is_lost_reports_the_scratch_vm_it_may_leave(lab_pve, tls):
+    api = _api(lab_pve, tls)
+    backup_asset(_wazuh(), None, inventory=INVENTORY, proxmox=api)
+    vm = inventory_vm(INVENTORY, _wazuh())
+    lab_pve.drop_answers = {"qmrestore"}  # PVE starts the restore, then the connection drops before the answer
+    lab_pve.changes.clear()
+    clock = time.monotonic()
+    drill = drill_vm(api, _wazuh(), vm)
+    assert time.monotonic() - clock < 5  # no waiting out a timeout
+    left = ("scratch vm 142 may be left on node pve3 (the restore's answer was lost and vm 142 exists now; not "
+            "destroyed: check that it is the drill's restore and destroy it)")
+    assert drill.result == "failed" and drill.mismatches == (
+        "proxmox restore drill of vm wazuh1 (141) on node pve3: restore into vm 142: the Proxmox API cannot be "
+        "reached (ConnectionError)", left)
+    assert f"; {left}; restore " in drill.detail
+    assert lab_pve.vms[142]["lock"] == "create" and sorted(lab_pve.vms) == [141, 142]  # left, reported, not destroyed
+    assert [c[:2] for c in lab_pve.changes] == [("POST", "/api2/json/nodes/pve3/qemu")]
+
+    # the vmid is checked on the node: a restore that never started leaves nothing to report
+    del lab_pve.vms[142]
+    lab_pve.tasks.clear()
+    lab_pve.drop_answers = {"qmrestore"}
+    lab_pve.restore = lambda node, form: (200, lab_pve._task(node, "qmrestore", form["vmid"], None), None)
+    quiet = drill_vm(api, _wazuh(), vm)
+    assert quiet.result == "failed" and len(quiet.mismatches) == 1 and "may be left" not in quiet.detail
+    assert sorted(lab_pve.vms) == [141]
+
+
 def test_config_disks_leave_out_cdroms_and_snapshots():
     text = ("boot: order=scsi0\nscsi0: local-lvm:vm-141-disk-0,size=32G\nide2: local:iso/d.iso,media=cdrom\n"
             "#qmdump#map:scsi0:drive-scsi0:local-lvm:raw:\nvirtio1: none\n\n[before-upgrade]\nscsi1: x:y,size=9G\n")
