@@ -201,12 +201,13 @@ def test_a_failed_hung_or_unauthorised_vzdump_is_a_clear_error(lab_pve, tls):
 
     lab_pve.hang.clear()
     wrong = "a-wrong-token-secret-0000"
+    seen = len(lab_pve.requests)  # every request, refused ones too (changes records only authorised ones)
     with pytest.raises(ProxmoxError) as err:
         backup_asset(_wazuh(), None, inventory=INVENTORY, proxmox=_api(lab_pve, tls, secret=wrong))
     assert str(err.value) == ("proxmox nodes/pve3/storage/pbs-lab/content: HTTP 401 Unauthorized "
                               "(authentication failure)")
     assert wrong not in str(err.value) and TOKEN_SECRET not in str(err.value)
-    assert not any(method == "POST" for method, _, _ in lab_pve.changes[2:])  # nothing started with a bad token
+    assert lab_pve.requests[seen:] == ["/api2/json/nodes/pve3/storage/pbs-lab/content"]  # no vzdump POST tried
 
     with pytest.raises(ValueError, match="^asset wazuh-vm: a proxmox-vm asset needs the Proxmox API"):
         backup_asset(_wazuh(), None, inventory=INVENTORY)

@@ -48,8 +48,9 @@ def test_plan_changes_nothing_apply_changes_second_apply_is_all_ok(setup, tmp_pa
 
     second = run_role("marker", "all", fleet, roles, limit=["fleet1", "fleet2"], env=env, work_root=work)
     assert second.ok and second.changed == 0
+    assert sorted(second.totals) == ["fleet1", "fleet2"]  # both hosts ran: the totals below are not vacuous
     assert all(t["ok"] == 5 and t["failed"] == t["unreachable"] == 0 for t in second.totals.values())
-    assert all(t.status == "ok" for t in second.tasks)
+    assert len(second.tasks) == 10 and all(t.status == "ok" for t in second.tasks)  # 5 ok per host
 
     secret_tasks = [t for r in (plan, first, second) for t in r.tasks if t.task.startswith("Secret")]
     assert len(secret_tasks) == 12 and all(t.censored and not t.diff for t in secret_tasks)

@@ -21,6 +21,7 @@ from tasks.compliance.policy import Policy, load_policy
 from tasks.compliance.ssh_target import HostKeyError, SshTarget, UnreachableError, connect_host
 from tasks.compliance.target import CommandResult, LocalTarget, TargetError
 from tasks.inventory.model import Host, Ssh
+from tests.conftest import _missing
 
 USER = getpass.getuser()  # services.sh authorizes the client key for the user that started sshd: the test user
 
@@ -476,14 +477,16 @@ def test_scan_writes_nothing(ssh_server, policy, tree):
             break
     assert result.applicable
     assert [] in attempts, f"every scan changed something: {attempts}"
-    if log.exists():
-        requests = log.read_bytes()[log_start:].decode(errors="replace").splitlines()
-        opened = [line for line in requests if line.startswith("open ")]
-        closed = [line for line in requests if line.startswith("close ")]
-        assert opened and all(" flags READ mode " in line for line in opened), opened
-        assert closed and all(line.endswith(" written 0") for line in closed), closed
-        changing = ("mkdir", "rmdir", "remove", "rename", "posix-rename", "set ", "symlink", "hardlink", "fsync")
-        assert [line for line in requests if line.startswith(changing)] == []
+    if not log.exists():  # the SFTP-level half of the check cannot run: not a pass (fails under CI=true)
+        _missing("The test sshd's sftp request log", "ASTROLAB_TEST_SSH_*",
+                 f"{log} does not exist (services.sh writes it where /usr/lib/openssh/sftp-server is installed)")
+    requests = log.read_bytes()[log_start:].decode(errors="replace").splitlines()
+    opened = [line for line in requests if line.startswith("open ")]
+    closed = [line for line in requests if line.startswith("close ")]
+    assert opened and all(" flags READ mode " in line for line in opened), opened
+    assert closed and all(line.endswith(" written 0") for line in closed), closed
+    changing = ("mkdir", "rmdir", "remove", "rename", "posix-rename", "set ", "symlink", "hardlink", "fsync")
+    assert [line for line in requests if line.startswith(changing)] == []
 
 
 def test_connect_host_needs_an_ssh_host(ssh_server):
