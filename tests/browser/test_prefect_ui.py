@@ -14,8 +14,10 @@ from tests.browser.conftest import console_errors, status_of
 
 pytestmark = pytest.mark.slow  # a Prefect server with its UI, an ingest and `astrolab docs`, once per session
 
-# the Prefect server itself has no favicon.ico: its 404 is no artifact's
-PREFECT_OWN = ("/favicon.ico",)
+# the Prefect UI's two web apps: where each is served, and the element it renders an artifact's markdown in
+APPS = {"v1": ("", ".markdown-renderer"), "v2": ("/v2", ".prose")}
+# the server's missing favicon.ico, and the V2 app's telemetry (amplitude.com, unreachable here): none an artifact's
+PREFECT_OWN = ("/favicon.ico", "amplitude.com/")
 
 
 def api(env: dict[str, str], path: str, body: dict[str, Any]) -> Any:
@@ -32,25 +34,27 @@ def png_width(data: bytes) -> int:
     return struct.unpack(">I", data[16:20])[0]
 
 
-def rendered_artifact(chrome: Any, ui: str, artifact_id: str) -> tuple[list[dict], list[str]]:
-    """Open an artifact's page in the UI; (images, link targets) of its rendered markdown, once the images are
-    done loading (or failing)."""
-    from selenium.webdriver.common.by import By
+def rendered_artifact(chrome: Any, page: str, markdown: str) -> tuple[list[dict], list[str]]:
+    """Open an artifact's page; (images, link targets) inside the ``markdown`` element once it rendered and its
+    images are done loading (or failing)."""
     from selenium.webdriver.support.ui import WebDriverWait
 
-    chrome.get(f"{ui}/artifacts/artifact/{artifact_id}")
-    WebDriverWait(chrome, 60).until(lambda c: c.find_elements(By.CSS_SELECTOR, ".markdown-renderer"))
+    chrome.get(page)
     WebDriverWait(chrome, 30).until(lambda c: c.execute_script(
-        "return Array.from(document.querySelectorAll('.markdown-renderer img')).every(i => i.complete)"))
-    images = chrome.execute_script("return Array.from(document.querySelectorAll('.markdown-renderer img'))"
-                                   ".map(i => ({alt: i.alt, width: i.naturalWidth, src: i.src.slice(0, 22)}))")
-    links = chrome.execute_script("return Array.from(document.querySelectorAll('.markdown-renderer a'))"
-                                  ".map(a => a.href)")
+        "const shown = Array.from(document.querySelectorAll(arguments[0]));"
+        "return shown.some(m => m.textContent.trim()) && shown.every(m => Array.from(m.querySelectorAll('img'))"
+        ".every(i => i.complete))", markdown), f"{page}: no {markdown} with content")
+    images = chrome.execute_script("return Array.from(document.querySelectorAll(arguments[0]))"
+                                   ".map(i => ({width: i.naturalWidth, src: i.src.slice(0, 22)}))", f"{markdown} img")
+    links = chrome.execute_script("return Array.from(document.querySelectorAll(arguments[0])).map(a => a.href)",
+                                  f"{markdown} a")
     return images, links
 
 
-def test_every_plot_shows_and_every_link_opens_from_the_prefect_ui(browser, ingested):
-    ui = ingested["PREFECT_API_URL"].removesuffix("/api")
+@pytest.mark.parametrize("app", APPS)
+def test_every_plot_shows_and_every_link_opens_from_the_prefect_ui(browser, ingested, app):
+    prefix, markdown_element = APPS[app]
+    ui = ingested["PREFECT_API_URL"].removesuffix("/api") + prefix
     [run] = api(ingested, "/flow_runs/filter", {"flows": {"name": {"any_": ["desi-ingest"]}}})
     artifacts = {a["key"]: a for a in api(ingested, "/artifacts/filter",
                                           {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}})}
@@ -62,7 +66,7 @@ def test_every_plot_shows_and_every_link_opens_from_the_prefect_ui(browser, inge
     reports = f"http://localhost:{ingested['ASTROLAB_REPORTS_PORT']}"
     followed: dict[str, int] = {}
     for key in markdown:
-        images, links = rendered_artifact(browser, ui, artifacts[key]["id"])
+        images, links = rendered_artifact(browser, f"{ui}/artifacts/artifact/{artifacts[key]['id']}", markdown_element)
         assert console_errors(browser, PREFECT_OWN) == [], key
         if key in ("desi-nz", "desi-sky-density"):
             png = (plots / f"{key.removeprefix('desi-').replace('-', '_')}.png").read_bytes()
