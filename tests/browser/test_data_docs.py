@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
+from astrolab.cli import serve_reports
 from astrolab.resources import build_lake
 from astrolab.settings import load_settings
+from tasks.ingest.report import join_data_docs
 from tasks.storage.s3 import split_url
 from tests.browser.conftest import console_errors, status_of
 
@@ -66,6 +69,32 @@ def test_data_docs_served_by_astrolab_docs_are_offline_and_styled(browser, inges
     for page in site_pages(site):
         assert_self_contained_and_styled(browser, f"http://127.0.0.1:{ingested['ASTROLAB_REPORTS_PORT']}"
                                                   f"/data_docs/{page}")
+
+
+def test_data_docs_joined_from_dask_workers_open_from_their_index(browser, ingested, tmp_path):
+    """With the ingest on a Dask cluster (a PostgreSQL catalog) each worker builds a site below data_docs/workers/
+    and the index links them: the index opens, and each link leads to a working site."""
+    built = Path(ingested["ASTROLAB_HOME"]) / "lake" / "reports" / "data_docs"
+    docs = tmp_path / "reports" / "data_docs"
+    workers = ["workers/host-a-1-0/index.html", "workers/host-b-2-1/index.html"]
+    for rel in workers:
+        shutil.copytree(built, (docs / rel).parent)
+    join_data_docs(docs, workers)
+    server = serve_reports(docs.parent, 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        index = f"http://127.0.0.1:{server.server_address[1]}/data_docs/index.html"
+        console_errors(browser)
+        assert status_of(browser, index) == 200
+        links = browser.execute_script("return Array.from(document.links).map(a => a.href)")
+        assert links == [index.replace("index.html", rel) for rel in workers]
+        assert console_errors(browser) == [], index
+        for link in links:
+            assert_self_contained_and_styled(browser, link)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def allow_anonymous_reads(client: Any, bucket: str, prefix: str) -> None:
