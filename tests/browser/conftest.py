@@ -41,7 +41,7 @@ def _browser_problem() -> tuple[str | None, str | None, str | None]:
     return chromium, driver, None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     """A headless Chromium (selenium WebDriver) that logs its console and resolves only localhost; fails under
     CI=true when it is missing, skips elsewhere."""
@@ -94,7 +94,7 @@ def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 60) -> No
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ingested(tmp_path_factory, browser) -> Iterator[dict[str, str]]:
     """A tiny zpix-only sample ingested with `astrolab ingest` against a real Prefect server with its UI, and the
     lake's reports served by `astrolab docs` where the run's links point; yields the environment (PREFECT_API_URL,

@@ -19,7 +19,7 @@ from tasks.ingest.report import join_data_docs
 from tasks.storage.s3 import split_url
 from tests.browser.conftest import console_errors, status_of
 
-pytestmark = pytest.mark.slow  # a Prefect server with its UI, an ingest and `astrolab docs`, once per session
+pytestmark = pytest.mark.slow  # a Prefect server with its UI, an ingest and `astrolab docs`, once for tests/browser
 
 # what a page loaded, and what its stylesheets and scripts did with it
 PAGE_STATE = """

@@ -12,7 +12,7 @@ import pytest
 
 from tests.browser.conftest import console_errors, status_of
 
-pytestmark = pytest.mark.slow  # a Prefect server with its UI, an ingest and `astrolab docs`, once per session
+pytestmark = pytest.mark.slow  # a Prefect server with its UI, an ingest and `astrolab docs`, once for tests/browser
 
 # the Prefect UI's two web apps: where each is served, and the element it renders an artifact's markdown in
 APPS = {"v1": ("", ".markdown-renderer"), "v2": ("/v2", ".prose")}
