@@ -456,7 +456,7 @@ def test_docs_on_an_s3_lake_says_when_a_browser_cannot_read_the_reports(s3_lake_
     import urllib.request
 
     from tasks.storage.s3 import split_url
-    from tests.browser.test_data_docs import allow_anonymous_reads
+    from tests.conftest import allow_anonymous_reads
 
     for name, value in {**s3_lake_env, "ASTROLAB_HOME": str(tmp_path)}.items():
         monkeypatch.setenv(name, value)

@@ -1,9 +1,9 @@
-"""The ingest's Data Docs as a user opens them: served by `astrolab docs`, and from the S3 lake over HTTP; every
-stylesheet, script, font and image comes from the site itself, and the pages are styled."""
+"""The ingest's Data Docs as a user opens them: served by `astrolab docs`, joined from Dask workers' sites, and from
+the S3 lake over HTTP; every stylesheet, script, font and image comes from the site itself, and the pages are
+styled."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import threading
 from pathlib import Path
@@ -18,6 +18,7 @@ from astrolab.settings import load_settings
 from tasks.ingest.report import join_data_docs
 from tasks.storage.s3 import split_url
 from tests.browser.conftest import console_errors, status_of
+from tests.conftest import allow_anonymous_reads
 
 pytestmark = pytest.mark.slow  # a Prefect server with its UI, an ingest and `astrolab docs`, once for tests/browser
 
@@ -95,14 +96,6 @@ def test_data_docs_joined_from_dask_workers_open_from_their_index(browser, inges
     finally:
         server.shutdown()
         server.server_close()
-
-
-def allow_anonymous_reads(client: Any, bucket: str, prefix: str) -> None:
-    """What the README asks of the MinIO admin (`mc anonymous set download lab/lake/reports`): anyone may GET the
-    objects under ``prefix``, and nothing else."""
-    statement = {"Effect": "Allow", "Principal": {"AWS": ["*"]}, "Action": ["s3:GetObject"],
-                 "Resource": [f"arn:aws:s3:::{bucket}/{prefix}/*"]}
-    client.set_bucket_policy(bucket, json.dumps({"Version": "2012-10-17", "Statement": [statement]}))
 
 
 def test_data_docs_in_the_s3_lake_open_over_http(browser, ingested, s3_lake_env, tmp_path, monkeypatch):
