@@ -354,13 +354,36 @@ def serve_reports(directory: Path, port: int, host: str = "127.0.0.1") -> Thread
     return ThreadingHTTPServer((host, port), partial(Quiet, directory=str(directory)))
 
 
+def anonymous_read_problem(url: str, timeout: float = 5.0) -> str | None:
+    """Why a browser with no credentials cannot read ``url`` ("HTTP 403", "unreachable: ..."), or None."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):  # GET: moto refuses an anonymous HEAD that S3 allows
+            return None
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except (OSError, ValueError) as exc:
+        return f"unreachable: {getattr(exc, 'reason', exc)}"
+
+
 def cmd_docs(args: argparse.Namespace) -> int:
     from astrolab.resources import build_lake
 
     settings = load_settings(args.config)
     if settings.lake_url.startswith("s3://"):
-        console.print(f"the lake is on S3; its reports are served at {settings.reports_url}/data_docs/index.html "
-                      "(reports.base_url)", highlight=False, soft_wrap=True)
+        index = f"{settings.reports_url}/data_docs/index.html"
+        problem = anonymous_read_problem(index)
+        if problem == "HTTP 404":
+            raise UserError(f"no Data Docs yet at {index}; run an ingest first")
+        if problem in ("HTTP 401", "HTTP 403"):
+            raise UserError(f"docs: {index} answers {problem} to a browser, so the Prefect UI's report links do not "
+                            f"open; give the lake's reports/ prefix an anonymous read-only policy (e.g. `mc anonymous "
+                            f"set download ALIAS/{settings.lake_url[len('s3://'):].strip('/')}/reports`)")
+        checked = f" (not checked: {problem})" if problem else ""
+        console.print(f"the lake is on S3; its reports are served at {index} (reports.base_url){checked}",
+                      highlight=False, soft_wrap=True)
         return 0
     reports = build_lake(settings).data_docs_dir().parent
     if not (reports / "data_docs" / "index.html").exists():

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Test services on loopback: PostgreSQL (with the q3c extension), an S3 server (moto, from the venv), a throwaway
-# sshd (its own config, host key, client key and known_hosts under $STATE/ssh; key-only login as the running user)
-# and, as root, the test fleet of Debian 12 hosts (scripts/fleet.sh, under $STATE/fleet).
+# sshd (its own config, host key, client key and known_hosts under $STATE/ssh; key-only login as the running user),
+# a headless Chromium with its WebDriver for tests/browser (installed only: Debian's chromium, chromium-driver) and,
+# as root, the test fleet of Debian 12 hosts (scripts/fleet.sh, under $STATE/fleet).
 #   scripts/services.sh start   install if missing (Debian/Ubuntu, as root), start, write $STATE/env
 #   scripts/services.sh stop
 #   scripts/services.sh restart   restart PostgreSQL (fault tests)
@@ -42,9 +43,20 @@ install_restic() {  # the backup tests drive the real restic (Debian 12 ships 0.
   apt-get install -y -qq restic >/dev/null
 }
 
+install_browser() {  # the browser tests (tests/browser) drive a headless Chromium through its WebDriver
+  if { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } &&
+     command -v chromedriver >/dev/null 2>&1; then return; fi
+  if [ "$(id -u)" != 0 ]; then echo "chromium missing: sudo apt-get install chromium chromium-driver" >&2; exit 1; fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # Debian names them chromium + chromium-driver; Ubuntu's chromium-browser package carries the driver
+  apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || apt-get install -y -qq chromium-browser >/dev/null
+}
+
 start() {
   install_postgres
   install_restic
+  install_browser
   local bin; bin=$(pg_bin)
   mkdir -p "$STATE"
   [ "$(id -u)" = 0 ] && chown postgres "$STATE"

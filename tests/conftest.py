@@ -1,6 +1,7 @@
 """Fixtures for tests that need services: PostgreSQL, the S3 server, sshd and the test fleet (started by
 scripts/services.sh, see `make test`)."""
 
+import json
 import os
 import socket
 import subprocess
@@ -12,6 +13,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+from minio import Minio
 
 from tasks.inventory.load import load_inventory
 from tasks.inventory.model import Inventory
@@ -133,6 +135,14 @@ def s3_lake_env(s3_endpoint):
     return {"ASTROLAB_LAKE_URL": f"s3://{bucket}/lake", "ASTROLAB_LAKE_S3_ENDPOINT": s3_endpoint,
             "ASTROLAB_LAKE_S3_ACCESS_KEY": "astrolab-test", "ASTROLAB_LAKE_S3_SECRET_KEY": "astrolab-test-secret",
             "ASTROLAB_LAKE_S3_RETRIES": "1"}
+
+
+def allow_anonymous_reads(client: Minio, bucket: str, prefix: str) -> None:
+    """What the README asks of the MinIO admin (`mc anonymous set download lab/lake/reports`): anyone may GET the
+    objects under ``prefix``, and nothing else."""
+    statement = {"Effect": "Allow", "Principal": {"AWS": ["*"]}, "Action": ["s3:GetObject"],
+                 "Resource": [f"arn:aws:s3:::{bucket}/{prefix}/*"]}
+    client.set_bucket_policy(bucket, json.dumps({"Version": "2012-10-17", "Statement": [statement]}))
 
 
 @pytest.fixture(params=["local", "s3"])

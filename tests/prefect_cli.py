@@ -41,11 +41,12 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
 
 
 @contextmanager
-def started_server(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A real `prefect server start` on SQLite in tmp_path; yields the environment that points at it."""
+def started_server(tmp_path: Path, ui: bool = False) -> Iterator[dict[str, str]]:
+    """A real `prefect server start` on SQLite in tmp_path, serving the web UI at the API's origin when ``ui``;
+    yields the environment that points at it."""
     port = free_port()
     env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_UI_ENABLED="false", PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+               PREFECT_UI_ENABLED=str(ui).lower(), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
                PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}",
                PREFECT_LOGGING_LEVEL="WARNING")
     server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,

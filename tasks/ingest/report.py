@@ -51,7 +51,7 @@ def summary_markdown(results: Sequence[FileResult], published: Sequence[PublishR
         lines.append(f"- HATS catalog `{p.product}`: {p.nrows:,} rows in {p.partitions} partitions, "
                      f"version `{p.version}` at `{p.path}`")
     if docs_index:
-        lines.append(f"- Great Expectations Data Docs: `{docs_index}`")
+        lines.append(f"- Great Expectations Data Docs: [{docs_index}]({docs_index})")
     bad = [r for r in results if r.status == "quarantined"]
     if bad:
         lines += ["", "## Quarantined files", ""] + [f"- `{r.path}`: {r.error}" for r in bad]
@@ -115,9 +115,13 @@ def join_data_docs(docs_dir: Path, indexes: Sequence[str]) -> Path:
             make_self_contained((docs_dir / rel).parent)
     items = "\n".join(f'<li><a href="{html.escape(rel)}">{html.escape(rel.rsplit("/", 1)[0])}</a></li>'
                       for rel in sorted(indexes))
+    # a page with no icon makes browsers ask the server root for /favicon.ico: a failed load on every visit
+    icons = [f"{rel.rsplit('/', 1)[0]}/static/images/favicon.ico" for rel in sorted(indexes)]
+    icon = next((i for i in icons if (docs_dir / i).is_file()), "data:,")
     docs_dir.mkdir(parents=True, exist_ok=True)
     index = docs_dir / "index.html"
-    index.write_text("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>astrolab Data Docs</title></head>"
+    index.write_text("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>astrolab Data Docs</title>"
+                     f"<link rel=\"icon\" href=\"{html.escape(icon)}\"></head>"
                      f"<body><h1>Great Expectations Data Docs</h1><p>One site per Dask worker of the last ingest "
                      f"run:</p><ul>\n{items}\n</ul></body></html>\n")
     return index

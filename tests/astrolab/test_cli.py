@@ -450,6 +450,38 @@ def test_docs_serves_the_reports_where_the_ui_links_point(tmp_path, monkeypatch,
     monkeypatch.setenv("ASTROLAB_LAKE_S3_ENDPOINT", "http://minio1:9000")
     assert main(["docs"]) == 0
     assert "served at http://minio1:9000/lab-lake/desi/reports/data_docs/index.html" in capsys.readouterr().err
+
+
+def test_docs_on_an_s3_lake_says_when_a_browser_cannot_read_the_reports(s3_lake_env, tmp_path, monkeypatch, capsys):
+    import urllib.request
+
+    from tasks.storage.s3 import split_url
+    from tests.conftest import allow_anonymous_reads
+
+    for name, value in {**s3_lake_env, "ASTROLAB_HOME": str(tmp_path)}.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    lake = build_lake(settings)
+    index = f"{settings.reports_url}/data_docs/index.html"
+    bucket, prefix = split_url(settings.lake_url)
+    allow_anonymous_reads(lake.store.client, bucket, f"{prefix}/reports")
+    assert main(["docs"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: no Data Docs yet at {index}; run an ingest first"
+
+    lake.store.client.delete_bucket_policy(bucket)  # a private bucket, as MinIO creates it
+    (lake.data_docs_dir() / "index.html").parent.mkdir(parents=True)
+    (lake.data_docs_dir() / "index.html").write_text("<html>expectations</html>")
+    lake.save_dir(lake.data_docs_dir())
+    assert main(["docs"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: docs: {index} answers HTTP 403 to a browser" in err
+    assert f"`mc anonymous set download ALIAS/{bucket}/{prefix}/reports`" in err
+
+    allow_anonymous_reads(lake.store.client, bucket, f"{prefix}/reports")
+    assert main(["docs"]) == 0
+    assert capsys.readouterr().err.strip() == f"the lake is on S3; its reports are served at {index} (reports.base_url)"
+    with urllib.request.urlopen(index, timeout=30) as response:
+        assert response.read() == b"<html>expectations</html>"
 def _backup_registry(path, repos, assets):
     path.write_text(yaml.safe_dump({
         "repositories": [{"name": n, "url": u, "password_env": "ASTROLAB_TEST_RESTIC_PW"} for n, u in repos.items()],
