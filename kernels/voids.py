@@ -27,7 +27,6 @@ from scipy.spatial import cKDTree
 Mask = Callable[[np.ndarray], np.ndarray]  # (n, 3) positions [h^-1 Mpc] -> (n,) True inside the survey volume
 
 _SURFACE_POINTS = 20  # per hole, as VAST's check_hole_bounds
-_VOLUME_POINTS = 512  # per boundary hole, to estimate the fraction of its volume outside the survey
 _KNN_CHUNK = 1_000_000
 _BOUNDS_CHUNK = 50_000
 
@@ -43,13 +42,24 @@ class VoidFinderParams:
     min_maximal_radius: float = 10.0
     maximal_overlap: float = 0.1
     hole_join_fraction: float = 0.5
-    hole_outside_cut: float = 0.1  # holes with more of their volume outside the survey are dropped
+    hole_outside_cut: float = 0.1  # holes with this much of their volume outside the survey are dropped
+    pts_per_unit_volume: float = 0.01  # density of VAST's mesh estimating that fraction [h^3 Mpc^-3]
     edge_buffer: float = 10.0  # EDGE=2 if a hole centre is this close to the boundary
     dup_tol: float = 0.1  # holes whose centres agree to this are one hole
     volume_spacing: float = 1.0  # grid step for the void volumes behind R_EFF
     chunk_cells: int = 250_000  # grid cells per chunk: the unit of work (and of memory) of the hole growth
+    # Galaxies on a hole's surface: 4 (Hoyle & Vogeley); 3 is what VAST >= 1.3 computes (its 4th step reads a
+    # value never set and, as built with gcc, does not move the centre: see the README's VAST section).
+    bounding_galaxies: int = 4
     # Corner of the empty-cell grid; None: the minimum over wall and field galaxies (as VAST's VoidFinder runs).
     grid_origin: tuple[float, ...] | None = None
+
+    @classmethod
+    def vast(cls, **settings: Any) -> VoidFinderParams:
+        """Settings that reproduce VAST's VoidFinder hole for hole (see the README's VAST section)."""
+        settings.setdefault("edge_buffer", settings.get("min_maximal_radius", cls.min_maximal_radius))
+        settings.setdefault("bounding_galaxies", 3)
+        return cls(**settings)
 
     def __post_init__(self) -> None:
         if self.grid_origin is not None:
@@ -61,12 +71,15 @@ class VoidFinderParams:
                 raise ValueError(f"VoidFinderParams.grid_origin must be 3 finite numbers [Mpc/h] or None, "
                                  f"got {self.grid_origin!r}")
             object.__setattr__(self, "grid_origin", tuple(float(v) for v in origin))
-        for name in ("grid_edge", "search_edge", "min_maximal_radius", "dup_tol", "volume_spacing"):
+        for name in ("grid_edge", "search_edge", "min_maximal_radius", "dup_tol", "volume_spacing",
+                     "pts_per_unit_volume"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"VoidFinderParams.{name} must be > 0, got {getattr(self, name)}")
         for name in ("maximal_overlap", "hole_join_fraction", "hole_outside_cut"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"VoidFinderParams.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.bounding_galaxies not in (3, 4):
+            raise ValueError(f"VoidFinderParams.bounding_galaxies must be 3 or 4, got {self.bounding_galaxies}")
         if self.sep_neighbor < 1 or self.chunk_cells < 1:
             raise ValueError("VoidFinderParams.sep_neighbor and chunk_cells must be >= 1")
 
@@ -219,7 +232,7 @@ def _next_bound(c, u, g1, bound, n_bound, pts, starts, lo, edge, dims):
 
     A point p is on the moved sphere at shift x = (|c-p|^2 - |c-g1|^2) / (2 u.(p-g1)); only points ahead
     (u.(p-g1) > 0) qualify, and any with x <= t lies inside the ball at shift t, so the search scans the cells
-    of that ball and grows t until a point is found or the centre leaves the cell box.
+    of that ball and grows t until a point is found, or none is ahead in a ball centred outside the cell box.
     """
     r0sq = (c[0] - pts[g1, 0]) ** 2 + (c[1] - pts[g1, 1]) ** 2 + (c[2] - pts[g1, 2]) ** 2
     t = max(np.sqrt(r0sq), 0.5 * edge)
@@ -227,9 +240,6 @@ def _next_bound(c, u, g1, bound, n_bound, pts, starts, lo, edge, dims):
     while True:
         for a in range(3):
             ct[a] = c[a] + t * u[a]
-        for a in range(3):
-            if ct[a] < lo[a] or ct[a] > lo[a] + dims[a] * edge:
-                return -1, 0.0
         radius = np.sqrt((ct[0] - pts[g1, 0]) ** 2 + (ct[1] - pts[g1, 1]) ** 2 + (ct[2] - pts[g1, 2]) ** 2)
         i0, i1 = int((ct[0] - radius - lo[0]) // edge), int((ct[0] + radius - lo[0]) // edge)
         j0, j1 = int((ct[1] - radius - lo[1]) // edge), int((ct[1] + radius - lo[1]) // edge)
@@ -258,8 +268,16 @@ def _next_bound(c, u, g1, bound, n_bound, pts, starts, lo, edge, dims):
                             ahead_x = x
         if best >= 0:
             return best, best_x
-        # A point found beyond t bounds the answer: the ball at its shift holds every point that comes first.
-        t = ahead_x if ahead_x < np.inf else 2.0 * t
+        if ahead_x < np.inf:
+            # A point found beyond t bounds the answer: the ball at its shift holds every point that comes first.
+            t = ahead_x
+            continue
+        # Nothing ahead in the ball: give up once its centre has left the cell box (VAST gives up once its
+        # probe centre has left the survey), else search a ball twice as far.
+        for a in range(3):
+            if ct[a] < lo[a] or ct[a] > lo[a] + dims[a] * edge:
+                return -1, 0.0
+        t = 2.0 * t
 
 
 @nb.njit(cache=True, inline="always")
@@ -275,8 +293,9 @@ def _perpendicular(e):
 
 
 @nb.njit(cache=True)
-def _grow_one(c0, pts, starts, lo, edge, dims, out):
-    """Grow one hole from c0; out = x, y, z, radius, centre after the 2nd and after the 3rd galaxy (NaN: none)."""
+def _grow_one(c0, pts, starts, lo, edge, dims, n_bounding, out):
+    """Grow one hole from c0 until n_bounding (3 or 4) galaxies bound it; out = x, y, z, radius, centre after the
+    2nd and after the 3rd galaxy (NaN: none)."""
     out[:] = np.nan
     bound = np.empty(4, dtype=np.int64)
     g1 = _nearest(c0, pts, starts, lo, edge, dims)
@@ -304,6 +323,10 @@ def _grow_one(c0, pts, starts, lo, edge, dims, out):
     bound[2] = g3
     c = c + x * u
     out[7:10] = c
+    if n_bounding == 3:
+        out[0:3] = c
+        out[3] = np.sqrt((c[0] - pts[g1, 0]) ** 2 + (c[1] - pts[g1, 1]) ** 2 + (c[2] - pts[g1, 2]) ** 2)
+        return
     nrm, norm = _unit(np.cross(pts[g2] - pts[g1], pts[g3] - pts[g1]))
     if not norm > 0.0:
         return
@@ -326,22 +349,23 @@ def _grow_one(c0, pts, starts, lo, edge, dims, out):
 
 
 @nb.njit(cache=True, parallel=True)
-def _grow_holes(centres, pts, starts, lo, edge, dims):
+def _grow_holes(centres, pts, starts, lo, edge, dims, n_bounding):
     out = np.empty((len(centres), 10))
     for n in nb.prange(len(centres)):
-        _grow_one(centres[n], pts, starts, lo, edge, dims, out[n])
+        _grow_one(centres[n], pts, starts, lo, edge, dims, n_bounding, out[n])
     return out
 
 
-def grow_holes(centres: np.ndarray, wall_xyz: np.ndarray, search_edge: float = 15.0) -> np.ndarray:
-    """Grow a hole from each centre until 4 wall galaxies bound it: (n, 10) x, y, z, radius, then the centres
+def grow_holes(centres: np.ndarray, wall_xyz: np.ndarray, search_edge: float = 15.0,
+               bounding_galaxies: int = 4) -> np.ndarray:
+    """Grow a hole from each centre until 4 (or 3) wall galaxies bound it: (n, 10) x, y, z, radius, then the centres
     after the 2nd and 3rd galaxy (for mask checks); rows of NaN where a hole escapes the galaxies' box."""
     centres = np.ascontiguousarray(np.asarray(centres, dtype=np.float64).reshape(-1, 3))
     wall_xyz = np.asarray(wall_xyz, dtype=np.float64).reshape(-1, 3)
     if len(wall_xyz) < 4 or len(centres) == 0:
         return np.full((len(centres), 10), np.nan)
     cells = _cell_list(wall_xyz, search_edge, wall_xyz.min(axis=0), wall_xyz.max(axis=0))
-    return _grow_holes(centres, cells.points, cells.starts, cells.lo, cells.edge, cells.dims)
+    return _grow_holes(centres, cells.points, cells.starts, cells.lo, cells.edge, cells.dims, bounding_galaxies)
 
 
 # --- the empty-cell grid, walked in chunks --------------------------------------------------------------------
@@ -401,16 +425,18 @@ def find_holes(wall_xyz: np.ndarray, mask: Mask, params: VoidFinderParams = Void
     chunks = [(a, b, occupied[np.searchsorted(occupied, a):np.searchsorted(occupied, b)])
               for a, b in zip(bounds[:-1], bounds[1:])]
     if client is None:
-        kept = [holes_in_cells(a, b, occ, grid, cells, mask, params.dup_tol) for a, b, occ in chunks]
+        kept = [holes_in_cells(a, b, occ, grid, cells, mask, params.dup_tol, params.bounding_galaxies)
+                for a, b, occ in chunks]
     else:
         remote_cells, remote_mask = client.scatter([cells, mask], broadcast=True)
         kept = client.gather([client.submit(holes_in_cells, a, b, occ, grid, remote_cells, remote_mask,
-                                            params.dup_tol, pure=False) for a, b, occ in chunks])
+                                            params.dup_tol, params.bounding_galaxies, pure=False)
+                              for a, b, occ in chunks])
     return _unique_holes(np.concatenate(kept) if kept else np.empty((0, 4)), params.dup_tol)
 
 
 def holes_in_cells(start: int, stop: int, occupied: np.ndarray, grid: _EmptyCells, cells: _CellList, mask: Mask,
-                   dup_tol: float) -> np.ndarray:
+                   dup_tol: float, bounding_galaxies: int = 4) -> np.ndarray:
     """Distinct holes grown from the empty cells start..stop-1 of the grid (`occupied`: the flat ids of the cells
     there holding wall galaxies), kept where the hole stays in the survey: one unit of parallel work."""
     empty = np.ones(stop - start, dtype=bool)
@@ -422,7 +448,8 @@ def holes_in_cells(start: int, stop: int, occupied: np.ndarray, grid: _EmptyCell
     centres = centres[mask(centres)]
     if len(centres) == 0:
         return np.empty((0, 4))
-    out = _grow_holes(np.ascontiguousarray(centres), cells.points, cells.starts, cells.lo, cells.edge, cells.dims)
+    out = _grow_holes(np.ascontiguousarray(centres), cells.points, cells.starts, cells.lo, cells.edge, cells.dims,
+                      bounding_galaxies)
     out = out[~np.isnan(out[:, 0])]
     out = out[mask(out[:, 0:3]) & mask(out[:, 4:7]) & mask(out[:, 7:10])]
     return _unique_holes(out[:, :4], dup_tol)
@@ -437,29 +464,46 @@ def _fibonacci_sphere(n: int) -> np.ndarray:
     return np.stack([s * np.cos(phi), s * np.sin(phi), z], axis=1)
 
 
-def _unit_ball_points(n: int) -> np.ndarray:
-    rng = np.random.default_rng(12345)  # fixed: the same holes give the same cut on every run
-    v = rng.normal(size=(n, 3))
-    return v / np.linalg.norm(v, axis=1, keepdims=True) * np.cbrt(rng.random(n))[:, None]
+def volume_mesh(max_radius: float, pts_per_unit_volume: float) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets (n, 3), their distances (n,), ascending): VAST's mesh for the volume cut, a cubic lattice of step
+    pts_per_unit_volume^-0.33 from -1.05 max_radius, the points closer than max_radius to its centre."""
+    gen = 1.05 * max_radius
+    axis = np.arange(-gen, gen, 1.0 / np.power(pts_per_unit_volume, 0.33))
+    mx, my, mz = np.meshgrid(axis, axis, axis)
+    mesh = np.stack([mx.ravel(), my.ravel(), mz.ravel()], axis=1)
+    dist = np.linalg.norm(mesh, axis=1)
+    keep = dist < max_radius
+    order = np.argsort(dist[keep], kind="stable")
+    return mesh[keep][order], dist[keep][order]
 
 
-def hole_bounds(holes: np.ndarray, mask: Mask, cut: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """(keep, boundary) per hole: drop holes with more than `cut` of their volume outside the survey; boundary
-    holes have a surface point outside (VAST's check_hole_bounds, 20 surface points, 512 volume points)."""
+def hole_bounds(holes: np.ndarray, mask: Mask, cut: float = 0.1,
+                pts_per_unit_volume: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    """(keep, boundary) per hole, as VAST's check_hole_bounds: a hole is on the boundary if one of 20 points on
+    its surface is outside the survey; a boundary hole is dropped when at least ceil(cut * n) of the n points of
+    VAST's volume mesh (`volume_mesh`, sized by the largest hole) inside it are outside."""
     keep = np.ones(len(holes), dtype=bool)
     boundary = np.zeros(len(holes), dtype=bool)
-    surface, ball = _fibonacci_sphere(_SURFACE_POINTS), _unit_ball_points(_VOLUME_POINTS)
+    if len(holes) == 0:
+        return keep, boundary
+    surface = _fibonacci_sphere(_SURFACE_POINTS)
+    mesh, dist = volume_mesh(float(holes[:, 3].max()), pts_per_unit_volume)
     for start in range(0, len(holes), _BOUNDS_CHUNK):
         h = holes[start:start + _BOUNDS_CHUNK]
         pts = h[:, None, :3] + h[:, None, 3:4] * surface[None]
         out = (~mask(pts.reshape(-1, 3))).reshape(len(h), -1).any(axis=1)
         idx = np.flatnonzero(out)
         boundary[start + idx] = True
-        for sub in range(0, len(idx), max(1, _BOUNDS_CHUNK // _VOLUME_POINTS)):
-            part = idx[sub:sub + max(1, _BOUNDS_CHUNK // _VOLUME_POINTS)]
-            vol = h[part, None, :3] + h[part, None, 3:4] * ball[None]
-            outside = 1.0 - mask(vol.reshape(-1, 3)).reshape(len(part), -1).mean(axis=1)
-            keep[start + part] = outside <= cut
+        n_in = np.searchsorted(dist, h[idx, 3], side="right")  # mesh points within each hole
+        step = max(1, _BOUNDS_CHUNK // max(len(mesh), 1))
+        for sub in range(0, len(idx), step):
+            part, n = idx[sub:sub + step], n_in[sub:sub + step]
+            width = int(n.max())
+            vol = h[part, None, :3] + mesh[None, :width]
+            outside = ~mask(vol.reshape(-1, 3)).reshape(len(part), width)
+            outside &= np.arange(width)[None, :] < n[:, None]
+            threshold = np.maximum(np.ceil(cut * n), 1)
+            keep[start + part] = ~((n > 0) & (outside.sum(axis=1) >= threshold))
     return keep, boundary
 
 
@@ -619,15 +663,21 @@ def void_volumes(holes: np.ndarray, hole_void: np.ndarray, n_voids: int,
 
 
 def find_voids(xyz: np.ndarray, mask: Mask, params: VoidFinderParams = VoidFinderParams(),
-               client: Any | None = None) -> VoidCatalog:
+               client: Any | None = None, is_field: np.ndarray | None = None) -> VoidCatalog:
     """VoidFinder on comoving positions (n, 3) [h^-1 Mpc] of a volume-limited sample inside `mask`; the holes are
-    grown over a Dask cluster when a client is given (`mask` must then pickle, as `sky_mask` and `box_mask` do)."""
+    grown over a Dask cluster when a client is given (`mask` must then pickle, as `sky_mask` and `box_mask` do).
+    `is_field` (n,) replaces the wall/field split (e.g. VAST's own, to compare hole for hole)."""
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
     split = split_wall_field(xyz, params.sep_neighbor, params.field_sigma)
-    is_field = split.is_field
+    if is_field is None:
+        is_field = split.is_field
+    else:
+        is_field = np.asarray(is_field, dtype=bool).reshape(-1)
+        if is_field.shape != (len(xyz),):
+            raise ValueError(f"is_field has {is_field.size} flags for {len(xyz)} galaxies")
     origin = grid_origin(xyz, params)
     holes = find_holes(xyz[~is_field], mask, params, client, origin)
-    keep, boundary = hole_bounds(holes, mask, params.hole_outside_cut)
+    keep, boundary = hole_bounds(holes, mask, params.hole_outside_cut, params.pts_per_unit_volume)
     holes, boundary = holes[keep], boundary[keep]
     maximal_index = select_maximals(holes, params.min_maximal_radius, params.maximal_overlap)
     maximals = holes[maximal_index]
