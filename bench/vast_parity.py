@@ -12,8 +12,8 @@ prepared by VAST itself (`file_preprocess`, `generate_mask`, `filter_galaxies` a
 Both finders then get VAST's wall/field split, VAST's mask, the same distance limits and grid origin (the minimum
 over wall and field galaxies, as VAST's example passes), the same hole grid edge and minimum maximal radius.
 
-Compared: the raw holes (VAST's `_hole_finder` output before the volume cut, with duplicates removed as VAST's
-`remove_duplicates_2`; ours `find_holes`), the holes kept, and the maximal spheres: each VAST sphere matched to
+Compared: the raw holes (VAST's `_hole_finder` output and our `find_holes`, before the volume cut, each with
+duplicates removed by VAST's rule), the holes kept, and the maximal spheres: each VAST sphere matched to
 the nearest of ours by centre (within --tol-centre) with the radius within --tol-radius, both ways; the void
 each matched hole joins and the maximals' EDGE flags. Writes bench/out/vast_parity.json (or --out).
 """
@@ -99,10 +99,11 @@ def vast_side(inp: Path, out: Path) -> None:
 SECTOR = {"ra": (150.0, 190.0), "dec": (10.0, 40.0), "r": (40.0, 160.0)}
 
 
-def generated_sector(n: int, seed: int) -> dict[str, np.ndarray]:
-    """n uniform galaxies in SECTOR with 6 spheres of radius 12-20 h^-1 Mpc carved empty, and its VAST mask."""
+def generated_sector(n: int, seed: int, sector: tuple[float, ...] | None = None) -> dict[str, np.ndarray]:
+    """n uniform galaxies in a sector (ra0, ra1, dec0, dec1 [whole degrees], r0, r1 [h^-1 Mpc]; default SECTOR)
+    with 6 spheres of radius 12-20 h^-1 Mpc carved empty, and its VAST mask."""
     rng = np.random.default_rng(seed)
-    (ra0, ra1), (dec0, dec1), (r0, r1) = SECTOR["ra"], SECTOR["dec"], SECTOR["r"]
+    ra0, ra1, dec0, dec1, r0, r1 = sector or (*SECTOR["ra"], *SECTOR["dec"], *SECTOR["r"])
     m = 3 * n
     ra = rng.uniform(ra0, ra1, m)
     dec = np.degrees(np.arcsin(rng.uniform(np.sin(np.radians(dec0)), np.sin(np.radians(dec1)), m)))
@@ -152,16 +153,12 @@ def match(ref: np.ndarray, ours: np.ndarray, tol_centre: float, tol_radius: floa
             "index": np.where(ok, idx, -1)}
 
 
-def _vast_dedup(holes: np.ndarray, tol: float) -> np.ndarray:
-    """Holes sorted largest first with VAST's duplicate rule (a hole is dropped when within tol in centre and
-    radius of the last hole kept)."""
+def _dedup(holes: np.ndarray, tol: float) -> np.ndarray:
+    """Holes sorted largest first, with VAST's duplicate rule."""
+    from kernels.voids import remove_duplicates
+
     holes = holes[holes[:, 3].argsort()[::-1]]
-    keep = np.zeros(len(holes), dtype=bool)
-    last = 0
-    for i in range(len(holes)):
-        if i == 0 or np.linalg.norm(holes[i, :3] - holes[last, :3]) > tol or holes[last, 3] - holes[i, 3] > tol:
-            keep[i], last = True, i
-    return holes[keep]
+    return holes[remove_duplicates(holes, tol)]
 
 
 def compare(vast: dict[str, np.ndarray], params, tol_centre: float, tol_radius: float) -> dict:  # type: ignore[no-untyped-def]
@@ -178,8 +175,8 @@ def compare(vast: dict[str, np.ndarray], params, tol_centre: float, tol_radius: 
     t0 = time.perf_counter()
     cat = find_voids(xyz, mask, params, is_field=is_field)
     seconds = time.perf_counter() - t0
-    raw_ours = find_holes(xyz[~is_field], mask, params, origin=cat.grid_origin)
-    raw_vast = _vast_dedup(vast["raw_holes"], params.dup_tol) if len(vast["raw_holes"]) else np.empty((0, 4))
+    raw_ours = _dedup(find_holes(xyz[~is_field], mask, params, origin=cat.grid_origin), params.dup_tol)
+    raw_vast = _dedup(vast["raw_holes"], params.dup_tol) if len(vast["raw_holes"]) else np.empty((0, 4))
     maximals = match(vast["maximals"][:, :4], cat.maximals, tol_centre, tol_radius)
     holes = match(vast["holes"][:, :4], cat.holes, tol_centre, tol_radius)
     report = {
@@ -219,6 +216,8 @@ def main() -> None:
     ap.add_argument("--omega-m", type=float, default=0.26)
     ap.add_argument("--n", type=int, default=6000, help="galaxies in the generated sector")
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--sector", type=float, nargs=6, metavar=("RA0", "RA1", "DEC0", "DEC1", "R0", "R1"),
+                    help="the generated sector (whole degrees; h^-1 Mpc)")
     ap.add_argument("--grid-edge", type=float, default=5.0)
     ap.add_argument("--min-maximal-radius", type=float, default=10.0)
     ap.add_argument("--tol-centre", type=float, default=1e-3, help="h^-1 Mpc")
@@ -242,7 +241,7 @@ def main() -> None:
             np.savez(inp, galaxies=str(Path(args.galaxies).resolve()), z_max=args.z_max, omega_m=args.omega_m,
                      **settings)
         else:
-            np.savez(inp, **generated_sector(args.n, args.seed), **settings)
+            np.savez(inp, **generated_sector(args.n, args.seed, args.sector), **settings)
         run = subprocess.run([args.vast_python, str(Path(__file__).resolve()), "--vast-side", str(inp), str(out)],
                              capture_output=True, text=True, cwd=work)
         if run.returncode != 0:
@@ -250,7 +249,7 @@ def main() -> None:
         vast = dict(np.load(out))
     if args.save_vast:
         np.savez_compressed(args.save_vast, **vast)
-    report = {"input": args.galaxies or f"generated sector, n={args.n}, seed={args.seed}",
+    report = {"input": args.galaxies or f"generated sector {args.sector or SECTOR}, n={args.n}, seed={args.seed}",
               "tolerance": {"centre": args.tol_centre, "radius": args.tol_radius},
               "params": {k: v for k, v in vars(params).items() if not k.startswith("_")},
               **compare(vast, params, args.tol_centre, args.tol_radius)}

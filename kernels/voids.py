@@ -29,6 +29,9 @@ Mask = Callable[[np.ndarray], np.ndarray]  # (n, 3) positions [h^-1 Mpc] -> (n,)
 _SURFACE_POINTS = 20  # per hole, as VAST's check_hole_bounds
 _KNN_CHUNK = 1_000_000
 _BOUNDS_CHUNK = 50_000
+# Holes grown from several cells to the same galaxies differ by rounding only: closer than this they are one hole
+# (the duplicate tolerance proper, dup_tol, applies after the volume cut, as in VAST).
+_SAME_HOLE = 1e-7
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class VoidFinderParams:
     hole_outside_cut: float = 0.1  # holes with this much of their volume outside the survey are dropped
     pts_per_unit_volume: float = 0.01  # density of VAST's mesh estimating that fraction [h^3 Mpc^-3]
     edge_buffer: float = 10.0  # EDGE=2 if a hole centre is this close to the boundary
-    dup_tol: float = 0.1  # holes whose centres agree to this are one hole
+    dup_tol: float = 0.1  # a hole within this of the last one kept (centre and radius, largest first) is dropped
     volume_spacing: float = 1.0  # grid step for the void volumes behind R_EFF
     chunk_cells: int = 250_000  # grid cells per chunk: the unit of work (and of memory) of the hole growth
     # Galaxies on a hole's surface: 4 (Hoyle & Vogeley); 3 is what VAST >= 1.3 computes (its 4th step reads a
@@ -369,6 +372,26 @@ def grow_holes(centres: np.ndarray, wall_xyz: np.ndarray, search_edge: float = 1
 
 
 # --- the empty-cell grid, walked in chunks --------------------------------------------------------------------
+@nb.njit(cache=True)
+def _first_of_duplicates(holes, tol):
+    keep = np.zeros(len(holes), dtype=np.bool_)
+    last = 0
+    for h in range(len(holes)):
+        d = np.sqrt(np.sum((holes[h, :3] - holes[last, :3]) ** 2))
+        if h == 0 or d > tol or holes[last, 3] - holes[h, 3] > tol:
+            keep[h] = True
+            last = h
+    return keep
+
+
+def remove_duplicates(holes: np.ndarray, tol: float = 0.1) -> np.ndarray:
+    """Rows of holes (sorted largest first) to keep, as VAST's remove_duplicates_2: a hole goes when its centre is
+    within tol of the last hole kept and its radius within tol below that hole's."""
+    if len(holes) == 0:
+        return np.zeros(0, dtype=bool)
+    return _first_of_duplicates(np.ascontiguousarray(holes, dtype=np.float64), tol)
+
+
 def _unique_holes(holes: np.ndarray, tol: float) -> np.ndarray:
     """Holes sorted by radius (largest first) with near-identical ones (centres within tol) kept once."""
     if len(holes) == 0:
@@ -425,18 +448,17 @@ def find_holes(wall_xyz: np.ndarray, mask: Mask, params: VoidFinderParams = Void
     chunks = [(a, b, occupied[np.searchsorted(occupied, a):np.searchsorted(occupied, b)])
               for a, b in zip(bounds[:-1], bounds[1:])]
     if client is None:
-        kept = [holes_in_cells(a, b, occ, grid, cells, mask, params.dup_tol, params.bounding_galaxies)
-                for a, b, occ in chunks]
+        kept = [holes_in_cells(a, b, occ, grid, cells, mask, params.bounding_galaxies) for a, b, occ in chunks]
     else:
         remote_cells, remote_mask = client.scatter([cells, mask], broadcast=True)
         kept = client.gather([client.submit(holes_in_cells, a, b, occ, grid, remote_cells, remote_mask,
-                                            params.dup_tol, params.bounding_galaxies, pure=False)
+                                            params.bounding_galaxies, pure=False)
                               for a, b, occ in chunks])
-    return _unique_holes(np.concatenate(kept) if kept else np.empty((0, 4)), params.dup_tol)
+    return _unique_holes(np.concatenate(kept) if kept else np.empty((0, 4)), _SAME_HOLE)
 
 
 def holes_in_cells(start: int, stop: int, occupied: np.ndarray, grid: _EmptyCells, cells: _CellList, mask: Mask,
-                   dup_tol: float, bounding_galaxies: int = 4) -> np.ndarray:
+                   bounding_galaxies: int = 4) -> np.ndarray:
     """Distinct holes grown from the empty cells start..stop-1 of the grid (`occupied`: the flat ids of the cells
     there holding wall galaxies), kept where the hole stays in the survey: one unit of parallel work."""
     empty = np.ones(stop - start, dtype=bool)
@@ -452,7 +474,7 @@ def holes_in_cells(start: int, stop: int, occupied: np.ndarray, grid: _EmptyCell
                       bounding_galaxies)
     out = out[~np.isnan(out[:, 0])]
     out = out[mask(out[:, 0:3]) & mask(out[:, 4:7]) & mask(out[:, 7:10])]
-    return _unique_holes(out[:, :4], dup_tol)
+    return _unique_holes(out[:, :4], _SAME_HOLE)
 
 
 # --- holes against the survey boundary ------------------------------------------------------------------------
@@ -574,7 +596,7 @@ def _join(holes, maximals, frac, lo, edge, dims):
                     m = head[(i * dims[1] + j) * dims[2] + k]
                     while m >= 0:
                         d = np.sqrt(np.sum((holes[h, :3] - maximals[m, :3]) ** 2))
-                        if _overlap(r, maximals[m, 3], d) >= need:
+                        if _overlap(r, maximals[m, 3], d) > need:  # strictly more, as VAST
                             found, count = m, count + 1
                         m = nxt[m]
         if count == 1:
@@ -600,7 +622,7 @@ def select_maximals(holes: np.ndarray, min_radius: float = 10.0, frac: float = 0
 
 
 def join_holes(holes: np.ndarray, maximals: np.ndarray, frac: float = 0.5) -> np.ndarray:
-    """Void index per hole: the one maximal it overlaps by at least `frac` of its own volume, else -1."""
+    """Void index per hole: the one maximal it overlaps by more than `frac` of its own volume, else -1."""
     if len(holes) == 0 or len(maximals) == 0:
         return np.full(len(holes), -1, dtype=np.int64)
     lo, edge, dims = _sphere_grid(np.concatenate([holes, maximals]))
@@ -679,6 +701,8 @@ def find_voids(xyz: np.ndarray, mask: Mask, params: VoidFinderParams = VoidFinde
     holes = find_holes(xyz[~is_field], mask, params, client, origin)
     keep, boundary = hole_bounds(holes, mask, params.hole_outside_cut, params.pts_per_unit_volume)
     holes, boundary = holes[keep], boundary[keep]
+    first = remove_duplicates(holes, params.dup_tol)
+    holes, boundary = holes[first], boundary[first]
     maximal_index = select_maximals(holes, params.min_maximal_radius, params.maximal_overlap)
     maximals = holes[maximal_index]
     hole_void = join_holes(holes, maximals, params.hole_join_fraction)
