@@ -37,16 +37,26 @@ OUT = ROOT / "bench" / "out"
 # --- VAST's side (runs under --vast-python: numpy, astropy and vast only) -------------------------------------
 def _vast_prepare(galaxies: str, work: str, z_max: float, omega_m: float) -> dict[str, np.ndarray]:
     """VAST's own preparation of a galaxies file (ra, dec, z): xyz of wall + field, mask, distance limits."""
-    from vast.voidfinder import filter_galaxies
+    from astropy.table import Table
+    from vast.voidfinder import filter_galaxies, multizmask
     from vast.voidfinder.multizmask import generate_mask
     from vast.voidfinder.preprocessing import file_preprocess
 
+    distance = multizmask.z_to_comoving_dist
+    # generate_mask does int() of a 1-element array, which numpy >= 2.4 refuses: give it the scalar.
+    multizmask.z_to_comoving_dist = lambda *args: float(np.ravel(distance(*args))[0])
+    table = Table.read(galaxies)
+    if "redshift" not in table.colnames and "z" in table.colnames:  # VAST's DR7 FITS example names it z
+        table.rename_column("z", "redshift")
+    galaxies = work + "/galaxies.fits"
+    table.write(galaxies)
     table, dist_limits = file_preprocess(galaxies, "parity_", "", work + "/", dist_metric="comoving",
                                          min_z=0.0, max_z=z_max, Omega_M=omega_m)
     mask, resolution = generate_mask(table, z_max, "parity_", work + "/", dist_metric="comoving",
                                      smooth_mask=True, Omega_M=omega_m)
-    wall, field = filter_galaxies(table, "parity_", work + "/", dist_limits=dist_limits, dist_metric="comoving",
-                                  Omega_M=omega_m)
+    # The FITS example is volume-limited already and has no rabsmag column: no magnitude cut.
+    wall, field = filter_galaxies(table, "parity_", work + "/", mag_cut=False, dist_limits=dist_limits,
+                                  dist_metric="comoving")
     return {"xyz": np.concatenate([wall, field]), "mask": np.asarray(mask, dtype=bool),
             "mask_resolution": np.array(resolution), "dist_limits": np.asarray(dist_limits, dtype=np.float64)}
 
@@ -120,21 +130,6 @@ def generated_sector(n: int, seed: int, sector: tuple[float, ...] | None = None)
     return {"xyz": xyz, "mask": mask, "mask_resolution": np.array(1), "dist_limits": np.array([r0, r1])}
 
 
-def vast_angular(mask: np.ndarray, resolution: int):  # type: ignore[no-untyped-def]
-    """Angular mask callback reading VAST's mask array the way VAST's not_in_mask does (indices truncated
-    toward zero: trunc(n ra), trunc(n dec) + 90 n)."""
-
-    def inside(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-        i = np.trunc(resolution * ra).astype(np.int64)
-        j = np.trunc(resolution * dec).astype(np.int64) + 90 * resolution
-        ok = (i >= 0) & (i < mask.shape[0]) & (j >= 0) & (j < mask.shape[1])
-        out = np.zeros(len(ra), dtype=bool)
-        out[ok] = mask[i[ok], j[ok]]
-        return out
-
-    return inside
-
-
 # --- comparison ---------------------------------------------------------------------------------------------
 def match(ref: np.ndarray, ours: np.ndarray, tol_centre: float, tol_radius: float) -> dict:
     """Each row of ref (x, y, z, r) matched to the nearest centre in ours: counts and worst differences."""
@@ -163,14 +158,11 @@ def _dedup(holes: np.ndarray, tol: float) -> np.ndarray:
 
 def compare(vast: dict[str, np.ndarray], params, tol_centre: float, tol_radius: float) -> dict:  # type: ignore[no-untyped-def]
     """Run ours on VAST's inputs and split; match raw holes, holes and maximals both ways."""
-    from kernels.voids import find_holes, find_voids, sky_mask
+    from kernels.voids import find_holes, find_voids, split_wall_field, vast_sky_mask
 
     xyz, is_field = vast["xyz"], vast["is_field"]
     r_min, r_max = (float(v) for v in vast["dist_limits"])
-    mask = sky_mask(vast_angular(vast["mask"], int(vast["mask_resolution"])), r_min, r_max)
-    ours_split = None
-    from kernels.voids import split_wall_field
-
+    mask = vast_sky_mask(vast["mask"], int(vast["mask_resolution"]), r_min, r_max)
     ours_split = split_wall_field(xyz, params.sep_neighbor, params.field_sigma).is_field
     t0 = time.perf_counter()
     cat = find_voids(xyz, mask, params, is_field=is_field)

@@ -32,6 +32,7 @@ _BOUNDS_CHUNK = 50_000
 # Holes grown from several cells to the same galaxies differ by rounding only: closer than this they are one hole
 # (the duplicate tolerance proper, dup_tol, applies after the volume cut, as in VAST).
 _SAME_HOLE = 1e-7
+_GROW_COLUMNS = 18  # per grown hole: see _grow_one
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,23 @@ def sky_mask(angular: Callable[[np.ndarray, np.ndarray], np.ndarray], r_min: flo
         return ok
 
     return inside
+
+
+def vast_sky_mask(mask: np.ndarray, resolution: int, r_min: float, r_max: float) -> Mask:
+    """Survey volume from VAST's angular mask (bool, 360 n x 180 n, n = resolution) read as VAST's not_in_mask
+    does: cell [trunc(n ra), trunc(n dec) + 90 n], indices truncated toward zero (so the row above the equator
+    also holds -1/n < dec < 0), and distances [h^-1 Mpc]."""
+    mask = np.asarray(mask, dtype=bool)
+
+    def angular(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+        i = np.trunc(resolution * ra).astype(np.int64)
+        j = np.trunc(resolution * dec).astype(np.int64) + 90 * resolution
+        ok = (i >= 0) & (i < mask.shape[0]) & (j >= 0) & (j < mask.shape[1])
+        out = np.zeros(len(ra), dtype=bool)
+        out[ok] = mask[i[ok], j[ok]]
+        return out
+
+    return sky_mask(angular, r_min, r_max)
 
 
 def box_mask(lo: np.ndarray, hi: np.ndarray) -> Mask:
@@ -283,6 +301,35 @@ def _next_bound(c, u, g1, bound, n_bound, pts, starts, lo, edge, dims):
         t = 2.0 * t
 
 
+@nb.njit(cache=True)
+def _first_ring(c, u, g1, bound, n_bound, pts, starts, lo, edge, dims):
+    """Chebyshev ring of cells around c's cell (cells truncated toward zero, as VAST's galaxy map) holding the
+    first point ahead of pts[g1] along u: where VAST's search for the next bounding point first finds one."""
+    ci = int((c[0] - lo[0]) / edge)
+    cj = int((c[1] - lo[1]) / edge)
+    ck = int((c[2] - lo[2]) / edge)
+    max_ring = max(abs(ci) + dims[0], max(abs(cj) + dims[1], abs(ck) + dims[2]))
+    for ring in range(max_ring + 1):
+        for i in range(max(ci - ring, 0), min(ci + ring, dims[0] - 1) + 1):
+            for j in range(max(cj - ring, 0), min(cj + ring, dims[1] - 1) + 1):
+                on_shell_ij = abs(i - ci) == ring or abs(j - cj) == ring
+                for k in range(max(ck - ring, 0), min(ck + ring, dims[2] - 1) + 1):
+                    if not on_shell_ij and abs(k - ck) != ring:
+                        continue
+                    cell = (i * dims[1] + j) * dims[2] + k
+                    for g in range(starts[cell], starts[cell + 1]):
+                        if u[0] * (pts[g, 0] - pts[g1, 0]) + u[1] * (pts[g, 1] - pts[g1, 1]) \
+                                + u[2] * (pts[g, 2] - pts[g1, 2]) <= 0.0:
+                            continue
+                        known = False
+                        for b in range(n_bound):
+                            if bound[b] == g:
+                                known = True
+                        if not known:
+                            return ring
+    return max_ring
+
+
 @nb.njit(cache=True, inline="always")
 def _unit(v):
     n = np.sqrt(v[0] ** 2 + v[1] ** 2 + v[2] ** 2)
@@ -298,7 +345,8 @@ def _perpendicular(e):
 @nb.njit(cache=True)
 def _grow_one(c0, pts, starts, lo, edge, dims, n_bounding, out):
     """Grow one hole from c0 until n_bounding (3 or 4) galaxies bound it; out = x, y, z, radius, centre after the
-    2nd and after the 3rd galaxy (NaN: none)."""
+    2nd and after the 3rd galaxy (NaN: none), then for the searches of the 2nd and of the 3rd galaxy: the ring of
+    cells where VAST's search first finds a point (`_first_ring`) and the search direction (4 columns each)."""
     out[:] = np.nan
     bound = np.empty(4, dtype=np.int64)
     g1 = _nearest(c0, pts, starts, lo, edge, dims)
@@ -311,6 +359,8 @@ def _grow_one(c0, pts, starts, lo, edge, dims, n_bounding, out):
     g2, x = _next_bound(c0, u, g1, bound, 1, pts, starts, lo, edge, dims)
     if g2 < 0:
         return
+    out[10] = _first_ring(c0, u, g1, bound, 1, pts, starts, lo, edge, dims)
+    out[11:14] = u
     bound[1] = g2
     c = c0 + x * u
     out[4:7] = c
@@ -323,6 +373,8 @@ def _grow_one(c0, pts, starts, lo, edge, dims, n_bounding, out):
     g3, x = _next_bound(c, u, g1, bound, 2, pts, starts, lo, edge, dims)
     if g3 < 0:
         return
+    out[14] = _first_ring(c, u, g1, bound, 2, pts, starts, lo, edge, dims)
+    out[15:18] = u
     bound[2] = g3
     c = c + x * u
     out[7:10] = c
@@ -353,7 +405,7 @@ def _grow_one(c0, pts, starts, lo, edge, dims, n_bounding, out):
 
 @nb.njit(cache=True, parallel=True)
 def _grow_holes(centres, pts, starts, lo, edge, dims, n_bounding):
-    out = np.empty((len(centres), 10))
+    out = np.empty((len(centres), _GROW_COLUMNS))
     for n in nb.prange(len(centres)):
         _grow_one(centres[n], pts, starts, lo, edge, dims, n_bounding, out[n])
     return out
@@ -368,7 +420,8 @@ def grow_holes(centres: np.ndarray, wall_xyz: np.ndarray, search_edge: float = 1
     if len(wall_xyz) < 4 or len(centres) == 0:
         return np.full((len(centres), 10), np.nan)
     cells = _cell_list(wall_xyz, search_edge, wall_xyz.min(axis=0), wall_xyz.max(axis=0))
-    return _grow_holes(centres, cells.points, cells.starts, cells.lo, cells.edge, cells.dims, bounding_galaxies)
+    return _grow_holes(centres, cells.points, cells.starts, cells.lo, cells.edge, cells.dims,
+                       bounding_galaxies)[:, :10]
 
 
 # --- the empty-cell grid, walked in chunks --------------------------------------------------------------------
@@ -472,9 +525,24 @@ def holes_in_cells(start: int, stop: int, occupied: np.ndarray, grid: _EmptyCell
         return np.empty((0, 4))
     out = _grow_holes(np.ascontiguousarray(centres), cells.points, cells.starts, cells.lo, cells.edge, cells.dims,
                       bounding_galaxies)
-    out = out[~np.isnan(out[:, 0])]
-    out = out[mask(out[:, 0:3]) & mask(out[:, 4:7]) & mask(out[:, 7:10])]
-    return _unique_holes(out[:, :4], _SAME_HOLE)
+    out, centres = out[~np.isnan(out[:, 0])], centres[~np.isnan(out[:, 0])]
+    ok = mask(out[:, 0:3]) & mask(out[:, 4:7]) & mask(out[:, 7:10])
+    ok[ok] = _searches_stay_inside(centres[ok], out[ok], cells.edge, mask)
+    return _unique_holes(out[ok, :4], _SAME_HOLE)
+
+
+def _searches_stay_inside(seeds: np.ndarray, grown: np.ndarray, edge: float, mask: Mask) -> np.ndarray:
+    """VAST's survey test during the searches for the 2nd and 3rd galaxy: a search that has found no point in
+    rings 0..s of cells gives up when its probe, the start moved s cell edges along the search direction, is
+    outside the survey. True for the holes whose two searches reached their first point without that."""
+    ok = np.ones(len(grown), dtype=bool)
+    for start, ring, u in ((seeds, grown[:, 10], grown[:, 11:14]), (grown[:, 4:7], grown[:, 14], grown[:, 15:18])):
+        for s in range(1, int(ring.max(initial=0))):
+            rows = np.flatnonzero(ok & (ring > s))
+            if len(rows) == 0:
+                break
+            ok[rows] = mask(start[rows] + s * edge * u[rows])
+    return ok
 
 
 # --- holes against the survey boundary ------------------------------------------------------------------------
