@@ -84,6 +84,7 @@ class VoidFinderParams:
                 raise ValueError(f"VoidFinderParams.{name} must be in [0, 1), got {getattr(self, name)}")
         if self.bounding_galaxies not in (3, 4):
             raise ValueError(f"VoidFinderParams.bounding_galaxies must be 3 or 4, got {self.bounding_galaxies}")
+        object.__setattr__(self, "bounding_galaxies", int(self.bounding_galaxies))  # 3.0 from a flow's schema
         if self.sep_neighbor < 1 or self.chunk_cells < 1:
             raise ValueError("VoidFinderParams.sep_neighbor and chunk_cells must be >= 1")
 

@@ -94,3 +94,12 @@ def test_a_given_split_must_flag_every_galaxy():
     xyz = np.random.default_rng(1).uniform(0.0, 50.0, (300, 3))
     with pytest.raises(ValueError, match="is_field has 299 flags for 300 galaxies"):
         find_voids(xyz, box_mask(np.zeros(3), np.full(3, 50.0)), is_field=np.zeros(299, dtype=bool))
+
+
+def test_vast_settings():
+    params = VoidFinderParams.vast(min_maximal_radius=8.0)
+    assert (params.bounding_galaxies, params.edge_buffer, params.pts_per_unit_volume) == (3, 8.0, 0.01)
+    assert VoidFinderParams(bounding_galaxies=3.0).bounding_galaxies == 3  # type: ignore[arg-type]
+    assert type(VoidFinderParams(bounding_galaxies=3.0).bounding_galaxies) is int  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="bounding_galaxies must be 3 or 4"):
+        VoidFinderParams(bounding_galaxies=5)
