@@ -2,10 +2,11 @@
 
 Steps: wall/field split by the 3rd-nearest-neighbour distance, a grid of cells empty of wall galaxies (from
 `grid_origin`, by default the minimum over all galaxies as VAST's VoidFinder is run: the same input and origin give
-VAST's grid, cell for cell), one hole grown from each empty cell until four wall galaxies lie on its surface, holes
-cut where more than 10% of their volume leaves the survey, maximal spheres (largest first, overlapping earlier
-maximals by at most 10% of their own volume), then every hole joined to the one maximal it overlaps by at least 50%
-of its volume, and an EDGE flag.
+VAST's grid, cell for cell), one hole grown from each empty cell until four wall galaxies lie on its surface (three
+as VAST computes them: `bounding_galaxies`), holes cut where 10% of their volume leaves the survey (VAST's mesh),
+duplicates dropped, maximal spheres (largest first, overlapping earlier maximals by at most 10% of their own volume),
+then every hole joined to the one maximal it overlaps by more than 50% of its volume, and an EDGE flag. With
+`VoidFinderParams.vast()` the holes and maximals are VAST's, hole for hole (bench/vast_parity.py; README).
 
 Runs on the CPU (GPU not attempted: hole growth is branchy per-cell work): neighbour counts use scipy's cKDTree,
 the hole growth, maximal selection, joining and void volumes are numba kernels, and the grid is walked in chunks
