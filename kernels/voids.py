@@ -2,10 +2,11 @@
 
 Steps: wall/field split by the 3rd-nearest-neighbour distance, a grid of cells empty of wall galaxies (from
 `grid_origin`, by default the minimum over all galaxies as VAST's VoidFinder is run: the same input and origin give
-VAST's grid, cell for cell), one hole grown from each empty cell until four wall galaxies lie on its surface, holes
-cut where more than 10% of their volume leaves the survey, maximal spheres (largest first, overlapping earlier
-maximals by at most 10% of their own volume), then every hole joined to the one maximal it overlaps by at least 50%
-of its volume, and an EDGE flag.
+VAST's grid, cell for cell), one hole grown from each empty cell until four wall galaxies lie on its surface (three
+as VAST computes them: `bounding_galaxies`), holes cut where 10% of their volume leaves the survey (VAST's mesh),
+duplicates dropped, maximal spheres (largest first, overlapping earlier maximals by at most 10% of their own volume),
+then every hole joined to the one maximal it overlaps by more than 50% of its volume, and an EDGE flag. With
+`VoidFinderParams.vast()` the holes and maximals are VAST's, hole for hole (bench/vast_parity.py; README).
 
 Runs on the CPU (GPU not attempted: hole growth is branchy per-cell work): neighbour counts use scipy's cKDTree,
 the hole growth, maximal selection, joining and void volumes are numba kernels, and the grid is walked in chunks
@@ -27,9 +28,12 @@ from scipy.spatial import cKDTree
 Mask = Callable[[np.ndarray], np.ndarray]  # (n, 3) positions [h^-1 Mpc] -> (n,) True inside the survey volume
 
 _SURFACE_POINTS = 20  # per hole, as VAST's check_hole_bounds
-_VOLUME_POINTS = 512  # per boundary hole, to estimate the fraction of its volume outside the survey
 _KNN_CHUNK = 1_000_000
 _BOUNDS_CHUNK = 50_000
+# Holes grown from several cells to the same galaxies differ by rounding only: closer than this they are one hole
+# (the duplicate tolerance proper, dup_tol, applies after the volume cut, as in VAST).
+_SAME_HOLE = 1e-7
+_GROW_COLUMNS = 18  # per grown hole: see _grow_one
 
 
 @dataclass(frozen=True)
@@ -43,13 +47,24 @@ class VoidFinderParams:
     min_maximal_radius: float = 10.0
     maximal_overlap: float = 0.1
     hole_join_fraction: float = 0.5
-    hole_outside_cut: float = 0.1  # holes with more of their volume outside the survey are dropped
+    hole_outside_cut: float = 0.1  # holes with this much of their volume outside the survey are dropped
+    pts_per_unit_volume: float = 0.01  # density of VAST's mesh estimating that fraction [h^3 Mpc^-3]
     edge_buffer: float = 10.0  # EDGE=2 if a hole centre is this close to the boundary
-    dup_tol: float = 0.1  # holes whose centres agree to this are one hole
+    dup_tol: float = 0.1  # a hole within this of the last one kept (centre and radius, largest first) is dropped
     volume_spacing: float = 1.0  # grid step for the void volumes behind R_EFF
     chunk_cells: int = 250_000  # grid cells per chunk: the unit of work (and of memory) of the hole growth
+    # Galaxies on a hole's surface: 4 (Hoyle & Vogeley); 3 is what VAST >= 1.3 computes (its 4th step reads a
+    # value never set and, as built with gcc, does not move the centre: see the README's VAST section).
+    bounding_galaxies: int = 4
     # Corner of the empty-cell grid; None: the minimum over wall and field galaxies (as VAST's VoidFinder runs).
     grid_origin: tuple[float, ...] | None = None
+
+    @classmethod
+    def vast(cls, **settings: Any) -> VoidFinderParams:
+        """Settings that reproduce VAST's VoidFinder hole for hole (see the README's VAST section)."""
+        settings.setdefault("edge_buffer", settings.get("min_maximal_radius", cls.min_maximal_radius))
+        settings.setdefault("bounding_galaxies", 3)
+        return cls(**settings)
 
     def __post_init__(self) -> None:
         if self.grid_origin is not None:
@@ -61,12 +76,16 @@ class VoidFinderParams:
                 raise ValueError(f"VoidFinderParams.grid_origin must be 3 finite numbers [Mpc/h] or None, "
                                  f"got {self.grid_origin!r}")
             object.__setattr__(self, "grid_origin", tuple(float(v) for v in origin))
-        for name in ("grid_edge", "search_edge", "min_maximal_radius", "dup_tol", "volume_spacing"):
+        for name in ("grid_edge", "search_edge", "min_maximal_radius", "dup_tol", "volume_spacing",
+                     "pts_per_unit_volume"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"VoidFinderParams.{name} must be > 0, got {getattr(self, name)}")
         for name in ("maximal_overlap", "hole_join_fraction", "hole_outside_cut"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"VoidFinderParams.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.bounding_galaxies not in (3, 4):
+            raise ValueError(f"VoidFinderParams.bounding_galaxies must be 3 or 4, got {self.bounding_galaxies}")
+        object.__setattr__(self, "bounding_galaxies", int(self.bounding_galaxies))  # 3.0 from a flow's schema
         if self.sep_neighbor < 1 or self.chunk_cells < 1:
             raise ValueError("VoidFinderParams.sep_neighbor and chunk_cells must be >= 1")
 
@@ -110,6 +129,23 @@ def sky_mask(angular: Callable[[np.ndarray, np.ndarray], np.ndarray], r_min: flo
         return ok
 
     return inside
+
+
+def vast_sky_mask(mask: np.ndarray, resolution: int, r_min: float, r_max: float) -> Mask:
+    """Survey volume from VAST's angular mask (bool, 360 n x 180 n, n = resolution) read as VAST's not_in_mask
+    does: cell [trunc(n ra), trunc(n dec) + 90 n], indices truncated toward zero (so the row above the equator
+    also holds -1/n < dec < 0), and distances [h^-1 Mpc]."""
+    mask = np.asarray(mask, dtype=bool)
+
+    def angular(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+        i = np.trunc(resolution * ra).astype(np.int64)
+        j = np.trunc(resolution * dec).astype(np.int64) + 90 * resolution
+        ok = (i >= 0) & (i < mask.shape[0]) & (j >= 0) & (j < mask.shape[1])
+        out = np.zeros(len(ra), dtype=bool)
+        out[ok] = mask[i[ok], j[ok]]
+        return out
+
+    return sky_mask(angular, r_min, r_max)
 
 
 def box_mask(lo: np.ndarray, hi: np.ndarray) -> Mask:
@@ -219,7 +255,7 @@ def _next_bound(c, u, g1, bound, n_bound, pts, starts, lo, edge, dims):
 
     A point p is on the moved sphere at shift x = (|c-p|^2 - |c-g1|^2) / (2 u.(p-g1)); only points ahead
     (u.(p-g1) > 0) qualify, and any with x <= t lies inside the ball at shift t, so the search scans the cells
-    of that ball and grows t until a point is found or the centre leaves the cell box.
+    of that ball and grows t until a point is found, or none is ahead in a ball centred outside the cell box.
     """
     r0sq = (c[0] - pts[g1, 0]) ** 2 + (c[1] - pts[g1, 1]) ** 2 + (c[2] - pts[g1, 2]) ** 2
     t = max(np.sqrt(r0sq), 0.5 * edge)
@@ -227,9 +263,6 @@ def _next_bound(c, u, g1, bound, n_bound, pts, starts, lo, edge, dims):
     while True:
         for a in range(3):
             ct[a] = c[a] + t * u[a]
-        for a in range(3):
-            if ct[a] < lo[a] or ct[a] > lo[a] + dims[a] * edge:
-                return -1, 0.0
         radius = np.sqrt((ct[0] - pts[g1, 0]) ** 2 + (ct[1] - pts[g1, 1]) ** 2 + (ct[2] - pts[g1, 2]) ** 2)
         i0, i1 = int((ct[0] - radius - lo[0]) // edge), int((ct[0] + radius - lo[0]) // edge)
         j0, j1 = int((ct[1] - radius - lo[1]) // edge), int((ct[1] + radius - lo[1]) // edge)
@@ -258,8 +291,45 @@ def _next_bound(c, u, g1, bound, n_bound, pts, starts, lo, edge, dims):
                             ahead_x = x
         if best >= 0:
             return best, best_x
-        # A point found beyond t bounds the answer: the ball at its shift holds every point that comes first.
-        t = ahead_x if ahead_x < np.inf else 2.0 * t
+        if ahead_x < np.inf:
+            # A point found beyond t bounds the answer: the ball at its shift holds every point that comes first.
+            t = ahead_x
+            continue
+        # Nothing ahead in the ball: give up once its centre has left the cell box (VAST gives up once its
+        # probe centre has left the survey), else search a ball twice as far.
+        for a in range(3):
+            if ct[a] < lo[a] or ct[a] > lo[a] + dims[a] * edge:
+                return -1, 0.0
+        t = 2.0 * t
+
+
+@nb.njit(cache=True)
+def _first_ring(c, u, g1, bound, n_bound, pts, starts, lo, edge, dims):
+    """Chebyshev ring of cells around c's cell (cells truncated toward zero, as VAST's galaxy map) holding the
+    first point ahead of pts[g1] along u: where VAST's search for the next bounding point first finds one."""
+    ci = int((c[0] - lo[0]) / edge)
+    cj = int((c[1] - lo[1]) / edge)
+    ck = int((c[2] - lo[2]) / edge)
+    max_ring = max(abs(ci) + dims[0], max(abs(cj) + dims[1], abs(ck) + dims[2]))
+    for ring in range(max_ring + 1):
+        for i in range(max(ci - ring, 0), min(ci + ring, dims[0] - 1) + 1):
+            for j in range(max(cj - ring, 0), min(cj + ring, dims[1] - 1) + 1):
+                on_shell_ij = abs(i - ci) == ring or abs(j - cj) == ring
+                for k in range(max(ck - ring, 0), min(ck + ring, dims[2] - 1) + 1):
+                    if not on_shell_ij and abs(k - ck) != ring:
+                        continue
+                    cell = (i * dims[1] + j) * dims[2] + k
+                    for g in range(starts[cell], starts[cell + 1]):
+                        if u[0] * (pts[g, 0] - pts[g1, 0]) + u[1] * (pts[g, 1] - pts[g1, 1]) \
+                                + u[2] * (pts[g, 2] - pts[g1, 2]) <= 0.0:
+                            continue
+                        known = False
+                        for b in range(n_bound):
+                            if bound[b] == g:
+                                known = True
+                        if not known:
+                            return ring
+    return max_ring
 
 
 @nb.njit(cache=True, inline="always")
@@ -275,8 +345,10 @@ def _perpendicular(e):
 
 
 @nb.njit(cache=True)
-def _grow_one(c0, pts, starts, lo, edge, dims, out):
-    """Grow one hole from c0; out = x, y, z, radius, centre after the 2nd and after the 3rd galaxy (NaN: none)."""
+def _grow_one(c0, pts, starts, lo, edge, dims, n_bounding, out):
+    """Grow one hole from c0 until n_bounding (3 or 4) galaxies bound it; out = x, y, z, radius, centre after the
+    2nd and after the 3rd galaxy (NaN: none), then for the searches of the 2nd and of the 3rd galaxy: the ring of
+    cells where VAST's search first finds a point (`_first_ring`) and the search direction (4 columns each)."""
     out[:] = np.nan
     bound = np.empty(4, dtype=np.int64)
     g1 = _nearest(c0, pts, starts, lo, edge, dims)
@@ -289,6 +361,8 @@ def _grow_one(c0, pts, starts, lo, edge, dims, out):
     g2, x = _next_bound(c0, u, g1, bound, 1, pts, starts, lo, edge, dims)
     if g2 < 0:
         return
+    out[10] = _first_ring(c0, u, g1, bound, 1, pts, starts, lo, edge, dims)
+    out[11:14] = u
     bound[1] = g2
     c = c0 + x * u
     out[4:7] = c
@@ -301,9 +375,15 @@ def _grow_one(c0, pts, starts, lo, edge, dims, out):
     g3, x = _next_bound(c, u, g1, bound, 2, pts, starts, lo, edge, dims)
     if g3 < 0:
         return
+    out[14] = _first_ring(c, u, g1, bound, 2, pts, starts, lo, edge, dims)
+    out[15:18] = u
     bound[2] = g3
     c = c + x * u
     out[7:10] = c
+    if n_bounding == 3:
+        out[0:3] = c
+        out[3] = np.sqrt((c[0] - pts[g1, 0]) ** 2 + (c[1] - pts[g1, 1]) ** 2 + (c[2] - pts[g1, 2]) ** 2)
+        return
     nrm, norm = _unit(np.cross(pts[g2] - pts[g1], pts[g3] - pts[g1]))
     if not norm > 0.0:
         return
@@ -326,25 +406,47 @@ def _grow_one(c0, pts, starts, lo, edge, dims, out):
 
 
 @nb.njit(cache=True, parallel=True)
-def _grow_holes(centres, pts, starts, lo, edge, dims):
-    out = np.empty((len(centres), 10))
+def _grow_holes(centres, pts, starts, lo, edge, dims, n_bounding):
+    out = np.empty((len(centres), _GROW_COLUMNS))
     for n in nb.prange(len(centres)):
-        _grow_one(centres[n], pts, starts, lo, edge, dims, out[n])
+        _grow_one(centres[n], pts, starts, lo, edge, dims, n_bounding, out[n])
     return out
 
 
-def grow_holes(centres: np.ndarray, wall_xyz: np.ndarray, search_edge: float = 15.0) -> np.ndarray:
-    """Grow a hole from each centre until 4 wall galaxies bound it: (n, 10) x, y, z, radius, then the centres
+def grow_holes(centres: np.ndarray, wall_xyz: np.ndarray, search_edge: float = 15.0,
+               bounding_galaxies: int = 4) -> np.ndarray:
+    """Grow a hole from each centre until 4 (or 3) wall galaxies bound it: (n, 10) x, y, z, radius, then the centres
     after the 2nd and 3rd galaxy (for mask checks); rows of NaN where a hole escapes the galaxies' box."""
     centres = np.ascontiguousarray(np.asarray(centres, dtype=np.float64).reshape(-1, 3))
     wall_xyz = np.asarray(wall_xyz, dtype=np.float64).reshape(-1, 3)
     if len(wall_xyz) < 4 or len(centres) == 0:
         return np.full((len(centres), 10), np.nan)
     cells = _cell_list(wall_xyz, search_edge, wall_xyz.min(axis=0), wall_xyz.max(axis=0))
-    return _grow_holes(centres, cells.points, cells.starts, cells.lo, cells.edge, cells.dims)
+    return _grow_holes(centres, cells.points, cells.starts, cells.lo, cells.edge, cells.dims,
+                       bounding_galaxies)[:, :10]
 
 
 # --- the empty-cell grid, walked in chunks --------------------------------------------------------------------
+@nb.njit(cache=True)
+def _first_of_duplicates(holes, tol):
+    keep = np.zeros(len(holes), dtype=np.bool_)
+    last = 0
+    for h in range(len(holes)):
+        d = np.sqrt(np.sum((holes[h, :3] - holes[last, :3]) ** 2))
+        if h == 0 or d > tol or holes[last, 3] - holes[h, 3] > tol:
+            keep[h] = True
+            last = h
+    return keep
+
+
+def remove_duplicates(holes: np.ndarray, tol: float = 0.1) -> np.ndarray:
+    """Rows of holes (sorted largest first) to keep, as VAST's remove_duplicates_2: a hole goes when its centre is
+    within tol of the last hole kept and its radius within tol below that hole's."""
+    if len(holes) == 0:
+        return np.zeros(0, dtype=bool)
+    return _first_of_duplicates(np.ascontiguousarray(holes, dtype=np.float64), tol)
+
+
 def _unique_holes(holes: np.ndarray, tol: float) -> np.ndarray:
     """Holes sorted by radius (largest first) with near-identical ones (centres within tol) kept once."""
     if len(holes) == 0:
@@ -401,16 +503,17 @@ def find_holes(wall_xyz: np.ndarray, mask: Mask, params: VoidFinderParams = Void
     chunks = [(a, b, occupied[np.searchsorted(occupied, a):np.searchsorted(occupied, b)])
               for a, b in zip(bounds[:-1], bounds[1:])]
     if client is None:
-        kept = [holes_in_cells(a, b, occ, grid, cells, mask, params.dup_tol) for a, b, occ in chunks]
+        kept = [holes_in_cells(a, b, occ, grid, cells, mask, params.bounding_galaxies) for a, b, occ in chunks]
     else:
         remote_cells, remote_mask = client.scatter([cells, mask], broadcast=True)
         kept = client.gather([client.submit(holes_in_cells, a, b, occ, grid, remote_cells, remote_mask,
-                                            params.dup_tol, pure=False) for a, b, occ in chunks])
-    return _unique_holes(np.concatenate(kept) if kept else np.empty((0, 4)), params.dup_tol)
+                                            params.bounding_galaxies, pure=False)
+                              for a, b, occ in chunks])
+    return _unique_holes(np.concatenate(kept) if kept else np.empty((0, 4)), _SAME_HOLE)
 
 
 def holes_in_cells(start: int, stop: int, occupied: np.ndarray, grid: _EmptyCells, cells: _CellList, mask: Mask,
-                   dup_tol: float) -> np.ndarray:
+                   bounding_galaxies: int = 4) -> np.ndarray:
     """Distinct holes grown from the empty cells start..stop-1 of the grid (`occupied`: the flat ids of the cells
     there holding wall galaxies), kept where the hole stays in the survey: one unit of parallel work."""
     empty = np.ones(stop - start, dtype=bool)
@@ -422,10 +525,26 @@ def holes_in_cells(start: int, stop: int, occupied: np.ndarray, grid: _EmptyCell
     centres = centres[mask(centres)]
     if len(centres) == 0:
         return np.empty((0, 4))
-    out = _grow_holes(np.ascontiguousarray(centres), cells.points, cells.starts, cells.lo, cells.edge, cells.dims)
-    out = out[~np.isnan(out[:, 0])]
-    out = out[mask(out[:, 0:3]) & mask(out[:, 4:7]) & mask(out[:, 7:10])]
-    return _unique_holes(out[:, :4], dup_tol)
+    out = _grow_holes(np.ascontiguousarray(centres), cells.points, cells.starts, cells.lo, cells.edge, cells.dims,
+                      bounding_galaxies)
+    out, centres = out[~np.isnan(out[:, 0])], centres[~np.isnan(out[:, 0])]
+    ok = mask(out[:, 0:3]) & mask(out[:, 4:7]) & mask(out[:, 7:10])
+    ok[ok] = _searches_stay_inside(centres[ok], out[ok], cells.edge, mask)
+    return _unique_holes(out[ok, :4], _SAME_HOLE)
+
+
+def _searches_stay_inside(seeds: np.ndarray, grown: np.ndarray, edge: float, mask: Mask) -> np.ndarray:
+    """VAST's survey test during the searches for the 2nd and 3rd galaxy: a search that has found no point in
+    rings 0..s of cells gives up when its probe, the start moved s cell edges along the search direction, is
+    outside the survey. True for the holes whose two searches reached their first point without that."""
+    ok = np.ones(len(grown), dtype=bool)
+    for start, ring, u in ((seeds, grown[:, 10], grown[:, 11:14]), (grown[:, 4:7], grown[:, 14], grown[:, 15:18])):
+        for s in range(1, int(ring.max(initial=0))):
+            rows = np.flatnonzero(ok & (ring > s))
+            if len(rows) == 0:
+                break
+            ok[rows] = mask(start[rows] + s * edge * u[rows])
+    return ok
 
 
 # --- holes against the survey boundary ------------------------------------------------------------------------
@@ -437,29 +556,46 @@ def _fibonacci_sphere(n: int) -> np.ndarray:
     return np.stack([s * np.cos(phi), s * np.sin(phi), z], axis=1)
 
 
-def _unit_ball_points(n: int) -> np.ndarray:
-    rng = np.random.default_rng(12345)  # fixed: the same holes give the same cut on every run
-    v = rng.normal(size=(n, 3))
-    return v / np.linalg.norm(v, axis=1, keepdims=True) * np.cbrt(rng.random(n))[:, None]
+def volume_mesh(max_radius: float, pts_per_unit_volume: float) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets (n, 3), their distances (n,), ascending): VAST's mesh for the volume cut, a cubic lattice of step
+    pts_per_unit_volume^-0.33 from -1.05 max_radius, the points closer than max_radius to its centre."""
+    gen = 1.05 * max_radius
+    axis = np.arange(-gen, gen, 1.0 / np.power(pts_per_unit_volume, 0.33))
+    mx, my, mz = np.meshgrid(axis, axis, axis)
+    mesh = np.stack([mx.ravel(), my.ravel(), mz.ravel()], axis=1)
+    dist = np.linalg.norm(mesh, axis=1)
+    keep = dist < max_radius
+    order = np.argsort(dist[keep], kind="stable")
+    return mesh[keep][order], dist[keep][order]
 
 
-def hole_bounds(holes: np.ndarray, mask: Mask, cut: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """(keep, boundary) per hole: drop holes with more than `cut` of their volume outside the survey; boundary
-    holes have a surface point outside (VAST's check_hole_bounds, 20 surface points, 512 volume points)."""
+def hole_bounds(holes: np.ndarray, mask: Mask, cut: float = 0.1,
+                pts_per_unit_volume: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    """(keep, boundary) per hole, as VAST's check_hole_bounds: a hole is on the boundary if one of 20 points on
+    its surface is outside the survey; a boundary hole is dropped when at least ceil(cut * n) of the n points of
+    VAST's volume mesh (`volume_mesh`, sized by the largest hole) inside it are outside."""
     keep = np.ones(len(holes), dtype=bool)
     boundary = np.zeros(len(holes), dtype=bool)
-    surface, ball = _fibonacci_sphere(_SURFACE_POINTS), _unit_ball_points(_VOLUME_POINTS)
+    if len(holes) == 0:
+        return keep, boundary
+    surface = _fibonacci_sphere(_SURFACE_POINTS)
+    mesh, dist = volume_mesh(float(holes[:, 3].max()), pts_per_unit_volume)
     for start in range(0, len(holes), _BOUNDS_CHUNK):
         h = holes[start:start + _BOUNDS_CHUNK]
         pts = h[:, None, :3] + h[:, None, 3:4] * surface[None]
         out = (~mask(pts.reshape(-1, 3))).reshape(len(h), -1).any(axis=1)
         idx = np.flatnonzero(out)
         boundary[start + idx] = True
-        for sub in range(0, len(idx), max(1, _BOUNDS_CHUNK // _VOLUME_POINTS)):
-            part = idx[sub:sub + max(1, _BOUNDS_CHUNK // _VOLUME_POINTS)]
-            vol = h[part, None, :3] + h[part, None, 3:4] * ball[None]
-            outside = 1.0 - mask(vol.reshape(-1, 3)).reshape(len(part), -1).mean(axis=1)
-            keep[start + part] = outside <= cut
+        n_in = np.searchsorted(dist, h[idx, 3], side="right")  # mesh points within each hole
+        step = max(1, _BOUNDS_CHUNK // max(len(mesh), 1))
+        for sub in range(0, len(idx), step):
+            part, n = idx[sub:sub + step], n_in[sub:sub + step]
+            width = int(n.max())
+            vol = h[part, None, :3] + mesh[None, :width]
+            outside = ~mask(vol.reshape(-1, 3)).reshape(len(part), width)
+            outside &= np.arange(width)[None, :] < n[:, None]
+            threshold = np.maximum(np.ceil(cut * n), 1)
+            keep[start + part] = ~((n > 0) & (outside.sum(axis=1) >= threshold))
     return keep, boundary
 
 
@@ -530,7 +666,7 @@ def _join(holes, maximals, frac, lo, edge, dims):
                     m = head[(i * dims[1] + j) * dims[2] + k]
                     while m >= 0:
                         d = np.sqrt(np.sum((holes[h, :3] - maximals[m, :3]) ** 2))
-                        if _overlap(r, maximals[m, 3], d) >= need:
+                        if _overlap(r, maximals[m, 3], d) > need:  # strictly more, as VAST
                             found, count = m, count + 1
                         m = nxt[m]
         if count == 1:
@@ -556,7 +692,7 @@ def select_maximals(holes: np.ndarray, min_radius: float = 10.0, frac: float = 0
 
 
 def join_holes(holes: np.ndarray, maximals: np.ndarray, frac: float = 0.5) -> np.ndarray:
-    """Void index per hole: the one maximal it overlaps by at least `frac` of its own volume, else -1."""
+    """Void index per hole: the one maximal it overlaps by more than `frac` of its own volume, else -1."""
     if len(holes) == 0 or len(maximals) == 0:
         return np.full(len(holes), -1, dtype=np.int64)
     lo, edge, dims = _sphere_grid(np.concatenate([holes, maximals]))
@@ -619,16 +755,24 @@ def void_volumes(holes: np.ndarray, hole_void: np.ndarray, n_voids: int,
 
 
 def find_voids(xyz: np.ndarray, mask: Mask, params: VoidFinderParams = VoidFinderParams(),
-               client: Any | None = None) -> VoidCatalog:
+               client: Any | None = None, is_field: np.ndarray | None = None) -> VoidCatalog:
     """VoidFinder on comoving positions (n, 3) [h^-1 Mpc] of a volume-limited sample inside `mask`; the holes are
-    grown over a Dask cluster when a client is given (`mask` must then pickle, as `sky_mask` and `box_mask` do)."""
+    grown over a Dask cluster when a client is given (`mask` must then pickle, as `sky_mask` and `box_mask` do).
+    `is_field` (n,) replaces the wall/field split (e.g. VAST's own, to compare hole for hole)."""
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
     split = split_wall_field(xyz, params.sep_neighbor, params.field_sigma)
-    is_field = split.is_field
+    if is_field is None:
+        is_field = split.is_field
+    else:
+        is_field = np.asarray(is_field, dtype=bool).reshape(-1)
+        if is_field.shape != (len(xyz),):
+            raise ValueError(f"is_field has {is_field.size} flags for {len(xyz)} galaxies")
     origin = grid_origin(xyz, params)
     holes = find_holes(xyz[~is_field], mask, params, client, origin)
-    keep, boundary = hole_bounds(holes, mask, params.hole_outside_cut)
+    keep, boundary = hole_bounds(holes, mask, params.hole_outside_cut, params.pts_per_unit_volume)
     holes, boundary = holes[keep], boundary[keep]
+    first = remove_duplicates(holes, params.dup_tol)
+    holes, boundary = holes[first], boundary[first]
     maximal_index = select_maximals(holes, params.min_maximal_radius, params.maximal_overlap)
     maximals = holes[maximal_index]
     hole_void = join_holes(holes, maximals, params.hole_join_fraction)

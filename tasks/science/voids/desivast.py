@@ -37,6 +37,8 @@ PARAM_KEYS = {
     "hole_outside_cut": ("MHMO", "Max Hole Mask Overlap"),
     "edge_buffer": ("EDGEBUF", "EDGE=2 Buffer (Mpc/h)"),
     "dup_tol": ("DUPTOL", "Holes This Close Are One (Mpc/h)"),
+    "pts_per_unit_volume": ("PPUV", "Volume-Cut Mesh Points per (Mpc/h)^3"),
+    "bounding_galaxies": ("NBOUND", "Galaxies on a Hole's Surface"),
     "volume_spacing": ("VOLSTEP", "Grid Step of Void Volumes (Mpc/h)"),
     "chunk_cells": ("BS", "Batch Size"),
 }
@@ -101,9 +103,6 @@ def primary_header(catalog: VoidCatalog, n_galaxies: int, footprint: Footprint,
     head |= {
         "RMISO": (True, "Isolated Galaxies Removed"),
         "MAGCUT": (False, "Magnitude Cut Applied"),
-        "NNSA": (catalog.neighbour_mean, "Average Nth Neighbor Separation (Mpc/h)"),
-        "NNSS": (catalog.neighbour_std, "STD of Nth Neighbor Separation (Mpc/h)"),
-        "FIELDCUT": (catalog.field_threshold, "Nth Neighbor Separation Field Cut (Mpc/h)"),
         "VOLUME": (volume, "Survey Volume (Mpc/h)^3"),
         "GALAXY": (n_galaxies, "Galaxy Count"),
         "WALLNUM": (n_galaxies - n_field, "Wall Galaxy Count"),
@@ -116,6 +115,13 @@ def primary_header(catalog: VoidCatalog, n_galaxies: int, footprint: Footprint,
         "GOZ": (float(catalog.grid_origin[2]), "Grid Origin Z Coordinate"),
         "GODEF": (params.grid_origin is None, "Grid Origin: minimum over wall and field"),
     }
+    # With sep_neighbor galaxies or fewer there is no Nth neighbour: no NaN or inf keys (FITS has no such value).
+    for key, value, comment in (
+            ("NNSA", catalog.neighbour_mean, "Average Nth Neighbor Separation (Mpc/h)"),
+            ("NNSS", catalog.neighbour_std, "STD of Nth Neighbor Separation (Mpc/h)"),
+            ("FIELDCUT", catalog.field_threshold, "Nth Neighbor Separation Field Cut (Mpc/h)")):
+        if np.isfinite(value):
+            head[key] = (float(value), comment)
     if n_galaxies:
         head["AVSEP"] = ((volume / n_galaxies) ** (1 / 3), "Average Galaxy Separation (Mpc/h)")
     for name, (key, comment) in PARAM_KEYS.items():

@@ -44,14 +44,22 @@ class SkyFootprint:
         return 1 + int(np.radians(self.distance_limits()[1]) / min_maximal_radius)
 
     def vast_mask(self, min_maximal_radius: float = 10.0) -> tuple[np.ndarray, int]:
-        """(mask, resolution): the angular mask as VAST stores it, a boolean (360 * res, 180 * res) array indexed
-        by floor(ra * res), floor((dec + 90) * res); a cell is in when its centre is in a pixel."""
+        """(mask, resolution): the angular mask as VAST stores it, a boolean (360 * res, 180 * res) array that
+        VAST reads at [trunc(ra * res), trunc(dec * res) + 90 res] (truncated toward zero, `vast_sky_mask`); a cell
+        is in when the centre of the area VAST reads it for is in a pixel. That is floor((dec + 90) * res) north of
+        the equator; south of it a row serves the declinations one row further south, and row 90 res serves
+        -1/res < dec < 1/res (in when either half's centre is in)."""
         res = self.vast_mask_resolution(min_maximal_radius)
         ra = (np.arange(360 * res) + 0.5) / res
-        dec = (np.arange(180 * res) + 0.5) / res - 90.0
-        ra_grid, dec_grid = np.meshgrid(ra, dec, indexing="ij")
-        inside = angular_mask(self.pixels, self.nside)(ra_grid.ravel(), dec_grid.ravel())
-        return np.asarray(inside, dtype=bool).reshape(ra_grid.shape), res
+        row = np.arange(180 * res) - 90 * res
+        north = (row + 0.5) / res
+        south = np.maximum((row - 0.5) / res, -90.0)
+        inside = angular_mask(self.pixels, self.nside)
+        mask = np.zeros((len(ra), len(row)), dtype=bool)
+        for rows, dec in ((row >= 0, north), (row <= 0, south)):
+            ra_grid, dec_grid = np.meshgrid(ra, dec[rows], indexing="ij")
+            mask[:, rows] |= np.asarray(inside(ra_grid.ravel(), dec_grid.ravel()), dtype=bool).reshape(ra_grid.shape)
+        return mask, res
 
 
 @dataclass(frozen=True)

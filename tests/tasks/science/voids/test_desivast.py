@@ -190,3 +190,18 @@ def test_desivast_sky_footprint_has_vast_mask(tmp_path):
 def test_desivast_refuses_galaxies_of_another_catalog(tmp_path, galaxies, catalog):
     with pytest.raises(ValueError, match=r"^v.fits: 10 galaxies given for a catalog found in \d+$"):
         write_desivast(tmp_path / "v.fits", catalog, galaxies[:10], BOX)
+
+
+def test_desivast_header_of_three_galaxies_has_no_nan_keys(tmp_path):
+    """With sep_neighbor (3) galaxies or fewer there is no 3rd-neighbour statistic: no NNSA, NNSS, FIELDCUT keys
+    (NaN and inf have no FITS value), and the file verifies."""
+    xyz = np.array([[210.0, 210.0, 210.0], [250.0, 260.0, 270.0], [300.0, 220.0, 240.0]])
+    cat = find_voids(xyz, BOX.mask())
+    assert np.isnan(cat.neighbour_mean) and cat.field_threshold == np.inf
+    path = write_desivast(tmp_path / "three.fits", cat, xyz, BOX)
+    with fits.open(path) as hdus:
+        hdus.verify("exception")
+        head = hdus[0].header
+        assert not {"NNSA", "NNSS", "FIELDCUT"} & set(head)
+        assert (head["GALAXY"], head["WALLNUM"], head["FIELDNUM"], head["VOID"]) == (3, 3, 0, 0)
+        assert all(np.isfinite(v) for v in head.values() if isinstance(v, float))

@@ -28,3 +28,24 @@ def test_box_footprint():
     box = BoxFootprint((0.0, 10.0, 20.0), (10.0, 30.0, 60.0))
     assert box.volume() == 10.0 * 20.0 * 40.0
     assert box.mask()(np.array([[5.0, 15.0, 25.0], [5.0, 5.0, 25.0]])).tolist() == [True, False]
+
+
+def test_vast_mask_is_read_by_vast_as_the_footprint():
+    """VAST truncates dec toward zero: south of the equator each mask row serves the declinations one row further
+    south, so the rasterised mask, read as VAST reads it, agrees with the footprint on both sides of the equator."""
+    from kernels.voids import vast_sky_mask
+
+    pixel = occupied_pixels(np.array([0.0]), np.array([0.0]), 1)  # the base pixel centred on ra = dec = 0
+    sky = SkyFootprint(pixel, 1, 0.05, 0.3)
+    mask, res = sky.vast_mask(10.0)
+    d_min, d_max = sky.distance_limits()
+    rng = np.random.default_rng(2)
+    ra, dec = rng.uniform(-60.0, 60.0, 20000) % 360.0, rng.uniform(-60.0, 60.0, 20000)
+    r = 0.5 * (d_min + d_max)
+    xyz = r * np.stack([np.cos(np.radians(dec)) * np.cos(np.radians(ra)),
+                        np.cos(np.radians(dec)) * np.sin(np.radians(ra)), np.sin(np.radians(dec))], axis=1)
+    vast, ours = vast_sky_mask(mask, res, d_min, d_max)(xyz), sky.mask()(xyz)
+    # Only cells the pixel boundary crosses disagree (0.13% north, 0.23% south; read with floor's rows the south
+    # would disagree on 0.56%).
+    for side in (dec < 0, dec > 0):
+        assert (vast[side] != ours[side]).mean() < 0.004
