@@ -225,7 +225,7 @@ def _gap(v, origin, cell, c):
     return max(origin + c * cell - v, 0.0, v - origin - (c + 1) * cell)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edges2, n_mu, mu_max, los, autocorr,
                weighted, corrfunc, lo, hi, nchunks):
     nb = edges2.size - 1
@@ -256,10 +256,13 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edg
         table = np.empty((width * width, width + 1), dtype=np.int64)
         r2s = np.empty(0)
         w2s = np.empty(0)
-        js = np.empty(0, dtype=np.int64)
+        mus = np.empty(0)
         # (s, mu) pair weights are summed plainly over a block of first points (one cell, at most FLUSH_PAIRS
         # pairs), then added to the compensated sums: the rounding error of a plain sum grows with its length.
-        block = np.zeros(nbins, dtype=np.float64)
+        # Bin nbins of `hist` and `block` collects the candidates outside every bin.
+        block = np.zeros(nbins + 1, dtype=np.float64)
+        hist = np.zeros(nbins + 1, dtype=np.int64)
+        idx = np.empty(0, dtype=np.int64)
         pending = 0
         n_col = 0
         z_first = z_last = 0
@@ -285,7 +288,7 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edg
                             capacity += size
                             n_col += 1
                 if capacity > r2s.size:
-                    r2s, w2s, js = np.empty(capacity), np.empty(capacity), np.empty(capacity, dtype=np.int64)
+                    r2s, w2s, mus = np.empty(capacity), np.empty(capacity), np.empty(capacity)
             x1, y1, z1, wi = p1[i, 0], p1[i, 1], p1[i, 2], w1[i]
             n = 0
             for q in range(n_col):
@@ -303,17 +306,23 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edg
                 if autocorr and j0 <= i:
                     j0 = i + 1
                 start = n
-                for j in range(j0, j1):
-                    dx = x1 - p2[j, 0]
-                    dy = y1 - p2[j, 1]
-                    dz = z1 - p2[j, 2]
-                    r2s[n] = dx * dx + dy * dy + dz * dz
-                    if n_mu:
-                        w2s[n] = w2[j]
-                        js[n] = j
-                    n += 1
-                # Separation-only bins read no indices, and weights only if given: that loop stays one store wide.
-                if weighted and not n_mu:
+                if n_mu:
+                    for j in range(j0, j1):
+                        dx = x1 - p2[j, 0]
+                        dy = y1 - p2[j, 1]
+                        dz = z1 - p2[j, 2]
+                        r2 = dx * dx + dy * dy + dz * dz
+                        r2s[n] = r2
+                        mus[n] = _mu(dx, dy, dz, r2, x1, y1, z1, p2[j, 0], p2[j, 1], p2[j, 2], los)
+                        n += 1
+                else:
+                    for j in range(j0, j1):
+                        dx = x1 - p2[j, 0]
+                        dy = y1 - p2[j, 1]
+                        dz = z1 - p2[j, 2]
+                        r2s[n] = dx * dx + dy * dy + dz * dz
+                        n += 1
+                if weighted:
                     for k in range(start, n):
                         w2s[k] = w2[j0 + k - start]
             if n_mu == 0:
@@ -325,22 +334,14 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edg
                         if ws != 0.0:
                             _add_compensated(whi, wlo, t, k, wi * ws)
                 continue
+            if n > idx.size:
+                idx = np.empty(r2s.size, dtype=np.int64)
+            _smu_bins(r2s, mus, n, edges2, s2_min, mu_cut, n_mu, mu_max, idx)
             for q in range(n):
-                r2 = r2s[q]
-                if r2 < s2_min or r2 >= e_hi:
-                    continue
-                s = nb - 1
-                while r2 < edges2[s]:
-                    s -= 1
-                j = js[q]
-                mu = _mu(x1 - p2[j, 0], y1 - p2[j, 1], z1 - p2[j, 2], r2, x1, y1, z1, p2[j, 0], p2[j, 1], p2[j, 2],
-                         los)
-                if mu > mu_cut:
-                    continue
-                m = min(int(mu * n_mu / mu_max), n_mu - 1)
-                counts[t, s * nm + m] += 1
-                if weighted:
-                    block[s * nm + m] += wi * w2s[q]
+                hist[idx[q]] += 1
+            if weighted:
+                for q in range(n):
+                    block[idx[q]] += wi * w2s[q]
             if weighted:
                 pending += n
                 if pending >= FLUSH_PAIRS:
@@ -348,6 +349,7 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edg
                     pending = 0
         if pending:
             _flush(block, whi, wlo, t)
+        counts[t] = hist[:nbins]
     if n_mu == 0:
         cum = cumulative.sum(axis=0)
         total = cum[:-1] - cum[1:]
@@ -360,6 +362,24 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edg
             _add_compensated(wtotal, werr, 0, k, whi[t, k])
             _add_compensated(wtotal, werr, 0, k, wlo[t, k])
     return total, wtotal[0] + werr[0]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _smu_bins(r2s, mus, n, edges2, s2_min, mu_cut, n_mu, mu_max, idx):
+    """(s, mu) bin of each of the first n candidate pairs into idx, or the bin after the last if in none."""
+    nb = edges2.size - 1
+    for q in range(n):
+        idx[q] = 0
+    for k in range(1, nb):  # s bin: how many inner edges are at or below the separation (branch-free, in lanes)
+        e2 = edges2[k]
+        for q in range(n):
+            idx[q] += r2s[q] >= e2
+    e_hi = edges2[nb]
+    for q in range(n):
+        r2, mu = r2s[q], mus[q]
+        m = min(int(mu * n_mu / mu_max), n_mu - 1)
+        inside = (r2 >= s2_min) & (r2 < e_hi) & (mu <= mu_cut)
+        idx[q] = idx[q] * n_mu + m if inside else nb * n_mu
 
 
 @numba.njit(cache=True, inline="always")
@@ -385,7 +405,7 @@ def _weight_within(r2s, w2s, n, lo2, hi2):
 @numba.njit(cache=True)
 def _flush(block, hi, lo, t):
     """Add a block's plain sums to the compensated sums of chunk t, and zero them."""
-    for k in range(block.size):
+    for k in range(hi.shape[1]):
         if block[k] != 0.0:
             _add_compensated(hi, lo, t, k, block[k])
             block[k] = 0.0
