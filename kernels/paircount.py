@@ -42,9 +42,11 @@ from .cellgrid import FIND_CELL_CUDA, CellGrid, build_grid, dense_starts, grid_f
 from .xp import namespace, to_host
 
 LOS = {"z": 0, "midpoint": 1}
+_EMPTY = np.zeros(0, dtype=np.int64)
 CONVENTIONS = ("astrolab", "corrfunc")
 REFINE = 2  # cells per largest separation on the CPU (the GPU's is in GPU_TUNING)
 DENSE_CELLS_MAX = 1 << 25
+DENSE_CELLS_PER_POINT_CPU = 4  # the CPU's table of cells costs at most this many int64 per second point (or 8 MiB)
 FLUSH_PAIRS = 1 << 12  # CPU (s, mu) loop: candidate pairs summed plainly before a compensated addition
 
 
@@ -79,7 +81,7 @@ class PairProblem:
     reach: int  # neighbour cells searched on each side
     weighted: bool
     corrfunc: bool  # conventions="corrfunc"
-    dense_starts: Any  # GPU only: first point of every cell of the frame (None when the frame has too many cells)
+    dense_starts: Any  # first point of every cell of the frame (None when the frame has too many cells)
 
 
 def prepare(pos1: Any, edges: Any, pos2: Any | None = None, weights1: Any | None = None,
@@ -113,7 +115,11 @@ def prepare(pos1: Any, edges: Any, pos2: Any | None = None, weights1: Any | None
     mu_edges = np.linspace(0.0, mu_max, n_mu + 1) if n_mu else None
     return PairProblem(first, second, w1, w2, xp.asarray(edges**2), n_mu, float(mu_max), LOS[los], autocorr,
                        edges, mu_edges, reach, weights1 is not None, conventions == "corrfunc",
-                       None if xp is np else dense_starts(second, DENSE_CELLS_MAX))
+                       dense_starts(second, DENSE_CELLS_MAX if xp is not np else _dense_cells_cpu(len(second))))
+
+
+def _dense_cells_cpu(n: int) -> int:
+    return max(DENSE_CELLS_PER_POINT_CPU * n, 1 << 20)
 
 
 def _sorted_weights(xp: Any, weights: Any | None, grid: CellGrid) -> Any:
@@ -132,7 +138,8 @@ def count_range(problem: PairProblem, lo: int, hi: int) -> PairCounts:
     if namespace(first.pos) is np:
         frame = second.frame
         counts, wsum = _count_cpu(first.pos, first.coords, problem.w1, second.pos, problem.w2, second.cell_ids,
-                                  second.starts, np.asarray(frame.dims, dtype=np.int64),
+                                  second.starts, _EMPTY if problem.dense_starts is None else problem.dense_starts,
+                                  np.asarray(frame.dims, dtype=np.int64),
                                   np.asarray(frame.origin), frame.cell, problem.reach, problem.edges2,
                                   problem.n_mu, problem.mu_max, problem.los, problem.autocorr, problem.weighted,
                                   problem.corrfunc, lo, hi, min(max(hi - lo, 1), 8 * numba.get_num_threads()))
@@ -226,7 +233,7 @@ def _gap(v, origin, cell, c):
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
-def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edges2, n_mu, mu_max, los, autocorr,
+def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dense, dims, origin, cell, reach, edges2, n_mu, mu_max, los, autocorr,
                weighted, corrfunc, lo, hi, nchunks):
     nb = edges2.size - 1
     nm = max(n_mu, 1)
@@ -281,7 +288,7 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edg
                     for cy in range(max(here[1] - reach, 0), min(here[1] + reach + 1, dims[1])):
                         key = (cx * dims[1] + cy) * dims[2] + z_first
                         for k in range(z_last - z_first + 2):
-                            table[n_col, k] = starts2[np.searchsorted(ids2, key + k)]
+                            table[n_col, k] = dense[key + k] if dense.size else starts2[np.searchsorted(ids2, key + k)]
                         size = table[n_col, z_last - z_first + 1] - table[n_col, 0]
                         if size > 0:
                             col_x[n_col], col_y[n_col] = cx, cy
