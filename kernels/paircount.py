@@ -253,6 +253,7 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dense, dims, origin, cell, rea
     mu_cut = np.nextafter(mu_max, 0.0) if corrfunc else mu_max
     prune = e_hi * (1.0 + 1e-9)  # a hair wide, so rounding in the cell assignment never drops a pair
     width = 2 * reach + 1
+    keep_j = weighted or n_mu > 0
     for t in numba.prange(nchunks):
         a = lo + (hi - lo) * t // nchunks
         b = lo + (hi - lo) * (t + 1) // nchunks
@@ -264,6 +265,7 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dense, dims, origin, cell, rea
         r2s = np.empty(0)
         w2s = np.empty(0)
         mus = np.empty(0)
+        js = np.empty(0, dtype=np.int64)
         # (s, mu) pair weights are summed plainly over a block of first points (one cell, at most FLUSH_PAIRS
         # pairs), then added to the compensated sums: the rounding error of a plain sum grows with its length.
         # Bin nbins of `hist` and `block` collects the candidates outside every bin.
@@ -296,6 +298,7 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dense, dims, origin, cell, rea
                             n_col += 1
                 if capacity > r2s.size:
                     r2s, w2s, mus = np.empty(capacity), np.empty(capacity), np.empty(capacity)
+                    js = np.empty(capacity, dtype=np.int64)
             x1, y1, z1, wi = p1[i, 0], p1[i, 1], p1[i, 2], w1[i]
             n = 0
             for q in range(n_col):
@@ -312,28 +315,37 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dense, dims, origin, cell, rea
                 j0, j1 = table[q, za - z_first], table[q, zb + 1 - z_first]
                 if autocorr and j0 <= i:
                     j0 = i + 1
-                start = n
-                if n_mu:
+                # Only the pairs within the largest separation are kept (branch-free: every candidate is written,
+                # the next one overwrites it unless it was kept), so the binning passes see no others.
+                if keep_j:
                     for j in range(j0, j1):
                         dx = x1 - p2[j, 0]
                         dy = y1 - p2[j, 1]
                         dz = z1 - p2[j, 2]
                         r2 = dx * dx + dy * dy + dz * dz
                         r2s[n] = r2
-                        mus[n] = _mu(dx, dy, dz, r2, x1, y1, z1, p2[j, 0], p2[j, 1], p2[j, 2], los)
-                        n += 1
+                        js[n] = j
+                        n += r2 < e_hi
                 else:
                     for j in range(j0, j1):
                         dx = x1 - p2[j, 0]
                         dy = y1 - p2[j, 1]
                         dz = z1 - p2[j, 2]
-                        r2s[n] = dx * dx + dy * dy + dz * dz
-                        n += 1
-                if weighted:
-                    for k in range(start, n):
-                        w2s[k] = w2[j0 + k - start]
+                        r2 = dx * dx + dy * dy + dz * dz
+                        r2s[n] = r2
+                        n += r2 < e_hi
+            if weighted:
+                for q in range(n):
+                    w2s[q] = w2[js[q]]
+            if n_mu:
+                for q in range(n):
+                    j = js[q]
+                    dx = x1 - p2[j, 0]
+                    dy = y1 - p2[j, 1]
+                    dz = z1 - p2[j, 2]
+                    mus[q] = _mu(dx, dy, dz, r2s[q], x1, y1, z1, p2[j, 0], p2[j, 1], p2[j, 2], los)
             if n_mu == 0:
-                for k in range(nb + 1):
+                for k in range(nb):  # cumulative[t, nb] stays 0: no pair kept is that far
                     cumulative[t, k] += _count_at_least(r2s, n, edges2[k])
                 if weighted:
                     for k in range(nb):
