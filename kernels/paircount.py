@@ -288,6 +288,8 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dense, dims, origin, cell, rea
                 capacity = 0
                 for cx in range(max(here[0] - reach, 0), min(here[0] + reach + 1, dims[0])):
                     for cy in range(max(here[1] - reach, 0), min(here[1] + reach + 1, dims[1])):
+                        if autocorr and (cx < here[0] or (cx == here[0] and cy < here[1])):
+                            continue  # a column sorted before this cell's: its pairs were counted from its side
                         key = (cx * dims[1] + cy) * dims[2] + z_first
                         for k in range(z_last - z_first + 2):
                             table[n_col, k] = dense[key + k] if dense.size else starts2[np.searchsorted(ids2, key + k)]
