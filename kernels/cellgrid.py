@@ -3,8 +3,8 @@
 Points are sorted by the id of the cubic cell they fall in. Cells are at least `min_cell` wide, so two points
 closer than `min_cell` lie in the same or adjacent cells; only non-empty cells are stored (sorted ids and the
 offsets of their points), which keeps memory O(N) whatever the extent. The compiled loops (numba on CPU, CUDA
-on GPU) find a neighbour cell's points by binary search in `cell_ids` (or, on the GPU, in a dense table of every
-cell's first point when the frame is small enough: `dense_starts`).
+on GPU) find a neighbour cell's points by binary search in `cell_ids`, or in a dense table of every cell's first
+point when the frame is small enough (`dense_starts`).
 """
 
 from __future__ import annotations

@@ -268,7 +268,7 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dense, dims, origin, cell, rea
         js = np.empty(0, dtype=np.int64)
         # (s, mu) pair weights are summed plainly over a block of first points (one cell, at most FLUSH_PAIRS
         # pairs), then added to the compensated sums: the rounding error of a plain sum grows with its length.
-        # Bin nbins of `hist` and `block` collects the candidates outside every bin.
+        # Bin nbins of `hist` and `block` collects the kept pairs outside every (s, mu) bin (never read).
         block = np.zeros(nbins + 1, dtype=np.float64)
         hist = np.zeros(nbins + 1, dtype=np.int64)
         idx = np.empty(0, dtype=np.int64)
