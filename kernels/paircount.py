@@ -271,7 +271,7 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dense, dims, origin, cell, rea
         # Bin nbins of `hist` and `block` collects the kept pairs outside every (s, mu) bin (never read).
         block = np.zeros(nbins + 1, dtype=np.float64)
         hist = np.zeros(nbins + 1, dtype=np.int64)
-        idx = np.empty(0, dtype=np.int64)
+        idx = np.empty(0, dtype=np.int32)
         pending = 0
         n_col = 0
         z_first = z_last = 0
@@ -356,7 +356,7 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dense, dims, origin, cell, rea
                             _add_compensated(whi, wlo, t, k, wi * ws)
                 continue
             if n > idx.size:
-                idx = np.empty(r2s.size, dtype=np.int64)
+                idx = np.empty(r2s.size, dtype=np.int32)
             _smu_bins(r2s, mus, n, edges2, s2_min, mu_cut, n_mu, mu_max, idx)
             for q in range(n):
                 hist[idx[q]] += 1
@@ -389,9 +389,10 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dense, dims, origin, cell, rea
 def _smu_bins(r2s, mus, n, edges2, s2_min, mu_cut, n_mu, mu_max, idx):
     """(s, mu) bin of each of the first n candidate pairs into idx, or the bin after the last if in none."""
     nb = edges2.size - 1
+    e2 = edges2[1] if nb > 1 else np.inf
     for q in range(n):
-        idx[q] = 0
-    for k in range(1, nb):  # s bin: how many inner edges are at or below the separation (branch-free, in lanes)
+        idx[q] = r2s[q] >= e2
+    for k in range(2, nb):  # s bin: how many inner edges are at or below the separation (branch-free, in lanes)
         e2 = edges2[k]
         for q in range(n):
             idx[q] += r2s[q] >= e2
