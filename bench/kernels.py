@@ -5,8 +5,9 @@
 - Planck18 comoving distance: kernels.cosmology on 1e6 z versus astropy's Planck18.comoving_distance on 1e5 z
   (scaled to 1e6; astropy integrates numerically and is too slow for 1e6 in a benchmark loop);
 - HEALPix NESTED ang2pix at order 29 and 6 on 1e6 points: kernels.healpix versus healpy;
-- pair counts (auto, 15 separation bins up to 30 Mpc/h, 400k points in a 500 Mpc/h box): kernels.paircount versus
-  Corrfunc.theory.DD, both on every core of this machine, with the counts checked identical;
+- pair counts (auto, 15 separation bins up to 30 Mpc/h, 400k points in a 500 Mpc/h box, unweighted and weighted):
+  kernels.paircount versus Corrfunc.theory.DD, and with 10 mu bins versus Corrfunc.theory.DDsmu, both on every
+  core of this machine, timed in turn within each repeat, with the counts checked identical;
 - crossmatch of 1e6 x 1e6 within 2 arcsec: kernels.crossmatch versus astropy's match_coordinates_sky.
 Prints medians and ratios, writes bench/out/kernels.json. The void finder has its own bench/voids.py; GPU figures
 come from bench/gpu.sh.
@@ -102,13 +103,13 @@ def main() -> None:
                                             "target": 1}
     # Each case has its own seed, so a run with --only times the same data as a full run.
     if "paircount" in only:
-        results["paircount"] = paircount(np.random.default_rng(1), args.repeats)
+        results |= paircount(np.random.default_rng(1), args.repeats)
     if "crossmatch" in only:
         results["crossmatch"] = crossmatch(np.random.default_rng(2), args.repeats)
     for name, r in results.items():
         base = r.get("astropy_s_1e6", r.get("healpy_s_1e6", r.get("corrfunc_s")))
         verdict = "met" if r["ratio"] >= r["target"] else "MISSED"
-        print(f"{name:18s} kernel {r['kernel_s_1e6'] * 1000:8.1f} ms  anchor {base * 1000:9.1f} ms  "
+        print(f"{name:22s} kernel {r['kernel_s_1e6'] * 1000:8.1f} ms  anchor {base * 1000:9.1f} ms  "
               f"{r['ratio']:7.2f}x (target >= {r['target']}x): {verdict}")
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / "kernels.json"
@@ -116,18 +117,36 @@ def main() -> None:
     path.write_text(json.dumps(previous | results, indent=2))  # a partial run keeps the other cases' figures
 
 
-def paircount(rng: np.random.Generator, repeats: int) -> dict:
-    """kernels.paircount against Corrfunc's DD on the same points, bins and number of threads."""
-    from Corrfunc.theory import DD
+def paircount(rng: np.random.Generator, repeats: int) -> dict[str, dict]:
+    """kernels.paircount against Corrfunc on the same points, bins and number of threads, timed in turn within each
+    repeat: separation only (DD) and (s, mu) (DDsmu, 10 mu bins), unweighted and with pair-product weights."""
+    from Corrfunc.theory import DD, DDsmu
 
     pos = rng.uniform(0, 500, (400_000, 3))
+    weights = rng.uniform(0.5, 1.5, len(pos))
     edges = np.geomspace(1.0, 30.0, 16)
     threads = numba.get_num_threads()
-    ours = median_time(lambda: pair_counts(pos, edges), repeats)
-    ref = median_time(lambda: DD(1, threads, edges, *pos.T, periodic=False), repeats)
-    assert np.array_equal(pair_counts(pos, edges).npairs, DD(1, threads, edges, *pos.T, periodic=False)["npairs"])
-    return {"kernel_s_1e6": ours, "corrfunc_s": ref, "ratio": ref / ours, "target": 1, "threads": threads,
-            "n": len(pos)}
+    results = {}
+    for name, n_mu, w in (("paircount", 0, None), ("paircount_weighted", 0, weights),
+                          ("paircount_smu", 10, None), ("paircount_smu_weighted", 10, weights)):
+        extra = {} if w is None else {"weights1": w, "weight_type": "pair_product"}
+
+        def ours(n_mu: int = n_mu, w: np.ndarray | None = w) -> object:
+            return pair_counts(pos, edges, weights1=w, n_mu=n_mu, conventions="corrfunc")
+
+        def ref(n_mu: int = n_mu, extra: dict = extra) -> dict:
+            if n_mu:
+                return DDsmu(1, threads, edges, 1.0, n_mu, *pos.T, periodic=False, verbose=False, **extra)
+            return DD(1, threads, edges, *pos.T, periodic=False, verbose=False, **extra)
+
+        mine, anchor = interleaved_medians([ours, ref], repeats)
+        got, want = ours(), ref()
+        assert np.array_equal(got.npairs.ravel(), want["npairs"])
+        if w is not None:
+            np.testing.assert_allclose(got.wpairs.ravel(), want["npairs"] * want["weightavg"], rtol=1e-10)
+        results[name] = {"kernel_s_1e6": mine, "corrfunc_s": anchor, "ratio": anchor / mine, "target": 1,
+                         "threads": threads, "n": len(pos)}
+    return results
 
 
 def crossmatch(rng: np.random.Generator, repeats: int) -> dict:

@@ -3,8 +3,8 @@
 Points are sorted by the id of the cubic cell they fall in. Cells are at least `min_cell` wide, so two points
 closer than `min_cell` lie in the same or adjacent cells; only non-empty cells are stored (sorted ids and the
 offsets of their points), which keeps memory O(N) whatever the extent. The compiled loops (numba on CPU, CUDA
-on GPU) find a neighbour cell's points by binary search in `cell_ids` (or, on the GPU, in a dense table of every
-cell's first point when the frame is small enough: `dense_starts`).
+on GPU) find a neighbour cell's points by binary search in `cell_ids`, or in a dense table of every cell's first
+point when the frame is small enough (`dense_starts`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 from .xp import namespace
 
 MAX_CELLS_PER_AXIS = 1 << 20  # 3 x 20 bits: cell ids fit in int64
+COUNTING_SORT_CELLS_PER_POINT = 4  # numpy: sort by counting while the frame has at most this many cells per point
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ def grid_frame(*positions: Any, min_cell: float) -> GridFrame:
     if min_cell <= 0:
         raise ValueError(f"cell width must be positive, got {min_cell}")
     xp = namespace(*positions)
-    bad = sum(int((~xp.isfinite(p)).any(axis=-1).sum()) for p in positions)
+    finite = all(bool(xp.isfinite(p).all()) for p in positions)  # one fast pass; rows counted only on failure
+    bad = 0 if finite else sum(int((~xp.isfinite(p)).any(axis=-1).sum()) for p in positions)
     if bad:
         raise ValueError(f"{bad} positions are not finite (NaN or inf)")
     nonempty = [p for p in positions if p.shape[0]]
@@ -81,7 +83,13 @@ def build_grid(pos: Any, frame: GridFrame) -> CellGrid:
     coords = cell_coords(pos, frame)
     ny, nz = frame.dims[1], frame.dims[2]
     ids = (coords[:, 0] * ny + coords[:, 1]) * nz + coords[:, 2]
-    order = xp.argsort(ids, kind="stable") if xp.__name__ == "numpy" else xp.argsort(ids)  # cupy's is stable
+    n_cells = int(frame.dims[0]) * ny * nz
+    if xp.__name__ != "numpy":
+        order = xp.argsort(ids)  # cupy's is stable
+    elif n_cells <= COUNTING_SORT_CELLS_PER_POINT * ids.shape[0] + (1 << 20):
+        order = _counting_order(ids, n_cells)
+    else:
+        order = xp.argsort(ids, kind="stable")
     ids = ids[order]
     if ids.shape[0]:
         first = xp.concatenate([xp.asarray([True]), ids[1:] != ids[:-1]])
@@ -91,6 +99,21 @@ def build_grid(pos: Any, frame: GridFrame) -> CellGrid:
     starts = xp.concatenate([bounds, xp.asarray([ids.shape[0]])]).astype(xp.int64)
     return CellGrid(frame, xp.take(pos, order, axis=0), xp.take(coords, order, axis=0),
                     order.astype(xp.int64), xp.ascontiguousarray(ids[bounds]), starts)
+
+
+@numba.njit(cache=True)
+def _counting_order(ids: np.ndarray, n_cells: int) -> np.ndarray:
+    """The stable argsort of `ids` (each in [0, n_cells)) by counting sort: O(n + n_cells)."""
+    next_slot = np.zeros(n_cells + 1, dtype=np.int64)
+    for v in ids:
+        next_slot[v + 1] += 1
+    for k in range(n_cells):
+        next_slot[k + 1] += next_slot[k]
+    order = np.empty(ids.size, dtype=np.int64)
+    for i in range(ids.size):
+        order[next_slot[ids[i]]] = i
+        next_slot[ids[i]] += 1
+    return order
 
 
 def dense_starts(grid: CellGrid, max_cells: int) -> Any:

@@ -42,9 +42,11 @@ from .cellgrid import FIND_CELL_CUDA, CellGrid, build_grid, dense_starts, grid_f
 from .xp import namespace, to_host
 
 LOS = {"z": 0, "midpoint": 1}
+_EMPTY = np.zeros(0, dtype=np.int64)
 CONVENTIONS = ("astrolab", "corrfunc")
 REFINE = 2  # cells per largest separation on the CPU (the GPU's is in GPU_TUNING)
 DENSE_CELLS_MAX = 1 << 25
+DENSE_CELLS_PER_POINT_CPU = 4  # the CPU's table of cells costs at most this many int64 per second point (or 8 MiB)
 FLUSH_PAIRS = 1 << 12  # CPU (s, mu) loop: candidate pairs summed plainly before a compensated addition
 
 
@@ -79,7 +81,7 @@ class PairProblem:
     reach: int  # neighbour cells searched on each side
     weighted: bool
     corrfunc: bool  # conventions="corrfunc"
-    dense_starts: Any  # GPU only: first point of every cell of the frame (None when the frame has too many cells)
+    dense_starts: Any  # first point of every cell of the frame (None when the frame has too many cells)
 
 
 def prepare(pos1: Any, edges: Any, pos2: Any | None = None, weights1: Any | None = None,
@@ -113,7 +115,11 @@ def prepare(pos1: Any, edges: Any, pos2: Any | None = None, weights1: Any | None
     mu_edges = np.linspace(0.0, mu_max, n_mu + 1) if n_mu else None
     return PairProblem(first, second, w1, w2, xp.asarray(edges**2), n_mu, float(mu_max), LOS[los], autocorr,
                        edges, mu_edges, reach, weights1 is not None, conventions == "corrfunc",
-                       None if xp is np else dense_starts(second, DENSE_CELLS_MAX))
+                       dense_starts(second, DENSE_CELLS_MAX if xp is not np else _dense_cells_cpu(len(second))))
+
+
+def _dense_cells_cpu(n: int) -> int:
+    return max(DENSE_CELLS_PER_POINT_CPU * n, 1 << 20)
 
 
 def _sorted_weights(xp: Any, weights: Any | None, grid: CellGrid) -> Any:
@@ -132,7 +138,8 @@ def count_range(problem: PairProblem, lo: int, hi: int) -> PairCounts:
     if namespace(first.pos) is np:
         frame = second.frame
         counts, wsum = _count_cpu(first.pos, first.coords, problem.w1, second.pos, problem.w2, second.cell_ids,
-                                  second.starts, np.asarray(frame.dims, dtype=np.int64),
+                                  second.starts, _EMPTY if problem.dense_starts is None else problem.dense_starts,
+                                  np.asarray(frame.dims, dtype=np.int64),
                                   np.asarray(frame.origin), frame.cell, problem.reach, problem.edges2,
                                   problem.n_mu, problem.mu_max, problem.los, problem.autocorr, problem.weighted,
                                   problem.corrfunc, lo, hi, min(max(hi - lo, 1), 8 * numba.get_num_threads()))
@@ -225,8 +232,8 @@ def _gap(v, origin, cell, c):
     return max(origin + c * cell - v, 0.0, v - origin - (c + 1) * cell)
 
 
-@numba.njit(parallel=True, cache=True)
-def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edges2, n_mu, mu_max, los, autocorr,
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dense, dims, origin, cell, reach, edges2, n_mu, mu_max, los, autocorr,
                weighted, corrfunc, lo, hi, nchunks):
     nb = edges2.size - 1
     nm = max(n_mu, 1)
@@ -246,6 +253,7 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edg
     mu_cut = np.nextafter(mu_max, 0.0) if corrfunc else mu_max
     prune = e_hi * (1.0 + 1e-9)  # a hair wide, so rounding in the cell assignment never drops a pair
     width = 2 * reach + 1
+    keep_j = weighted or n_mu > 0
     for t in numba.prange(nchunks):
         a = lo + (hi - lo) * t // nchunks
         b = lo + (hi - lo) * (t + 1) // nchunks
@@ -256,10 +264,14 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edg
         table = np.empty((width * width, width + 1), dtype=np.int64)
         r2s = np.empty(0)
         w2s = np.empty(0)
+        mus = np.empty(0)
         js = np.empty(0, dtype=np.int64)
         # (s, mu) pair weights are summed plainly over a block of first points (one cell, at most FLUSH_PAIRS
         # pairs), then added to the compensated sums: the rounding error of a plain sum grows with its length.
-        block = np.zeros(nbins, dtype=np.float64)
+        # Bin nbins of `hist` and `block` collects the kept pairs outside every (s, mu) bin (never read).
+        block = np.zeros(nbins + 1, dtype=np.float64)
+        hist = np.zeros(nbins + 1, dtype=np.int64)
+        idx = np.empty(0, dtype=np.int32)
         pending = 0
         n_col = 0
         z_first = z_last = 0
@@ -276,16 +288,19 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edg
                 capacity = 0
                 for cx in range(max(here[0] - reach, 0), min(here[0] + reach + 1, dims[0])):
                     for cy in range(max(here[1] - reach, 0), min(here[1] + reach + 1, dims[1])):
+                        if autocorr and (cx < here[0] or (cx == here[0] and cy < here[1])):
+                            continue  # a column sorted before this cell's: its pairs were counted from its side
                         key = (cx * dims[1] + cy) * dims[2] + z_first
                         for k in range(z_last - z_first + 2):
-                            table[n_col, k] = starts2[np.searchsorted(ids2, key + k)]
+                            table[n_col, k] = dense[key + k] if dense.size else starts2[np.searchsorted(ids2, key + k)]
                         size = table[n_col, z_last - z_first + 1] - table[n_col, 0]
                         if size > 0:
                             col_x[n_col], col_y[n_col] = cx, cy
                             capacity += size
                             n_col += 1
                 if capacity > r2s.size:
-                    r2s, w2s, js = np.empty(capacity), np.empty(capacity), np.empty(capacity, dtype=np.int64)
+                    r2s, w2s, mus = np.empty(capacity), np.empty(capacity), np.empty(capacity)
+                    js = np.empty(capacity, dtype=np.int64)
             x1, y1, z1, wi = p1[i, 0], p1[i, 1], p1[i, 2], w1[i]
             n = 0
             for q in range(n_col):
@@ -302,22 +317,37 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edg
                 j0, j1 = table[q, za - z_first], table[q, zb + 1 - z_first]
                 if autocorr and j0 <= i:
                     j0 = i + 1
-                start = n
-                for j in range(j0, j1):
+                # Only the pairs within the largest separation are kept (branch-free: every candidate is written,
+                # the next one overwrites it unless it was kept), so the binning passes see no others.
+                if keep_j:
+                    for j in range(j0, j1):
+                        dx = x1 - p2[j, 0]
+                        dy = y1 - p2[j, 1]
+                        dz = z1 - p2[j, 2]
+                        r2 = dx * dx + dy * dy + dz * dz
+                        r2s[n] = r2
+                        js[n] = j
+                        n += r2 < e_hi
+                else:
+                    for j in range(j0, j1):
+                        dx = x1 - p2[j, 0]
+                        dy = y1 - p2[j, 1]
+                        dz = z1 - p2[j, 2]
+                        r2 = dx * dx + dy * dy + dz * dz
+                        r2s[n] = r2
+                        n += r2 < e_hi
+            if weighted:
+                for q in range(n):
+                    w2s[q] = w2[js[q]]
+            if n_mu:
+                for q in range(n):
+                    j = js[q]
                     dx = x1 - p2[j, 0]
                     dy = y1 - p2[j, 1]
                     dz = z1 - p2[j, 2]
-                    r2s[n] = dx * dx + dy * dy + dz * dz
-                    if n_mu:
-                        w2s[n] = w2[j]
-                        js[n] = j
-                    n += 1
-                # Separation-only bins read no indices, and weights only if given: that loop stays one store wide.
-                if weighted and not n_mu:
-                    for k in range(start, n):
-                        w2s[k] = w2[j0 + k - start]
+                    mus[q] = _mu(dx, dy, dz, r2s[q], x1, y1, z1, p2[j, 0], p2[j, 1], p2[j, 2], los)
             if n_mu == 0:
-                for k in range(nb + 1):
+                for k in range(nb):  # cumulative[t, nb] stays 0: no pair kept is that far
                     cumulative[t, k] += _count_at_least(r2s, n, edges2[k])
                 if weighted:
                     for k in range(nb):
@@ -325,22 +355,14 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edg
                         if ws != 0.0:
                             _add_compensated(whi, wlo, t, k, wi * ws)
                 continue
+            if n > idx.size:
+                idx = np.empty(r2s.size, dtype=np.int32)
+            _smu_bins(r2s, mus, n, edges2, s2_min, mu_cut, n_mu, mu_max, idx)
             for q in range(n):
-                r2 = r2s[q]
-                if r2 < s2_min or r2 >= e_hi:
-                    continue
-                s = nb - 1
-                while r2 < edges2[s]:
-                    s -= 1
-                j = js[q]
-                mu = _mu(x1 - p2[j, 0], y1 - p2[j, 1], z1 - p2[j, 2], r2, x1, y1, z1, p2[j, 0], p2[j, 1], p2[j, 2],
-                         los)
-                if mu > mu_cut:
-                    continue
-                m = min(int(mu * n_mu / mu_max), n_mu - 1)
-                counts[t, s * nm + m] += 1
-                if weighted:
-                    block[s * nm + m] += wi * w2s[q]
+                hist[idx[q]] += 1
+            if weighted:
+                for q in range(n):
+                    block[idx[q]] += wi * w2s[q]
             if weighted:
                 pending += n
                 if pending >= FLUSH_PAIRS:
@@ -348,6 +370,7 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edg
                     pending = 0
         if pending:
             _flush(block, whi, wlo, t)
+        counts[t] = hist[:nbins]
     if n_mu == 0:
         cum = cumulative.sum(axis=0)
         total = cum[:-1] - cum[1:]
@@ -360,6 +383,25 @@ def _count_cpu(p1, c1, w1, p2, w2, ids2, starts2, dims, origin, cell, reach, edg
             _add_compensated(wtotal, werr, 0, k, whi[t, k])
             _add_compensated(wtotal, werr, 0, k, wlo[t, k])
     return total, wtotal[0] + werr[0]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _smu_bins(r2s, mus, n, edges2, s2_min, mu_cut, n_mu, mu_max, idx):
+    """(s, mu) bin of each of the first n candidate pairs into idx, or the bin after the last if in none."""
+    nb = edges2.size - 1
+    e2 = edges2[1] if nb > 1 else np.inf
+    for q in range(n):
+        idx[q] = r2s[q] >= e2
+    for k in range(2, nb):  # s bin: how many inner edges are at or below the separation (branch-free, in lanes)
+        e2 = edges2[k]
+        for q in range(n):
+            idx[q] += r2s[q] >= e2
+    e_hi = edges2[nb]
+    for q in range(n):
+        r2, mu = r2s[q], mus[q]
+        m = min(int(mu * n_mu / mu_max), n_mu - 1)
+        inside = (r2 >= s2_min) & (r2 < e_hi) & (mu <= mu_cut)
+        idx[q] = idx[q] * n_mu + m if inside else nb * n_mu
 
 
 @numba.njit(cache=True, inline="always")
@@ -385,7 +427,7 @@ def _weight_within(r2s, w2s, n, lo2, hi2):
 @numba.njit(cache=True)
 def _flush(block, hi, lo, t):
     """Add a block's plain sums to the compensated sums of chunk t, and zero them."""
-    for k in range(block.size):
+    for k in range(hi.shape[1]):
         if block[k] != 0.0:
             _add_compensated(hi, lo, t, k, block[k])
             block[k] = 0.0

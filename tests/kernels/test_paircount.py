@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from kernels.paircount import dask_pair_counts, landy_szalay, multipoles, pair_counts
+from kernels.paircount import dask_pair_counts, landy_szalay, multipoles, pair_counts, prepare
 
 Corrfunc = pytest.importorskip("Corrfunc", reason="Corrfunc is the oracle (pip install Corrfunc; needs libgsl-dev)")
 from Corrfunc.mocks import DDsmu_mocks  # noqa: E402
@@ -243,6 +243,20 @@ def test_corrfunc_conventions_equal_ddsmu_mocks_along_the_line_of_sight():
     np.testing.assert_array_equal(got.npairs.ravel(), ref["npairs"])
     ours = pair_counts(xyz, EDGES, n_mu=6, los="midpoint")
     assert ours.npairs[:, -1].sum() == got.npairs[:, -1].sum() + 6  # three pairs along the LOS, in the last bin
+
+
+def test_binary_search_of_cells_equals_the_dense_cell_table(points, monkeypatch):
+    data, other, weights = points
+    cases = ({}, {"pos2": other}, {"weights1": weights, "n_mu": 4}, {"n_mu": 3, "conventions": "corrfunc"})
+    tabled = [pair_counts(data, EDGES, **kwargs) for kwargs in cases]
+    # Frames with more cells than the CPU's limit find their columns by binary search in the non-empty cells.
+    assert prepare(data, EDGES).dense_starts is not None
+    monkeypatch.setattr("kernels.paircount._dense_cells_cpu", lambda n: 0)
+    assert prepare(data, EDGES).dense_starts is None
+    for kwargs, want in zip(cases, tabled):
+        got = pair_counts(data, EDGES, **kwargs)
+        np.testing.assert_array_equal(got.npairs, want.npairs)
+        np.testing.assert_array_equal(got.wpairs, want.wpairs)
 
 
 def test_dask_split_equals_one_call(points):
