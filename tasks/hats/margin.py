@@ -16,6 +16,7 @@ threshold and none farther (to far below a milliarcsecond).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +26,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from hats.catalog import CatalogType
 from hats.pixel_math import get_margin
-from hats.pixel_math.healpix_shim import margin2order
 from scipy.spatial import cKDTree
 
 from kernels.crossmatch import unit_vectors
 from tasks.hats.index import write_partition_index
+from tasks.hats.margin_order import margin_pixel_order
 from tasks.hats.properties import HEALPIX_COLUMN, catalog_properties, write_properties
 from tasks.hats.reader import Partition, partition_path
 
@@ -45,25 +46,13 @@ class MarginSummary:
     order: int
     nrows: int
     partitions: list[Partition]
+    linked: int = 0  # margin files hard-linked from the previous version
+    rewritten: int = 0
 
 
 def margin_name(name: str, threshold_arcsec: float) -> str:
     """The margin catalog's name and directory, as hats-import names them (``<primary>_<threshold>arcs``)."""
     return f"{name}_{threshold_arcsec:g}arcs"
-
-
-def margin_pixel_order(threshold_arcsec: float, partitions: list[Partition]) -> int:
-    """The order of the ring pixels: one coarser than ``hats``' estimate for the threshold (which compares the
-    average pixel size; pixels near the poles and base-pixel corners are narrower), finer than every partition. The
-    exact distance filter keeps the margin exact whatever the ring's width."""
-    if threshold_arcsec <= 0:
-        raise ValueError(f"margin threshold must be positive, got {threshold_arcsec} arcsec")
-    order = int(margin2order(np.asarray(threshold_arcsec / 60.0))) - 1
-    deepest = max((o for o, _ in partitions), default=0)
-    if order <= deepest:
-        raise ValueError(f"margin threshold {threshold_arcsec:g} arcsec is too wide for partitions of order "
-                         f"{deepest} (the ring pixels would be order {order}); use a smaller threshold")
-    return order
 
 
 def _arc_distance(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -108,46 +97,98 @@ def _rings(partitions: list[Partition], order: int) -> tuple[np.ndarray, np.ndar
     return pix[by_pixel], own[by_pixel]
 
 
-def write_margin_catalog(primary: Path, out: Path, name: str, ra: str, dec: str, partitions: list[Partition],
-                         schema: pa.Schema, threshold_arcsec: float) -> MarginSummary:
-    """Write the margin catalog of the HATS catalog at ``primary`` (partitions ``partitions``) into ``out``;
-    its ``hats.properties`` goes last."""
-    order = margin_pixel_order(threshold_arcsec, partitions)
-    ring_pix, ring_owner = _rings(partitions, order)
+@dataclass(frozen=True)
+class PreviousMargin:
+    """The previous version's margin catalog (same threshold) and where rows were added or removed since: a
+    partition kept whose ring holds none of those rows keeps its margin file."""
+
+    path: Path
+    partitions: frozenset[Partition]  # the previous version's primary partitions
+    changed: np.ndarray  # pixels of order ``changed_order`` holding a row added or removed since
+    changed_order: int
+
+
+def _unchanged_rings(previous: PreviousMargin | None, partitions: list[Partition], order: int,
+                     ring_pix: np.ndarray, ring_owner: np.ndarray) -> list[int]:
+    """Indices of the partitions whose margin is the previous version's: the same pixel, and no row added or
+    removed in its ring (the margin holds rows of the ring only, so it comes out the same)."""
+    if previous is None:
+        return []
+    common = min(order, previous.changed_order)
+    changed = np.unique(np.asarray(previous.changed, dtype=np.int64) >> 2 * (previous.changed_order - common))
+    dirty = set(np.unique(ring_owner[np.isin(ring_pix >> 2 * (order - common), changed)]).tolist())
+    return [i for i, part in enumerate(partitions) if part in previous.partitions and i not in dirty]
+
+
+def _ring_candidates(primary: Path, partitions: list[Partition], schema: pa.Schema, order: int,
+                     ring_pix: np.ndarray, ring_owner: np.ndarray) -> dict[int, list[pa.Table]]:
+    """Per owner partition, the rows of other partitions in its ring; only files that reach a ring are read, and
+    of those only the row groups holding candidates."""
     shift = 2 * (29 - order)
-    candidates: dict[int, list[pa.Table]] = {}  # per partition, the rows in its ring (each file read once)
+    candidates: dict[int, list[pa.Table]] = {}
     for source in partitions:
+        depth = 2 * (order - source[0])
+        if np.searchsorted(ring_pix, source[1] << depth) == np.searchsorted(ring_pix, (source[1] + 1) << depth):
+            continue  # no ring pixel inside this partition
         path = partition_path(primary, source)
-        pix = pq.read_table(path, columns=[HEALPIX_COLUMN])[HEALPIX_COLUMN].to_numpy() >> shift
-        lo, hi = np.searchsorted(ring_pix, pix, "left"), np.searchsorted(ring_pix, pix, "right")
-        per_row = hi - lo  # how many rings (partitions) the row's pixel borders
+        file = pq.ParquetFile(path)
+        pix = file.read(columns=[HEALPIX_COLUMN])[HEALPIX_COLUMN].to_numpy() >> shift
+        first, last = np.searchsorted(ring_pix, pix, "left"), np.searchsorted(ring_pix, pix, "right")
+        per_row = last - first  # how many rings (partitions) the row's pixel borders
         rows = np.repeat(np.arange(pix.size), per_row)
         if rows.size == 0:
             continue
-        owners = ring_owner[np.repeat(lo, per_row) + np.arange(rows.size) - np.repeat(np.cumsum(per_row) - per_row,
-                                                                                      per_row)]
-        table = pq.read_table(path, schema=schema)
+        starts = np.repeat(first, per_row) + np.arange(rows.size) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+        owners = ring_owner[starts]
+        sizes = np.array([file.metadata.row_group(g).num_rows for g in range(file.num_row_groups)])
+        group_of = np.searchsorted(np.cumsum(sizes), rows, "right")
+        groups = np.unique(group_of)
+        table = file.read_row_groups(groups.tolist(), columns=schema.names).cast(schema)
+        read_before = np.cumsum(sizes[groups]) - sizes[groups]  # where each group read starts in ``table``
+        local = rows - (np.cumsum(sizes) - sizes)[group_of] + read_before[np.searchsorted(groups, group_of)]
         for owner in np.unique(owners):
-            candidates.setdefault(int(owner), []).append(table.take(pa.array(rows[owners == owner])))
+            candidates.setdefault(int(owner), []).append(table.take(pa.array(local[owners == owner])))
+    return candidates
 
-    found: dict[int, pa.Table] = {}
-    for owner, tables in candidates.items():  # one boundary per partition: measured once, for all its candidates
+
+def write_margin_catalog(primary: Path, out: Path, name: str, ra: str, dec: str, partitions: list[Partition],
+                         schema: pa.Schema, threshold_arcsec: float,
+                         previous: PreviousMargin | None = None) -> MarginSummary:
+    """Write the margin catalog of the HATS catalog at ``primary`` (partitions ``partitions``) into ``out``;
+    its ``hats.properties`` goes last. With ``previous``, the margin files of partitions whose ring did not
+    change are hard-linked from it; the others are built from the partitions that reach their rings."""
+    order = margin_pixel_order(threshold_arcsec, partitions)
+    ring_pix, ring_owner = _rings(partitions, order)
+    kept = _unchanged_rings(previous, partitions, order, ring_pix, ring_owner)
+    written: list[Partition] = []
+    linked = 0
+    for index in kept:
+        assert previous is not None  # kept is empty without a previous margin
+        source = partition_path(previous.path, partitions[index])
+        if source.exists():  # no file: no row within the threshold then, nor now
+            target = partition_path(out, partitions[index])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(source, target)
+            written.append(partitions[index])
+            linked += 1
+    rebuild = ~np.isin(ring_owner, kept)
+    ring_pix, ring_owner = ring_pix[rebuild], ring_owner[rebuild]
+
+    candidates = _ring_candidates(primary, partitions, schema, order, ring_pix, ring_owner)
+    for owner, tables in sorted(candidates.items()):  # one boundary per partition, measured for all its candidates
         cand = pa.concat_tables(tables)
         vectors = unit_vectors(cand[ra].to_numpy(), cand[dec].to_numpy())
         near = distance_to_pixel_arcsec(vectors, partitions[owner], threshold_arcsec) <= threshold_arcsec
         if near.any():
-            found[owner] = cand.filter(pa.array(near))
-
-    written: list[Partition] = []
-    for owner in sorted(found):
-        part = partitions[owner]
-        target = partition_path(out, part)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(found[owner].sort_by(HEALPIX_COLUMN), target, compression="snappy")
-        written.append(part)
-    nrows = write_partition_index(out, schema, sorted(written))
+            part = partitions[owner]
+            target = partition_path(out, part)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(cand.filter(pa.array(near)).sort_by(HEALPIX_COLUMN), target, compression="snappy")
+            written.append(part)
+    written.sort()
+    nrows = write_partition_index(out, schema, written)
     write_properties(out, catalog_properties(
         out, margin_name(name, threshold_arcsec), nrows, ra, dec, CatalogType.MARGIN, primary_catalog=name,
         margin_threshold=threshold_arcsec, hats_margin_order=order,
     ))
-    return MarginSummary(out, threshold_arcsec, order, nrows, sorted(written))
+    return MarginSummary(out, threshold_arcsec, order, nrows, written, linked, len(written) - linked)

@@ -9,7 +9,8 @@ pixels of mixed orders, each as coarse as possible while holding at most ``max_r
 
 A catalog is rebuilt from the previous version's partitions plus newly staged fragments; of the copies of one key
 only the newest (highest ``_seq``; old rows count as 0) is kept, wherever the copies sit on the sky. A partition
-that gains no rows, loses none and keeps its pixel is hard-linked from the previous version instead of rewritten.
+that gains no rows, loses none and keeps its pixel is hard-linked from the previous version instead of rewritten;
+so is its margin file when no row was added or removed in the ring of pixels around it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from hats.io.skymap import write_skymap
 
 from tasks.crashpoints import crash_point
 from tasks.hats.index import write_partition_index
-from tasks.hats.margin import MarginSummary, margin_name, write_margin_catalog
+from tasks.hats.margin import MarginSummary, PreviousMargin, margin_name, write_margin_catalog
 from tasks.hats.properties import HEALPIX_COLUMN, catalog_properties, write_properties
 from tasks.hats.reader import partition_path
 
@@ -301,8 +302,13 @@ def write_hats_catalog(
     write_skymap(final_counts, out)
     margin = None
     if margin_arcsec:
+        old_margin = previous / margin_name(name, margin_arcsec) if previous is not None else None
+        reuse = None
+        if old_margin is not None and (old_margin / "hats.properties").exists():
+            changed = np.union1d(np.flatnonzero(new_counts), dropped_h >> shift)  # rows added or removed here
+            reuse = PreviousMargin(old_margin, frozenset(old), changed, highest_order)
         margin = write_margin_catalog(out, out / margin_name(name, margin_arcsec), name, ra, dec, written,
-                                      out_schema, margin_arcsec)
+                                      out_schema, margin_arcsec, reuse)
     sky_fraction = float(np.count_nonzero(final_counts)) / final_counts.size
     write_properties(out, catalog_properties(
         out, name, nrows, ra, dec, hats_max_rows=max_rows, skymap_order=highest_order,
