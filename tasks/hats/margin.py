@@ -8,8 +8,9 @@ own ``partition_info.csv``, ``_metadata`` and ``hats.properties`` (``dataproduct
 
 Candidates are the rows in the ring of order-``m`` pixels just outside each partition (``hats.pixel_math
 .get_margin``, ``m`` the order whose pixels are about as wide as the threshold, ``hats``' ``margin2order``);
-of those, a row is kept when its distance to the partition (to the pixel's boundary, sampled finely and measured
-to the great-circle arcs between samples) is at most the threshold. So a margin holds every row within the
+of those, a row is kept when its distance to the partition (to the boundaries of the partition's order-``m``
+sub-pixels next to the row's ring pixel, sampled finely and measured to the great-circle arcs between samples) is
+at most the threshold. So a margin holds every row within the
 threshold and none farther (to far below a milliarcsecond).
 """
 
@@ -26,7 +27,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from hats.catalog import CatalogType
 from hats.pixel_math import get_margin
-from scipy.spatial import cKDTree
 
 from kernels.crossmatch import unit_vectors
 from tasks.hats.index import write_partition_index
@@ -68,20 +68,40 @@ def _arc_distance(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(inside, to_circle, np.minimum(angle(x, a), angle(x, b)))
 
 
-def distance_to_pixel_arcsec(vectors: np.ndarray, partition: Partition, threshold_arcsec: float) -> np.ndarray:
-    """Distance (arcsec) from points outside a HEALPix pixel to the pixel, accurate where it is near the
-    threshold: the boundary is sampled every threshold/4 and the arcs next to the nearest samples are measured."""
-    order, pixel = partition
-    edge_arcsec = math.degrees(hp.nside2resol(2**order)) * 3600.0 * 1.5  # longer than any pixel edge
-    step = max(4, math.ceil(edge_arcsec / threshold_arcsec * SAMPLES_PER_THRESHOLD))
-    boundary = hp.boundaries(2**order, pixel, step=step, nest=True).T  # (4*step, 3), counter-clockwise
+def distance_to_pixel_arcsec(vectors: np.ndarray, partition: Partition, threshold_arcsec: float,
+                             ring_order: int) -> np.ndarray:
+    """Distance (arcsec) from points in the ring of order-``ring_order`` pixels just outside a HEALPix pixel to the
+    pixel, accurate where it is near the threshold.
+
+    The nearest point of the pixel lies in one of its order-``ring_order`` sub-pixels next to the point's own ring
+    pixel (the ring pixels are wider than the threshold), so only those sub-pixels' boundaries are measured:
+    sampled every threshold/4, with the arcs on both sides of the two nearest samples measured exactly. The cost
+    grows with the candidates, not with the partition's perimeter.
+    """
     if len(vectors) == 0:
         return np.zeros(0)
-    _, nearest = cKDTree(boundary).query(vectors, k=min(4, len(boundary)))
+    order, pixel = partition
+    nside = 2**ring_order
+    edge_arcsec = math.degrees(hp.nside2resol(nside)) * 3600.0 * 1.5  # longer than any pixel edge
+    step = max(4, math.ceil(edge_arcsec / threshold_arcsec * SAMPLES_PER_THRESHOLD))
+    own = hp.vec2pix(nside, vectors[:, 0], vectors[:, 1], vectors[:, 2], nest=True)
+    around = hp.get_all_neighbours(nside, own, nest=True).T  # (n, 8); -1 where a base-pixel corner has 7
+    inside = (around >= 0) & (around >> 2 * (ring_order - order) == pixel)
+    point, sub = np.nonzero(inside)
+    subs, which = np.unique(around[point, sub], return_inverse=True)
+    boundaries = np.ascontiguousarray(hp.boundaries(nside, subs, step=step, nest=True).reshape(
+        len(subs), 3, 4 * step).transpose(0, 2, 1))  # (sub-pixels, samples counter-clockwise, 3)
     best = np.full(len(vectors), np.inf)
-    for i in np.atleast_2d(nearest.T):  # the arcs on both sides of each of the nearest samples
-        for j in ((i - 1) % len(boundary), (i + 1) % len(boundary)):
-            best = np.minimum(best, _arc_distance(vectors, boundary[i], boundary[j]))
+    for lo in range(0, len(point), 4096):  # (point, sub-pixel) pairs in chunks: memory stays small
+        pts, subp = point[lo:lo + 4096], which[lo:lo + 4096]
+        x, ring = vectors[pts], boundaries[subp]
+        nearest = np.argpartition(-np.einsum("pj,psj->ps", x, ring), 1, axis=1)[:, :2]
+        pair = np.full(len(pts), np.inf)
+        rows = np.arange(len(pts))
+        for i in nearest.T:
+            for j in ((i - 1) % (4 * step), (i + 1) % (4 * step)):
+                pair = np.minimum(pair, _arc_distance(x, ring[rows, i], ring[rows, j]))
+        np.minimum.at(best, pts, pair)
     return np.degrees(best) * 3600.0
 
 
@@ -178,7 +198,7 @@ def write_margin_catalog(primary: Path, out: Path, name: str, ra: str, dec: str,
     for owner, tables in sorted(candidates.items()):  # one boundary per partition, measured for all its candidates
         cand = pa.concat_tables(tables)
         vectors = unit_vectors(cand[ra].to_numpy(), cand[dec].to_numpy())
-        near = distance_to_pixel_arcsec(vectors, partitions[owner], threshold_arcsec) <= threshold_arcsec
+        near = distance_to_pixel_arcsec(vectors, partitions[owner], threshold_arcsec, order) <= threshold_arcsec
         if near.any():
             part = partitions[owner]
             target = partition_path(out, part)
