@@ -31,6 +31,7 @@ from hats.pixel_math import get_margin
 from kernels.crossmatch import unit_vectors
 from tasks.hats.index import write_partition_index
 from tasks.hats.margin_order import margin_pixel_order
+from tasks.hats.partition_writers import PartitionWriters
 from tasks.hats.properties import HEALPIX_COLUMN, catalog_properties, write_properties
 from tasks.hats.reader import Partition, partition_path
 
@@ -140,75 +141,103 @@ def _unchanged_rings(previous: PreviousMargin | None, partitions: list[Partition
     return [i for i, part in enumerate(partitions) if part in previous.partitions and i not in dirty]
 
 
-def _ring_candidates(primary: Path, partitions: list[Partition], schema: pa.Schema, order: int,
-                     ring_pix: np.ndarray, ring_owner: np.ndarray) -> dict[int, list[pa.Table]]:
-    """Per owner partition, the rows of other partitions in its ring; only files that reach a ring are read, and
-    of those only the row groups holding candidates."""
-    shift = 2 * (29 - order)
-    candidates: dict[int, list[pa.Table]] = {}
-    for source in partitions:
-        depth = 2 * (order - source[0])
-        if np.searchsorted(ring_pix, source[1] << depth) == np.searchsorted(ring_pix, (source[1] + 1) << depth):
-            continue  # no ring pixel inside this partition
-        path = partition_path(primary, source)
-        file = pq.ParquetFile(path)
-        pix = file.read(columns=[HEALPIX_COLUMN])[HEALPIX_COLUMN].to_numpy() >> shift
-        first, last = np.searchsorted(ring_pix, pix, "left"), np.searchsorted(ring_pix, pix, "right")
-        per_row = last - first  # how many rings (partitions) the row's pixel borders
+class MarginBuilder:
+    """A margin catalog built while its primary's rows stream past: ``offer`` each row once (batches of any
+    partitions, in any order; or ``offer_file`` a partition not streamed), then ``finish``.
+
+    Rows in a ring are measured against its partition at once and only those within the threshold are kept, in
+    per-partition writers of bounded buffers: memory does not grow with the catalog. With ``previous``, partitions
+    whose ring did not change keep their margin file (a hard link) and get no rows.
+    """
+
+    def __init__(self, out: Path, name: str, ra: str, dec: str, partitions: list[Partition], schema: pa.Schema,
+                 threshold_arcsec: float, previous: PreviousMargin | None = None):
+        self.out, self.name, self.ra, self.dec, self.schema = out, name, ra, dec, schema
+        self.partitions, self.threshold = partitions, threshold_arcsec
+        self.order = margin_pixel_order(threshold_arcsec, partitions)
+        ring_pix, ring_owner = _rings(partitions, self.order)
+        kept = _unchanged_rings(previous, partitions, self.order, ring_pix, ring_owner)
+        self.linked: list[Partition] = []
+        for index in kept:
+            assert previous is not None  # kept is empty without a previous margin
+            source = partition_path(previous.path, partitions[index])
+            if source.exists():  # no file: no row within the threshold then, nor now
+                target = partition_path(out, partitions[index])
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.link(source, target)
+                self.linked.append(partitions[index])
+        rebuild = ~np.isin(ring_owner, kept)
+        self.ring_pix, self.ring_owner = ring_pix[rebuild], ring_owner[rebuild]
+        self.writers = PartitionWriters(out, schema, 0, buffer_bytes=32 << 20)
+
+    def reaches(self, partition: Partition) -> bool:
+        """Whether a partition holds rows of a ring being rebuilt (those of others need not be offered)."""
+        depth = 2 * (self.order - partition[0])
+        first, last = partition[1] << depth, (partition[1] + 1) << depth
+        return bool(np.searchsorted(self.ring_pix, first) < np.searchsorted(self.ring_pix, last))
+
+    def _ring_rows(self, healpix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row, owner) of every row in a ring being rebuilt, once per ring it is in."""
+        pix = healpix >> 2 * (29 - self.order)
+        first = np.searchsorted(self.ring_pix, pix, "left")
+        per_row = np.searchsorted(self.ring_pix, pix, "right") - first  # how many rings the row's pixel borders
         rows = np.repeat(np.arange(pix.size), per_row)
+        nth = np.arange(rows.size) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+        return rows, self.ring_owner[np.repeat(first, per_row) + nth]
+
+    def offer(self, table: pa.Table) -> None:
+        """Keep the rows of ``table`` within the threshold of a partition other than their own."""
+        rows, owners = self._ring_rows(table[HEALPIX_COLUMN].to_numpy())
+        if rows.size:
+            self._measure(table.take(pa.array(rows)), owners)
+
+    def offer_file(self, path: Path) -> None:
+        """``offer`` a partition file's rows, reading only the row groups that hold rows of a ring."""
+        file = pq.ParquetFile(path)
+        rows, owners = self._ring_rows(file.read(columns=[HEALPIX_COLUMN])[HEALPIX_COLUMN].to_numpy())
         if rows.size == 0:
-            continue
-        starts = np.repeat(first, per_row) + np.arange(rows.size) - np.repeat(np.cumsum(per_row) - per_row, per_row)
-        owners = ring_owner[starts]
+            return
         sizes = np.array([file.metadata.row_group(g).num_rows for g in range(file.num_row_groups)])
         group_of = np.searchsorted(np.cumsum(sizes), rows, "right")
         groups = np.unique(group_of)
-        table = file.read_row_groups(groups.tolist(), columns=schema.names).cast(schema)
+        table = file.read_row_groups(groups.tolist(), columns=self.schema.names).cast(self.schema)
         read_before = np.cumsum(sizes[groups]) - sizes[groups]  # where each group read starts in ``table``
         local = rows - (np.cumsum(sizes) - sizes)[group_of] + read_before[np.searchsorted(groups, group_of)]
-        for owner in np.unique(owners):
-            candidates.setdefault(int(owner), []).append(table.take(pa.array(local[owners == owner])))
-    return candidates
+        self._measure(table.take(pa.array(local)), owners)
+
+    def _measure(self, candidates: pa.Table, owners: np.ndarray) -> None:
+        vectors = unit_vectors(candidates[self.ra].to_numpy(), candidates[self.dec].to_numpy())
+        for owner in np.unique(owners):  # one call per partition: its sub-pixel boundaries sampled once
+            mine = np.flatnonzero(owners == owner)
+            near = distance_to_pixel_arcsec(vectors[mine], self.partitions[owner], self.threshold,
+                                            self.order) <= self.threshold
+            if near.any():
+                self.writers.add(self.partitions[owner], candidates.take(pa.array(mine[near])))
+
+    def finish(self, partitions: list[Partition] | None = None) -> MarginSummary:
+        """Close the files and write the index and ``hats.properties`` (last). ``partitions``: the primary's
+        partitions as written, when some planned ones came out empty (their margin files are dropped)."""
+        built = self.writers.close()
+        final = set(self.partitions if partitions is None else partitions)
+        for part in set(built) - final:
+            partition_path(self.out, part).unlink()
+        built = [p for p in built if p in final]
+        written = sorted(self.linked + built)
+        nrows = write_partition_index(self.out, self.schema, written)
+        write_properties(self.out, catalog_properties(
+            self.out, margin_name(self.name, self.threshold), nrows, self.ra, self.dec, CatalogType.MARGIN,
+            primary_catalog=self.name, margin_threshold=self.threshold, hats_margin_order=self.order,
+        ))
+        return MarginSummary(self.out, self.threshold, self.order, nrows, written, len(self.linked), len(built))
 
 
 def write_margin_catalog(primary: Path, out: Path, name: str, ra: str, dec: str, partitions: list[Partition],
                          schema: pa.Schema, threshold_arcsec: float,
                          previous: PreviousMargin | None = None) -> MarginSummary:
-    """Write the margin catalog of the HATS catalog at ``primary`` (partitions ``partitions``) into ``out``;
-    its ``hats.properties`` goes last. With ``previous``, the margin files of partitions whose ring did not
-    change are hard-linked from it; the others are built from the partitions that reach their rings."""
-    order = margin_pixel_order(threshold_arcsec, partitions)
-    ring_pix, ring_owner = _rings(partitions, order)
-    kept = _unchanged_rings(previous, partitions, order, ring_pix, ring_owner)
-    written: list[Partition] = []
-    linked = 0
-    for index in kept:
-        assert previous is not None  # kept is empty without a previous margin
-        source = partition_path(previous.path, partitions[index])
-        if source.exists():  # no file: no row within the threshold then, nor now
-            target = partition_path(out, partitions[index])
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.link(source, target)
-            written.append(partitions[index])
-            linked += 1
-    rebuild = ~np.isin(ring_owner, kept)
-    ring_pix, ring_owner = ring_pix[rebuild], ring_owner[rebuild]
-
-    candidates = _ring_candidates(primary, partitions, schema, order, ring_pix, ring_owner)
-    for owner, tables in sorted(candidates.items()):  # one boundary per partition, measured for all its candidates
-        cand = pa.concat_tables(tables)
-        vectors = unit_vectors(cand[ra].to_numpy(), cand[dec].to_numpy())
-        near = distance_to_pixel_arcsec(vectors, partitions[owner], threshold_arcsec, order) <= threshold_arcsec
-        if near.any():
-            part = partitions[owner]
-            target = partition_path(out, part)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(cand.filter(pa.array(near)).sort_by(HEALPIX_COLUMN), target, compression="snappy")
-            written.append(part)
-    written.sort()
-    nrows = write_partition_index(out, schema, written)
-    write_properties(out, catalog_properties(
-        out, margin_name(name, threshold_arcsec), nrows, ra, dec, CatalogType.MARGIN, primary_catalog=name,
-        margin_threshold=threshold_arcsec, hats_margin_order=order,
-    ))
-    return MarginSummary(out, threshold_arcsec, order, nrows, written, linked, len(written) - linked)
+    """Write the margin catalog of the HATS catalog at ``primary`` (partitions ``partitions``) into ``out``,
+    reading the partition files that reach a ring being built; its ``hats.properties`` goes last."""
+    builder = MarginBuilder(out, name, ra, dec, partitions, schema, threshold_arcsec, previous)
+    for part in partitions:
+        if builder.reaches(part):
+            builder.offer_file(partition_path(primary, part))
+    return builder.finish()
