@@ -69,10 +69,10 @@ def _arc_distance(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(inside, to_circle, np.minimum(angle(x, a), angle(x, b)))
 
 
-def distance_to_pixel_arcsec(vectors: np.ndarray, partition: Partition, threshold_arcsec: float,
+def distance_to_pixel_arcsec(vectors: np.ndarray, orders: np.ndarray, pixels: np.ndarray, threshold_arcsec: float,
                              ring_order: int) -> np.ndarray:
-    """Distance (arcsec) from points in the ring of order-``ring_order`` pixels just outside a HEALPix pixel to the
-    pixel, accurate where it is near the threshold.
+    """Distance (arcsec) from each point, in the ring of order-``ring_order`` pixels just outside HEALPix pixel
+    ``pixels[i]`` of order ``orders[i]``, to that pixel, accurate where it is near the threshold.
 
     The nearest point of the pixel lies in one of its order-``ring_order`` sub-pixels next to the point's own ring
     pixel (the ring pixels are wider than the threshold), so only those sub-pixels' boundaries are measured:
@@ -81,13 +81,12 @@ def distance_to_pixel_arcsec(vectors: np.ndarray, partition: Partition, threshol
     """
     if len(vectors) == 0:
         return np.zeros(0)
-    order, pixel = partition
     nside = 2**ring_order
     edge_arcsec = math.degrees(hp.nside2resol(nside)) * 3600.0 * 1.5  # longer than any pixel edge
     step = max(4, math.ceil(edge_arcsec / threshold_arcsec * SAMPLES_PER_THRESHOLD))
     own = hp.vec2pix(nside, vectors[:, 0], vectors[:, 1], vectors[:, 2], nest=True)
     around = hp.get_all_neighbours(nside, own, nest=True).T  # (n, 8); -1 where a base-pixel corner has 7
-    inside = (around >= 0) & (around >> 2 * (ring_order - order) == pixel)
+    inside = (around >= 0) & (around >> 2 * (ring_order - orders[:, None]) == pixels[:, None])
     point, sub = np.nonzero(inside)
     subs, which = np.unique(around[point, sub], return_inverse=True)
     boundaries = np.ascontiguousarray(hp.boundaries(nside, subs, step=step, nest=True).reshape(
@@ -155,6 +154,8 @@ class MarginBuilder:
         self.out, self.name, self.ra, self.dec, self.schema = out, name, ra, dec, schema
         self.partitions, self.threshold = partitions, threshold_arcsec
         self.order = margin_pixel_order(threshold_arcsec, partitions)
+        self.part_order = np.array([o for o, _ in partitions], dtype=np.int64)
+        self.part_pixel = np.array([p for _, p in partitions], dtype=np.int64)
         ring_pix, ring_owner = _rings(partitions, self.order)
         kept = _unchanged_rings(previous, partitions, self.order, ring_pix, ring_owner)
         self.linked: list[Partition] = []
@@ -207,12 +208,11 @@ class MarginBuilder:
 
     def _measure(self, candidates: pa.Table, owners: np.ndarray) -> None:
         vectors = unit_vectors(candidates[self.ra].to_numpy(), candidates[self.dec].to_numpy())
-        for owner in np.unique(owners):  # one call per partition: its sub-pixel boundaries sampled once
-            mine = np.flatnonzero(owners == owner)
-            near = distance_to_pixel_arcsec(vectors[mine], self.partitions[owner], self.threshold,
-                                            self.order) <= self.threshold
-            if near.any():
-                self.writers.add(self.partitions[owner], candidates.take(pa.array(mine[near])))
+        near = distance_to_pixel_arcsec(vectors, self.part_order[owners], self.part_pixel[owners], self.threshold,
+                                        self.order) <= self.threshold  # all owners at once
+        for owner in np.unique(owners[near]):
+            mine = np.flatnonzero(near & (owners == owner))
+            self.writers.add(self.partitions[owner], candidates.take(pa.array(mine)))
 
     def finish(self, partitions: list[Partition] | None = None) -> MarginSummary:
         """Close the files and write the index and ``hats.properties`` (last). ``partitions``: the primary's
