@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from tasks.errors import did_you_mean
+from tasks.hats.margin_order import margin_pixel_order  # not tasks.hats.margin: settings load without hats
 from tasks.redact import install_log_redaction, redact
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -115,8 +116,6 @@ class IngestSettings(_Section):
     def _margin_fits_the_partitions(self) -> IngestSettings:
         """A margin too wide for partitions of the highest order is refused now, not at the first publish."""
         if self.hats_margin_arcsec > 0:
-            from tasks.hats.margin import margin_pixel_order
-
             margin_pixel_order(self.hats_margin_arcsec, [(self.hats_highest_order, 0)])
         return self
 

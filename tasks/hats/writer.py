@@ -9,16 +9,15 @@ pixels of mixed orders, each as coarse as possible while holding at most ``max_r
 
 A catalog is rebuilt from the previous version's partitions plus newly staged fragments; of the copies of one key
 only the newest (highest ``_seq``; old rows count as 0) is kept, wherever the copies sit on the sky. A partition
-that gains no rows, loses none and keeps its pixel is hard-linked from the previous version instead of rewritten.
+that gains no rows, loses none and keeps its pixel is hard-linked from the previous version instead of rewritten;
+so is its margin file when no row was added or removed in the ring of pixels around it.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +30,8 @@ from hats.io.skymap import write_skymap
 
 from tasks.crashpoints import crash_point
 from tasks.hats.index import write_partition_index
-from tasks.hats.margin import MarginSummary, margin_name, write_margin_catalog
+from tasks.hats.margin import MarginBuilder, MarginSummary, PreviousMargin, margin_name
+from tasks.hats.partition_writers import PartitionWriters
 from tasks.hats.properties import HEALPIX_COLUMN, catalog_properties, write_properties
 from tasks.hats.reader import partition_path
 
@@ -148,77 +148,8 @@ def _drop_superseded(table: pa.Table, superseded: pa.Table | None, key: Sequence
     return table
 
 
-class _PartitionWriters:
-    """Open parquet writers, one per partition being written, fed with row slices in any order.
-
-    Slices are buffered per partition and written as row groups of about ``ROW_GROUP_ROWS`` rows; when all
-    buffers together pass ``buffer_bytes`` the largest is written early, so memory stays bounded. Row groups are
-    encoded in a small thread pool (Parquet encoding releases the GIL), at most ``IN_FLIGHT`` at a time, each
-    partition's in order.
-    """
-
-    ROW_GROUP_ROWS = 128_000
-    IN_FLIGHT = 2
-
-    def __init__(self, out: Path, schema: pa.Schema, highest_order: int, buffer_bytes: int = 128 << 20):
-        self.out, self.schema, self.buffer_bytes = out, schema, buffer_bytes
-        self.shift = 2 * (29 - highest_order)
-        self.counts = np.zeros(12 * 4**highest_order, dtype=np.int64)
-        self.writers: dict[tuple[int, int], pq.ParquetWriter] = {}
-        self.buffers: dict[tuple[int, int], list[pa.Table]] = {}
-        self.buffered = 0
-        self.pool = ThreadPoolExecutor(max_workers=self.IN_FLIGHT)
-        self.last_write: dict[tuple[int, int], Future] = {}
-        self.in_flight: deque[Future] = deque()
-
-    def add(self, partition: tuple[int, int], rows: pa.Table) -> None:
-        self.buffers.setdefault(partition, []).append(rows)
-        self.buffered += rows.nbytes
-        if sum(t.num_rows for t in self.buffers[partition]) >= self.ROW_GROUP_ROWS:
-            self._flush(partition)
-        while self.buffered > self.buffer_bytes:
-            self._flush(max(self.buffers, key=lambda p: sum(t.nbytes for t in self.buffers[p])))
-
-    def _flush(self, partition: tuple[int, int]) -> None:
-        tables = self.buffers.pop(partition, [])
-        if not tables:
-            return
-        self.buffered -= sum(t.nbytes for t in tables)
-        table = pa.concat_tables(tables)  # runs of rows sorted by _healpix_29, one per input batch
-        if partition not in self.writers:
-            path = _partition_file(self.out, *partition)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            strings = [f.name for f in self.schema if pa.types.is_string(f.type)]
-            self.writers[partition] = pq.ParquetWriter(path, self.schema, compression="snappy",
-                                                       use_dictionary=strings)
-        self.counts += np.bincount(table[HEALPIX_COLUMN].to_numpy() >> self.shift, minlength=self.counts.size)
-        future = self.pool.submit(self._write, self.last_write.get(partition), self.writers[partition], table)
-        self.last_write[partition] = future
-        self.in_flight.append(future)
-        while len(self.in_flight) > self.IN_FLIGHT:
-            self.in_flight.popleft().result()
-
-    def _write(self, after: Future | None, writer: pq.ParquetWriter, table: pa.Table) -> None:
-        if after is not None:  # the partition's previous row group first (FIFO pool: it already started)
-            after.result()
-        writer.write_table(table, row_group_size=self.ROW_GROUP_ROWS)
-
-    def close(self) -> list[tuple[int, int]]:
-        """Write what is buffered, close every file, and return the partitions written."""
-        try:
-            for partition in list(self.buffers):
-                self._flush(partition)
-            for future in self.in_flight:
-                future.result()
-        finally:
-            self.pool.shutdown(wait=True)
-            for writer in self.writers.values():
-                writer.close()
-        return list(self.writers)
-
-
 def _route(batch: pa.Table, starts: np.ndarray, partitions: list[tuple[int, int]],
-           writers: _PartitionWriters) -> None:
+           writers: PartitionWriters) -> None:
     """Send each row of a batch to the partition whose _healpix_29 range holds it (slices, no copy if sorted)."""
     if batch.num_rows == 0:
         return
@@ -234,7 +165,7 @@ def _route(batch: pa.Table, starts: np.ndarray, partitions: list[tuple[int, int]
 
 def _batches(path: Path, columns: list[str], old: bool) -> Iterator[pa.Table]:
     """Batches of a parquet file; rows of the previous version get _seq 0."""
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=_PartitionWriters.ROW_GROUP_ROWS, columns=columns):
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=PartitionWriters.ROW_GROUP_ROWS, columns=columns):
         table = pa.Table.from_batches([batch])
         yield table.append_column(SEQ_COLUMN, pa.array(np.zeros(len(table), dtype=np.int64))) if old else table
 
@@ -286,12 +217,26 @@ def write_hats_catalog(
     by_start = sorted(pixels, key=lambda p: pixel_range(*p)[0])
     starts = np.array([pixel_range(*p)[0] for p in by_start], dtype=np.int64)
     out_schema = pa.schema([f for f in schema if f.name != SEQ_COLUMN])
-    writers = _PartitionWriters(out, out_schema, highest_order)
+    margin = None
+    if margin_arcsec:  # built from the rows as they are routed: no partition is read back for it
+        old_margin = previous / margin_name(name, margin_arcsec) if previous is not None else None
+        reuse = None
+        if old_margin is not None and (old_margin / "hats.properties").exists():
+            changed = np.union1d(np.flatnonzero(new_counts), dropped_h >> shift)  # rows added or removed here
+            reuse = PreviousMargin(old_margin, frozenset(old), changed, highest_order)
+        margin = MarginBuilder(out / margin_name(name, margin_arcsec), name, ra, dec, pixels, out_schema,
+                               margin_arcsec, reuse)
+        for part in linked:  # rows not routed below
+            if margin.reaches(part):
+                margin.offer_file(_partition_file(out, *part))
+    writers = PartitionWriters(out, out_schema, highest_order)
     inputs = [(p, False) for p in staged] + [(p, True) for pix, p in old.items() if pix not in linked]
     for path, is_old in inputs:
         for batch in _batches(path, out_schema.names if is_old else out_schema.names + [SEQ_COLUMN], is_old):
-            batch = _drop_superseded(batch, superseded, key)
-            _route(batch.drop_columns([SEQ_COLUMN]).cast(out_schema), starts, by_start, writers)
+            batch = _drop_superseded(batch, superseded, key).drop_columns([SEQ_COLUMN]).cast(out_schema)
+            if margin is not None:
+                margin.offer(batch)
+            _route(batch, starts, by_start, writers)
     rewritten = writers.close()
     crash_point("during-hats-build")  # partitions written; no _metadata, partition_info.csv or hats.properties yet
     final_counts += writers.counts
@@ -299,13 +244,10 @@ def write_hats_catalog(
     written = sorted(linked + rewritten)
     nrows = write_partition_index(out, out_schema, written)
     write_skymap(final_counts, out)
-    margin = None
-    if margin_arcsec:
-        margin = write_margin_catalog(out, out / margin_name(name, margin_arcsec), name, ra, dec, written,
-                                      out_schema, margin_arcsec)
+    margin_summary = margin.finish(written) if margin is not None else None
     sky_fraction = float(np.count_nonzero(final_counts)) / final_counts.size
     write_properties(out, catalog_properties(
         out, name, nrows, ra, dec, hats_max_rows=max_rows, skymap_order=highest_order,
         moc_sky_fraction=round(sky_fraction, 6), hats_order=highest_order,
     ))
-    return HatsSummary(out, nrows, written, len(rewritten), len(linked), margin)
+    return HatsSummary(out, nrows, written, len(rewritten), len(linked), margin_summary)

@@ -1,5 +1,7 @@
 """Settings: defaults, YAML, environment, and the errors a misspelt key gets."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -184,3 +186,12 @@ def test_a_margin_too_wide_for_the_highest_order_is_refused_at_load():
         load_settings(env={"ASTROLAB_INGEST_HATS_MARGIN_ARCSEC": "3600", "ASTROLAB_INGEST_HATS_HIGHEST_ORDER": "8"})
     assert load_settings(env={"ASTROLAB_INGEST_HATS_MARGIN_ARCSEC": "0",
                               "ASTROLAB_INGEST_HATS_HIGHEST_ORDER": "19"}).ingest.hats_highest_order == 19
+
+
+def test_settings_load_without_importing_hats():
+    # every command line call loads settings; importing hats for the margin check cost it ~2 s
+    code = ("import sys; from astrolab.settings import load_settings; load_settings(env={}); "
+            "print(sorted(m for m in ('hats', 'healpy', 'lsdb') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.stdout.strip() == "[]"
