@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import re
@@ -93,16 +92,14 @@ class DuckDBCatalog(SqlCatalog):
         return self.con.sql(sql, params=params).to_arrow_table()
 
     def _append(self, product: Product, chunk: pa.Table, replace: bool) -> None:
-        self.con.register("chunk", chunk)
-        try:
-            if replace:
-                on = " AND ".join(f"t.{k.lower()} = c.{k.lower()}" for k in product.key)
-                self.con.execute(f"DELETE FROM {product.name} t USING chunk c WHERE {on}")
-            cols = ", ".join(c.lower() for c in chunk.schema.names)
-            self.con.execute(f"INSERT INTO {product.name} ({cols}) SELECT {cols} FROM chunk")
-        finally:
-            with contextlib.suppress(duckdb.Error):  # in an aborted transaction; keep the error that aborted it
-                self.con.unregister("chunk")
+        # ``chunk`` is this local variable, found by DuckDB's replacement scan for the statement only. A registered
+        # view would be a catalog entry, which DuckDB keeps with its Arrow table until the transaction ends: a
+        # file's load would hold every chunk it appended in memory.
+        if replace:
+            on = " AND ".join(f"t.{k.lower()} = c.{k.lower()}" for k in product.key)
+            self.con.execute(f"DELETE FROM {product.name} t USING chunk c WHERE {on}")
+        cols = ", ".join(c.lower() for c in chunk.schema.names)
+        self.con.execute(f"INSERT INTO {product.name} ({cols}) SELECT {cols} FROM chunk")
 
     def attach_lake_views(self, product: str, catalog_path: Path | str) -> None:
         """(Re)create ``lake_<product>``, a view over the published HATS parquet files (a path or an s3:// URL)."""

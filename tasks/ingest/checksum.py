@@ -5,7 +5,8 @@ astropy's ``fits.open(..., checksum=True)`` sums each HDU's data unit from one a
 whole. Here the file is walked front to back instead: each header is read from its 2880-byte blocks and parsed for
 the few keywords that size the data unit, and the data unit is summed a few MB at a time as big-endian 32-bit
 words with end-around carry (the 32-bit ones' complement sum). The same pass can feed a sha256, the file's content
-identity in lineage, so a file is read once for both.
+identity in lineage, so a file is read once for both; the sha256 runs in a thread of its own (hashlib releases the
+GIL), on the buffers the sums are taken from, so the two costs overlap instead of adding up.
 
 ``DATASUM`` is the sum of the data unit (fill included); ``CHECKSUM`` encodes the complement of the sum of the header
 (with ``CHECKSUM`` set to 16 zeros) plus ``DATASUM``, so a correct HDU sums to -0 (all ones) as stored. Both are
@@ -15,6 +16,10 @@ checked; without ``DATASUM`` the ``CHECKSUM`` still covers header and data.
 from __future__ import annotations
 
 import hashlib
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +29,7 @@ from tasks.ingest.fits_reader import FitsFormatError
 BLOCK = 2880
 CARD = 80
 READ_BLOCKS = 2048                  # ~5.9 MB read and summed at a time
+HASH_IN_FLIGHT = 2                  # buffers read but not hashed yet, at most
 
 
 @dataclass(frozen=True)
@@ -155,14 +161,40 @@ def _zeroed_checksum(raw: bytes) -> bytes:
     return raw
 
 
+class _BackgroundDigest:
+    """A sha256 fed in order from one worker thread; at most ``HASH_IN_FLIGHT`` buffers wait for it."""
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self.pool, self.digest = pool, hashlib.sha256()
+        self.pending: deque[Future] = deque()
+
+    def update(self, buf: bytes) -> None:
+        self.pending.append(self.pool.submit(self.digest.update, buf))  # one worker: updates run in order
+        while len(self.pending) > HASH_IN_FLIGHT:
+            self.pending.popleft().result()
+
+    def hexdigest(self) -> str:
+        while self.pending:
+            self.pending.popleft().result()
+        return self.digest.hexdigest()
+
+
+@contextmanager
+def _digest(with_sha256: bool) -> Iterator[_BackgroundDigest | None]:
+    if not with_sha256:
+        yield None
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
+        yield _BackgroundDigest(pool)
+
+
 def verify_fits(path: Path | str, with_sha256: bool = False) -> FitsIntegrity:
     """Walk every HDU of a FITS file, summing headers and data units block by block; with ``with_sha256`` the
     file's sha256 (all its bytes) comes from the same pass. Raises FitsFormatError for a file that is not FITS or
     is cut short; mismatching sums are reported in the result (see ``FitsIntegrity.raise_on_mismatch``)."""
     path = Path(path)
-    digest = hashlib.sha256() if with_sha256 else None
     hdus: list[HduCheck] = []
-    with open(path, "rb") as fh:
+    with _digest(with_sha256) as digest, open(path, "rb") as fh:
 
         def read(n: int) -> bytes:
             buf = fh.read(n)
@@ -207,7 +239,8 @@ def verify_fits(path: Path | str, with_sha256: bool = False) -> FitsIntegrity:
                 datasum = ones_complement_sum(buf, datasum)
                 left -= len(buf)
             hdus.append(_check(index, name, header, cards, datasum))
-    return FitsIntegrity(str(path), tuple(hdus), digest.hexdigest() if digest is not None else None)
+        sha256 = digest.hexdigest() if digest is not None else None
+    return FitsIntegrity(str(path), tuple(hdus), sha256)
 
 
 def _check(index: int, name: str, header: bytes, cards: dict[str, str], datasum: int) -> HduCheck:

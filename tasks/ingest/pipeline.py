@@ -18,10 +18,12 @@ import contextlib
 import datetime as dt
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TypedDict, TypeVar, cast
 
@@ -52,6 +54,7 @@ from tasks.storage.s3 import ObjectStoreError
 
 T = TypeVar("T")
 _END = object()
+LOADS_IN_FLIGHT = 2  # staged chunks queued for or in the catalog load, at most: memory stays bounded
 
 
 class IngestError(ValueError):
@@ -156,8 +159,8 @@ def stage_file(
     A file with no rows stages nothing (no staging directory) and returns (0, notes).
 
     Four things overlap: the next chunk is read in one thread, this chunk is validated in a second and staged
-    (enriched, written) here, and the previous chunk goes into the catalog's open transaction (``load``) in a
-    third. Any failure fails the whole file; the caller rolls the load back.
+    (enriched, written) here, and staged chunks go into the catalog's open transaction (``load``) in a third, at
+    most ``LOADS_IN_FLIGHT`` waiting. Any failure fails the whole file; the caller rolls the load back.
     """
     product = src.product
     t0 = time.perf_counter()
@@ -169,28 +172,29 @@ def stage_file(
     staging = lake.fresh_staging_dir(product.name, staging_key)
     parts: list[Path] = []
     rows = 0
-    loads = []
+    loads: deque[Future] = deque()
+    add_time = partial(_add_time, timings)
     with ThreadPoolExecutor(max_workers=1) as checker, ThreadPoolExecutor(max_workers=1) as loader:
         for start, batch in _timed(prefetch(reader.batches(chunk_rows)), timings, "read_s"):
             checked = checker.submit(_validate_chunk, src, validator, batch, start, reader.hdu_of)
-            t0 = time.perf_counter()
+            with add_time("load_s"):  # waiting for the catalog load beyond staging
+                while len(loads) >= LOADS_IN_FLIGHT:
+                    loads.popleft().result()
             parts.append(staging / f"part-{len(parts):05d}.parquet")
             try:
-                loads.append(loader.submit(load.append, _stage_chunk(src, batch, seq, parts[-1])))
+                with add_time("stage_s"):
+                    loads.append(loader.submit(load.append, _stage_chunk(src, batch, seq, parts[-1])))
             except IngestError:
                 checked.result()  # a validation failure explains more than what staging tripped over
                 raise
-            timings["stage_s"] = timings.get("stage_s", 0.0) + time.perf_counter() - t0
-            t0 = time.perf_counter()
-            checked.result()
-            timings["validate_s"] = timings.get("validate_s", 0.0) + time.perf_counter() - t0  # wait beyond staging
+            with add_time("validate_s"):  # waiting for validation beyond staging
+                checked.result()
             rows += batch.num_rows
             if progress:
                 progress(batch.num_rows)
-        t0 = time.perf_counter()
-        for future in loads:
-            future.result()
-        timings["load_s"] = time.perf_counter() - t0  # what loading adds after the last chunk is staged
+        with add_time("load_s"):  # what loading adds after the last chunk is staged
+            while loads:
+                loads.popleft().result()
     _check_unique(src, product, parts)
     t0 = time.perf_counter()
     lake.save_staging(product.name, staging_key)
@@ -205,6 +209,16 @@ def prefetch(iterator: Iterator[T]) -> Iterator[T]:
         while (item := future.result()) is not _END:
             future = pool.submit(next, iterator, _END)
             yield cast(T, item)  # anything but the end marker is an item of ``iterator``
+
+
+@contextmanager
+def _add_time(timings: dict[str, float], key: str) -> Iterator[None]:
+    """Add the time spent inside the block to ``timings[key]``."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
 
 
 def _timed(iterator, timings: dict[str, float], key: str):

@@ -80,6 +80,19 @@ def test_failed_load_leaves_nothing(catalog, tmp_path):
     assert catalog.query("SELECT count(*) AS n FROM redshifts")["n"][0].as_py() == 0
 
 
+def test_a_load_holds_no_chunk_it_appended(catalog):
+    # DuckDB kept a chunk registered as a view until the transaction ended: a file's load held all its rows
+    load = catalog.begin_load(REDSHIFTS)
+    try:
+        before = pa.total_allocated_bytes()
+        for i in range(5):
+            load.append(redshift_rows(20_000, i, ids=np.arange(i * 20_000, (i + 1) * 20_000)))
+        held = pa.total_allocated_bytes() - before
+    finally:
+        load.rollback()
+    assert held < redshift_rows(20_000, 0).nbytes // 2
+
+
 def test_primary_view_follows_desi_rule(catalog, tmp_path):
     # the same 300 targets observed in three programs
     tables = [redshift_rows(300, s, program=p) for s, p in enumerate(["bright", "dark", "backup"])]
