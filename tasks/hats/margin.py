@@ -219,9 +219,10 @@ class MarginBuilder:
         partitions as written, when some planned ones came out empty (their margin files are dropped)."""
         built = self.writers.close()
         final = set(self.partitions if partitions is None else partitions)
-        for part in set(built) - final:
+        for part in (set(built) | set(self.linked)) - final:  # a linked one too: its rows may all have moved away
             partition_path(self.out, part).unlink()
         built = [p for p in built if p in final]
+        self.linked = [p for p in self.linked if p in final]
         written = sorted(self.linked + built)
         nrows = write_partition_index(self.out, self.schema, written)
         write_properties(self.out, catalog_properties(

@@ -129,6 +129,25 @@ def test_second_publish_reuses_the_margins_of_unchanged_rings(tmp_path):
     assert v2.margin.rewritten == len(v2.margin.partitions) - len(same_file) < 0.2 * len(v2.margin.partitions)
 
 
+def test_a_partition_whose_rows_all_moved_away_keeps_no_margin(tmp_path):
+    first, v1 = patch_catalog(tmp_path)
+    # every row of one wide-area partition gets a newer copy far from it and from its ring: the partition is planned
+    # (its old rows still count) but comes out empty, and its unchanged ring would let the old margin file be linked
+    emptied = next(p for p in v1.partitions if p[0] == 4 and partition_path(v1.margin.path, p).exists())
+    ids = pq.read_table(partition_path(first, emptied))["TARGETID"].to_numpy()
+    moved = band_fragment(tmp_path / "moved.parquet", ids, 5, (44.0, 44.3), (4.0, 4.3))
+    t = pq.read_table(moved)
+    t = t.set_column(t.schema.get_field_index(SEQ_COLUMN), SEQ_COLUMN, pa.array(np.full(t.num_rows, 2)))
+    pq.write_table(t, moved)
+    second = tmp_path / "v2"
+    v2 = write_hats_catalog(second, "redshifts", SCHEMA, KEY, "RA", "DEC", [moved], previous=first, max_rows=250,
+                            highest_order=6, margin_arcsec=THRESHOLD)
+    assert v2.nrows == v1.nrows and emptied not in v2.partitions
+    assert emptied not in v2.margin.partitions and not partition_path(v2.margin.path, emptied).exists()
+    assert set(v2.margin.partitions) <= set(v2.partitions)
+    assert v2.margin.nrows == pq.ParquetDataset(v2.margin.path / "dataset").read().num_rows
+
+
 def test_no_margin_reuse_across_thresholds(tmp_path):
     first, _ = patch_catalog(tmp_path)
     small = band_fragment(tmp_path / "small.parquet", range(100_000, 100_005), 3, (46.0, 46.2), (-1.0, -0.8))
