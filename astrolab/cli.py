@@ -416,7 +416,9 @@ def _backup_records(args: argparse.Namespace) -> tuple[BackupRecords, BackupReco
             records = status_records(catalog)
             missing = [what for what, rows in zip(("verification", "drill", "prune"), records) if rows is None]
             if missing:
-                console.print(f"[yellow]catalog {catalog.name} is at schema version {catalog.schema_version()}, older "
+                version = catalog.schema_version()
+                at = "has no astrolab schema yet" if version is None else f"is at schema version {version}"
+                console.print(f"[yellow]catalog {catalog.name} {at}, older "
                               f"than this astrolab's {SCHEMA_VERSION}[/]: it has no {', '.join(missing)} records "
                               "(shown as unknown); read-only, it is not upgraded here: the next backup or ingest "
                               "run upgrades it", highlight=False, soft_wrap=True)

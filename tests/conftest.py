@@ -28,13 +28,14 @@ def sample(tmp_path_factory):
     return root
 
 
-def _in_ci() -> bool:
+def in_ci() -> bool:
+    """Whether the tests run under CI (CI=true): a missing service then fails instead of skipping."""
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def _missing(service: str, variable: str, problem: str) -> None:
+def missing_service(service: str, variable: str, problem: str) -> None:
     """Fail under CI=true, skip elsewhere, saying how to start the service."""
-    if _in_ci():
+    if in_ci():
         pytest.fail(f"{service} is required under CI=true: {problem}")
     pytest.skip(f"{service} not available ({problem}); run scripts/services.sh start, then "
                 f"export $(cat /tmp/astrolab-services/env)  # sets {variable}")
@@ -53,7 +54,7 @@ def pg_url():
         except psycopg.OperationalError as exc:
             problem = f"cannot connect: {str(exc).strip().splitlines()[-1]}"
     if problem:
-        _missing("PostgreSQL", "ASTROLAB_TEST_PG_URL", problem)
+        missing_service("PostgreSQL", "ASTROLAB_TEST_PG_URL", problem)
     return url
 
 
@@ -62,12 +63,12 @@ def s3_endpoint():
     """Endpoint URL of the test S3 server (moto); fails under CI=true when it is missing, skips elsewhere."""
     url = os.environ.get("ASTROLAB_TEST_S3_ENDPOINT")
     if not url:
-        _missing("The S3 server", "ASTROLAB_TEST_S3_ENDPOINT", "ASTROLAB_TEST_S3_ENDPOINT is not set")
+        missing_service("The S3 server", "ASTROLAB_TEST_S3_ENDPOINT", "ASTROLAB_TEST_S3_ENDPOINT is not set")
     parts = urlsplit(url)
     try:
         socket.create_connection((parts.hostname, parts.port or 80), timeout=5).close()
     except OSError as exc:
-        _missing("The S3 server", "ASTROLAB_TEST_S3_ENDPOINT", f"cannot connect to {url}: {exc}")
+        missing_service("The S3 server", "ASTROLAB_TEST_S3_ENDPOINT", f"cannot connect to {url}: {exc}")
     return url
 
 
@@ -78,17 +79,17 @@ def ssh_server():
     names = ("ASTROLAB_TEST_SSH_PORT", "ASTROLAB_TEST_SSH_KEY", "ASTROLAB_TEST_SSH_KNOWN_HOSTS")
     unset = [name for name in names if not os.environ.get(name)]
     if unset:
-        _missing("The test sshd", "ASTROLAB_TEST_SSH_*", f"{', '.join(unset)} not set")
+        missing_service("The test sshd", "ASTROLAB_TEST_SSH_*", f"{', '.join(unset)} not set")
     port = int(os.environ["ASTROLAB_TEST_SSH_PORT"])
     key = Path(os.environ["ASTROLAB_TEST_SSH_KEY"])
     known_hosts = Path(os.environ["ASTROLAB_TEST_SSH_KNOWN_HOSTS"])
     for path in (key, known_hosts):
         if not path.is_file():
-            _missing("The test sshd", "ASTROLAB_TEST_SSH_*", f"{path} does not exist")
+            missing_service("The test sshd", "ASTROLAB_TEST_SSH_*", f"{path} does not exist")
     try:
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
     except OSError as exc:
-        _missing("The test sshd", "ASTROLAB_TEST_SSH_*", f"cannot connect to 127.0.0.1:{port}: {exc}")
+        missing_service("The test sshd", "ASTROLAB_TEST_SSH_*", f"cannot connect to 127.0.0.1:{port}: {exc}")
     return port, key, known_hosts
 
 
@@ -98,16 +99,16 @@ def fleet() -> Inventory:
     own sshd on 127.0.0.1; fails under CI=true when it is not running, skips elsewhere."""
     path = os.environ.get("ASTROLAB_TEST_FLEET")
     if not path:
-        _missing("The test fleet", "ASTROLAB_TEST_FLEET", "ASTROLAB_TEST_FLEET is not set")
+        missing_service("The test fleet", "ASTROLAB_TEST_FLEET", "ASTROLAB_TEST_FLEET is not set")
     if not Path(path).is_file():
-        _missing("The test fleet", "ASTROLAB_TEST_FLEET", f"{path} does not exist")
+        missing_service("The test fleet", "ASTROLAB_TEST_FLEET", f"{path} does not exist")
     inventory = load_inventory(path)
     for host in inventory.hosts:
         port = inventory.ssh_for(host).port
         try:
             socket.create_connection((host.address, port), timeout=5).close()
         except OSError as exc:
-            _missing("The test fleet", "ASTROLAB_TEST_FLEET",
+            missing_service("The test fleet", "ASTROLAB_TEST_FLEET",
                      f"cannot connect to {host.name} ({host.address}:{port}): {exc}")
     return inventory
 
@@ -120,7 +121,7 @@ def fresh_fleet(fleet: Inventory) -> Iterator[Inventory]:
     """The test fleet for tests that change its hosts (apply roles): after the module, every host gets its pristine
     root filesystem back (`scripts/fleet.sh reset`, root only), so the fleet's other tests never see the changes."""
     if os.geteuid() != 0:
-        _missing("A resettable test fleet", "ASTROLAB_TEST_FLEET", "resetting fleet hosts needs root")
+        missing_service("A resettable test fleet", "ASTROLAB_TEST_FLEET", "resetting fleet hosts needs root")
     env = {**os.environ, "ASTROLAB_TEST_FLEET_DIR": os.environ.get(
         "ASTROLAB_TEST_FLEET_DIR", str(Path(os.environ["ASTROLAB_TEST_FLEET"]).parent))}
     yield fleet

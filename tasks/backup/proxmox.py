@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
+import urllib3
 from proxmoxer import ProxmoxAPI
 from proxmoxer.core import AuthenticationError, ResourceException
 
@@ -113,12 +114,18 @@ def _reason(exc: Exception, where: str) -> str:
     return f"{where}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
 
 
+def _refused(exc: requests.ConnectionError) -> bool:
+    """Whether the connection itself could not be made (refused, no route, name unknown): the request was never sent."""
+    reason = exc.args[0] if exc.args else None
+    return isinstance(getattr(reason, "reason", reason), urllib3.exceptions.NewConnectionError)
+
+
 def _call(where: str, request: Callable[[], Any]) -> Any:
     """One API call; its failure is a ProxmoxError naming ``where`` and the reason (never the token)."""
     try:
         return request()
     except (requests.ReadTimeout, requests.ConnectionError) as exc:
-        if isinstance(exc, requests.exceptions.SSLError | requests.ConnectTimeout):  # never sent
+        if isinstance(exc, requests.exceptions.SSLError | requests.ConnectTimeout) or _refused(exc):  # never sent
             raise ProxmoxError(_reason(exc, where)) from None
         raise ProxmoxNoAnswer(_reason(exc, where)) from None
     except (ResourceException, AuthenticationError, requests.RequestException) as exc:

@@ -51,7 +51,7 @@ def summary_markdown(results: Sequence[FileResult], published: Sequence[PublishR
         lines.append(f"- HATS catalog `{p.product}`: {p.nrows:,} rows in {p.partitions} partitions, "
                      f"version `{p.version}` at `{p.path}`")
     if docs_index:
-        lines.append(f"- Great Expectations Data Docs: [{docs_index}]({docs_index})")
+        lines.append(f"- Great Expectations Data Docs: [{docs_index}](<{docs_index}>)")
     bad = [r for r in results if r.status == "quarantined"]
     if bad:
         lines += ["", "## Quarantined files", ""] + [f"- `{r.path}`: {r.error}" for r in bad]

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import _in_ci
+from tests.conftest import in_ci
 from tests.prefect_cli import ROOT, free_port, started_server
 
 ASTROLAB = str(Path(sys.executable).parent / "astrolab")
@@ -48,7 +48,7 @@ def browser() -> Iterator[Any]:
     chromium, driver, problem = _browser_problem()
     if problem:
         message = f"a headless Chromium is required: {problem}; scripts/services.sh start installs it"
-        if _in_ci():
+        if in_ci():
             pytest.fail(message)
         pytest.skip(message)
     from selenium import webdriver

@@ -278,7 +278,7 @@ def test_a_restore_whose_answer_is_lost_reports_the_scratch_vm_it_may_leave(lab_
     lab_pve.changes.clear()
     clock = time.monotonic()
     drill = drill_vm(api, _wazuh(), vm)
-    assert time.monotonic() - clock < 5  # no waiting out a timeout
+    assert time.monotonic() - clock < 8  # the dropped answer is noticed at once, not after the 10 s read timeout
     left = ("scratch vm 142 may be left on node pve3 (the restore's answer was lost and vm 142 exists now; not "
             "destroyed: check that it is the drill's restore and destroy it)")
     assert drill.result == "failed" and drill.mismatches == (

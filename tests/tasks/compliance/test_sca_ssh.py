@@ -21,7 +21,7 @@ from tasks.compliance.policy import Policy, load_policy
 from tasks.compliance.ssh_target import HostKeyError, SshTarget, UnreachableError, connect_host
 from tasks.compliance.target import CommandResult, LocalTarget, TargetError
 from tasks.inventory.model import Host, Ssh
-from tests.conftest import _missing
+from tests.conftest import missing_service
 
 USER = getpass.getuser()  # services.sh authorizes the client key for the user that started sshd: the test user
 
@@ -478,7 +478,7 @@ def test_scan_writes_nothing(ssh_server, policy, tree):
     assert result.applicable
     assert [] in attempts, f"every scan changed something: {attempts}"
     if not log.exists():  # the SFTP-level half of the check cannot run: not a pass (fails under CI=true)
-        _missing("The test sshd's sftp request log", "ASTROLAB_TEST_SSH_*",
+        missing_service("The test sshd's sftp request log", "ASTROLAB_TEST_SSH_*",
                  f"{log} does not exist (services.sh writes it where /usr/lib/openssh/sftp-server is installed)")
     requests = log.read_bytes()[log_start:].decode(errors="replace").splitlines()
     opened = [line for line in requests if line.startswith("open ")]
