@@ -159,6 +159,7 @@ def main() -> None:
     runs: dict[str, list[dict]] = {m: [] for m in METHODS}
     for i in range(args.repeats):
         for method in METHODS:  # interleaved, so drift in machine load hits both alike
+            os.sync()  # the previous run's written files reach the disk before this one starts, not during it
             proc = subprocess.run([sys.executable, __file__, "--child", method, "--file", str(path),
                                    "--cores", str(args.cores)], capture_output=True, text=True, check=False)
             if proc.returncode:

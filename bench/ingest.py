@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -165,6 +166,7 @@ def main() -> None:
     for i in range(args.repeats):
         for method in args.methods:  # interleaved, so drift in machine load hits every method alike
             ref = ["--ref-tree", str(args.ref_tree.resolve())] if method.endswith("-ref") else []
+            os.sync()  # the previous run's written files reach the disk before this one starts, not during it
             proc = subprocess.run([sys.executable, __file__, "--child", method, "--file", str(path), *ref],
                                   capture_output=True, text=True, check=False)
             if proc.returncode:
