@@ -82,3 +82,14 @@ class PartitionWriters:
             for writer in self.writers.values():
                 writer.close()
         return list(self.writers)
+
+    def abort(self) -> None:
+        """Stop after a failure: drop what is buffered, wait for the row groups being written, close every file
+        (the half-written version has no ``hats.properties`` and is deleted by the next publish)."""
+        self.buffers.clear()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        for writer in self.writers.values():
+            try:
+                writer.close()
+            except (OSError, pa.ArrowException):  # a file the failure itself broke: nothing more to save
+                pass

@@ -231,13 +231,19 @@ def write_hats_catalog(
                 margin.offer_file(_partition_file(out, *part))
     writers = PartitionWriters(out, out_schema, highest_order)
     inputs = [(p, False) for p in staged] + [(p, True) for pix, p in old.items() if pix not in linked]
-    for path, is_old in inputs:
-        for batch in _batches(path, out_schema.names if is_old else out_schema.names + [SEQ_COLUMN], is_old):
-            batch = _drop_superseded(batch, superseded, key).drop_columns([SEQ_COLUMN]).cast(out_schema)
-            if margin is not None:
-                margin.offer(batch)
-            _route(batch, starts, by_start, writers)
-    rewritten = writers.close()
+    try:
+        for path, is_old in inputs:
+            for batch in _batches(path, out_schema.names if is_old else out_schema.names + [SEQ_COLUMN], is_old):
+                batch = _drop_superseded(batch, superseded, key).drop_columns([SEQ_COLUMN]).cast(out_schema)
+                if margin is not None:
+                    margin.offer(batch)
+                _route(batch, starts, by_start, writers)
+        rewritten = writers.close()
+    except BaseException:  # no thread or open file outlives a failed build
+        writers.abort()
+        if margin is not None:
+            margin.writers.abort()
+        raise
     crash_point("during-hats-build")  # partitions written; no _metadata, partition_info.csv or hats.properties yet
     final_counts += writers.counts
 

@@ -117,3 +117,35 @@ def test_untouched_partitions_are_linked(tmp_path):
                                max_rows=1500)
     assert summary.linked > 0 and summary.rewritten > 0
     assert summary.nrows == 4050 == len(df)
+
+
+def test_a_failed_build_leaves_no_open_file_or_thread(tmp_path, monkeypatch):
+    import os
+    import threading
+
+    import pytest
+
+    import tasks.hats.writer as writer
+
+    part = fragment(tmp_path / "a.parquet", range(3000), np.zeros(3000), 1, 1)
+    route, calls = writer._route, []
+
+    def route_then_fail(*args):  # the disk fills after 20 batches have been routed
+        calls.append(1)
+        if len(calls) > 20:
+            raise OSError("No space left on device")
+        route(*args)
+
+    monkeypatch.setattr(writer, "_route", route_then_fail)
+    monkeypatch.setattr(writer.PartitionWriters, "ROW_GROUP_ROWS", 100)  # batches of 100: files opened before
+    threads = threading.active_count()
+    out = tmp_path / "cat"
+    with pytest.raises(OSError, match="No space left"):
+        write_hats_catalog(out, "redshifts", SCHEMA, KEY, "RA", "DEC", [part], max_rows=100_000,
+                           highest_order=2, margin_arcsec=60.0)
+    assert len(calls) == 21 and any(out.rglob("*.parquet"))  # files had been opened
+    fds = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+           if os.path.exists(f"/proc/self/fd/{fd}")]
+    assert [f for f in fds if f.startswith(str(out))] == []
+    assert threading.active_count() == threads
+    assert not (out / "hats.properties").exists()
