@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -89,7 +90,5 @@ class PartitionWriters:
         self.buffers.clear()
         self.pool.shutdown(wait=True, cancel_futures=True)
         for writer in self.writers.values():
-            try:
+            with contextlib.suppress(OSError, pa.ArrowException):  # a file the failure broke: nothing to save
                 writer.close()
-            except (OSError, pa.ArrowException):  # a file the failure itself broke: nothing more to save
-                pass
