@@ -114,7 +114,7 @@ def _reason(exc: Exception, where: str) -> str:
     return f"{where}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
 
 
-def _refused(exc: requests.ConnectionError) -> bool:
+def _refused(exc: requests.RequestException) -> bool:
     """Whether the connection itself could not be made (refused, no route, name unknown): the request was never sent."""
     reason = exc.args[0] if exc.args else None
     return isinstance(getattr(reason, "reason", reason), urllib3.exceptions.NewConnectionError)
