@@ -24,10 +24,10 @@ class PartitionWriters:
     partition's in order.
     """
 
-    ROW_GROUP_ROWS = 128_000
+    ROW_GROUP_ROWS = 64_000
     IN_FLIGHT = 2
 
-    def __init__(self, out: Path, schema: pa.Schema, highest_order: int, buffer_bytes: int = 128 << 20):
+    def __init__(self, out: Path, schema: pa.Schema, highest_order: int, buffer_bytes: int = 64 << 20):
         self.out, self.schema, self.buffer_bytes = out, schema, buffer_bytes
         self.shift = 2 * (29 - highest_order)
         self.counts = np.zeros(12 * 4**highest_order, dtype=np.int64)
@@ -40,6 +40,10 @@ class PartitionWriters:
 
     def add(self, partition: tuple[int, int], rows: pa.Table) -> None:
         """Queue rows for a partition's file."""
+        if rows.get_total_buffer_size() > 2 * rows.nbytes:
+            # a slice of a larger batch would keep the whole batch in memory until this partition is flushed:
+            # with many partitions that is many batches, whatever the buffer limit says, so keep a copy instead
+            rows = rows.take(pa.array(np.arange(rows.num_rows)))
         self.buffers.setdefault(partition, []).append(rows)
         self.buffered += rows.nbytes
         if sum(t.num_rows for t in self.buffers[partition]) >= self.ROW_GROUP_ROWS:
