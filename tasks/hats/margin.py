@@ -214,6 +214,10 @@ class MarginBuilder:
             mine = np.flatnonzero(near & (owners == owner))
             self.writers.add(self.partitions[owner], candidates.take(pa.array(mine)))
 
+    def abort(self) -> None:
+        """Close the margin's files after a failed build (see ``PartitionWriters.abort``)."""
+        self.writers.abort()
+
     def finish(self, partitions: list[Partition] | None = None) -> MarginSummary:
         """Close the files and write the index and ``hats.properties`` (last). ``partitions``: the primary's
         partitions as written, when some planned ones came out empty (their margin files are dropped)."""

@@ -242,7 +242,7 @@ def write_hats_catalog(
     except BaseException:  # no thread or open file outlives a failed build
         writers.abort()
         if margin is not None:
-            margin.writers.abort()
+            margin.abort()
         raise
     crash_point("during-hats-build")  # partitions written; no _metadata, partition_info.csv or hats.properties yet
     final_counts += writers.counts

@@ -224,13 +224,10 @@ def _add_time(timings: dict[str, float], key: str) -> Iterator[None]:
 def _timed(iterator, timings: dict[str, float], key: str):
     """Yield from ``iterator``, adding the time spent inside it to ``timings[key]``."""
     while True:
-        t0 = time.perf_counter()
-        try:
-            item = next(iterator)
-        except StopIteration:
-            timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
+        with _add_time(timings, key):
+            item = next(iterator, _END)
+        if item is _END:
             return
-        timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
         yield item
 
 
